@@ -1,0 +1,77 @@
+# pddattn: `make demo` runs the main job, `make test` runs every test.
+# Both bootstrap the environment (Debian packages, a venv over Debian's
+# python3 with --system-site-packages, pip installs) and skip what is done.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PY_SYS   := /usr/bin/python3
+VENV     := .venv
+PY       := $(VENV)/bin/python
+SUDO     := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+APT_PKGS := python3-venv python3-petsc4py python3-mpi4py openmpi-bin
+# Debian's petsc4py lives under PETSC_DIR; without the `petsc` alternatives
+# link it is not on sys.path, so the venv gets a .pth file pointing at it.
+PETSC_DIR_DEBIAN := /usr/lib/petscdir/petsc3.18/x86_64-linux-gnu-real
+MPIRUN   := mpirun --oversubscribe
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+export OMPI_MCA_rmaps_base_oversubscribe := 1
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+MPI_TIMEOUT := 900
+OUT ?= runs
+
+.PHONY: setup demo test test-serial test-mpi bench bench-speed bench-scaling bench-reproduce bench-petsc clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.apt:
+	@if ! dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
+	  echo "installing Debian packages: $(APT_PKGS)"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+$(VENV)/.installed: $(VENV)/.apt pyproject.toml constraints.txt
+	@[ -x $(PY) ] || $(PY_SYS) -m venv --system-site-packages $(VENV)
+	@site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	  if [ -d $(PETSC_DIR_DEBIAN) ] && [ ! -e /usr/lib/petsc ]; then \
+	    echo "$(PETSC_DIR_DEBIAN)/lib/python3/dist-packages" > $$site/pddattn-debian-petsc4py.pth; fi
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test,plot]'
+	@$(PY) -c 'import numpy, torch, mpi4py, petsc4py, pytest; print("environment ready: numpy", numpy.__version__, "torch", torch.__version__, "petsc4py", petsc4py.__version__)'
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/pddattn compare --out $(OUT)/compare
+
+test: test-serial test-mpi
+
+test-serial: setup
+	$(PY) -m pytest -q tests
+
+# The same suite's MPI tests under 2, 3 and 4 ranks (4 oversubscribes 2 cores).
+# `timeout` turns a hang into a failure; exit 5 (nothing selected) is not one.
+test-mpi: setup
+	@for n in 2 3 4; do \
+	  echo "== mpirun -n $$n: MPI tests =="; \
+	  timeout $(MPI_TIMEOUT) $(MPIRUN) -n $$n $(PY) -m pytest -q --with-mpi -m mpi -p no:cacheprovider tests \
+	    || { rc=$$?; [ $$rc -eq 5 ] || exit $$rc; }; \
+	done
+
+bench: bench-speed bench-reproduce bench-scaling bench-petsc
+
+bench-speed: setup
+	$(PY) benchmarks/step_time.py --out benchmarks/results
+
+bench-reproduce: setup
+	$(PY) benchmarks/reproduce.py --out benchmarks/results
+
+bench-scaling: setup
+	$(PY) benchmarks/scaling.py --out benchmarks/results
+
+bench-petsc: setup
+	$(PY) benchmarks/iterations.py --out benchmarks/results
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache build *.egg-info

@@ -1,0 +1,237 @@
+"""Command line: ``pddattn train | compare | solve | bench``.
+
+    pddattn compare --out runs/compare                       # the main job
+    pddattn train --model dd --n 1023 --subdomains 32 --out runs/dd
+    mpirun -n 4 pddattn train --model dd --out runs/dd4      # distributed
+    pddattn train --resume --out runs/dd4                    # continue (any rank count)
+    mpirun -n 2 pddattn solve -ksp_type cg -pc_type python \\
+        -pc_python_type pddattn.petsc.DDAttentionPC -pddattn_model runs/dd4/checkpoint.pt
+
+A bad argument ends every rank with one line, ``pddattn: error: ...``, and
+exit status 2. An unexpected exception on one MPI rank aborts the whole job
+(MPI_Abort) so the others do not wait forever.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+from .checkpoint import CheckpointError
+from .parallel.layout import ConfigurationError, make_layout
+from .train import TrainConfig
+
+# Errors every rank raises alike (validated before any communication): a clean exit.
+COLLECTIVE_ERRORS = (ConfigurationError, CheckpointError)
+_DEFAULTS = TrainConfig()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 2."""
+
+    def error(self, message):
+        raise ConfigurationError(message)
+
+
+def _positive_or_none(text):
+    return None if text in ("full", "none", "None") else int(text)
+
+
+def _add_model_options(p, model=True):
+    g = p.add_argument_group("model")
+    if model:
+        g.add_argument("--model", choices=("dd", "global"), default=None, help="operator to train (default dd)")
+    g.add_argument("--n", type=int, help=f"interior grid nodes (default {_DEFAULTS.n})")
+    g.add_argument("--subdomains", type=int, help=f"N, number of subdomains (default {_DEFAULTS.subdomains})")
+    g.add_argument("--overlap", type=int, help=f"delta, overlap in nodes (default {_DEFAULTS.overlap})")
+    g.add_argument("--rank", type=int, help=f"rank of each block (default {_DEFAULTS.rank})")
+    g.add_argument("--coarse-rank", type=_positive_or_none, help="coarse rank r0 (default: full, N - 1)")
+    g.add_argument("--pou", choices=("count", "smooth"), help="partition of unity (default count)")
+    g.add_argument("--symmetric", action="store_true", default=None, help="tie K = Q (SPSD operator)")
+    g.add_argument("--one-level", dest="coarse", action="store_false", default=None, help="drop the coarse term")
+    g.add_argument("--init", choices=("random", "schwarz"), help="initial factors (default random)")
+    g.add_argument("--init-scale", type=float, help="random init std in natural units (default 0.1)")
+
+
+def _add_training_options(p):
+    g = p.add_argument_group("data and training")
+    g.add_argument("--data", choices=("fourier", "probe"), help="sampler (default fourier)")
+    g.add_argument("--modes", type=int, help="K, Fourier modes (default n: many-mode data)")
+    g.add_argument("--alpha", type=float, help="spectral decay of the coefficients (default 0)")
+    g.add_argument("--steps", type=int, help=f"optimiser steps (default {_DEFAULTS.steps})")
+    g.add_argument("--batch", type=int, help=f"global batch size (default {_DEFAULTS.batch})")
+    g.add_argument("--lr", type=float, help=f"relative learning rate (default {_DEFAULTS.lr})")
+    g.add_argument("--warmup", type=int, help=f"warm-up steps (default {_DEFAULTS.warmup})")
+    g.add_argument("--seed", type=int, help="seed of data and init (default 0)")
+    g.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
+    g.add_argument("--device", help="torch device (default cpu)")
+    g.add_argument("--eval-every", type=int, help=f"steps between test evaluations (default {_DEFAULTS.eval_every})")
+    g.add_argument("--test-size", type=int, help=f"held-out samples (default {_DEFAULTS.test_size})")
+    g.add_argument("--target", type=float, help="stop at this test error (default: run all steps)")
+    g.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 1000)")
+    g.add_argument("--data-parallel", type=int, help="R data replicas under mpirun (default 1)")
+
+
+def build_parser():
+    p = _Parser(prog="pddattn", description="Domain-decomposition attention (Koehler and Rheinbach).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    t = sub.add_parser("train", help="train one model (serial or under mpirun)")
+    _add_model_options(t)
+    _add_training_options(t)
+    t.add_argument("--out", help="folder for log.jsonl and checkpoint.pt")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    c = sub.add_parser("compare", help="the main job: DD against the global baseline")
+    _add_model_options(c, model=False)
+    _add_training_options(c)
+    c.add_argument("--global-rank", type=int, default=64, help="rank of the global baseline (default 64)")
+    c.add_argument("--global-lr", type=float, help="lr of the global model (default --lr)")
+    c.add_argument("--dd-lr", type=float, help="lr of the DD model (default --lr)")
+    c.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
+    s = sub.add_parser("solve", help="PETSc KSP solve of A u = f; PETSc options pass through")
+    s.add_argument("--n", type=int, default=None, help="grid nodes (default: the model's, else 1023)")
+    s.add_argument("--rhs", default="fourier", help="fourier, probe, or a .npy / PETSc binary file")
+    s.add_argument("--modes", type=int, default=None, help="Fourier modes of the rhs (default n)")
+    s.add_argument("--seed", type=int, default=0)
+    b = sub.add_parser("bench", help="training-step time: DD against global at equal parameters")
+    b.add_argument("--n", type=int, default=4095)
+    b.add_argument("--subdomains", type=int, default=64)
+    b.add_argument("--overlap", type=int, default=2)
+    b.add_argument("--rank", type=int, default=8)
+    b.add_argument("--batch", type=int, default=64)
+    b.add_argument("--repeats", type=int, default=50)
+    b.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--json", help="also write the measurements here")
+    return p
+
+
+def config_from_args(args, base=None):
+    """A TrainConfig from parsed arguments: explicit ones override ``base``."""
+    base = base or TrainConfig()
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    return dataclasses.replace(base, **given), given
+
+
+def _cmd_train(args, layout):
+    from . import checkpoint
+    from .train import train
+    cfg, given = config_from_args(args)
+    if args.resume:
+        if not args.out:
+            raise ConfigurationError("--resume needs --out, the folder of the run to continue")
+        stored = TrainConfig.from_dict(checkpoint.read_collective(os.path.join(args.out, "checkpoint.pt"),
+                                                                  layout)["config"])
+        fixed = {k: v for k, v in given.items() if k not in ("steps", "target", "eval_every", "checkpoint_every",
+                                                             "device", "data_parallel")}
+        clash = {k: (v, getattr(stored, k)) for k, v in fixed.items() if getattr(stored, k) != v}
+        if clash:
+            k, (new, old) = next(iter(clash.items()))
+            raise ConfigurationError(f"the checkpoint in {args.out} is for {k}={old!r}, not {new!r}; "
+                                     f"resume with the run's own settings")
+        cfg = dataclasses.replace(stored, **given)
+    _, summary = train(cfg, out=args.out, resume=args.resume, layout=layout)
+    if layout.is_root:
+        print(f"{summary['model']}: {summary['parameters']:,} parameters, test error "
+              f"{summary['test_error']:.3e} after {summary['steps']} steps, {summary['time']:.1f} s training")
+
+
+def _cmd_compare(args, layout):
+    from .compare import compare, format_table, plot_curves
+    if layout.world_size > 1:
+        raise ConfigurationError("compare runs on one process; use `mpirun ... pddattn train` for MPI runs")
+    cfg, _ = config_from_args(args)
+    results = compare(cfg, args.global_rank, args.global_lr, args.dd_lr, out=args.out)
+    print(format_table(results))
+    png = plot_curves(results, os.path.join(args.out, "curves.png"))
+    print(f"wrote {os.path.join(args.out, 'results.json')}" +
+          (f" and {png}" if png else " (curves.png skipped: install matplotlib, pip install 'pddattn[plot]')"))
+
+
+def _cmd_solve(args, layout):
+    from .petsc import solve_main
+    solve_main(args, layout)
+
+
+def _cmd_bench(args, layout):
+    from .bench import step_time_comparison, format_step_times
+    result = step_time_comparison(args.n, args.subdomains, args.overlap, args.rank, args.batch,
+                                  args.repeats, args.dtype, args.device)
+    print(format_step_times(result))
+    if args.json:
+        import json
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=1)
+
+
+COMMANDS = {"train": _cmd_train, "compare": _cmd_compare, "solve": _cmd_solve, "bench": _cmd_bench}
+
+
+def main(argv=None):
+    """Entry point of the ``pddattn`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    # PETSc options (-ksp_type ...) belong to PETSc, not argparse.
+    ours, petsc_opts = _split_petsc_options(argv)
+    layout = None
+    try:
+        args = build_parser().parse_args(ours)
+        args.petsc_options = petsc_opts
+        if petsc_opts and args.command != "solve":
+            raise ConfigurationError(f"unrecognized arguments: {' '.join(petsc_opts)}")
+        layout = make_layout(getattr(args, "data_parallel", None) or 1)
+        _limit_threads(layout)
+        COMMANDS[args.command](args, layout)
+    except (COLLECTIVE_ERRORS + (ValueError,)) as exc:
+        if layout is not None and layout.world_size > 1 and not isinstance(exc, COLLECTIVE_ERRORS):
+            _abort(layout)  # raised on this rank only: the others would wait forever
+        if layout is None or layout.is_root:
+            print(f"pddattn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BaseException:
+        if layout is not None and layout.world_size > 1:
+            _abort(layout)
+        raise
+    return 0
+
+
+def _abort(layout):
+    """Print this rank's traceback and end the whole MPI job (MPI_Abort)."""
+    import traceback
+    print(f"pddattn: rank {layout.world_rank} failed; aborting all {layout.world_size} ranks", file=sys.stderr)
+    traceback.print_exc()
+    sys.stderr.flush()
+    layout.comm.Abort(1)
+
+
+def _split_petsc_options(argv):
+    """Separate PETSc-style single-dash options (-ksp_type cg) from ours (--n 10)."""
+    ours, petsc = [], []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("-") and not a.startswith("--") and len(a) > 2 and not a[1:].lstrip("-").isdigit():
+            petsc.append(a)
+            if i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                petsc.append(argv[i + 1])
+                i += 1
+        else:
+            ours.append(a)
+        i += 1
+    return ours, petsc
+
+
+def _limit_threads(layout):
+    """One team of torch threads per core: ranks sharing a node split its cores."""
+    import torch
+    if layout.world_size > 1:
+        from mpi4py import MPI
+        local = layout.comm.Split_type(MPI.COMM_TYPE_SHARED)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local.Get_size()))
+        local.Free()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

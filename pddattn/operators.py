@@ -1,0 +1,420 @@
+"""Softmax-free attention operators: the global baseline and DD attention.
+
+Global (the seed's QK^T):   y = Q K^T f,                Q, K in R^{n x r}.
+DD attention:               y = Phi Q_0 K_0^T Phi^T f
+                                + sum_i R_i^T D_i^1/2 Q_i K_i^T D_i^1/2 R_i f.
+
+The two DD terms are written once, as functions of node-major tensors
+(nodes x batch), and reused unchanged by the serial module below, by the
+MPI operator in :mod:`pddattn.parallel` (which only adds communication
+around them) and by the PETSc preconditioner. Node-major layout makes R_i a
+gather of contiguous rows and R_i^T a row scatter-add; subdomains are padded
+to a common length L so one ``bmm`` handles all of them, with no Python loop
+over subdomains in forward or backward.
+
+Modules take and return batch-major tensors (..., n), like torch layers.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from .decomposition import Decomposition
+from .problem import apply_laplacian, check_size, laplacian_eigenvalues, mesh_width
+
+__all__ = ["GlobalAttention", "DDAttention", "subdomain_attention", "coarse_restrict",
+           "coarse_interpolate", "INITS"]
+
+INITS = ("random", "schwarz")
+
+
+# --------------------------------------------------------------------- kernels
+def subdomain_attention(x, index, weight, Q, K):
+    """sum_i R_i^T D_i^1/2 Q_i K_i^T D_i^1/2 R_i x, batched over subdomains.
+
+    Parameters
+    ----------
+    x : Tensor, shape (m, B)
+        Node-major input on a range of m nodes (contiguous for speed).
+    index : LongTensor, shape (N, L)
+        R_i as row indices into x. Padding entries may point at any row:
+        D_i^1/2 is zero there, so they read and write nothing.
+    weight : Tensor, shape (N, L, 1)
+        D_i^1/2, zero at padding.
+    Q, K : Tensor, shape (N, L, r)
+        Per-subdomain factors (pass them swapped for the transpose).
+
+    Returns
+    -------
+    Tensor, shape (m, B)
+    """
+    m, batch = x.shape
+    X = x[index] * weight                                        # R_i, then D_i^1/2
+    Y = torch.bmm(Q, torch.bmm(K.transpose(1, 2), X)) * weight  # Q_i K_i^T, then D_i^1/2
+    return x.new_zeros(m, batch).index_add(0, index.reshape(-1), Y.reshape(-1, batch))  # R_i^T
+
+
+class _SparseProduct(torch.autograd.Function):
+    """y = S x for a constant sparse S; the backward applies the stored S^T."""
+
+    @staticmethod
+    def forward(ctx, x, S, S_T):
+        ctx.S_T = S_T
+        return S @ x.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.S_T @ grad.contiguous(), None, None
+
+
+def sparse_pair(rows, cols, vals, shape, dtype, device):
+    """(S, S^T) as CSR tensors from coordinates; both are applied in O(nnz B)."""
+    coo = torch.sparse_coo_tensor(np.stack([rows, cols]), vals, shape, dtype=dtype, device=device,
+                                  check_invariants=True).coalesce()
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": we use only S @ dense
+        warnings.simplefilter("ignore", UserWarning)
+        return coo.to_sparse_csr(), coo.t().coalesce().to_sparse_csr()
+
+
+def coarse_restrict(x, phi, phi_t):
+    """Phi^T x for node-major x (m, B), given (Phi, Phi^T) restricted to those m rows."""
+    return _SparseProduct.apply(x, phi_t, phi)
+
+
+def coarse_interpolate(z, phi, phi_t):
+    """Phi z, node-major (m, B), from (Phi, Phi^T) restricted to m rows."""
+    return _SparseProduct.apply(z, phi, phi_t)
+
+
+# --------------------------------------------------------------- initialisation
+def _normal(shape, scale, generator, dtype, device):
+    return (torch.randn(shape, generator=generator, dtype=torch.float64) * scale).to(dtype=dtype, device=device)
+
+
+def _dirichlet_inverse_factor(size, r, h):
+    """Q with Q Q^T the best rank-r part of (h^-2 tridiag(-1, 2, -1)_size)^-1.
+
+    Exact eigenpairs: v_k(m) = sqrt(2/(size+1)) sin(k pi m/(size+1)),
+    mu_k = 4 h^-2 sin^2(k pi / (2 (size+1))); keep the r smallest mu_k.
+    """
+    k = np.arange(1, min(r, size) + 1)
+    m = np.arange(1, size + 1)
+    v = np.sqrt(2.0 / (size + 1)) * np.sin(np.pi * np.outer(m, k) / (size + 1))
+    mu = 4.0 / h**2 * np.sin(k * np.pi / (2 * (size + 1))) ** 2
+    return v / np.sqrt(mu)
+
+
+def _spd_inverse_factor(matrix, r):
+    """Q with Q Q^T the best rank-r part of matrix^-1 (matrix SPD, small)."""
+    mu, v = np.linalg.eigh(matrix)
+    keep = slice(0, min(r, len(mu)))
+    return v[:, keep] / np.sqrt(mu[keep])
+
+
+def _coarse_matrix(decomposition):
+    """A_0 = Phi^T A Phi (tridiagonal), by probing with three colour vectors."""
+    d = decomposition
+    n0 = d.coarse_size
+    index, weight = d.coarse_basis()
+    A0 = np.zeros((n0, n0))
+    for colour in range(3):
+        # z hits every third coarse node, so each row of Phi^T A Phi z sees one of them.
+        z = np.zeros(n0 + 1)
+        z[colour:n0:3] = 1.0
+        w = np.zeros(n0 + 1)
+        np.add.at(w, index.ravel(), (apply_laplacian((z[index] * weight).sum(1), d.n)[:, None] * weight).ravel())
+        js = np.arange(colour, n0, 3)
+        for shift in (-1, 0, 1):
+            rows = js + shift
+            ok = (rows >= 0) & (rows < n0)
+            A0[rows[ok], js[ok]] = w[rows[ok]]
+    return A0
+
+
+def schwarz_factors(decomposition, r, r0):
+    """Factors making DD attention two-level additive Schwarz with PoU weights.
+
+    Returns (Q, Q0) with Q[i] Q[i]^T = A_i^-1 (A_i = R_i A R_i^T) and
+    Q0 Q0^T = (Phi^T A Phi)^-1, each truncated to its best rank-r (r0)
+    part when r < n_i (r0 < n_0); padding rows and columns are zero.
+    """
+    d = decomposition
+    h = mesh_width(d.n)
+    Q = np.zeros((d.N, d.max_size, r))
+    cache = {}
+    for i, size in enumerate(d.sizes):
+        if size not in cache:
+            cache[size] = _dirichlet_inverse_factor(int(size), r, h)
+        f = cache[size]
+        Q[i, : f.shape[0], : f.shape[1]] = f
+    Q0 = np.zeros((d.coarse_size, r0))
+    if d.coarse_size:
+        f0 = _spd_inverse_factor(_coarse_matrix(d), r0)
+        Q0[:, : f0.shape[1]] = f0
+    return Q, Q0
+
+
+def natural_scale(top_inverse_eigenvalue, size):
+    """RMS entry of the leading column of Q when Q Q^T is an inverse with that top eigenvalue.
+
+    The scale-aware optimiser and the random init measure every factor in
+    this unit, so one learning rate suits blocks of very different size.
+    """
+    return float(np.sqrt(top_inverse_eigenvalue / max(size, 1)))
+
+
+def _dirichlet_top_inverse_eigenvalue(size, h):
+    """1 / mu_1 for h^-2 tridiag(-1, 2, -1) of order ``size``."""
+    return h**2 / (4.0 * np.sin(np.pi / (2 * (size + 1))) ** 2)
+
+
+def _check_rank(name, r):
+    if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
+        raise ValueError(f"{name} must be a positive integer, got {r!r}")
+    return int(r)
+
+
+# ---------------------------------------------------------------------- modules
+class _Attention(nn.Module):
+    """What both operators share: dense(), num_parameters(), batch handling."""
+
+    def to_global(self, name, tensor):
+        """A parameter-shaped tensor in the global layout (serial: already global)."""
+        return tensor
+
+    def from_global(self, name, tensor):
+        """This module's part of a global parameter-shaped tensor (serial: all of it)."""
+        return tensor
+
+    def replicated_parameters(self):
+        """Parameters every rank of a domain group holds whole."""
+        return tuple(name for name, _ in self.named_parameters())
+
+    def dense(self):
+        """The n x n matrix M^-1 (tests and diagnostics; O(n^2) memory)."""
+        p = next(self.parameters())
+        with torch.no_grad():
+            return self(torch.eye(self.n, dtype=p.dtype, device=p.device)).T
+
+    def forward(self, f, transpose=False):
+        """Apply M^-1 (or its transpose) to f of shape (n,) or (batch, n)."""
+        single = f.dim() == 1
+        x = f.reshape(1, -1) if single else f
+        if x.shape[-1] != self.n:
+            raise ValueError(f"expected inputs with n={self.n} nodes in the last axis, got {tuple(f.shape)}")
+        y = self.matvec(x.T.contiguous(), transpose).T
+        return y.reshape(-1) if single else y
+
+
+class GlobalAttention(_Attention):
+    """The global low-rank baseline y = Q K^T f.
+
+    Parameters
+    ----------
+    n, r : int
+        Grid size and rank; 2 n r parameters (n r if symmetric).
+    symmetric : bool
+        Tie K = Q (symmetric positive semi-definite operator).
+    init_scale : float
+        Standard deviation of the random factors, in units of their natural
+        scale (see :meth:`natural_scales`).
+    seed : int
+        Seed of the initial factors.
+    """
+
+    def __init__(self, n, r, symmetric=False, init_scale=0.1, seed=0, dtype=None, device=None):
+        super().__init__()
+        self.n, self.r, self.symmetric = check_size(n), _check_rank("rank r", r), bool(symmetric)
+        dtype = dtype or torch.get_default_dtype()
+        g = torch.Generator().manual_seed(seed)
+        std = init_scale * self.natural_scales()["Q"]
+        self.Q = nn.Parameter(_normal((self.n, self.r), std, g, dtype, device))
+        self.K = None if symmetric else nn.Parameter(_normal((self.n, self.r), std, g, dtype, device))
+
+    def natural_scales(self):
+        """Natural magnitude of each factor's entries: from the top eigenpair of A^-1."""
+        s = natural_scale(1.0 / laplacian_eigenvalues(self.n, 1), self.n)
+        return {"Q": s, "K": s}
+
+    def matvec(self, x, transpose=False):
+        """M^-1 (or its transpose) applied to the columns of x, shape (n, B)."""
+        Q, K = self.Q, self.Q if self.K is None else self.K
+        if transpose:
+            Q, K = K, Q
+        return Q @ (K.T @ x)
+
+    def num_parameters(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def config(self):
+        return {"model": "global", "n": self.n, "rank": self.r, "symmetric": self.symmetric}
+
+
+class DDAttention(_Attention):
+    """Domain-decomposition attention, batched over subdomains.
+
+    Parameters
+    ----------
+    decomposition : Decomposition
+        Cores, overlap, partition of unity and coarse space.
+    r : int
+        Rank of every local block.
+    r0 : int, optional
+        Rank of the coarse block (default: n_0, full).
+    symmetric : bool
+        Tie K_i = Q_i and K_0 = Q_0, so M^-1 is symmetric positive semi-definite.
+    coarse : bool
+        Include the coarse term (False gives the one-level ablation).
+    init : {'random', 'schwarz'}
+        Random factors, or two-level additive Schwarz truncated to the ranks.
+    init_scale : float
+        Standard deviation of the random factors in units of their natural
+        scale (see :meth:`natural_scales`).
+    seed : int
+        Seed of the random factors; the same on every rank.
+    subdomains : range, optional
+        A contiguous block of subdomains to hold (default all). The MPI
+        operator uses this for a rank's own block; the serial ``forward``
+        needs all of them.
+
+    Notes
+    -----
+    Parameters are stored padded, Q of shape (N, L, r) with zero rows past
+    n_i; those rows receive zero gradient (D^1/2 is zero there) and so stay
+    zero. ``num_parameters`` counts only the real entries,
+    sum_i 2 n_i r + 2 n_0 r0 (halved when symmetric).
+    """
+
+    def __init__(self, decomposition, r, r0=None, symmetric=False, coarse=True, init="random",
+                 init_scale=0.1, seed=0, dtype=None, device=None, subdomains=None):
+        super().__init__()
+        if not isinstance(decomposition, Decomposition):
+            raise TypeError("decomposition must be a pddattn.Decomposition")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
+        d = self.decomposition = decomposition
+        self.n, self.r = d.n, _check_rank("local rank r", r)
+        self.r0 = d.coarse_size if r0 is None else _check_rank("coarse rank r0", r0)
+        self.symmetric, self.coarse, self.init = bool(symmetric), bool(coarse), init
+        self.first, self.last = (0, d.N) if subdomains is None else (subdomains.start, subdomains.stop)
+        dtype = dtype or torch.get_default_dtype()
+        self._set_buffers(dtype, device)
+        Q, K, Q0, K0 = self._initial_factors(init_scale, seed, dtype, device)
+        self.Q = nn.Parameter(Q[self.first:self.last].contiguous())
+        self.K = None if self.symmetric else nn.Parameter(K[self.first:self.last].contiguous())
+        self.Q0 = nn.Parameter(Q0) if self.coarse else None
+        self.K0 = nn.Parameter(K0) if self.coarse and not self.symmetric else None
+
+    # The node ranges this module touches: its subdomains (input of the local
+    # term) and the cores it owns (rows of Phi, output).
+    @property
+    def ext_range(self):
+        d = self.decomposition
+        return int(d.starts[self.first]), int(d.stops[self.last - 1])
+
+    @property
+    def own_range(self):
+        d = self.decomposition
+        return int(d.core_bounds[self.first]), int(d.core_bounds[self.last])
+
+    def _set_buffers(self, dtype, device):
+        d = self.decomposition
+        lo, hi = self.ext_range
+        index = d.padded_indices(self.first, self.last, offset=lo, pad=0)  # D^1/2 = 0 at padding
+        weight = np.sqrt(d.pou_weights()[self.first:self.last])[..., None]
+        self.register_buffer("index", torch.as_tensor(index, dtype=torch.long, device=device), persistent=False)
+        self.register_buffer("weight", torch.as_tensor(weight, dtype=dtype, device=device), persistent=False)
+        self._phi = None
+
+    def coarse_basis(self):
+        """(Phi, Phi^T) on the owned rows as sparse tensors, built once per dtype and device."""
+        key = (self.weight.dtype, self.weight.device)
+        if self._phi is None or self._phi[0] != key:
+            index, weight = self.decomposition.coarse_basis()
+            a, b = self.own_range
+            rows = np.repeat(np.arange(b - a), 2)
+            cols, vals = index[a:b].ravel(), weight[a:b].ravel()
+            keep = cols < self.decomposition.coarse_size  # drop the "no hat" slots
+            self._phi = (key, sparse_pair(rows[keep], cols[keep], vals[keep],
+                                          (b - a, self.decomposition.coarse_size), *key))
+        return self._phi[1]
+
+    def natural_scales(self):
+        """Natural magnitude of the entries of each factor.
+
+        Local: from the top eigenvalue of A_i^-1 on the longest subdomain;
+        coarse: from the top eigenvalue of (Phi^T A Phi)^-1.
+        """
+        d = self.decomposition
+        local = natural_scale(_dirichlet_top_inverse_eigenvalue(d.max_size, mesh_width(d.n)), d.max_size)
+        scales = {"Q": local, "K": local}
+        if d.coarse_size:
+            top = 1.0 / np.linalg.eigvalsh(_coarse_matrix(d))[0]
+            scales["Q0"] = scales["K0"] = natural_scale(top, d.coarse_size)
+        else:
+            scales["Q0"] = scales["K0"] = 1.0
+        return scales
+
+    def replicated_parameters(self):
+        """Parameters every rank holds whole (their gradients are summed over ranks)."""
+        return ("Q0", "K0")
+
+    def _initial_factors(self, init_scale, seed, dtype, device):
+        """Global (N, L, r) and (n_0, r0) factors; every rank makes the same ones."""
+        d = self.decomposition
+        if self.init == "schwarz":
+            Q, Q0 = (torch.as_tensor(a, dtype=dtype, device=device) for a in schwarz_factors(d, self.r, self.r0))
+            return Q, Q.clone(), Q0, Q0.clone()
+        g = torch.Generator().manual_seed(seed)
+        scales = self.natural_scales()
+        std, std0 = init_scale * scales["Q"], init_scale * scales["Q0"]
+        mask = torch.as_tensor(d.padded_indices(pad=-1) >= 0, dtype=dtype, device=device)[..., None]
+        Q = _normal((d.N, d.max_size, self.r), std, g, dtype, device) * mask
+        K = _normal((d.N, d.max_size, self.r), std, g, dtype, device) * mask
+        Q0 = _normal((d.coarse_size, self.r0), std0, g, dtype, device)
+        K0 = _normal((d.coarse_size, self.r0), std0, g, dtype, device)
+        return Q, K, Q0, K0
+
+    def factors(self, transpose=False):
+        """(Q, K, Q0, K0) with the symmetric ties resolved, swapped for the transpose."""
+        Q, Q0 = self.Q, self.Q0
+        K = Q if self.K is None else self.K
+        K0 = Q0 if self.K0 is None else self.K0
+        return (K, Q, K0, Q0) if transpose else (Q, K, Q0, K0)
+
+    def local_term(self, x_ext, transpose=False):
+        """sum over held subdomains of R_i^T D_i^1/2 Q_i K_i^T D_i^1/2 R_i, node-major."""
+        Q, K, _, _ = self.factors(transpose)
+        return subdomain_attention(x_ext, self.index, self.weight, Q, K)
+
+    def coarse_term(self, x_own, transpose=False, reduce=None):
+        """Phi Q_0 K_0^T Phi^T x on the owned rows; ``reduce`` sums Phi^T x over ranks."""
+        _, _, Q0, K0 = self.factors(transpose)
+        phi, phi_t = self.coarse_basis()
+        c = coarse_restrict(x_own, phi, phi_t)
+        if reduce is not None:
+            c = reduce(c)
+        return coarse_interpolate(Q0 @ (K0.T @ c), phi, phi_t)
+
+    def matvec(self, x, transpose=False):
+        """M^-1 (or its transpose) applied to the columns of x, shape (n, B)."""
+        if (self.first, self.last) != (0, self.decomposition.N):
+            raise RuntimeError("this module holds only some subdomains; use DistributedDDAttention")
+        y = self.local_term(x, transpose)
+        if self.coarse and self.decomposition.coarse_size:
+            y = y + self.coarse_term(x, transpose)
+        return y
+
+    def num_parameters(self):
+        """sum_i 2 n_i r + 2 n_0 r0 (halved when symmetric), padding excluded."""
+        d = self.decomposition
+        sizes = d.sizes[self.first:self.last]
+        count = int(sizes.sum()) * self.r + (d.coarse_size * self.r0 if self.coarse else 0)
+        return count if self.symmetric else 2 * count
+
+    def config(self):
+        return {"model": "dd", **self.decomposition.to_dict(), "rank": self.r, "coarse_rank": self.r0,
+                "symmetric": self.symmetric, "coarse": self.coarse}

@@ -1,0 +1,8 @@
+"""MPI parallelism: communicator layout, differentiable communication, distributed operator.
+
+Importing this package does not import mpi4py; the layout and operator do,
+when they are built over a communicator.
+"""
+from .layout import ConfigurationError, Layout, SerialLayout, block_range, check_distribution, make_layout
+
+__all__ = ["ConfigurationError", "Layout", "SerialLayout", "block_range", "check_distribution", "make_layout"]

@@ -1,0 +1,189 @@
+"""Communicator layout: a domain x data grid, and who owns which subdomains.
+
+COMM_WORLD (or the ``comm`` given) of size P is split into P_data replicas
+of P_domain = P / P_data ranks each. World rank w has domain rank
+w mod P_domain and replica w div P_domain, so the ranks of one replica are
+consecutive (a node-local domain group when ranks are packed by node).
+
+Rank p of a domain group owns the contiguous block of subdomains
+``block_range(N, P_domain, p)``, hence the contiguous node range of their
+cores: the same contiguous layout a PETSc Vec uses.
+
+    mpirun -n 4 pddattn train --model dd --data-parallel 2   # 2 x 2 grid
+
+Everything that can fail is checked by :func:`check_distribution` from
+numbers every rank already has, before any communication, so every rank
+raises the same error and nobody waits in a collective.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+__all__ = ["block_range", "check_distribution", "Layout", "SerialLayout", "make_layout",
+           "launched_under_mpi", "ConfigurationError"]
+
+# Environment variables set by common MPI launchers (Open MPI, MPICH/Hydra, PMIx, MVAPICH).
+_LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
+
+
+class ConfigurationError(ValueError):
+    """A configuration that cannot run; raised identically on every rank."""
+
+
+def launched_under_mpi():
+    """True when an MPI launcher started this process (mpirun, srun with PMI, ...)."""
+    return any(v in os.environ for v in _LAUNCHER_VARS)
+
+
+def block_range(count, parts, p):
+    """The p-th of ``parts`` balanced contiguous blocks of range(count) (first ones larger)."""
+    base, extra = divmod(count, parts)
+    start = p * base + min(p, extra)
+    return range(start, start + base + (1 if p < extra else 0))
+
+
+def check_distribution(decomposition, size, data_parallel):
+    """Raise ConfigurationError unless N subdomains distribute over ``size`` ranks.
+
+    Needs: data_parallel divides size; P_domain = size / data_parallel <= N;
+    every rank's owned node block at least delta nodes wide (the overlap
+    exchange only talks to direct neighbours).
+    """
+    if isinstance(data_parallel, bool) or not isinstance(data_parallel, (int, np.integer)) or data_parallel < 1:
+        raise ConfigurationError(f"--data-parallel must be a positive integer, got {data_parallel!r}")
+    if size % data_parallel:
+        raise ConfigurationError(f"--data-parallel {data_parallel} does not divide the {size} ranks")
+    p_domain = size // data_parallel
+    d = decomposition
+    if d is None:
+        return p_domain
+    if p_domain > d.N:
+        raise ConfigurationError(
+            f"{p_domain} domain ranks but only N={d.N} subdomains; use at most {d.N} ranks per "
+            f"replica (or more --subdomains, or --data-parallel)")
+    for p in range(p_domain):
+        block = block_range(d.N, p_domain, p)
+        width = int(d.core_bounds[block.stop] - d.core_bounds[block.start])
+        if p_domain > 1 and width < d.delta:
+            raise ConfigurationError(
+                f"rank {p} owns {width} nodes, fewer than the overlap delta={d.delta}: the overlap "
+                f"would reach past its neighbours; use fewer ranks or a smaller --overlap")
+    return p_domain
+
+
+class SerialLayout:
+    """The one-process layout: every reduction is the identity. Needs no MPI."""
+
+    world_size = domain_size = data_size = 1
+    world_rank = domain_rank = replica = 0
+    is_root = True
+    comm = domain_comm = data_comm = None
+
+    def __init__(self, data_parallel=1):
+        check_distribution(None, 1, data_parallel)
+
+    def subdomains(self, N):
+        return range(0, N)
+
+    def samples(self, batch):
+        return range(0, batch)
+
+    def domain_sum(self, x):
+        return x
+
+    def data_sum(self, x):
+        return x
+
+    def sync_gradients(self, model):
+        pass
+
+    def barrier(self):
+        pass
+
+    def bcast(self, obj):
+        return obj
+
+
+class Layout(SerialLayout):
+    """P = P_domain x P_data grid over ``comm`` (default COMM_WORLD).
+
+    Parameters
+    ----------
+    data_parallel : int
+        P_data, the number of data replicas; must divide the size of comm.
+    comm : mpi4py.MPI.Comm, optional
+        The communicator to split (COMM_WORLD when None).
+    """
+
+    def __init__(self, data_parallel=1, comm=None):
+        from mpi4py import MPI
+        self.comm = MPI.COMM_WORLD if comm is None else comm
+        self.world_size, self.world_rank = self.comm.Get_size(), self.comm.Get_rank()
+        self.domain_size = check_distribution(None, self.world_size, data_parallel)
+        self.data_size = data_parallel
+        self.domain_rank, self.replica = self.world_rank % self.domain_size, self.world_rank // self.domain_size
+        self.is_root = self.world_rank == 0
+        group = self.comm.Split(color=self.replica, key=self.domain_rank)
+        # A 1D non-periodic Cartesian topology: the overlap exchange's neighbours.
+        self.domain_comm = group.Create_cart([self.domain_size], periods=[False], reorder=False)
+        group.Free()
+        self.data_comm = self.comm.Split(color=self.domain_rank, key=self.replica)
+
+    def subdomains(self, N):
+        return block_range(N, self.domain_size, self.domain_rank)
+
+    def samples(self, batch):
+        if batch % self.data_size:
+            raise ConfigurationError(f"--batch {batch} is not divisible by --data-parallel {self.data_size}")
+        share = batch // self.data_size
+        return range(self.replica * share, (self.replica + 1) * share)
+
+    def domain_sum(self, x):
+        """Sum a tensor or array over the domain group (no autograd)."""
+        return _allreduce(x, self.domain_comm)
+
+    def data_sum(self, x):
+        return _allreduce(x, self.data_comm)
+
+    def sync_gradients(self, model):
+        """Sum replicated (coarse) gradients over the domain group; average all over replicas."""
+        replicated = set(getattr(model, "replicated_parameters", lambda: ())())
+        for name, p in model.named_parameters():
+            if p.grad is None:
+                continue
+            g = p.grad
+            if name in replicated and self.domain_size > 1:
+                g = _allreduce(g, self.domain_comm)
+            if self.data_size > 1:
+                g = _allreduce(g, self.data_comm) / self.data_size
+            p.grad = g
+
+    def barrier(self):
+        self.comm.Barrier()
+
+    def bcast(self, obj):
+        return self.comm.bcast(obj, root=0)
+
+
+def _allreduce(x, comm):
+    """Allreduce-sum of a torch tensor or numpy array, returned as the same kind."""
+    import torch
+    from mpi4py import MPI
+    if comm.Get_size() == 1:
+        return x
+    if isinstance(x, torch.Tensor):
+        buf = x.detach().cpu().numpy().copy()
+        comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        return torch.from_numpy(buf).to(device=x.device)
+    buf = np.array(x, dtype=np.float64, copy=True)
+    comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+    return buf
+
+
+def make_layout(data_parallel=1, comm=None):
+    """A Layout over ``comm`` when given or when launched by mpirun; else SerialLayout."""
+    if comm is None and not launched_under_mpi():
+        return SerialLayout(data_parallel)
+    return Layout(data_parallel, comm)

@@ -1,0 +1,296 @@
+"""Training: one short loop for the serial and the MPI run alike.
+
+    cfg = TrainConfig(model="dd", n=1023, subdomains=32, overlap=2, rank=8)
+    result = train(cfg, out="runs/dd")            # serial
+    # mpirun -n 4 pddattn train --model dd ...     # the same loop, distributed
+
+Every step draws a fresh batch (the samplers are exact and cheap), so the
+data for step s is a function of (seed, s) alone: a resumed run, or a run on
+another rank count, sees the same data. Each rank evaluates only its own
+nodes; the layout supplies the reductions (identity when serial).
+
+Optimiser: Adam with a *scale-aware* learning rate. Each factor's lr is
+``lr * natural_scale`` (see ``natural_scales`` on the models), so ``lr`` is
+the relative change per step and one value suits the global model, the
+local blocks and the coarse block, whose entries differ by orders of
+magnitude. Linear warm-up, then cosine decay to zero at ``steps``.
+
+Loss: mean over the batch of ||M^-1 f - u||^2 / ||u||^2. Metric: mean
+relative L2 error ||M^-1 f - u|| / ||u|| over a held-out test set.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint
+from .models import MODELS, architecture, model_from_architecture
+from .operators import INITS
+from .parallel.layout import ConfigurationError, SerialLayout, block_range
+from .problem import make_sampler
+
+__all__ = ["TrainConfig", "train", "make_optimizer", "lr_factor", "relative_errors"]
+
+TRAIN_STREAM, TEST_STREAM = 0, 1
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run depends on, as plain data."""
+
+    model: str = "dd"
+    n: int = 1023
+    subdomains: int = 32
+    overlap: int = 2
+    rank: int = 8
+    coarse_rank: int | None = None      # None: full coarse rank n_0 = N - 1
+    pou: str = "count"
+    symmetric: bool = False
+    coarse: bool = True
+    init: str = "random"
+    init_scale: float = 0.1
+    data: str = "fourier"
+    modes: int | None = None            # None: all n modes
+    alpha: float = 0.0
+    steps: int = 10000
+    batch: int = 64
+    lr: float = 0.01
+    warmup: int = 100
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "cpu"
+    eval_every: int = 100
+    test_size: int = 256
+    target: float = 0.0                 # stop once the test error is at or below it
+    checkpoint_every: int = 1000
+    data_parallel: int = 1
+
+    def validate(self):
+        """Raise ConfigurationError naming the first bad field and what is allowed."""
+        def need(ok, message):
+            if not ok:
+                raise ConfigurationError(message)
+        need(self.model in MODELS, f"unknown model {self.model!r}; choose one of {MODELS}")
+        need(self.init in INITS, f"unknown init {self.init!r}; choose one of {INITS}")
+        need(self.dtype in DTYPES, f"unknown dtype {self.dtype!r}; choose one of {tuple(DTYPES)}")
+        for name in ("n", "rank", "steps", "batch", "eval_every", "test_size", "checkpoint_every"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and value >= 1, f"--{name.replace('_', '-')} must be a positive integer, "
+                                                        f"got {value!r}")
+        need(self.coarse_rank is None or self.coarse_rank >= 1, f"--coarse-rank must be a positive integer, "
+                                                                f"got {self.coarse_rank!r}")
+        need(self.warmup >= 0, f"--warmup must be >= 0, got {self.warmup}")
+        need(math.isfinite(self.lr) and self.lr > 0, f"--lr must be a positive number, got {self.lr}")
+        need(math.isfinite(self.init_scale) and self.init_scale > 0, "--init-scale must be positive")
+        need(self.target >= 0, f"--target must be >= 0, got {self.target}")
+        need(self.device == "cpu" or self.device.startswith(("cuda", "mps", "xpu")),
+             f"unknown device {self.device!r}; use cpu, cuda, cuda:N, mps or xpu")
+        try:
+            make_sampler(self.data, self.n, self.modes, self.alpha, self.seed)  # data, modes, alpha
+            architecture(dataclasses.asdict(self))                             # N, delta, pou
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        return self
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in fields})
+
+
+def lr_factor(step, cfg):
+    """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``steps``."""
+    warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
+    return warm * 0.5 * (1.0 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
+
+
+def make_optimizer(model, lr):
+    """Adam with one parameter group per factor at lr * natural scale."""
+    scales = model.natural_scales()
+    groups = [{"params": [p], "lr": lr * scales[name], "base_lr": lr * scales[name], "name": name}
+              for name, p in model.named_parameters()]
+    return torch.optim.Adam(groups)
+
+
+def relative_errors(y, u, layout):
+    """Per-sample (||y - u||^2 partial, ||u||^2 global) with the norms summed over the domain group.
+
+    ``y`` and ``u`` are node-major (m, b) on this rank's nodes. The numerator
+    keeps its autograd graph (the rank's own part of the loss); the
+    denominator is a constant.
+    """
+    num = (y - u).square().sum(0)
+    den = layout.domain_sum(u.detach().square().sum(0))
+    return num, den
+
+
+class _Data:
+    """This rank's slice of every batch: its own nodes, its replica's samples.
+
+    Tensors are node-major (nodes x samples), the layout the operators work in.
+    """
+
+    def __init__(self, cfg, model, layout):
+        self.sampler = make_sampler(cfg.data, cfg.n, cfg.modes, cfg.alpha, cfg.seed)
+        self.lo, self.hi = getattr(model, "own_range", (0, cfg.n))
+        self.dtype, self.device = DTYPES[cfg.dtype], torch.device(cfg.device)
+        self.batch, self.layout = cfg.batch, layout
+        test_rows = block_range(cfg.test_size, layout.data_size, layout.replica)
+        coef = self.sampler.coefficients(cfg.test_size, TEST_STREAM, 0)[test_rows.start:test_rows.stop]
+        self.test = self._tensors(coef)
+        self.test_size = cfg.test_size
+
+    def _tensors(self, coef):
+        f, u = self.sampler.evaluate(coef, self.lo, self.hi)
+        as_t = lambda a: torch.from_numpy(a).to(self.dtype).T.contiguous().to(self.device)  # noqa: E731
+        return as_t(f), as_t(u)
+
+    def batch_at(self, step):
+        rows = self.layout.samples(self.batch)
+        coef = self.sampler.coefficients(self.batch, TRAIN_STREAM, step)[rows.start:rows.stop]
+        return self._tensors(coef)
+
+
+def evaluate(model, data, layout, chunk=256):
+    """Mean relative L2 test error over the whole test set (all ranks agree)."""
+    f, u = data.test
+    total = 0.0
+    with torch.no_grad():
+        for s in range(0, f.shape[1], chunk):
+            num, den = relative_errors(model.matvec(f[:, s:s + chunk]), u[:, s:s + chunk], layout)
+            total += (layout.domain_sum(num) / den).sqrt().sum().item()
+    return float(layout.data_sum(np.array([total]))[0]) / data.test_size
+
+
+class _Log:
+    """JSONL log and progress bar, on the root rank only."""
+
+    def __init__(self, out, layout, cfg, start, resume):
+        self.root = layout.is_root
+        self.path = Path(out) / "log.jsonl" if out else None
+        if self.root and self.path is not None:
+            kept = []
+            if resume and self.path.exists():  # drop lines past the checkpoint we resume from
+                kept = [line for line in self.path.read_text().splitlines()
+                        if line.strip() and json.loads(line)["step"] <= start]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self.bar = None
+        if self.root and sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=cfg.steps, initial=start, desc=cfg.model, dynamic_ncols=True, leave=False)
+
+    def record(self, row):
+        if not self.root:
+            return
+        if self.path is not None:
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+        if self.bar is not None:
+            self.bar.set_postfix(test=f"{row['test_error']:.2e}", refresh=False)
+
+    def advance(self, steps=1):
+        if self.bar is not None:
+            self.bar.update(steps)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train(cfg, out=None, resume=False, layout=None):
+    """Train one model; return (model, summary dict).
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    out : str or Path, optional
+        Folder for log.jsonl and checkpoint.pt (created if missing).
+    resume : bool
+        Continue from ``out``/checkpoint.pt: same model, optimiser state,
+        step and clock; data and schedule depend only on the step.
+    layout : Layout, optional
+        The MPI layout (default: serial).
+    """
+    cfg.validate()
+    layout = layout or SerialLayout(cfg.data_parallel)
+    torch.manual_seed(cfg.seed)
+    model = model_from_architecture(architecture(cfg.to_dict()), layout, dtype=DTYPES[cfg.dtype],
+                                    device=cfg.device, init=cfg.init, init_scale=cfg.init_scale, seed=cfg.seed)
+    optimizer = make_optimizer(model, cfg.lr)
+    ckpt_path = Path(out) / "checkpoint.pt" if out else None
+    if out and layout.is_root:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    start, elapsed = 0, 0.0
+    if resume:
+        if ckpt_path is None:
+            raise ConfigurationError("--resume needs --out, the folder of the run to continue")
+        payload = checkpoint.read_collective(ckpt_path, layout)
+        if payload["architecture"] != model.config():
+            raise ConfigurationError(f"checkpoint {ckpt_path} holds {payload['architecture']}, "
+                                     f"not the configured {model.config()}")
+        checkpoint.restore(payload, model, optimizer)
+        start, elapsed = payload["progress"]["step"], payload["progress"]["elapsed"]
+    layout.barrier()
+    data = _Data(cfg, model, layout)
+    log = _Log(out, layout, cfg, start, resume)
+    params = model.num_parameters()
+    losses, error, step = [], float("nan"), start
+
+    def save():
+        if ckpt_path is not None:
+            progress = {"step": step, "elapsed": elapsed, "test_error": error}
+            checkpoint.save(ckpt_path, model, optimizer, progress, cfg.to_dict(), layout)
+
+    try:
+        while True:  # evaluate, maybe stop, step
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                error = evaluate(model, data, layout)
+                train_loss = float(np.mean(losses)) if losses else None
+                log.record({"step": step, "time": elapsed, "train_loss": train_loss, "test_error": error,
+                            "parameters": params, "lr": cfg.lr * lr_factor(step, cfg)})
+                losses = []
+                if layout.bcast(step >= cfg.steps or error <= cfg.target):
+                    break
+            t0 = time.perf_counter()
+            loss = _step(model, optimizer, data.batch_at(step), step, cfg, layout)
+            elapsed += time.perf_counter() - t0
+            losses.append(loss)
+            step += 1
+            log.advance()
+            if step % cfg.checkpoint_every == 0:
+                save()
+    except KeyboardInterrupt:
+        if layout.world_size == 1:  # keep what was done; under MPI the job is torn down anyway
+            save()
+        raise
+    finally:
+        log.close()
+    save()
+    return model, {"model": cfg.model, "parameters": params, "steps": step, "time": elapsed, "test_error": error}
+
+
+def _step(model, optimizer, batch, step, cfg, layout):
+    """One optimiser step; returns the global batch loss."""
+    f, u = batch
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * lr_factor(step, cfg)
+    num, den = relative_errors(model.matvec(f), u, layout)
+    # This rank's part of its replica's mean loss; the domain group's parts sum to
+    # it, and sync_gradients averages the replicas.
+    loss = (num / den).sum() / f.shape[1]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    layout.sync_gradients(model)
+    optimizer.step()
+    return float(layout.data_sum(layout.domain_sum(np.array([loss.item()])))[0]) / layout.data_size

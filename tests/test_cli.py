@@ -1,0 +1,77 @@
+"""The command line as users run it: real subprocesses, real files."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+TINY = ["--n", "63", "--subdomains", "4", "--overlap", "2", "--rank", "4", "--steps", "30", "--batch", "8",
+        "--eval-every", "10", "--test-size", "16", "--lr", "0.03", "--warmup", "5"]
+
+
+def run(*args, cwd=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_COMM_WORLD", "PMI", "PMIX"))}
+    return subprocess.run([sys.executable, "-m", "pddattn", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=300)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--model", "mlp"], "invalid choice: 'mlp'"),
+    (["train", "--rank", "0"], "--rank must be a positive integer"),
+    (["train", "--rank", "-3"], "--rank must be a positive integer"),
+    (["train", "--overlap", "5000"], "too large"),
+    (["train", "--subdomains", "2000"], "more than the n=1023 nodes"),
+    (["train", "--n", "abc"], "invalid int value: 'abc'"),
+    (["train", "--resume"], "--resume needs --out"),
+    (["train", "--data-parallel", "2"], "does not divide the 1 ranks"),
+    (["compare", "--global-rank", "0"], "--rank must be a positive integer"),
+    (["frobnicate"], "invalid choice"),
+    (["train", "-ksp_type", "cg"], "unrecognized arguments: -ksp_type cg"),
+])
+def test_bad_arguments_end_with_one_line_and_nonzero_exit(args, message):
+    p = run(*args)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pddattn: error:") and message in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_train_then_resume_then_wrong_n(tmp_path):
+    out = tmp_path / "run"
+    p = run("train", *TINY, "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "test error" in p.stdout and (out / "checkpoint.pt").is_file()
+    p = run("train", "--resume", "--out", str(out), "--steps", "50")
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 50
+    p = run("train", "--resume", "--out", str(out), "--n", "127")
+    assert p.returncode == 2 and "is for n=63, not 127" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_resume_from_a_corrupt_checkpoint_is_one_line(tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"\x00garbage")
+    p = run("train", "--resume", "--out", str(tmp_path))
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "cannot read checkpoint" in p.stderr
+
+
+def test_compare_prints_the_table_and_writes_results(tmp_path):
+    p = run("compare", *TINY, "--global-rank", "8", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert "| model | parameters | test error |" in p.stdout
+    assert "| global |" in p.stdout and "| dd |" in p.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["models"]) == {"global", "dd"}
+    assert results["models"]["global"]["parameters"] == 2 * 63 * 8
+    for m in results["models"].values():
+        assert m["steps"] == 30 and 0 < m["test_error"] < 10
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_bench_runs(tmp_path):
+    p = run("bench", "--n", "255", "--subdomains", "8", "--repeats", "2", "--json", str(tmp_path / "b.json"))
+    assert p.returncode == 0, p.stderr
+    assert "DD / global step time" in p.stdout
+    assert json.loads((tmp_path / "b.json").read_text())["ratio_dd_over_global"] > 0

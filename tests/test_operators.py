@@ -1,0 +1,141 @@
+import numpy as np
+import pytest
+import torch
+
+import reference as ref
+from pddattn.decomposition import Decomposition
+from pddattn.operators import DDAttention, GlobalAttention
+
+# Uneven cores (n not divisible by N), overlaps wider than a core, boundary clipping.
+CASES = [(23, 4, 2), (40, 7, 6), (31, 3, 0), (12, 1, 3)]
+
+
+def unpadded(model):
+    d = model.decomposition
+    Q, K, Q0, K0 = (t.detach().numpy() if t is not None else None for t in model.factors())
+    Qs = [Q[i, : d.sizes[i]] for i in range(d.N)]
+    Ks = [K[i, : d.sizes[i]] for i in range(d.N)]
+    return Qs, Ks, Q0, K0
+
+
+@pytest.mark.parametrize("n,N,delta", CASES)
+@pytest.mark.parametrize("pou", ["count", "smooth"])
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("coarse", [True, False])
+def test_dd_equals_independent_dense_construction(n, N, delta, pou, symmetric, coarse):
+    d = Decomposition(n, N, delta, pou)
+    model = DDAttention(d, r=3, r0=2, symmetric=symmetric, coarse=coarse, seed=7, init_scale=30.0)
+    Qs, Ks, Q0, K0 = unpadded(model)
+    M_ref = ref.dd_matrix(n, N, delta, pou, Qs, Ks, Q0 if coarse else None, K0)
+    M = model.dense().numpy()
+    assert np.abs(M - M_ref).max() <= 1e-12 * np.abs(M_ref).max()
+    f = torch.randn(5, n)
+    assert torch.allclose(model(f), f @ torch.as_tensor(M_ref).T, rtol=0, atol=1e-12 * f.abs().max().item())
+    assert torch.allclose(model(f, transpose=True), f @ torch.as_tensor(M_ref), rtol=0, atol=1e-12)
+    if symmetric:
+        assert np.abs(M - M.T).max() <= 1e-13 * np.abs(M).max()
+
+
+@pytest.mark.parametrize("n,N,delta", CASES)
+@pytest.mark.parametrize("pou", ["count", "smooth"])
+def test_schwarz_init_is_two_level_additive_schwarz(n, N, delta, pou):
+    d = Decomposition(n, N, delta, pou)
+    model = DDAttention(d, r=d.max_size, init="schwarz")
+    M_ref = ref.schwarz_matrix(n, N, delta, pou)
+    assert np.abs(model.dense().numpy() - M_ref).max() <= 1e-12 * np.abs(M_ref).max()
+
+
+def test_truncated_schwarz_keeps_the_smoothest_modes():
+    d = Decomposition(60, 4, 2)
+    full = DDAttention(d, r=d.max_size, init="schwarz").dense().numpy()
+    low = DDAttention(d, r=4, r0=2, init="schwarz").dense().numpy()
+    assert np.linalg.matrix_rank(low) <= 4 * 4 + 2
+    x = np.sin(np.pi * np.arange(1, 61) / 61)  # the smoothest mode: captured almost fully
+    assert np.linalg.norm((full - low) @ x) < 0.05 * np.linalg.norm(full @ x)
+
+
+def test_dd_with_enough_rank_represents_the_exact_inverse():
+    """The 1D oracle: put A_j^-1 of the between-coarse-node blocks in the local blocks."""
+    n, N, delta = 30, 5, 2
+    d = Decomposition(n, N, delta)
+    A = ref.laplacian(n)
+    model = DDAttention(d, r=d.max_size, init="schwarz")
+    D = d.pou_weights()
+    with torch.no_grad():
+        model.Q.zero_(), model.K.zero_()
+        for i, (a, b) in enumerate(d.interior_blocks()):
+            s = a - d.starts[i]
+            block = np.zeros((d.max_size, d.max_size))
+            w = 1 / np.sqrt(D[i, s:s + b - a])
+            block[s:s + b - a, s:s + b - a] = w[:, None] * np.linalg.inv(A[a:b, a:b]) * w[None, :]
+            model.Q[i] = torch.as_tensor(block)
+            model.K[i] = torch.eye(d.max_size)
+    Ainv = np.linalg.inv(A)
+    assert np.abs(model.dense().numpy() - Ainv).max() <= 1e-12 * np.abs(Ainv).max()
+
+
+def test_global_attention():
+    model = GlobalAttention(9, 2, seed=1)
+    M = (model.Q @ model.K.T).detach()
+    assert torch.allclose(model.dense(), M, rtol=0, atol=1e-14)
+    assert model.num_parameters() == 2 * 9 * 2
+    assert GlobalAttention(9, 2, symmetric=True).num_parameters() == 9 * 2
+    f = torch.randn(9)
+    assert model(f).shape == (9,)
+
+
+def test_parameter_counts_exclude_padding():
+    d = Decomposition(23, 4, 2)
+    m = DDAttention(d, r=3, r0=2)
+    assert m.num_parameters() == 2 * (int(d.sizes.sum()) * 3 + 3 * 2)
+    assert DDAttention(d, r=3, r0=2, symmetric=True).num_parameters() == m.num_parameters() // 2
+    assert DDAttention(d, r=3, coarse=False).num_parameters() == 2 * int(d.sizes.sum()) * 3
+    assert m.num_parameters() < GlobalAttention(23, 8).num_parameters()
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_gradcheck(symmetric):
+    d = Decomposition(13, 3, 2, "smooth")
+    model = DDAttention(d, r=2, r0=2, symmetric=symmetric, seed=3, init_scale=50.0)
+    f = torch.randn(4, 13)
+    names, values = zip(*model.named_parameters())
+    inputs = (f.requires_grad_(),) + tuple(v.detach().clone().requires_grad_() for v in values)
+
+    def functional(x, *params):
+        return torch.func.functional_call(model, dict(zip(names, params)), (x,))
+
+    assert torch.autograd.gradcheck(functional, inputs)
+
+
+def test_padding_rows_stay_zero_under_training():
+    d = Decomposition(23, 4, 2)
+    model = DDAttention(d, r=2, seed=0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(8, 23)).square().sum().backward()
+        opt.step()
+    pad = torch.as_tensor(np.arange(d.max_size)[None, :] >= d.sizes[:, None])
+    assert (model.Q[pad] == 0).all() and (model.K[pad] == 0).all()
+
+
+def test_dtype_and_device_arguments():
+    d = Decomposition(16, 2, 1)
+    m = DDAttention(d, r=2, dtype=torch.float32, device="cpu")
+    assert m.Q.dtype == torch.float32 and m.weight.dtype == torch.float32
+    assert m(torch.randn(3, 16, dtype=torch.float32)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(r=0), "local rank r must be a positive integer"),
+    (dict(r=2, r0=-1), "coarse rank r0 must be a positive integer"),
+    (dict(r=2, init="zeros"), "unknown init 'zeros'"),
+])
+def test_bad_operator_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DDAttention(Decomposition(10, 2, 1), **kwargs)
+
+
+def test_wrong_input_size():
+    with pytest.raises(ValueError, match="expected inputs with n=10"):
+        DDAttention(Decomposition(10, 2, 1), r=2)(torch.randn(3, 11))
