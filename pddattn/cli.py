@@ -173,7 +173,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     # PETSc options (-ksp_type ...) belong to PETSc, not argparse.
     ours, petsc_opts = _split_petsc_options(argv)
-    layout = None
+    layout, world = None, _world()
     try:
         args = build_parser().parse_args(ours)
         args.petsc_options = petsc_opts
@@ -183,27 +183,36 @@ def main(argv=None):
         _limit_threads(layout)
         COMMANDS[args.command](args, layout)
     except (COLLECTIVE_ERRORS + (ValueError,)) as exc:
-        if layout is not None and layout.world_size > 1 and not isinstance(exc, COLLECTIVE_ERRORS):
-            _abort(layout)  # raised on this rank only: the others would wait forever
-        if layout is None or layout.is_root:
+        if world is not None and not isinstance(exc, COLLECTIVE_ERRORS):
+            _abort(world)  # raised on this rank only: the others would wait forever
+        if world is None or world.Get_rank() == 0:
             print(f"pddattn: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     except BaseException:
-        if layout is not None and layout.world_size > 1:
-            _abort(layout)
+        if world is not None:
+            _abort(world)
         raise
     return 0
 
 
-def _abort(layout):
+def _world():
+    """COMM_WORLD when launched by mpirun with more than one rank, else None (no MPI import)."""
+    from .parallel.layout import launched_under_mpi
+    if not launched_under_mpi():
+        return None
+    from mpi4py import MPI
+    return MPI.COMM_WORLD if MPI.COMM_WORLD.Get_size() > 1 else None
+
+
+def _abort(world):
     """Print this rank's traceback and end the whole MPI job (MPI_Abort)."""
     import traceback
-    print(f"pddattn: rank {layout.world_rank} failed; aborting all {layout.world_size} ranks", file=sys.stderr)
+    print(f"pddattn: rank {world.Get_rank()} failed; aborting all {world.Get_size()} ranks", file=sys.stderr)
     traceback.print_exc()
     sys.stderr.flush()
-    layout.comm.Abort(1)
+    world.Abort(1)
 
 
 def _split_petsc_options(argv):

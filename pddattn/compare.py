@@ -29,10 +29,6 @@ def reached(history, threshold):
     return None, None
 
 
-def _history(folder):
-    return [json.loads(line) for line in (Path(folder) / "log.jsonl").read_text().splitlines() if line.strip()]
-
-
 def compare(base, global_rank=64, global_lr=None, dd_lr=None, out="runs/compare", layout=None, echo=print):
     """Train both models from ``base`` (a TrainConfig) and write results.json and curves.png.
 
@@ -46,11 +42,9 @@ def compare(base, global_rank=64, global_lr=None, dd_lr=None, out="runs/compare"
     results = {"config": {name: cfg.to_dict() for name, cfg in runs.items()}, "models": {}}
     for name, cfg in runs.items():
         echo(f"training {name} ...")
-        _, summary = train(cfg, out=out / name, layout=layout)
-        history = _history(out / name)
-        row = dict(summary, history=history)
+        _, row = train(cfg, out=out / name, layout=layout)
         for t in THRESHOLDS:
-            row[f"reach_{t:g}"] = dict(zip(("step", "time"), reached(history, t)))
+            row[f"reach_{t:g}"] = dict(zip(("step", "time"), reached(row["history"], t)))
         results["models"][name] = row
     g, d = results["models"]["global"], results["models"]["dd"]
     results["ratios"] = {"error_global_over_dd": g["test_error"] / d["test_error"],

@@ -181,6 +181,11 @@ def _check_rank(name, r):
 class _Attention(nn.Module):
     """What both operators share: dense(), num_parameters(), batch handling."""
 
+    @property
+    def input_size(self):
+        """Rows of the input this module takes (n; a rank's own rows when distributed)."""
+        return self.n
+
     def to_global(self, name, tensor):
         """A parameter-shaped tensor in the global layout (serial: already global)."""
         return tensor
@@ -203,8 +208,8 @@ class _Attention(nn.Module):
         """Apply M^-1 (or its transpose) to f of shape (n,) or (batch, n)."""
         single = f.dim() == 1
         x = f.reshape(1, -1) if single else f
-        if x.shape[-1] != self.n:
-            raise ValueError(f"expected inputs with n={self.n} nodes in the last axis, got {tuple(f.shape)}")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"expected inputs with {self.input_size} nodes in the last axis, got {tuple(f.shape)}")
         y = self.matvec(x.T.contiguous(), transpose).T
         return y.reshape(-1) if single else y
 
@@ -409,10 +414,9 @@ class DDAttention(_Attention):
         return y
 
     def num_parameters(self):
-        """sum_i 2 n_i r + 2 n_0 r0 (halved when symmetric), padding excluded."""
+        """sum_i 2 n_i r + 2 n_0 r0 (halved when symmetric) of the whole operator, padding excluded."""
         d = self.decomposition
-        sizes = d.sizes[self.first:self.last]
-        count = int(sizes.sum()) * self.r + (d.coarse_size * self.r0 if self.coarse else 0)
+        count = int(d.sizes.sum()) * self.r + (d.coarse_size * self.r0 if self.coarse else 0)
         return count if self.symmetric else 2 * count
 
     def config(self):

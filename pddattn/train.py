@@ -178,6 +178,7 @@ class _Log:
 
     def __init__(self, out, layout, cfg, start, resume):
         self.root = layout.is_root
+        self.rows = []
         self.path = Path(out) / "log.jsonl" if out else None
         if self.root and self.path is not None:
             kept = []
@@ -185,6 +186,7 @@ class _Log:
                 kept = [line for line in self.path.read_text().splitlines()
                         if line.strip() and json.loads(line)["step"] <= start]
             self.path.write_text("".join(line + "\n" for line in kept))
+            self.rows = [json.loads(line) for line in kept]
         self.bar = None
         if self.root and sys.stderr.isatty():
             from tqdm import tqdm
@@ -193,6 +195,7 @@ class _Log:
     def record(self, row):
         if not self.root:
             return
+        self.rows.append(row)
         if self.path is not None:
             with open(self.path, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
@@ -209,7 +212,7 @@ class _Log:
 
 
 def train(cfg, out=None, resume=False, layout=None):
-    """Train one model; return (model, summary dict).
+    """Train one model; return (model, summary) with the evaluation history in the summary.
 
     Parameters
     ----------
@@ -277,7 +280,8 @@ def train(cfg, out=None, resume=False, layout=None):
     finally:
         log.close()
     save()
-    return model, {"model": cfg.model, "parameters": params, "steps": step, "time": elapsed, "test_error": error}
+    return model, {"model": cfg.model, "parameters": params, "steps": step, "time": elapsed, "test_error": error,
+                   "history": log.rows}
 
 
 def _step(model, optimizer, batch, step, cfg, layout):

@@ -137,5 +137,5 @@ def test_bad_operator_arguments(kwargs, match):
 
 
 def test_wrong_input_size():
-    with pytest.raises(ValueError, match="expected inputs with n=10"):
+    with pytest.raises(ValueError, match="expected inputs with 10 nodes"):
         DDAttention(Decomposition(10, 2, 1), r=2)(torch.randn(3, 11))

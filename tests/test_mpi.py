@@ -1,0 +1,205 @@
+"""Distributed against serial, in float64, under mpirun -n 2, 3, 4.
+
+    mpirun -n 3 python -m pytest --with-mpi -m mpi tests/test_mpi.py
+
+Every rank also builds the serial model (cheap at these sizes) and compares
+its own rows. Assertions are collective: the worst error is reduced over
+all ranks first, so a failure fails every rank instead of hanging some.
+"""
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pddattn import checkpoint
+from pddattn.decomposition import Decomposition
+from pddattn.operators import DDAttention
+from pddattn.parallel.layout import ConfigurationError, Layout, check_distribution
+from pddattn.train import TrainConfig, train
+
+pytestmark = pytest.mark.mpi(min_size=2)
+
+# n, N, delta, pou: uneven cores, N not divisible by P, and delta wider than a
+# core (4 nodes) but thinner than every rank's block (48, 12, 5).
+CASES = [(37, 5, 2, "count"), (48, 12, 5, "smooth"), (23, 4, 1, "count"), (64, 8, 2, "smooth")]
+
+
+def world():
+    from mpi4py import MPI
+    return MPI.COMM_WORLD
+
+
+def worst(value):
+    """Max over all ranks (collective assertion helper)."""
+    from mpi4py import MPI
+    return world().allreduce(float(value), op=MPI.MAX)
+
+
+def relative(a, b):
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
+
+
+def distributable(d, size, R=1):
+    try:
+        check_distribution(d, size, R)
+        return True
+    except ConfigurationError:
+        return False
+
+
+def models(case, data_parallel=1, **kwargs):
+    n, N, delta, pou = case
+    d = Decomposition(n, N, delta, pou)
+    if not distributable(d, world().Get_size(), data_parallel):
+        pytest.skip(f"{case} cannot be distributed over {world().Get_size()} ranks")
+    layout = Layout(data_parallel)
+    from pddattn.parallel.operator import DistributedDDAttention
+    kwargs = dict(dict(r=3, r0=2, seed=5, init_scale=20.0, dtype=torch.float64), **kwargs)
+    return DDAttention(d, **kwargs), DistributedDDAttention(d, layout=layout, **kwargs), layout
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("symmetric,coarse", [(False, True), (True, True), (False, False)])
+def test_forward_equals_serial(case, symmetric, coarse):
+    serial, dist, _ = models(case, symmetric=symmetric, coarse=coarse)
+    lo, hi = dist.own_range
+    x = torch.randn(case[0], 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    err = relative(dist.matvec(x[lo:hi]), serial.matvec(x)[lo:hi])
+    err_t = relative(dist.matvec(x[lo:hi], transpose=True), serial.matvec(x, transpose=True)[lo:hi])
+    assert worst(max(err, err_t)) <= 1e-12
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_gradients_equal_serial(case, symmetric):
+    serial, dist, layout = models(case, symmetric=symmetric)
+    lo, hi = dist.own_range
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(case[0], 4, generator=g, dtype=torch.float64)
+    w = torch.randn(case[0], 4, generator=g, dtype=torch.float64)
+    (serial.matvec(x) * w).square().sum().backward()
+    (dist.matvec(x[lo:hi]) * w[lo:hi]).square().sum().backward()
+    layout.sync_gradients(dist)
+    errors = []
+    for (name, p), (_, q) in zip(serial.named_parameters(), dist.named_parameters()):
+        expected = p.grad if name in dist.replicated_parameters() else p.grad[dist.first:dist.last]
+        errors.append(relative(q.grad, expected))
+    assert worst(max(errors)) <= 1e-12
+
+
+def _train_pair(tmp=None, steps=1, data_parallel=1, case=(48, 12, 5, "smooth"), **extra):
+    n, N, delta, pou = case
+    if not distributable(Decomposition(n, N, delta, pou), world().Get_size(), data_parallel):
+        pytest.skip("not distributable at this size")
+    cfg = TrainConfig(n=n, subdomains=N, overlap=delta, pou=pou, rank=3, coarse_rank=4, batch=8, steps=steps,
+                      eval_every=10, test_size=8, dtype="float64", lr=0.05, warmup=2, modes=n,
+                      data_parallel=data_parallel, **extra)
+    serial, s_sum = train(dataclasses.replace(cfg, data_parallel=1), out=None)
+    dist, d_sum = train(cfg, out=tmp, layout=Layout(data_parallel))
+    return serial, dist, s_sum, d_sum
+
+
+def _parameter_error(serial, dist):
+    errors = []
+    for (name, p), (_, q) in zip(serial.named_parameters(), dist.named_parameters()):
+        errors.append(relative(q.detach(), dist.from_global(name, p.detach())))
+    return max(errors)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_one_optimizer_step_equals_serial(symmetric):
+    serial, dist, _, _ = _train_pair(steps=1, symmetric=symmetric)
+    assert worst(_parameter_error(serial, dist)) <= 1e-12
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_twenty_training_steps_equal_serial(case):
+    serial, dist, s_sum, d_sum = _train_pair(steps=20, case=case)
+    assert worst(_parameter_error(serial, dist)) <= 1e-9
+    assert worst(abs(s_sum["test_error"] - d_sum["test_error"]) / s_sum["test_error"]) <= 1e-9
+
+
+def test_two_data_replicas_equal_serial():
+    if world().Get_size() % 2:
+        pytest.skip("R = 2 needs an even number of ranks")
+    serial, dist, s_sum, d_sum = _train_pair(steps=20, data_parallel=2)
+    assert worst(_parameter_error(serial, dist)) <= 1e-9
+    assert worst(abs(s_sum["test_error"] - d_sum["test_error"]) / s_sum["test_error"]) <= 1e-9
+
+
+def shared_tmpdir():
+    """One temporary folder for all ranks (pytest's tmp_path is per process)."""
+    path = tempfile.mkdtemp(prefix="pddattn-mpi-") if world().Get_rank() == 0 else None
+    return Path(world().bcast(path, root=0))
+
+
+def test_checkpoint_from_p_ranks_loads_serially_and_on_p_ranks():
+    tmp = shared_tmpdir()
+    _, dist, _, _ = _train_pair(tmp=tmp, steps=5)
+    lo, hi = dist.own_range
+    x = torch.randn(48, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    serial, _ = checkpoint.load_model(tmp / "checkpoint.pt")  # on every rank, serially
+    again, _ = checkpoint.load_model(tmp / "checkpoint.pt", layout=Layout())
+    with torch.no_grad():
+        y = dist.matvec(x[lo:hi])
+        err = max(relative(y, serial.matvec(x)[lo:hi]), relative(again.matvec(x[lo:hi]), y))
+    assert worst(err) <= 1e-14
+
+
+def test_distributed_resume_continues_the_same_run():
+    tmp = shared_tmpdir()
+    cfg = TrainConfig(n=48, subdomains=12, overlap=3, rank=3, batch=8, steps=20, eval_every=5, test_size=8,
+                      dtype="float64", lr=0.05, warmup=2, checkpoint_every=10)
+    straight, _ = train(cfg, out=tmp / "a", layout=Layout())
+    import pddattn.train as tr
+    real = tr._step
+    calls = {"n": 0}
+
+    def stop_after_ten(*args):  # every rank stops at the same step: a clean, collective halt
+        calls["n"] += 1
+        if calls["n"] > 10:
+            raise RuntimeError("planned stop")
+        return real(*args)
+
+    tr._step = stop_after_ten
+    try:
+        with pytest.raises(RuntimeError):
+            train(cfg, out=tmp / "b", layout=Layout())
+    finally:
+        tr._step = real
+    resumed, _ = train(cfg, out=tmp / "b", resume=True, layout=Layout())
+    errors = [relative(p.detach(), q.detach()) for p, q in zip(straight.parameters(), resumed.parameters())]
+    assert worst(max(errors)) == 0.0
+
+
+def test_layout_grid_and_ownership():
+    layout = Layout(2) if world().Get_size() % 2 == 0 else Layout(1)
+    size = world().Get_size()
+    assert layout.domain_size * layout.data_size == size
+    assert layout.domain_comm.Get_size() == layout.domain_size
+    assert layout.data_comm.Get_size() == layout.data_size
+    N = 11
+    blocks = world().allgather(layout.subdomains(N))
+    mine = [b for b, r in zip(blocks, range(size)) if r // layout.domain_size == layout.replica]
+    covered = sorted(i for b in mine for i in b)
+    assert covered == list(range(N))
+    sizes = [len(b) for b in mine]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_comm_volume_matches_the_model():
+    """Bytes per apply: 2 * delta * B * 8 per neighbour (there and back) + n_0 * B * 8 (Allreduce)."""
+    serial, dist, _ = models((64, 8, 2, "count"))
+    lo, hi = dist.own_range
+    B = 5
+    dist.stats.reset()
+    dist.matvec(torch.zeros(hi - lo, B, dtype=torch.float64))
+    P, rank = world().Get_size(), world().Get_rank()
+    neighbours = (rank > 0) + (rank < P - 1)
+    assert dist.stats.bytes["halo"] == 2 * 2 * B * 8 * neighbours
+    assert dist.stats.messages["halo"] == 2 * neighbours
+    assert dist.stats.bytes["allreduce"] == 7 * B * 8

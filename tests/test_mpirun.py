@@ -1,0 +1,118 @@
+"""Whole jobs under a real mpirun, from the serial suite: launch, failure, launch script.
+
+Every mpirun gets a timeout, so a hang fails the test instead of stalling CI.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MPIRUN = shutil.which("mpirun")
+pytestmark = pytest.mark.skipif(MPIRUN is None, reason="mpirun not installed")
+TINY = ["--n", "48", "--subdomains", "12", "--overlap", "2", "--rank", "3", "--steps", "20", "--batch", "8",
+        "--eval-every", "10", "--test-size", "8"]
+
+
+def env():
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_COMM_WORLD", "PMI", "PMIX"))}
+    e.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1",
+             PYTHONPATH=str(ROOT))
+    return e
+
+
+def mpirun(n, *args, timeout=120):
+    cmd = [MPIRUN, "--oversubscribe", "-n", str(n), sys.executable, *args]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=timeout, cwd=ROOT)
+    return p, time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("n,args,message", [
+    (3, ["--n", "40", "--subdomains", "2"], "3 domain ranks but only N=2 subdomains"),
+    (3, ["--data-parallel", "2"], "--data-parallel 2 does not divide the 3 ranks"),
+    (4, ["--n", "40", "--subdomains", "8", "--overlap", "12"], "rank 0 owns 10 nodes, fewer than the overlap"),
+    (2, ["--model", "global"], "the global model runs data-parallel only"),
+    (2, ["--rank", "0"], "--rank must be a positive integer"),
+])
+def test_undistributable_configurations_end_every_rank_with_one_line(n, args, message):
+    p, _ = mpirun(n, "-m", "pddattn", "train", *args)
+    assert p.returncode != 0
+    errors = [line for line in p.stderr.splitlines() if line.startswith("pddattn: error:")]
+    assert errors == [f"pddattn: error: {errors[0].split('error: ', 1)[1]}"] and message in errors[0], p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_an_exception_on_one_rank_ends_the_job_within_seconds(tmp_path):
+    p, seconds = mpirun(3, "tests/mpi_driver.py", "1", "5", "--", "train", *TINY, "--steps", "100000",
+                        "--out", str(tmp_path), timeout=90)
+    assert p.returncode != 0
+    assert "injected failure on rank 1 at step 5" in p.stderr
+    assert "rank 1 failed; aborting all 3 ranks" in p.stderr
+    assert seconds < 60
+
+
+def test_distributed_train_writes_a_checkpoint_that_resumes_serially(tmp_path):
+    p, _ = mpirun(3, "-m", "pddattn", "train", *TINY, "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("test error") == 1  # one report, from rank 0
+    p = subprocess.run([sys.executable, "-m", "pddattn", "train", "--resume", "--out", str(tmp_path),
+                        "--steps", "30"], capture_output=True, text=True, env=env(), cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "after 30 steps" in p.stdout
+
+
+LAUNCH_ARGS = "--n 48 --subdomains 12 --overlap 2 --rank 3 --batch 8 --eval-every 10 --test-size 8"
+
+
+def launch(script, tmp_path, extra_env, runs=2):
+    """Run a launch script twice with the same OUT: the second run must resume."""
+    e = env()
+    e.update(OUT=str(tmp_path / "run"), PYTHON=sys.executable, VENV=str(tmp_path / "no-venv"), **extra_env)
+    outputs = []
+    for i in range(runs):
+        e["PDDATTN_ARGS"] = LAUNCH_ARGS + (" --steps 30" if i else " --steps 20")
+        p = subprocess.run(["bash", script], capture_output=True, text=True, env=e, cwd=ROOT, timeout=240)
+        assert p.returncode == 0, p.stdout + p.stderr
+        outputs.append(p.stdout + p.stderr)
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    assert "resuming from" not in outputs[0] and "resuming from" in outputs[1]
+    assert "after 30 steps" in outputs[1]
+    return outputs
+
+
+def fake_bin(tmp_path, name, body):
+    """A stand-in for a cluster command, first on PATH, with python -> this interpreter."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    (bindir / name).write_text("#!/usr/bin/env bash\n" + body + "\n")
+    (bindir / name).chmod(0o755)
+    python = bindir / "python"
+    if not python.exists():  # a wrapper, not a symlink: a venv is found from the invoked path
+        python.write_text(f'#!/usr/bin/env bash\nexec {sys.executable} "$@"\n')
+        python.chmod(0o755)
+    return f"{bindir}:{os.environ['PATH']}"
+
+
+def test_mpirun_launch_script_trains_on_two_ranks_and_resumes(tmp_path):
+    out = launch("launch/mpirun.sh", tmp_path, {})
+    assert "test error" in out[0]
+
+
+def test_slurm_script_runs_its_srun_line_and_resumes(tmp_path):
+    # srun stands in for SLURM's launcher: the same ranks through mpirun.
+    path = fake_bin(tmp_path, "srun", f'exec {MPIRUN} --oversubscribe -n "$SLURM_NTASKS" "$@"')
+    launch("launch/slurm.sbatch", tmp_path, {"PATH": path, "SLURM_NTASKS": "2", "SLURM_JOB_ID": "42",
+                                             "SLURM_SUBMIT_DIR": str(ROOT), "SLURM_JOB_NAME": "test"})
+
+
+def test_pbs_script_runs_its_mpiexec_line_and_resumes(tmp_path):
+    nodefile = tmp_path / "nodes"
+    nodefile.write_text("localhost\nlocalhost\n")
+    path = fake_bin(tmp_path, "unused", "true")  # only for python -> this interpreter
+    launch("launch/pbs.sh", tmp_path, {"PATH": path, "PBS_NODEFILE": str(nodefile), "PBS_O_WORKDIR": str(ROOT),
+                                       "PBS_JOBNAME": "test"})
