@@ -18,17 +18,10 @@ import torch
 from .decomposition import Decomposition
 from .operators import DDAttention, GlobalAttention
 from .problem import FourierSampler
-from .train import DTYPES, make_optimizer
+from .parallel.layout import SerialLayout
+from .train import DTYPES, TrainConfig, make_optimizer, train_step
 
 __all__ = ["time_steps", "step_time_comparison", "format_step_times"]
-
-
-def _one_step(model, optimizer, f, u):
-    optimizer.zero_grad(set_to_none=True)
-    y = model.matvec(f)
-    loss = ((y - u).square().sum(0) / u.square().sum(0)).mean()
-    loss.backward()
-    optimizer.step()
 
 
 def _sync(device):
@@ -36,14 +29,16 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_steps(model, f, u, repeats):
-    """Seconds per training step, mean over ``repeats`` steps (after one warm-up step)."""
+def time_steps(model, f, u, repeats, layout=None):
+    """Seconds per training step (the training loop's own step), mean over ``repeats``."""
+    layout = layout or SerialLayout()
+    cfg = TrainConfig(steps=10**9, warmup=0)
     optimizer = make_optimizer(model, 1e-3)
-    _one_step(model, optimizer, f, u)
+    train_step(model, optimizer, (f, u), 0, cfg, layout)  # warm-up
     _sync(f.device)
     t0 = time.perf_counter()
-    for _ in range(repeats):
-        _one_step(model, optimizer, f, u)
+    for step in range(repeats):
+        train_step(model, optimizer, (f, u), step, cfg, layout)
     _sync(f.device)
     return (time.perf_counter() - t0) / repeats
 

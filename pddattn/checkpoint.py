@@ -26,13 +26,15 @@ from pathlib import Path
 
 import torch
 
+from .parallel.layout import CollectiveError
+
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "atomic_save", "read", "save", "load_model"]
 
 FORMAT, VERSION = "pddattn-checkpoint", 1
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be written, read or used here."""
+class CheckpointError(CollectiveError):
+    """A checkpoint that cannot be written, read or used here (raised on every rank alike)."""
 
 
 def atomic_save(payload, path):
@@ -60,9 +62,15 @@ def read(path):
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint file (truncated or "
+                              "another format)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"cannot read checkpoint {path}: it holds objects other than tensors and plain "
+                              "data, which pddattn refuses to unpickle (loading must not run code)") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pddattn checkpoint")

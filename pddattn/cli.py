@@ -18,12 +18,11 @@ import dataclasses
 import os
 import sys
 
-from .checkpoint import CheckpointError
-from .parallel.layout import ConfigurationError, make_layout
+from .parallel.layout import CollectiveError, ConfigurationError, make_layout
 from .train import TrainConfig
 
 # Errors every rank raises alike (validated before any communication): a clean exit.
-COLLECTIVE_ERRORS = (ConfigurationError, CheckpointError)
+COLLECTIVE_ERRORS = (CollectiveError,)
 _DEFAULTS = TrainConfig()
 
 

@@ -36,7 +36,7 @@ from .operators import INITS
 from .parallel.layout import ConfigurationError, SerialLayout, block_range
 from .problem import make_sampler
 
-__all__ = ["TrainConfig", "train", "make_optimizer", "lr_factor", "relative_errors"]
+__all__ = ["TrainConfig", "TrainData", "train", "train_step", "make_optimizer", "lr_factor", "relative_errors"]
 
 TRAIN_STREAM, TEST_STREAM = 0, 1
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -81,10 +81,12 @@ class TrainConfig:
         need(self.model in MODELS, f"unknown model {self.model!r}; choose one of {MODELS}")
         need(self.init in INITS, f"unknown init {self.init!r}; choose one of {INITS}")
         need(self.dtype in DTYPES, f"unknown dtype {self.dtype!r}; choose one of {tuple(DTYPES)}")
-        for name in ("n", "rank", "steps", "batch", "eval_every", "test_size", "checkpoint_every"):
+        for name in ("n", "rank", "batch", "eval_every", "test_size", "checkpoint_every"):
             value = getattr(self, name)
             need(isinstance(value, int) and value >= 1, f"--{name.replace('_', '-')} must be a positive integer, "
                                                         f"got {value!r}")
+        need(isinstance(self.steps, int) and self.steps >= 0,
+             f"--steps must be an integer >= 0 (0 saves the initial model), got {self.steps!r}")
         need(self.coarse_rank is None or self.coarse_rank >= 1, f"--coarse-rank must be a positive integer, "
                                                                 f"got {self.coarse_rank!r}")
         need(self.warmup >= 0, f"--warmup must be >= 0, got {self.warmup}")
@@ -111,6 +113,8 @@ class TrainConfig:
 
 def lr_factor(step, cfg):
     """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``steps``."""
+    if cfg.steps == 0:
+        return 0.0
     warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
     return warm * 0.5 * (1.0 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
 
@@ -135,7 +139,7 @@ def relative_errors(y, u, layout):
     return num, den
 
 
-class _Data:
+class TrainData:
     """This rank's slice of every batch: its own nodes, its replica's samples.
 
     Tensors are node-major (nodes x samples), the layout the operators work in.
@@ -245,7 +249,7 @@ def train(cfg, out=None, resume=False, layout=None):
         checkpoint.restore(payload, model, optimizer)
         start, elapsed = payload["progress"]["step"], payload["progress"]["elapsed"]
     layout.barrier()
-    data = _Data(cfg, model, layout)
+    data = TrainData(cfg, model, layout)
     log = _Log(out, layout, cfg, start, resume)
     params = model.num_parameters()
     losses, error, step = [], float("nan"), start
@@ -266,7 +270,7 @@ def train(cfg, out=None, resume=False, layout=None):
                 if layout.bcast(step >= cfg.steps or error <= cfg.target):
                     break
             t0 = time.perf_counter()
-            loss = _step(model, optimizer, data.batch_at(step), step, cfg, layout)
+            loss = train_step(model, optimizer, data.batch_at(step), step, cfg, layout)
             elapsed += time.perf_counter() - t0
             losses.append(loss)
             step += 1
@@ -284,7 +288,7 @@ def train(cfg, out=None, resume=False, layout=None):
                    "history": log.rows}
 
 
-def _step(model, optimizer, batch, step, cfg, layout):
+def train_step(model, optimizer, batch, step, cfg, layout):
     """One optimiser step; returns the global batch loss."""
     f, u = batch
     for group in optimizer.param_groups:

@@ -10,7 +10,7 @@ import pddattn.train as train_module
 from pddattn.cli import main
 
 fail_rank, fail_step = int(sys.argv[1]), int(sys.argv[2])
-real_step = train_module._step
+real_step = train_module.train_step
 
 
 def failing_step(model, optimizer, batch, step, cfg, layout):
@@ -19,5 +19,5 @@ def failing_step(model, optimizer, batch, step, cfg, layout):
     return real_step(model, optimizer, batch, step, cfg, layout)
 
 
-train_module._step = failing_step
+train_module.train_step = failing_step
 sys.exit(main(sys.argv[sys.argv.index("--") + 1:]))

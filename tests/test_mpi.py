@@ -156,7 +156,7 @@ def test_distributed_resume_continues_the_same_run():
                       dtype="float64", lr=0.05, warmup=2, checkpoint_every=10)
     straight, _ = train(cfg, out=tmp / "a", layout=Layout())
     import pddattn.train as tr
-    real = tr._step
+    real = tr.train_step
     calls = {"n": 0}
 
     def stop_after_ten(*args):  # every rank stops at the same step: a clean, collective halt
@@ -165,12 +165,12 @@ def test_distributed_resume_continues_the_same_run():
             raise RuntimeError("planned stop")
         return real(*args)
 
-    tr._step = stop_after_ten
+    tr.train_step = stop_after_ten
     try:
         with pytest.raises(RuntimeError):
             train(cfg, out=tmp / "b", layout=Layout())
     finally:
-        tr._step = real
+        tr.train_step = real
     resumed, _ = train(cfg, out=tmp / "b", resume=True, layout=Layout())
     errors = [relative(p.detach(), q.detach()) for p, q in zip(straight.parameters(), resumed.parameters())]
     assert worst(max(errors)) == 0.0

@@ -116,3 +116,44 @@ def test_pbs_script_runs_its_mpiexec_line_and_resumes(tmp_path):
     path = fake_bin(tmp_path, "unused", "true")  # only for python -> this interpreter
     launch("launch/pbs.sh", tmp_path, {"PATH": path, "PBS_NODEFILE": str(nodefile), "PBS_O_WORKDIR": str(ROOT),
                                        "PBS_JOBNAME": "test"})
+
+
+SOLVE = ["-m", "pddattn", "solve", "-ksp_type", "cg", "-ksp_norm_type", "unpreconditioned"]
+
+
+@pytest.fixture(scope="module")
+def trained_preconditioner(tmp_path_factory):
+    """A preconditioning model trained by `pddattn train` (probe data, symmetric, Schwarz start)."""
+    out = tmp_path_factory.mktemp("pc")
+    p = subprocess.run([sys.executable, "-m", "pddattn", "train", "--n", "255", "--subdomains", "8", "--overlap",
+                        "4", "--rank", "40", "--symmetric", "--init", "schwarz", "--data", "probe", "--steps", "20",
+                        "--lr", "0.001", "--dtype", "float64", "--out", str(out)],
+                       capture_output=True, text=True, env=env(), cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr
+    return str(out / "checkpoint.pt")
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_solve_with_the_trained_preconditioner_converges(trained_preconditioner, ranks):
+    p, _ = mpirun(ranks, *SOLVE, "-pc_type", "python", "-pc_python_type", "pddattn.petsc.DDAttentionPC",
+                  "-pddattn_model", trained_preconditioner, "-ksp_monitor")
+    assert p.returncode == 0, p.stderr
+    assert "converged reason 2" in p.stdout or "converged reason 3" in p.stdout, p.stdout
+    iterations = int(p.stdout.split(": ")[1].split(" iterations")[0])
+    assert iterations < 40 and "KSP Residual norm" in p.stdout  # -ksp_monitor lines; no PC: 255 iterations
+
+
+def test_solve_composes_with_petsc_preconditioners(trained_preconditioner):
+    p, _ = mpirun(2, *SOLVE, "-pc_type", "composite", "-pc_composite_pcs", "python,jacobi",
+                  "-sub_0_pc_python_type", "pddattn.petsc.DDAttentionPC", "-sub_0_pddattn_model",
+                  trained_preconditioner, "-ksp_view")
+    assert p.returncode == 0, p.stderr
+    assert "type: composite" in p.stdout and "DD attention preconditioner" in p.stdout
+    assert "converged reason" in p.stdout
+
+
+def test_solve_errors_end_every_rank_cleanly(tmp_path):
+    p, seconds = mpirun(2, *SOLVE, "-pc_type", "python", "-pc_python_type", "pddattn.petsc.DDAttentionPC",
+                        "-pddattn_model", str(tmp_path / "missing.pt"), timeout=60)
+    assert p.returncode != 0 and "pddattn: error: no checkpoint file" in p.stderr
+    assert p.stderr.count("pddattn: error:") == 1 and "Traceback" not in p.stderr

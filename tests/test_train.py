@@ -28,7 +28,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkey
     cfg = TrainConfig(**dict(SMALL, model=model))
     straight, _ = train(cfg, out=tmp_path / "a")
     import pddattn.train as tr
-    real_step = tr._step
+    real_step = tr.train_step
     calls = {"n": 0}
 
     def dying_step(*args):

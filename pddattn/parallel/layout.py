@@ -22,13 +22,17 @@ import os
 import numpy as np
 
 __all__ = ["block_range", "check_distribution", "Layout", "SerialLayout", "make_layout",
-           "launched_under_mpi", "ConfigurationError"]
+           "launched_under_mpi", "CollectiveError", "ConfigurationError"]
 
 # Environment variables set by common MPI launchers (Open MPI, MPICH/Hydra, PMIx, MVAPICH).
 _LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
 
 
-class ConfigurationError(ValueError):
+class CollectiveError(ValueError):
+    """An error every rank raises alike (decided from shared data), so all can exit cleanly."""
+
+
+class ConfigurationError(CollectiveError):
     """A configuration that cannot run; raised identically on every rank."""
 
 
@@ -130,6 +134,8 @@ class Layout(SerialLayout):
         self.domain_comm = group.Create_cart([self.domain_size], periods=[False], reorder=False)
         group.Free()
         self.data_comm = self.comm.Split(color=self.domain_rank, key=self.replica)
+        from .comm import CommStats
+        self.stats = CommStats()  # gradient reductions; the operator counts its own traffic
 
     def subdomains(self, N):
         return block_range(N, self.domain_size, self.domain_rank)
@@ -156,8 +162,10 @@ class Layout(SerialLayout):
             g = p.grad
             if name in replicated and self.domain_size > 1:
                 g = _allreduce(g, self.domain_comm)
+                self.stats.add("allreduce", g.numel() * g.element_size(), 1)
             if self.data_size > 1:
                 g = _allreduce(g, self.data_comm) / self.data_size
+                self.stats.add("allreduce", g.numel() * g.element_size(), 1)
             p.grad = g
 
     def barrier(self):

@@ -1,0 +1,218 @@
+"""MPI scaling of distributed DD-attention training: strong and weak, with traffic counts.
+
+For P = 1, 2 and 4 ranks (4 oversubscribes a 2-core machine: marked as
+such), measure per training step (forward + backward + gradient reduction +
+Adam; data generation timed separately): seconds, samples per second, and
+the bytes and messages each rank sent, counted by the communication layer
+and compared with the model. One application of M^-1 sends
+
+    2 x delta x B x 8 bytes per neighbour (ghosts out, contributions back) + n_0 x B x 8 (Allreduce);
+
+a training step sends 3 x delta x B x 8 per neighbour (the backward pass
+needs the adjoint of the reverse exchange only: the data f needs no
+gradient, so neither does the halo exchange nor the coarse Allreduce of
+Phi^T f) and n_0 x B x 8 + 2 x n_0 x r0 x 8 in Allreduces (the coarse
+gradients of Q_0 and K_0).
+
+Strong scaling: fixed n. Weak scaling: fixed nodes per rank, n up to about
+10^6 in all. Every rank runs one torch thread at every P, so weak-scaling
+efficiency T(1) / T(P) compares equal per-rank resources.
+
+    python benchmarks/scaling.py --out benchmarks/results       # about 5 minutes
+    python benchmarks/scaling.py --quick --out /tmp/s            # smoke test
+
+The driver starts each configuration with a real mpirun; a worker prints one
+JSON line from rank 0. Writes scaling.json, scaling.md, scaling.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def worker(args):
+    """Runs under mpirun: time training steps of one configuration."""
+    import torch
+    torch.set_num_threads(1)
+    from pddattn.models import model_from_architecture
+    from pddattn.parallel.layout import make_layout
+    from pddattn.train import TrainConfig, TrainData, make_optimizer, train_step
+    cfg = TrainConfig(n=args.n, subdomains=args.N, overlap=args.delta, rank=args.r, coarse_rank=args.r0,
+                      modes=16, batch=args.batch, steps=10**9, warmup=0, test_size=1, dtype="float64")
+    layout = make_layout(1, comm=_world())
+    model = model_from_architecture({"model": "dd", "n": cfg.n, "N": cfg.subdomains, "delta": cfg.overlap,
+                                     "pou": "count", "rank": cfg.rank, "coarse_rank": cfg.coarse_rank,
+                                     "symmetric": False, "coarse": True}, layout, dtype=torch.float64)
+    optimizer = make_optimizer(model, 1e-3)
+    data = TrainData(cfg, model, layout)
+    t0 = time.perf_counter()
+    batches = [data.batch_at(s) for s in range(args.steps)]
+    data_seconds = (time.perf_counter() - t0) / args.steps
+    for s in range(3):  # warm-up
+        train_step(model, optimizer, batches[s], s, cfg, layout)
+    stats = [getattr(model, "stats", None), getattr(layout, "stats", None)]
+    apply_bytes = {"halo": 0, "allreduce": 0}
+    if stats[0] is not None:  # one forward application, for the per-apply model
+        stats[0].reset()
+        with torch.no_grad():
+            model.matvec(batches[0][0])
+        apply_bytes = dict(stats[0].bytes)
+    for st in stats:
+        if st is not None:
+            st.reset()
+    times = []
+    for s, batch in enumerate(batches):
+        layout.barrier()
+        t = time.perf_counter()
+        train_step(model, optimizer, batch, s, cfg, layout)
+        times.append(time.perf_counter() - t)
+    # The slowest rank sets the pace: take the max over ranks of each step.
+    times = [layout.comm.allreduce(t, op=_max()) for t in times] if layout.world_size > 1 else times
+    sent = {"halo": 0, "allreduce": 0}
+    messages = {"halo": 0, "allreduce": 0}
+    for st in stats:
+        if st is not None:
+            for k in sent:
+                sent[k] += st.bytes[k]
+                messages[k] += st.messages[k]
+    d, P = model.decomposition, layout.world_size
+    rank = layout.world_rank
+    neighbours = (rank > 0) + (rank < P - 1) if P > 1 else 0
+    B, n0 = args.batch, d.coarse_size
+    model_bytes = {"halo": 3 * d.delta * B * 8 * neighbours,
+                   "allreduce": (n0 * B * 8 + 2 * n0 * args.r0 * 8) if P > 1 else 0}
+    model_apply = {"halo": 2 * d.delta * B * 8 * neighbours, "allreduce": n0 * B * 8 if P > 1 else 0}
+    per_rank = {"rank": rank, "neighbours": neighbours, "apply_bytes": apply_bytes, "model_apply_bytes": model_apply,
+                "bytes_per_step": {k: v / args.steps for k, v in sent.items()},
+                "messages_per_step": {k: v / args.steps for k, v in messages.items()},
+                "model_bytes_per_step": model_bytes}
+    gathered = layout.comm.gather(per_rank, root=0) if P > 1 else [per_rank]
+    if rank == 0:
+        step = statistics.median(times)
+        print("RESULT " + json.dumps({
+            "P": P, "n": args.n, "N": args.N, "delta": args.delta, "r": args.r, "r0": args.r0, "batch": args.batch,
+            "n_per_rank": args.n / P, "step_seconds": step, "samples_per_second": args.batch / step,
+            "data_seconds_per_batch": data_seconds, "ranks": gathered}), flush=True)
+
+
+def _world():
+    from mpi4py import MPI
+    return MPI.COMM_WORLD
+
+
+def _max():
+    from mpi4py import MPI
+    return MPI.MAX
+
+
+def launch(P, n, N, delta, r, r0, batch, steps):
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
+    cmd = [shutil.which("mpirun"), "--oversubscribe", "-n", str(P), sys.executable, __file__, "--worker",
+           "--n", str(n), "--N", str(N), "--delta", str(delta), "--r", str(r), "--r0", str(r0),
+           "--batch", str(batch), "--steps", str(steps)]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    lines = [line for line in p.stdout.splitlines() if line.startswith("RESULT ")]
+    if p.returncode or not lines:
+        raise RuntimeError(f"mpirun -n {P} failed:\n{p.stdout}\n{p.stderr}")
+    result = json.loads(lines[0][7:])
+    result["oversubscribed"] = P > (os.cpu_count() or 1)
+    return result
+
+
+def markdown(results):
+    lines = []
+    for kind in ("strong", "weak"):
+        rows = results[kind]
+        base = rows[0]["step_seconds"]
+        lines += [f"**{kind} scaling** ({'fixed n' if kind == 'strong' else 'fixed n per rank'}, "
+                  f"B={rows[0]['batch']}, delta={rows[0]['delta']}, r={rows[0]['r']}, r0={rows[0]['r0']}, "
+                  "float64, 1 thread per rank)", "",
+                  "| P | n | N | ms / step | samples / s | efficiency | halo B/step (model) | "
+                  "allreduce B/step (model) | msgs/step | B per apply (model) |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in rows:
+            eff = base / row["step_seconds"] if kind == "weak" else base / (row["P"] * row["step_seconds"])
+            worst = max(row["ranks"], key=lambda q: q["bytes_per_step"]["halo"])
+            note = " (oversubscribed)" if row["oversubscribed"] else ""
+            lines.append(f"| {row['P']}{note} | {row['n']:,} | {row['N']} | {1e3 * row['step_seconds']:.1f} | "
+                         f"{row['samples_per_second']:,.0f} | {100 * eff:.0f} % | "
+                         f"{worst['bytes_per_step']['halo']:,.0f} ({worst['model_bytes_per_step']['halo']:,}) | "
+                         f"{worst['bytes_per_step']['allreduce']:,.0f} ({worst['model_bytes_per_step']['allreduce']:,}) | "
+                         f"{sum(worst['messages_per_step'].values()):.0f} | "
+                         f"{sum(worst['apply_bytes'].values()):,} ({sum(worst['model_apply_bytes'].values()):,}) |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    for ax, kind in zip(axes, ("strong", "weak")):
+        rows = results[kind]
+        P = [r["P"] for r in rows]
+        ax.plot(P, [1e3 * r["step_seconds"] for r in rows], "o-", label="measured")
+        base = rows[0]["step_seconds"] * 1e3
+        ax.plot(P, [base / p if kind == "strong" else base for p in P], "k--", label="ideal")
+        ax.set_xlabel("ranks P (4: oversubscribed on 2 cores)")
+        ax.set_ylabel("ms per training step")
+        ax.set_title(f"{kind} scaling")
+        ax.set_xticks(P)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int)
+    p.add_argument("--N", type=int)
+    p.add_argument("--delta", type=int, default=4)
+    p.add_argument("--r", type=int, default=8)
+    p.add_argument("--r0", type=int, default=16)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+    per_rank, sub_per_rank, ranks = (2**18, 256, (1, 2, 4)) if not args.quick else (2**12, 8, (1, 2))
+    steps = args.steps if not args.quick else 5
+    results = {"strong": [], "weak": []}
+    n_strong = ranks[-1] * per_rank - 1
+    for P in ranks:
+        results["strong"].append(launch(P, n_strong, ranks[-1] * sub_per_rank, args.delta, args.r, args.r0,
+                                        args.batch, steps))
+        results["weak"].append(launch(P, P * per_rank - 1, P * sub_per_rank, args.delta, args.r, args.r0,
+                                      args.batch, steps))
+        print(f"P={P}: strong {1e3 * results['strong'][-1]['step_seconds']:.1f} ms/step, "
+              f"weak {1e3 * results['weak'][-1]['step_seconds']:.1f} ms/step", flush=True)
+    weak = results["weak"]
+    results["weak_efficiency_1_to_2"] = weak[0]["step_seconds"] / weak[1]["step_seconds"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scaling.json").write_text(json.dumps(results, indent=1))
+    (out / "scaling.md").write_text(markdown(results))
+    plot(results, out / "scaling.png")
+    print(markdown(results))
+    print(f"weak-scaling efficiency 1 -> 2 ranks: {100 * results['weak_efficiency_1_to_2']:.0f} %")
+
+
+if __name__ == "__main__":
+    main()

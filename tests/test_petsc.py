@@ -1,0 +1,192 @@
+"""The PETSc preconditioner on 1, 2 and 3 ranks (3 gives a Vec layout unlike the model's).
+
+    mpirun -n 3 python -m pytest --with-mpi -m mpi tests/test_petsc.py
+
+Assertions are collective: the worst value over all ranks is checked.
+"""
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import reference as ref
+from pddattn.train import TrainConfig, train
+
+PETSc = pytest.importorskip("petsc4py.PETSc")
+pytestmark = pytest.mark.mpi(min_size=1)
+
+
+def world():
+    from mpi4py import MPI
+    return MPI.COMM_WORLD
+
+
+def worst(value):
+    from mpi4py import MPI
+    return world().allreduce(float(value), op=MPI.MAX)
+
+
+def everyone(flag):
+    from mpi4py import MPI
+    return bool(world().allreduce(int(bool(flag)), op=MPI.LAND))
+
+
+def saved_model(**cfg):
+    """Train (or only initialise, steps=0) serially on rank 0; every rank gets the path."""
+    path = None
+    if world().Get_rank() == 0:
+        out = Path(tempfile.mkdtemp(prefix="pddattn-petsc-"))
+        config = dict(dict(dtype="float64", batch=8, test_size=8, eval_every=5, lr=0.05, warmup=1), **cfg)
+        train(TrainConfig(**config), out=out)
+        path = str(out / "checkpoint.pt")
+    return world().bcast(path, root=0)
+
+
+def preconditioner(A, path, prefix=""):
+    pc = PETSc.PC().create(comm=PETSc.COMM_WORLD)
+    pc.setOptionsPrefix(prefix)
+    pc.setOperators(A)
+    pc.setType("python")
+    pc.setPythonContext(__import__("pddattn.petsc", fromlist=["DDAttentionPC"]).DDAttentionPC())
+    PETSc.Options(prefix)["pddattn_model"] = path
+    return pc
+
+
+def global_vec(A, seed):
+    """A Vec with the same global random entries on every rank layout."""
+    n = A.getSize()[0]
+    values = np.random.default_rng(seed).standard_normal(n)
+    x = A.createVecRight()
+    lo, hi = x.getOwnershipRange()
+    x.setArray(values[lo:hi])
+    return x, values
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("N", [6, 7])  # 7 subdomains over 2 or 3 ranks: a layout unlike PETSc's
+def test_pc_apply_equals_the_operator(symmetric, N):
+    from pddattn.checkpoint import load_model
+    from pddattn.petsc import laplacian_matrix
+    n = 61
+    path = saved_model(n=n, subdomains=N, overlap=2, rank=3, symmetric=symmetric, steps=3)
+    A = laplacian_matrix(n)
+    pc = preconditioner(A, path, prefix="t_")
+    pc.setUp()
+    serial, _ = load_model(path)  # the same model, whole, on every rank
+    x, values = global_vec(A, 1)
+    y = x.duplicate()
+    lo, hi = x.getOwnershipRange()
+    errors = []
+    for transpose in (False, True):
+        (pc.applyTranspose if transpose else pc.apply)(x, y)
+        with torch.no_grad():
+            expected = serial.matvec(torch.from_numpy(values).reshape(-1, 1), transpose=transpose).numpy().ravel()
+        errors.append(np.abs(y.getArray() - expected[lo:hi]).max() / np.abs(expected).max())
+    assert worst(max(errors)) <= 1e-12
+
+
+def test_view_describes_the_model():
+    from pddattn.petsc import laplacian_matrix
+    path = saved_model(n=40, subdomains=4, overlap=1, rank=2, symmetric=True, steps=1)
+    A = laplacian_matrix(40)
+    pc = preconditioner(A, path, prefix="v_")
+    pc.setUp()
+    log = world().bcast(tempfile.mktemp(suffix=".txt") if world().Get_rank() == 0 else None, root=0)
+    viewer = PETSc.Viewer().createASCII(log, comm=PETSc.COMM_WORLD)
+    pc.view(viewer)
+    viewer.destroy()
+    text = Path(log).read_text() if world().Get_rank() == 0 else ""
+    expected = ["DD attention preconditioner", "n=40, N=4 subdomains, delta=1", "symmetric (SPSD)", "r=2"]
+    assert everyone(world().Get_rank() != 0 or all(e in text for e in expected)), text
+
+
+def cg_iterations(A, pc_setup, b):
+    ksp = PETSc.KSP().create(comm=PETSc.COMM_WORLD)
+    ksp.setType("cg")
+    ksp.setNormType(PETSc.KSP.NormType.UNPRECONDITIONED)
+    ksp.setTolerances(rtol=1e-8, max_it=500)
+    pc_setup(ksp)
+    x = b.duplicate()
+    ksp.solve(b, x)
+    return ksp.getIterationNumber(), ksp.getConvergedReason()
+
+
+@pytest.mark.parametrize("pou", ["count", "smooth"])
+def test_cg_with_schwarz_init_matches_an_independent_reference(pou):
+    from pddattn.petsc import laplacian_matrix
+    n, N, delta = 95, 6, 3
+    path = saved_model(n=n, subdomains=N, overlap=delta, pou=pou, rank=n, symmetric=True, init="schwarz", steps=0)
+    A = laplacian_matrix(n)
+    b, _ = global_vec(A, 2)
+
+    def ours(ksp):
+        ksp.setOperators(A)
+        ksp.pc.setType("python")
+        ksp.pc.setPythonContext(__import__("pddattn.petsc", fromlist=["x"]).DDAttentionPC())
+        ksp.pc.setOptionsPrefix("s_")
+        PETSc.Options("s_")["pddattn_model"] = path
+
+    # The reference: the dense two-level additive Schwarz matrix from the definitions, applied by PCMAT.
+    M = ref.schwarz_matrix(n, N, delta, pou)
+    Mref = PETSc.Mat().createDense((A.getSizes()), comm=PETSc.COMM_WORLD)
+    Mref.setUp()
+    lo, hi = Mref.getOwnershipRange()
+    Mref.setValues(list(range(lo, hi)), list(range(n)), M[lo:hi].ravel())
+    Mref.assemble()
+
+    def reference(ksp):
+        ksp.setOperators(A, Mref)
+        ksp.pc.setType("mat")
+
+    it_ours, reason_ours = cg_iterations(A, ours, b)
+    it_ref, reason_ref = cg_iterations(A, reference, b)
+    it_none, _ = cg_iterations(A, lambda k: (k.setOperators(A), k.pc.setType("none")), b)
+    assert everyone(reason_ours > 0 and reason_ref > 0)
+    assert worst(abs(it_ours - it_ref)) == 0
+    assert worst(it_ours) < 0.5 * it_none
+
+
+def _error_on_every_rank(make_pc, match):
+    try:
+        make_pc().setUp()
+        raised = ""
+    except Exception as exc:  # petsc4py re-raises the context's exception
+        raised = str(exc)
+    assert everyone(match in raised), raised
+
+
+def test_missing_model_option_is_a_clear_error_everywhere():
+    from pddattn.petsc import DDAttentionPC, laplacian_matrix
+    A = laplacian_matrix(20)
+
+    def make():
+        pc = PETSc.PC().create(comm=PETSc.COMM_WORLD)
+        pc.setOptionsPrefix("missing_")
+        pc.setOperators(A)
+        pc.setType("python")
+        pc.setPythonContext(DDAttentionPC())
+        return pc
+    _error_on_every_rank(make, "needs the option -missing_pddattn_model PATH")
+
+
+def test_model_for_another_n_is_a_clear_error_everywhere():
+    from pddattn.petsc import laplacian_matrix
+    path = saved_model(n=30, subdomains=3, overlap=1, rank=2, steps=1)
+    A = laplacian_matrix(40)
+    _error_on_every_rank(lambda: preconditioner(A, path, "other_n_"), "is a model for n=30, but the operator has n=40")
+
+
+@pytest.mark.parametrize("content,match", [(None, "no checkpoint file"), (b"junk", "not a PyTorch checkpoint")])
+def test_unreadable_model_is_a_clear_error_everywhere(content, match):
+    from pddattn.petsc import laplacian_matrix
+    path = None
+    if world().Get_rank() == 0:
+        path = Path(tempfile.mkdtemp()) / "model.pt"
+        if content is not None:
+            path.write_bytes(content)
+        path = str(path)
+    path = world().bcast(path, root=0)
+    A = laplacian_matrix(20)
+    _error_on_every_rank(lambda: preconditioner(A, path, "bad_"), match)
