@@ -39,9 +39,9 @@ GLOBAL_LRS = (0.01, 0.03)
 DD_LR = 0.01
 # (N, delta, local r, coarse r0 or None for full), per n.
 DD_CONFIGS = {
-    255: [(8, 2, 4, None), (16, 1, 4, None), (16, 2, 2, None), (32, 1, 2, None)],
-    1023: [(16, 4, 8, None), (32, 2, 8, None), (32, 2, 4, 16), (64, 1, 4, None)],
-    4095: [(32, 8, 8, None), (64, 2, 8, None), (64, 4, 4, 32), (128, 1, 4, None)],
+    255: [(8, 2, 4, None), (16, 1, 4, None), (16, 1, 8, None), (32, 1, 4, None)],
+    1023: [(16, 4, 8, None), (32, 2, 8, None), (32, 2, 4, 16), (64, 1, 4, None), (128, 1, 4, 32)],
+    4095: [(32, 8, 8, None), (64, 2, 8, None), (64, 4, 4, 32), (128, 1, 4, None), (256, 1, 4, 64)],
 }
 
 
@@ -106,11 +106,9 @@ def markdown(results):
 
 
 def plot(results, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    from pddattn.compare import pyplot
+    plt = pyplot()
+    if plt is None:
         return
     keys = list(results["headline"])
     ns = sorted({int(k.split(",")[0]) for k in keys})

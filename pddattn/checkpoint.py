@@ -133,10 +133,14 @@ def restore(payload, model, optimizer=None):
     if optimizer is None:
         return
     step = payload["optimizer"]["step"]
+    fused = bool(optimizer.defaults.get("fused"))
     for name, p in model.named_parameters():
         m = payload["optimizer"]["moments"].get(name)
         if m is not None:
-            optimizer.state[p] = {"step": torch.tensor(float(step)), **{
+            # The step counter as Adam makes it: float32 on the device when fused.
+            counter = (torch.tensor(float(step), dtype=torch.float32, device=p.device) if fused
+                       else torch.tensor(float(step)))
+            optimizer.state[p] = {"step": counter, **{
                 k: model.from_global(name, m[k]).to(dtype=p.dtype, device=p.device).clone() for k in m}}
 
 

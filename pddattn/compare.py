@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .train import TrainConfig, train
 
-__all__ = ["THRESHOLDS", "compare", "reached", "format_table", "plot_curves"]
+__all__ = ["THRESHOLDS", "compare", "reached", "format_table", "plot_curves", "pyplot"]
 
 THRESHOLDS = (1e-1, 1e-2, 1e-3)
 
@@ -77,16 +77,24 @@ def format_table(results):
     return "\n".join(lines)
 
 
-def plot_curves(results, path):
-    """Test error against step and against training seconds, both models, log scale.
-
-    Returns the path written, or None when matplotlib is not installed.
-    """
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or None when matplotlib is absent."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def plot_curves(results, path):
+    """Test error against step and against training seconds, both models, log scale.
+
+    Returns the path written, or None when matplotlib is not installed.
+    """
+    plt = pyplot()
+    if plt is None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for name, m in results["models"].items():

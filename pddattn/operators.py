@@ -52,8 +52,10 @@ def subdomain_attention(x, index, weight, Q, K):
     Tensor, shape (m, B)
     """
     m, batch = x.shape
-    X = x[index] * weight                                        # R_i, then D_i^1/2
-    Y = torch.bmm(Q, torch.bmm(K.transpose(1, 2), X)) * weight  # Q_i K_i^T, then D_i^1/2
+    # D^1/2 Q K^T D^1/2 = (D^1/2 Q)(D^1/2 K)^T: weighting the factors (N L r numbers)
+    # is cheaper than weighting the gathered data (N L B) on the way in and out.
+    X = x[index]                                                               # R_i
+    Y = torch.bmm(weight * Q, torch.bmm((weight * K).transpose(1, 2), X))      # D^1/2 Q_i K_i^T D^1/2
     return x.new_zeros(m, batch).index_add(0, index.reshape(-1), Y.reshape(-1, batch))  # R_i^T
 
 

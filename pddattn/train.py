@@ -120,11 +120,17 @@ def lr_factor(step, cfg):
 
 
 def make_optimizer(model, lr):
-    """Adam with one parameter group per factor at lr * natural scale."""
+    """Adam with one parameter group per factor at lr * natural scale.
+
+    The fused implementation (one kernel for all groups; 2-3x faster than the
+    loop here) where the device has it. Adam is elementwise, so a rank's
+    slice of a factor takes exactly the serial model's step either way.
+    """
     scales = model.natural_scales()
     groups = [{"params": [p], "lr": lr * scales[name], "base_lr": lr * scales[name], "name": name}
               for name, p in model.named_parameters()]
-    return torch.optim.Adam(groups)
+    device = next(model.parameters()).device.type
+    return torch.optim.Adam(groups, fused=device in ("cpu", "cuda"))
 
 
 def relative_errors(y, u, layout):
@@ -186,9 +192,9 @@ class _Log:
         self.path = Path(out) / "log.jsonl" if out else None
         if self.root and self.path is not None:
             kept = []
-            if resume and self.path.exists():  # drop lines past the checkpoint we resume from
+            if resume and self.path.exists():  # the run continues at `start`: that row is redone
                 kept = [line for line in self.path.read_text().splitlines()
-                        if line.strip() and json.loads(line)["step"] <= start]
+                        if line.strip() and json.loads(line)["step"] < start]
             self.path.write_text("".join(line + "\n" for line in kept))
             self.rows = [json.loads(line) for line in kept]
         self.bar = None

@@ -46,6 +46,8 @@ def test_train_then_resume_then_wrong_n(tmp_path):
     assert p.returncode == 0, p.stderr
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 50
+    steps = [r["step"] for r in rows]
+    assert steps == sorted(set(steps)) == [0, 10, 20, 30, 40, 50]  # the resume point is logged once
     p = run("train", "--resume", "--out", str(out), "--n", "127")
     assert p.returncode == 2 and "is for n=63, not 127" in p.stderr and "Traceback" not in p.stderr
 

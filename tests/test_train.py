@@ -37,10 +37,10 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkey
             raise KeyboardInterrupt
         return real_step(*args)
 
-    monkeypatch.setattr(tr, "_step", dying_step)
+    monkeypatch.setattr(tr, "train_step", dying_step)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, out=tmp_path / "b")
-    monkeypatch.setattr(tr, "_step", real_step)
+    monkeypatch.setattr(tr, "train_step", real_step)
     assert checkpoint.read(tmp_path / "b" / "checkpoint.pt")["progress"]["step"] == 26
     resumed, _ = train(cfg, out=tmp_path / "b", resume=True)
     for p, q in zip(straight.parameters(), resumed.parameters()):
