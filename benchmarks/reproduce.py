@@ -96,7 +96,7 @@ def markdown(results):
             continue
         t = "-" if h["dd_time_to_global_error"] is None else f"{h['dd_time_to_global_error']:.1f}"
         lines.append(f"| {n} | {K} | {describe(g)} | {g['parameters']:,} | {g['test_error']:.2e} | {describe(d)} | "
-                     f"{d['parameters']:,} | {d['test_error']:.2e} | {h['error_ratio']:.1f}x | {t} | "
+                     f"{d['parameters']:,} | {d['test_error']:.2e} | {h['error_ratio']:.3g}x | {t} | "
                      f"{h['global_time']:.1f} | {'holds' if h['holds'] else 'missed'} |")
     lines += ["", "All runs:", "", "| n | K | model | params | test error | train s |", "|---|---|---|---|---|---|"]
     for r in results["runs"]:
@@ -124,6 +124,7 @@ def plot(results, path):
                 if pts:
                     ax.loglog(*zip(*pts), marker, label=model, alpha=0.8)
             ax.set_title(f"n={n}, K={K}")
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())
             ax.set_xlabel("parameters")
             ax.set_ylabel("test error")
             ax.grid(True, which="both", alpha=0.3)
@@ -138,7 +139,13 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--sizes", default="255,1023,4095")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (n=255, few steps)")
+    p.add_argument("--replot", action="store_true", help="redo reproduce.md and .png from reproduce.json")
     args = p.parse_args(argv)
+    if args.replot:
+        results = json.loads((Path(args.out) / "reproduce.json").read_text())
+        (Path(args.out) / "reproduce.md").write_text(markdown(results) + "\n")
+        plot(results, Path(args.out) / "reproduce.png")
+        return print(markdown(results).split("\n\nAll runs:")[0])
     sizes = [int(s) for s in args.sizes.split(",")]
     steps = args.steps
     global_ranks, global_lrs = GLOBAL_RANKS, GLOBAL_LRS

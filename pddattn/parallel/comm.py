@@ -22,6 +22,8 @@ so every message is a run of whole contiguous rows.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -29,7 +31,7 @@ __all__ = ["OverlapExchange", "halo_exchange", "reverse_exchange", "allreduce_su
 
 
 class CommStats:
-    """Counters of what this rank sent: bytes and messages, by kind."""
+    """What this rank sent (bytes, messages) and the seconds it spent in MPI, by kind."""
 
     def __init__(self):
         self.reset()
@@ -37,10 +39,12 @@ class CommStats:
     def reset(self):
         self.bytes = {"halo": 0, "allreduce": 0}
         self.messages = {"halo": 0, "allreduce": 0}
+        self.seconds = {"halo": 0.0, "allreduce": 0.0}
 
-    def add(self, kind, nbytes, messages):
+    def add(self, kind, nbytes, messages, seconds=0.0):
         self.bytes[kind] += int(nbytes)
         self.messages[kind] += int(messages)
+        self.seconds[kind] += seconds
 
 
 class OverlapExchange:
@@ -82,8 +86,9 @@ class OverlapExchange:
         rcounts = [c * batch for c in recv_counts]
         send = np.ascontiguousarray(send_rows, dtype=dtype).reshape(-1)
         recv = np.empty(sum(rcounts), dtype=dtype)
+        t0 = time.perf_counter()
         self.comm.Neighbor_alltoallv([send, (scounts, [0, scounts[0]])], [recv, (rcounts, [0, rcounts[0]])])
-        self.stats.add("halo", send.nbytes, sum(1 for c in scounts if c))
+        self.stats.add("halo", send.nbytes, sum(1 for c in scounts if c), time.perf_counter() - t0)
         left = recv[: rcounts[0]].reshape(recv_counts[0], batch)
         right = recv[rcounts[0]:].reshape(recv_counts[1], batch)
         return left, right
@@ -140,9 +145,10 @@ def reverse_exchange(y, plan):
 def _allreduce_tensor(x, comm, stats):
     from mpi4py import MPI
     buf = np.ascontiguousarray(x.detach().cpu().numpy()).copy()
+    t0 = time.perf_counter()
     comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
     if stats is not None:
-        stats.add("allreduce", buf.nbytes, 1)
+        stats.add("allreduce", buf.nbytes, 1, time.perf_counter() - t0)
     return torch.from_numpy(buf).to(x.device)
 
 

@@ -18,6 +18,7 @@ raises the same error and nobody waits in a collective.
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -159,13 +160,14 @@ class Layout(SerialLayout):
         for name, p in model.named_parameters():
             if p.grad is None:
                 continue
-            g = p.grad
+            g, t0 = p.grad, time.perf_counter()
             if name in replicated and self.domain_size > 1:
                 g = _allreduce(g, self.domain_comm)
-                self.stats.add("allreduce", g.numel() * g.element_size(), 1)
+                self.stats.add("allreduce", g.numel() * g.element_size(), 1, time.perf_counter() - t0)
+            t0 = time.perf_counter()
             if self.data_size > 1:
                 g = _allreduce(g, self.data_comm) / self.data_size
-                self.stats.add("allreduce", g.numel() * g.element_size(), 1)
+                self.stats.add("allreduce", g.numel() * g.element_size(), 1, time.perf_counter() - t0)
             p.grad = g
 
     def barrier(self):
