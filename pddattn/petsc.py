@@ -53,7 +53,8 @@ class DDAttentionPC:
         return path
 
     def setUp(self, pc):
-        from .checkpoint import CheckpointError, load_model
+        from .checkpoint import CheckpointError, read_collective, restore
+        from .models import model_from_architecture
         from .parallel.layout import Layout
         A, _ = pc.getOperators()
         n = A.getSize()[0]
@@ -61,12 +62,14 @@ class DDAttentionPC:
         if self.model is not None and path == self.path and self.model.n == n:
             return  # same operator size, same model: nothing to rebuild
         layout = Layout(comm=pc.comm.tompi4py())
-        model, payload = load_model(path, layout, dtype=torch.float64)  # collective: same error everywhere
+        payload = read_collective(path, layout)  # rank 0 reads; every rank gets it or the same error
         arch = payload["architecture"]
         if arch["model"] != "dd":
             raise CheckpointError(f"{path} holds a {arch['model']} model; DDAttentionPC needs a DD-attention model")
         if arch["n"] != n:
             raise CheckpointError(f"{path} is a model for n={arch['n']}, but the operator has n={n}")
+        model = model_from_architecture(arch, layout, dtype=torch.float64)
+        restore(payload, model)
         self.model, self.path, self.payload = model.eval(), path, payload
         self._setup_layout(A)
 

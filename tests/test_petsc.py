@@ -35,13 +35,19 @@ def everyone(flag):
 
 def saved_model(**cfg):
     """Train (or only initialise, steps=0) serially on rank 0; every rank gets the path."""
-    path = None
+    path, error = None, None
     if world().Get_rank() == 0:
-        out = Path(tempfile.mkdtemp(prefix="pddattn-petsc-"))
-        config = dict(dict(dtype="float64", batch=8, test_size=8, eval_every=5, lr=0.05, warmup=1), **cfg)
-        train(TrainConfig(**config), out=out)
-        path = str(out / "checkpoint.pt")
-    return world().bcast(path, root=0)
+        try:  # a failure here must reach every rank, or the others wait in bcast forever
+            out = Path(tempfile.mkdtemp(prefix="pddattn-petsc-"))
+            config = dict(dict(dtype="float64", batch=8, test_size=8, eval_every=5, lr=0.05, warmup=1), **cfg)
+            train(TrainConfig(**config), out=out)
+            path = str(out / "checkpoint.pt")
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+    path, error = world().bcast((path, error), root=0)
+    if error:
+        raise RuntimeError(f"training the test model on rank 0 failed: {error}")
+    return path
 
 
 def preconditioner(A, path, prefix=""):
@@ -85,6 +91,15 @@ def test_pc_apply_equals_the_operator(symmetric, N):
             expected = serial.matvec(torch.from_numpy(values).reshape(-1, 1), transpose=transpose).numpy().ravel()
         errors.append(np.abs(y.getArray() - expected[lo:hi]).max() / np.abs(expected).max())
     assert worst(max(errors)) <= 1e-12
+
+
+def test_a_model_too_small_for_the_ranks_is_a_clear_error_everywhere():
+    from pddattn.petsc import laplacian_matrix
+    if world().Get_size() < 3:
+        pytest.skip("needs more ranks than the model has subdomains")
+    path = saved_model(n=30, subdomains=2, overlap=0, rank=2, steps=1)
+    A = laplacian_matrix(30)
+    _error_on_every_rank(lambda: preconditioner(A, path, "few_"), "domain ranks but only N=2 subdomains")
 
 
 def test_view_describes_the_model():
@@ -173,7 +188,7 @@ def test_missing_model_option_is_a_clear_error_everywhere():
 
 def test_model_for_another_n_is_a_clear_error_everywhere():
     from pddattn.petsc import laplacian_matrix
-    path = saved_model(n=30, subdomains=3, overlap=1, rank=2, steps=1)
+    path = saved_model(n=30, subdomains=8, overlap=1, rank=2, steps=1)
     A = laplacian_matrix(40)
     _error_on_every_rank(lambda: preconditioner(A, path, "other_n_"), "is a model for n=30, but the operator has n=40")
 
