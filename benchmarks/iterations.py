@@ -9,15 +9,17 @@ right-hand side with all modes) at n in {1023, 4095, 16383, 65535} on P in
                           subdomain solves, -pc_asm_type basic (symmetric, for CG); one level
   gamg                    PETSc algebraic multigrid
   dd-schwarz              DD attention initialised as two-level additive Schwarz (no training)
-  dd-trained              the same model trained for preconditioning: probe data (all
-                          frequencies), symmetric, from the Schwarz start
+  dd-error                the same model trained on the error loss ||M A u - u|| / ||u||
+                          with probe data (all frequencies), from the Schwarz start
+  dd-kappa                the same model trained on the condition loss, an estimate of
+                          log kappa(M A) by Lanczos (pddattn/spectrum.py), from the Schwarz start
 
 Fixed H/delta: cores of 64 nodes (N = (n + 1) / 64) and delta = 8, so
 two-level Schwarz theory bounds the condition number independently of n.
 Every solve is a real `mpirun -n P pddattn solve` with PETSc options; the
 times are those `solve` reports (setup, solve), not process start-up.
 
-    python benchmarks/iterations.py --out benchmarks/results      # about 10 minutes
+    python benchmarks/iterations.py --out benchmarks/results      # about 12 minutes
     python benchmarks/iterations.py --quick --out /tmp/it           # smoke test
 
 Writes iterations.json, iterations.md and iterations.png.
@@ -54,15 +56,17 @@ def pddattn(*args, ranks=1, timeout=3600):
     return p.stdout
 
 
-def train_models(n, folder, steps):
-    """The Schwarz-initialised model (0 steps) and the trained one, for this n."""
+def train_models(n, folder, steps, kappa_steps):
+    """The Schwarz-initialised model (0 steps) and the two trained ones, for this n."""
     N, L = (n + 1) // CORE, CORE + 2 * DELTA
     common = ["--n", str(n), "--subdomains", str(N), "--overlap", str(DELTA), "--rank", str(L), "--symmetric",
               "--init", "schwarz", "--data", "probe", "--dtype", "float64"]
     paths = {}
     for name, extra in (("dd-schwarz", ["--steps", "0"]),
-                        ("dd-trained", ["--steps", str(steps), "--batch", "32", "--lr", "0.003", "--warmup", "50",
-                                        "--eval-every", str(max(steps // 4, 1))])):
+                        ("dd-error", ["--steps", str(steps), "--batch", "32", "--lr", "0.003", "--warmup", "50",
+                                      "--eval-every", str(max(steps // 4, 1))]),
+                        ("dd-kappa", ["--loss", "condition", "--steps", str(kappa_steps), "--lr", "0.001",
+                                      "--warmup", "20", "--eval-every", str(max(kappa_steps // 3, 1))])):
         out = folder / f"{name}-{n}"
         log = pddattn("train", *common, *extra, "--out", str(out))
         paths[name] = (str(out / "checkpoint.pt"), log.strip().splitlines()[-1])
@@ -102,8 +106,9 @@ def markdown(results):
         lines.append(f"| {run['n']:,} | {run['N']} | {run['P']}{' (oversubscribed)' if run['P'] > os.cpu_count() else ''}"
                      f" | " + " | ".join(cells) + " |")
     lines += ["", f"DD: cores of {CORE} nodes, delta = {DELTA} (H/delta fixed), local rank {CORE + 2 * DELTA} "
-              "(full), coarse rank n_0 (full), symmetric. Trained: "
-              f"{results['train_steps']} steps on probe data from the Schwarz start."]
+              "(full), coarse rank n_0 (full), symmetric. dd-error: "
+              f"{results['train_steps']} steps of the error loss on probe data; dd-kappa: "
+              f"{results['kappa_steps']} steps of the condition loss; both from the Schwarz start."]
     return "\n".join(lines)
 
 
@@ -129,20 +134,22 @@ def main():
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--sizes", default="1023,4095,16383,65535")
     p.add_argument("--ranks", default="1,2")
-    p.add_argument("--train-steps", type=int, default=600)
+    p.add_argument("--train-steps", type=int, default=600, help="steps of the error loss")
+    p.add_argument("--kappa-steps", type=int, default=300, help="steps of the condition loss")
     p.add_argument("--models", help="folder for the model checkpoints (default: a temporary folder)")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")] if not args.quick else [255, 511]
     ranks = [int(s) for s in args.ranks.split(",")]
     steps = args.train_steps if not args.quick else 20
+    kappa_steps = args.kappa_steps if not args.quick else 20
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     import tempfile
     folder = Path(args.models or tempfile.mkdtemp(prefix="pddattn-iterations-"))
-    results = {"train_steps": steps, "runs": [], "models": {}}
+    results = {"train_steps": steps, "kappa_steps": kappa_steps, "runs": [], "models": {}}
     for n in sizes:
-        models = train_models(n, folder, steps)
+        models = train_models(n, folder, steps, kappa_steps)
         results["models"][n] = {k: v[1] for k, v in models.items()}
         for P in ranks:
             run = {"n": n, "N": (n + 1) // CORE, "P": P, "pcs": {}}

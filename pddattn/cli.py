@@ -55,6 +55,9 @@ def _add_model_options(p, model=True):
 
 def _add_training_options(p):
     g = p.add_argument_group("data and training")
+    g.add_argument("--loss", choices=("error", "condition"),
+                   help="error: ||M f - u|| on the data (default); condition: log kappa(M A) by Lanczos, "
+                        "for symmetric preconditioners on one domain rank")
     g.add_argument("--data", choices=("fourier", "probe"), help="sampler (default fourier)")
     g.add_argument("--modes", type=int, help="K, Fourier modes (default n: many-mode data)")
     g.add_argument("--alpha", type=float, help="spectral decay of the coefficients (default 0)")
@@ -132,8 +135,10 @@ def _cmd_train(args, layout):
         cfg = dataclasses.replace(stored, **given)
     _, summary = train(cfg, out=args.out, resume=args.resume, layout=layout)
     if layout.is_root:
+        kappa = (f", kappa(M A) ~ {summary['condition']:.3f} (model of step {summary['best_step']})"
+                 if "condition" in summary else "")
         print(f"{summary['model']}: {summary['parameters']:,} parameters, test error "
-              f"{summary['test_error']:.3e} after {summary['steps']} steps, {summary['time']:.1f} s training")
+              f"{summary['test_error']:.3e}{kappa} after {summary['steps']} steps, {summary['time']:.1f} s training")
 
 
 def _cmd_compare(args, layout):

@@ -52,10 +52,13 @@ def subdomain_attention(x, index, weight, Q, K):
     Tensor, shape (m, B)
     """
     m, batch = x.shape
-    # D^1/2 Q K^T D^1/2 = (D^1/2 Q)(D^1/2 K)^T: weighting the factors (N L r numbers)
-    # is cheaper than weighting the gathered data (N L B) on the way in and out.
     X = x[index]                                                               # R_i
-    Y = torch.bmm(weight * Q, torch.bmm((weight * K).transpose(1, 2), X))      # D^1/2 Q_i K_i^T D^1/2
+    # D^1/2 Q K^T D^1/2 = (D^1/2 Q)(D^1/2 K)^T: weight whichever is smaller, the
+    # factors (N L r numbers each) or the gathered data (N L B, in and out).
+    if batch >= Q.shape[-1]:
+        Y = torch.bmm(weight * Q, torch.bmm((weight * K).transpose(1, 2), X))  # D^1/2 Q_i K_i^T D^1/2
+    else:  # single vectors: Krylov solves, Lanczos
+        Y = weight * torch.bmm(Q, torch.bmm(K.transpose(1, 2), weight * X))
     return x.new_zeros(m, batch).index_add(0, index.reshape(-1), Y.reshape(-1, batch))  # R_i^T
 
 

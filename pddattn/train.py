@@ -15,8 +15,13 @@ the relative change per step and one value suits the global model, the
 local blocks and the coarse block, whose entries differ by orders of
 magnitude. Linear warm-up, then cosine decay to zero at ``steps``.
 
-Loss: mean over the batch of ||M^-1 f - u||^2 / ||u||^2. Metric: mean
-relative L2 error ||M^-1 f - u|| / ||u|| over a held-out test set.
+Loss (``loss="error"``): mean over the batch of ||M^-1 f - u||^2 / ||u||^2.
+Metric: mean relative L2 error ||M^-1 f - u|| / ||u|| over a held-out test
+set. For preconditioning, ``loss="condition"`` minimises an estimate of
+log kappa(M A) instead (see spectrum.py; symmetric DD models on one domain
+rank), logs that estimate as ``condition`` next to the test error, and ends
+on the evaluated model with the lowest estimate (a step that raised kappa
+is not kept: the Schwarz start is a strong preconditioner to lose).
 """
 from __future__ import annotations
 
@@ -35,11 +40,13 @@ from .models import MODELS, architecture, model_from_architecture
 from .operators import INITS
 from .parallel.layout import ConfigurationError, SerialLayout, block_range
 from .problem import make_sampler
+from .spectrum import condition_loss, condition_number
 
 __all__ = ["TrainConfig", "TrainData", "train", "train_step", "make_optimizer", "lr_factor", "relative_errors"]
 
 TRAIN_STREAM, TEST_STREAM = 0, 1
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+LOSSES = ("error", "condition")
 
 
 @dataclasses.dataclass
@@ -57,6 +64,7 @@ class TrainConfig:
     coarse: bool = True
     init: str = "random"
     init_scale: float = 0.1
+    loss: str = "error"                 # or "condition": kappa(M A), for preconditioners
     data: str = "fourier"
     modes: int | None = None            # None: all n modes
     alpha: float = 0.0
@@ -81,6 +89,10 @@ class TrainConfig:
         need(self.model in MODELS, f"unknown model {self.model!r}; choose one of {MODELS}")
         need(self.init in INITS, f"unknown init {self.init!r}; choose one of {INITS}")
         need(self.dtype in DTYPES, f"unknown dtype {self.dtype!r}; choose one of {tuple(DTYPES)}")
+        need(self.loss in LOSSES, f"unknown loss {self.loss!r}; choose one of {LOSSES}")
+        need(self.loss == "error" or (self.model == "dd" and self.symmetric),
+             "--loss condition needs a symmetric DD model (--model dd --symmetric): kappa(M A) is "
+             "defined for SPD M")
         for name in ("n", "rank", "batch", "eval_every", "test_size", "checkpoint_every"):
             value = getattr(self, name)
             need(isinstance(value, int) and value >= 1, f"--{name.replace('_', '-')} must be a positive integer, "
@@ -237,6 +249,9 @@ def train(cfg, out=None, resume=False, layout=None):
     """
     cfg.validate()
     layout = layout or SerialLayout(cfg.data_parallel)
+    if cfg.loss == "condition" and layout.domain_size > 1:
+        raise ConfigurationError(f"--loss condition runs on one domain rank; use --data-parallel "
+                                 f"{layout.world_size} (each replica runs its own Lanczos)")
     torch.manual_seed(cfg.seed)
     model = model_from_architecture(architecture(cfg.to_dict()), layout, dtype=DTYPES[cfg.dtype],
                                     device=cfg.device, init=cfg.init, init_scale=cfg.init_scale, seed=cfg.seed)
@@ -258,7 +273,8 @@ def train(cfg, out=None, resume=False, layout=None):
     data = TrainData(cfg, model, layout)
     log = _Log(out, layout, cfg, start, resume)
     params = model.num_parameters()
-    losses, error, step = [], float("nan"), start
+    losses, error, kappa, step = [], float("nan"), float("nan"), start
+    best = None  # (kappa, step, parameters) of the best evaluated model: condition loss only
 
     def save():
         if ckpt_path is not None:
@@ -270,13 +286,19 @@ def train(cfg, out=None, resume=False, layout=None):
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 error = evaluate(model, data, layout)
                 train_loss = float(np.mean(losses)) if losses else None
-                log.record({"step": step, "time": elapsed, "train_loss": train_loss, "test_error": error,
-                            "parameters": params, "lr": cfg.lr * lr_factor(step, cfg)})
+                row = {"step": step, "time": elapsed, "train_loss": train_loss, "test_error": error,
+                       "parameters": params, "lr": cfg.lr * lr_factor(step, cfg)}
+                if cfg.loss == "condition":
+                    row["condition"] = kappa = condition_number(model)
+                    if best is None or kappa < best[0]:
+                        best = (kappa, step, {k: p.detach().clone() for k, p in model.named_parameters()})
+                log.record(row)
                 losses = []
                 if layout.bcast(step >= cfg.steps or error <= cfg.target):
                     break
             t0 = time.perf_counter()
-            loss = train_step(model, optimizer, data.batch_at(step), step, cfg, layout)
+            batch = data.batch_at(step) if cfg.loss == "error" else None  # the condition loss draws its own
+            loss = train_step(model, optimizer, batch, step, cfg, layout)
             elapsed += time.perf_counter() - t0
             losses.append(loss)
             step += 1
@@ -289,20 +311,35 @@ def train(cfg, out=None, resume=False, layout=None):
         raise
     finally:
         log.close()
+    if best is not None and best[0] < kappa:
+        _load_parameters(model, best[2])
+        error, kappa = evaluate(model, data, layout), best[0]
     save()
-    return model, {"model": cfg.model, "parameters": params, "steps": step, "time": elapsed, "test_error": error,
-                   "history": log.rows}
+    summary = {"model": cfg.model, "parameters": params, "steps": step, "time": elapsed, "test_error": error,
+               "history": log.rows}
+    if cfg.loss == "condition":
+        summary["condition"], summary["best_step"] = kappa, best[1]
+    return model, summary
+
+
+def _load_parameters(model, values):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(values[name])
 
 
 def train_step(model, optimizer, batch, step, cfg, layout):
     """One optimiser step; returns the global batch loss."""
-    f, u = batch
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * lr_factor(step, cfg)
-    num, den = relative_errors(model.matvec(f), u, layout)
-    # This rank's part of its replica's mean loss; the domain group's parts sum to
-    # it, and sync_gradients averages the replicas.
-    loss = (num / den).sum() / f.shape[1]
+    if cfg.loss == "condition":  # one domain rank; each replica its own Lanczos start
+        loss, _ = condition_loss(model, seed=(cfg.seed * 1_000_003 + step) * 64 + layout.replica)
+    else:
+        f, u = batch
+        num, den = relative_errors(model.matvec(f), u, layout)
+        # This rank's part of its replica's mean loss; the domain group's parts sum to
+        # it, and sync_gradients averages the replicas.
+        loss = (num / den).sum() / f.shape[1]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     layout.sync_gradients(model)

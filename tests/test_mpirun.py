@@ -38,6 +38,7 @@ def mpirun(n, *args, timeout=120):
     (4, ["--n", "40", "--subdomains", "8", "--overlap", "12"], "rank 0 owns 10 nodes, fewer than the overlap"),
     (2, ["--model", "global"], "the global model runs data-parallel only"),
     (2, ["--rank", "0"], "--rank must be a positive integer"),
+    (2, ["--symmetric", "--loss", "condition"], "--loss condition runs on one domain rank"),
 ])
 def test_undistributable_configurations_end_every_rank_with_one_line(n, args, message):
     p, _ = mpirun(n, "-m", "pddattn", "train", *args)
@@ -121,16 +122,42 @@ def test_pbs_script_runs_its_mpiexec_line_and_resumes(tmp_path):
 SOLVE = ["-m", "pddattn", "solve", "-ksp_type", "cg", "-ksp_norm_type", "unpreconditioned"]
 
 
-@pytest.fixture(scope="module")
-def trained_preconditioner(tmp_path_factory):
-    """A preconditioning model trained by `pddattn train` (probe data, symmetric, Schwarz start)."""
-    out = tmp_path_factory.mktemp("pc")
-    p = subprocess.run([sys.executable, "-m", "pddattn", "train", "--n", "255", "--subdomains", "8", "--overlap",
-                        "4", "--rank", "40", "--symmetric", "--init", "schwarz", "--data", "probe", "--steps", "20",
-                        "--lr", "0.001", "--dtype", "float64", "--out", str(out)],
+PC_MODEL = ["--n", "255", "--subdomains", "8", "--overlap", "4", "--rank", "40", "--symmetric", "--init", "schwarz",
+            "--data", "probe", "--dtype", "float64"]
+
+
+def pc_model(out, *args):
+    p = subprocess.run([sys.executable, "-m", "pddattn", "train", *PC_MODEL, *args, "--out", str(out)],
                        capture_output=True, text=True, env=env(), cwd=ROOT, timeout=300)
     assert p.returncode == 0, p.stderr
     return str(out / "checkpoint.pt")
+
+
+@pytest.fixture(scope="module")
+def trained_preconditioner(tmp_path_factory):
+    """A preconditioner trained by `pddattn train` on kappa(M A), from the Schwarz start."""
+    return pc_model(tmp_path_factory.mktemp("pc"), "--loss", "condition", "--steps", "30", "--lr", "0.003",
+                    "--warmup", "5", "--eval-every", "10")
+
+
+def cg_iterations(model, ranks=1):
+    p, _ = mpirun(ranks, *SOLVE, "-ksp_rtol", "1e-8", "-pc_type", "python", "-pc_python_type",
+                  "pddattn.petsc.DDAttentionPC", "-pddattn_model", model)
+    assert p.returncode == 0 and "converged reason 2" in p.stdout, p.stdout + p.stderr
+    return int(p.stdout.split("converged reason 2: ")[1].split(" iterations")[0])
+
+
+def test_the_condition_trained_preconditioner_beats_its_schwarz_start(trained_preconditioner, tmp_path):
+    schwarz = cg_iterations(pc_model(tmp_path, "--steps", "0"))
+    trained = cg_iterations(trained_preconditioner)
+    assert trained < schwarz, (trained, schwarz)
+
+
+def test_condition_loss_trains_data_parallel(tmp_path):
+    p, _ = mpirun(2, "-m", "pddattn", "train", *PC_MODEL, "--loss", "condition", "--steps", "4", "--warmup", "1",
+                  "--eval-every", "2", "--data-parallel", "2", "--out", str(tmp_path), timeout=180)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("kappa(M A) ~") == 1
 
 
 @pytest.mark.parametrize("ranks", [1, 2, 3])
