@@ -32,12 +32,12 @@ $(VENV)/.apt:
 	fi
 	@mkdir -p $(VENV) && touch $@
 
-$(VENV)/.installed: $(VENV)/.apt pyproject.toml constraints.txt
+$(VENV)/.installed: $(VENV)/.apt pyproject.toml constraints.txt tools/install-torch.sh
 	@[ -x $(PY) ] || $(PY_SYS) -m venv --system-site-packages $(VENV)
 	@site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
 	  if [ -d $(PETSC_DIR_DEBIAN) ] && [ ! -e /usr/lib/petsc ]; then \
 	    echo "$(PETSC_DIR_DEBIAN)/lib/python3/dist-packages" > $$site/pddattn-debian-petsc4py.pth; fi
-	$(PY) -m pip install -q torch==2.13.0
+	bash tools/install-torch.sh $(PY)
 	$(PY) -m pip install -q -e '.[test,plot]'
 	@$(PY) -c 'import numpy, torch, mpi4py, petsc4py, pytest; print("environment ready: numpy", numpy.__version__, "torch", torch.__version__, "petsc4py", petsc4py.__version__)'
 	@touch $@

@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from .decomposition import Decomposition
+from .decomposition import intervals
 from .operators import DDAttention, GlobalAttention
-from .problem import FourierSampler
+from .problems.laplace1d import FourierSampler
 from .parallel.layout import SerialLayout
 from .train import DTYPES, TrainConfig, make_optimizer, train_step
 
@@ -47,7 +47,7 @@ def step_time_comparison(n=4095, N=64, delta=2, r=8, batch=64, repeats=50, dtype
                          rounds=5):
     """Time DD(n, N, delta, r) and the global model with the nearest parameter count."""
     dt, dev = DTYPES[dtype], torch.device(device)
-    dd = DDAttention(Decomposition(n, N, delta), r, dtype=dt, device=dev)
+    dd = DDAttention(intervals(n, N, delta), r, dtype=dt, device=dev)
     r_global = max(1, round(dd.num_parameters() / (2 * n)))
     glob = GlobalAttention(n, r_global, dtype=dt, device=dev)
     sampler = FourierSampler(n, n, seed=0)

@@ -4,8 +4,10 @@ A checkpoint is one file written by ``torch.save`` and read back with
 ``torch.load(weights_only=True)``, so loading never executes code. It holds
 plain data only:
 
-    format, version      "pddattn-checkpoint", 1
-    architecture         model kind, n, N, delta, pou, ranks, symmetric, coarse
+    format, version      "pddattn-checkpoint", 2 (version 1, 1D Laplacian only, still loads)
+    architecture         model kind, n, the problem spec (family, grid, coefficient and its
+                         seed, or a matrix file's path and SHA-256), the decomposition spec
+                         (builder, N, delta, pou, coarse space), ranks, symmetric
     config               the training configuration (plain dict)
     state                {name: tensor} in the global layout, e.g. Q of shape (N, L, r)
     optimizer            {"step": int, "moments": {name: {"exp_avg", "exp_avg_sq"}}}
@@ -28,9 +30,10 @@ import torch
 
 from .parallel.layout import CollectiveError
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "atomic_save", "read", "save", "load_model"]
+__all__ = ["FORMAT", "VERSION", "CheckpointError", "atomic_save", "read", "save", "load_model", "architecture_of"]
 
-FORMAT, VERSION = "pddattn-checkpoint", 1
+FORMAT, VERSION = "pddattn-checkpoint", 2
+READABLE = (1, 2)
 
 
 class CheckpointError(CollectiveError):
@@ -74,9 +77,16 @@ def read(path):
         raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pddattn checkpoint")
-    if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}, this pddattn reads {VERSION}")
+    if payload.get("version") not in READABLE:
+        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}, this pddattn reads "
+                              f"{READABLE}")
     return payload
+
+
+def architecture_of(payload):
+    """The payload's architecture in today's form (version 1 meant the 1D Laplacian)."""
+    from .models import upgrade_architecture
+    return upgrade_architecture(payload["architecture"])
 
 
 def _collective(layout, action):
@@ -158,6 +168,9 @@ def load_model(path, layout=None, dtype=torch.float64, device=None):
     from .parallel.layout import SerialLayout
     layout = layout or SerialLayout()
     payload = read_collective(path, layout)
-    model = model_from_architecture(payload["architecture"], layout, dtype=dtype, device=device)
+    try:
+        model = model_from_architecture(architecture_of(payload), layout, dtype=dtype, device=device)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     restore(payload, model)
     return model, payload

@@ -19,6 +19,7 @@ import os
 import sys
 
 from .parallel.layout import CollectiveError, ConfigurationError, make_layout
+from .problems import COEFFICIENTS, DATA_KINDS, FAMILIES
 from .train import TrainConfig
 
 # Errors every rank raises alike (validated before any communication): a clean exit.
@@ -37,12 +38,26 @@ def _positive_or_none(text):
     return None if text in ("full", "none", "None") else int(text)
 
 
+def _subdomains_arg(text):
+    return int(text) if str(text).isdigit() else str(text).lower()
+
+
 def _add_model_options(p, model=True):
     g = p.add_argument_group("model")
     if model:
         g.add_argument("--model", choices=("dd", "global"), default=None, help="operator to train (default dd)")
-    g.add_argument("--n", type=int, help=f"interior grid nodes (default {_DEFAULTS.n})")
-    g.add_argument("--subdomains", type=int, help=f"N, number of subdomains (default {_DEFAULTS.subdomains})")
+    g.add_argument("--problem", choices=FAMILIES, help="the operator A (default laplace1d)")
+    g.add_argument("--n", type=int, help=f"interior nodes of a 1D grid (default {_DEFAULTS.n})")
+    g.add_argument("--grid", help="grid shape, 1023 or 127x127 (default: --n)")
+    g.add_argument("--coefficient", help=f"coefficient field: const, smooth:C, jump:C, lognormal:S "
+                                         f"(kinds {', '.join(COEFFICIENTS)}; default const)")
+    g.add_argument("--coefficient-seed", type=int, help="seed of a random coefficient field (default 0)")
+    g.add_argument("--matrix", help="a user's SPD matrix: PETSc binary Mat or scipy .npz (sets --problem matrix)")
+    g.add_argument("--subdomains", type=_subdomains_arg, help=f"N, or Nx x Ny for boxes, e.g. 32 or 4x4 (default {_DEFAULTS.subdomains})")
+    g.add_argument("--decomposition", choices=("intervals", "boxes", "algebraic"),
+                   help="subdomain builder (default: intervals in 1D, boxes in 2D, algebraic for a matrix)")
+    g.add_argument("--coarse", dest="coarse_space", choices=("hat", "q1", "harmonic", "none"),
+                   help="coarse space (default: hat for intervals, q1 for boxes, harmonic for algebraic)")
     g.add_argument("--overlap", type=int, help=f"delta, overlap in nodes (default {_DEFAULTS.overlap})")
     g.add_argument("--rank", type=int, help=f"rank of each block (default {_DEFAULTS.rank})")
     g.add_argument("--coarse-rank", type=_positive_or_none, help="coarse rank r0 (default: full, N - 1)")
@@ -58,7 +73,9 @@ def _add_training_options(p):
     g.add_argument("--loss", choices=("error", "condition"),
                    help="error: ||M f - u|| on the data (default); condition: log kappa(M A) by Lanczos, "
                         "for symmetric preconditioners on one domain rank")
-    g.add_argument("--data", choices=("fourier", "probe"), help="sampler (default fourier)")
+    g.add_argument("--data", choices=DATA_KINDS,
+                   help="fourier (constant coefficients), probe (f = A u) or solve (u = A^-1 f); default: fourier "
+                        "where A has sine modes, else solve")
     g.add_argument("--modes", type=int, help="K, Fourier modes (default n: many-mode data)")
     g.add_argument("--alpha", type=float, help="spectral decay of the coefficients (default 0)")
     g.add_argument("--steps", type=int, help=f"optimiser steps (default {_DEFAULTS.steps})")
@@ -91,8 +108,14 @@ def build_parser():
     c.add_argument("--dd-lr", type=float, help="lr of the DD model (default --lr)")
     c.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
     s = sub.add_parser("solve", help="PETSc KSP solve of A u = f; PETSc options pass through")
-    s.add_argument("--n", type=int, default=None, help="grid nodes (default: the model's, else 1023)")
-    s.add_argument("--rhs", default="fourier", help="fourier, probe, or a .npy / PETSc binary file")
+    s.add_argument("--problem", choices=FAMILIES, help="problem family (default: the model's, else laplace1d)")
+    s.add_argument("--n", type=int, default=None, help="1D grid nodes (default: the model's, else 1023)")
+    s.add_argument("--grid", help="grid, 1023 or 127x127 (default: the model's)")
+    s.add_argument("--coefficient", help="const, smooth:C, jump:C, lognormal:S (default: the model's, else const)")
+    s.add_argument("--coefficient-seed", type=int, default=0, help="seed of a random coefficient (default 0)")
+    s.add_argument("--matrix", help="a PETSc binary Mat or scipy .npz file (problem 'matrix')")
+    s.add_argument("--rhs", default="fourier",
+                   help="fourier (constant coefficients; else solve), probe, solve, or a .npy / PETSc binary Vec file")
     s.add_argument("--modes", type=int, default=None, help="Fourier modes of the rhs (default n)")
     s.add_argument("--seed", type=int, default=0)
     b = sub.add_parser("bench", help="training-step time: DD against global at equal parameters")
@@ -192,6 +215,18 @@ def main(argv=None):
         if world is None or world.Get_rank() == 0:
             print(f"pddattn: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not _out_of_memory(exc):
+            if world is not None:
+                _abort(world)
+            raise
+        where = f" on rank {world.Get_rank()}" if world is not None else ""
+        print(f"pddattn: error: out of memory{where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+              "lower --n/--grid, --batch or --test-size, or use more ranks", file=sys.stderr)
+        sys.stderr.flush()
+        if world is not None:
+            world.Abort(2)  # one rank's allocation failed: end the others instead of leaving them waiting
+        return 2
     except KeyboardInterrupt:
         return 130
     except BaseException:
@@ -199,6 +234,14 @@ def main(argv=None):
             _abort(world)
         raise
     return 0
+
+
+def _out_of_memory(exc):
+    """numpy's MemoryError, torch's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(exc, MemoryError):
+        return True
+    name = type(exc).__name__
+    return name == "OutOfMemoryError" or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
 
 
 def _world():

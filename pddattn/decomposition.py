@@ -1,29 +1,32 @@
-"""Overlapping domain decomposition of the n-node grid: R_i, D_i and Phi.
+"""Overlapping domain decompositions as data: index sets, a partition of unity, a coarse basis.
 
-N non-overlapping *cores* of near-equal size (sizes differ by at most one;
-the first n mod N cores get the extra node, as PETSc's default layout
-does), each extended by delta nodes on both sides and clipped at the
-boundary: subdomain Omega_i = [start_i, stop_i), n_i nodes. R_i restricts to
-Omega_i; the partition of unity D_i satisfies sum_i R_i^T D_i R_i = I.
+A decomposition of n nodes is
+- N non-overlapping *cores* that partition the nodes, core i inside subdomain i;
+- N sorted index sets Omega_i (R_i restricts to them), the cores grown by delta layers;
+- a partition of unity D_i with sum_i R_i^T D_i R_i = I (``count``: 1 / multiplicity;
+  ``smooth``: min(1, dist / (2 delta + 1)) with dist the graph distance to the
+  nearest node outside Omega_i, then normalised);
+- a coarse basis Phi, a sparse n x n_0 matrix (see coarse.py).
 
-Coarse space: n_0 = N - 1 coarse nodes, the first node of cores 2..N. Column
-j of Phi is the hat that is 1 at coarse node j and falls linearly to 0 at the
-neighbouring coarse nodes or at the Dirichlet boundary (virtual nodes -1 and
-n). Every row of Phi has at most two nonzeros; we store exactly those, as
-(index, weight) pairs, and never form Phi densely except for tests.
+Builders: :func:`intervals` (1D), :func:`boxes` (2D grid, x fastest) and
+:func:`algebraic` (contiguous row blocks of A grown through A's graph, as
+PCASM's overlap). The kernels only ever see :meth:`Decomposition.padded_indices`,
+:meth:`Decomposition.pou_weights` and :attr:`Decomposition.phi`.
 
-Pure numpy, no MPI: every rank builds the same object from the same four
-numbers, which is also what checkpoints store.
+    >>> d = intervals(10, 3, 1)
+    >>> [s.tolist() for s in d.subdomains][0], d.coarse_size
+    ([0, 1, 2, 3, 4], 2)
 """
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
-from .problem import check_size
-
-__all__ = ["Decomposition", "POU_KINDS"]
+__all__ = ["Decomposition", "POU_KINDS", "DECOMPOSITIONS", "intervals", "boxes", "algebraic",
+           "decomposition_from_spec", "parse_subdomains", "split_sizes"]
 
 POU_KINDS = ("count", "smooth")
+DECOMPOSITIONS = ("intervals", "boxes", "algebraic")
 
 
 def _check_int(name, value, minimum, allowed):
@@ -32,59 +35,67 @@ def _check_int(name, value, minimum, allowed):
     return int(value)
 
 
+def split_sizes(n, N):
+    """Sizes of N near-equal contiguous blocks of n (the first n mod N one larger, as PETSc)."""
+    sizes = np.full(N, n // N, dtype=np.int64)
+    sizes[: n % N] += 1
+    return sizes
+
+
+def parse_subdomains(text):
+    """'32' -> (32,), '4x4' -> (4, 4)."""
+    if isinstance(text, (int, np.integer)) and not isinstance(text, bool):
+        return (int(text),)
+    if isinstance(text, (tuple, list)):
+        return tuple(int(v) for v in text)
+    try:
+        parts = tuple(int(p) for p in str(text).lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--subdomains must look like 32 or 4x4, got {text!r}") from None
+    if not 1 <= len(parts) <= 2 or min(parts) < 1:
+        raise ValueError(f"--subdomains must be positive (32 or 4x4), got {text!r}")
+    return parts
+
+
 class Decomposition:
-    """N overlapping subdomains of an n-node grid with overlap delta.
+    """N overlapping subdomains of n nodes, given as index sets.
 
     Parameters
     ----------
     n : int
-        Number of interior grid nodes, n >= 1.
-    N : int
-        Number of subdomains, 1 <= N <= n.
-    delta : int
-        Overlap: nodes added on each side of every core, 0 <= delta and, for
-        N >= 2, small enough that no subdomain covers the whole domain.
+    cores, subdomains : list of int arrays
+        Sorted node indices; the cores partition range(n) and core i is in subdomain i.
     pou : {'count', 'smooth'}
-        Partition of unity: 1 / multiplicity, or linear ramps across the
-        overlaps (normalised so that they sum to one).
-
-    Examples
-    --------
-    >>> d = Decomposition(10, 3, 1)
-    >>> d.core_bounds.tolist(), d.starts.tolist(), d.stops.tolist()
-    ([0, 4, 7, 10], [0, 3, 6], [5, 8, 10])
+    ramps : list of arrays, optional
+        For 'smooth': the unnormalised weight of every subdomain node.
+    phi : scipy.sparse matrix (n, n_0), optional
+        The coarse basis (none: n_0 = 0).
+    spec : dict
+        The builder's parameters (what checkpoints store).
     """
 
-    def __init__(self, n, N, delta, pou="count"):
-        self.n = check_size(n)
-        self.N = _check_int("N (number of subdomains)", N, 1, f"in 1..n={self.n}")
-        if self.N > self.n:
-            raise ValueError(f"N={self.N} subdomains is more than the n={self.n} nodes; "
-                             f"N must be in 1..{self.n}")
-        self.delta = _check_int("delta (overlap)", delta, 0, ">= 0")
+    def __init__(self, n, cores, subdomains, pou="count", ramps=None, phi=None, spec=None, **extra):
         if pou not in POU_KINDS:
             raise ValueError(f"unknown partition of unity {pou!r}; choose one of {POU_KINDS}")
-        self.pou = pou
-        sizes = np.full(self.N, self.n // self.N, dtype=np.int64)
-        sizes[: self.n % self.N] += 1
-        self.core_bounds = np.concatenate([[0], np.cumsum(sizes)])
-        limit = self.n - int(max(sizes[0], sizes[-1])) - 1
-        if self.N > 1 and self.delta > limit:
-            raise ValueError(
-                f"overlap delta={self.delta} is too large for n={self.n}, N={self.N}: a "
-                f"subdomain would cover the whole domain; use 0 <= delta <= {limit}")
-        self.starts = np.maximum(self.core_bounds[:-1] - self.delta, 0)
-        self.stops = np.minimum(self.core_bounds[1:] + self.delta, self.n)
+        self.n, self.pou, self.spec = int(n), pou, dict(spec or {})
+        self.cores = [np.asarray(c, dtype=np.int64) for c in cores]
+        self.subdomains = [np.asarray(s, dtype=np.int64) for s in subdomains]
+        self.N = len(self.subdomains)
+        self.delta = int(self.spec.get("delta", 0))
+        self._ramps = ramps
+        self.phi = sp.csr_matrix((self.n, 0)) if phi is None else sp.csr_matrix(phi)
+        self.coarse = self.spec.get("coarse", "none")
+        self.__dict__.update(extra)  # builder-specific geometry (core_bounds, starts, stops, ...)
 
-    # ---------------------------------------------------------------- sizes
-    @property
-    def core_sizes(self):
-        return np.diff(self.core_bounds)
-
+    # ------------------------------------------------------------------ sizes
     @property
     def sizes(self):
         """n_i, the number of nodes of each subdomain."""
-        return self.stops - self.starts
+        return np.array([len(s) for s in self.subdomains], dtype=np.int64)
+
+    @property
+    def core_sizes(self):
+        return np.array([len(c) for c in self.cores], dtype=np.int64)
 
     @property
     def max_size(self):
@@ -93,100 +104,193 @@ class Decomposition:
 
     @property
     def coarse_size(self):
-        """n_0 = N - 1."""
-        return self.N - 1
+        """n_0, the number of coarse basis functions."""
+        return self.phi.shape[1]
 
     @property
-    def coarse_nodes(self):
-        """Grid indices of the coarse nodes: the first node of cores 2..N."""
-        return self.core_bounds[1:-1]
+    def contiguous(self):
+        """True when every core and subdomain is a node range (what the 1D MPI exchange needs)."""
+        return hasattr(self, "core_bounds")
 
     def to_dict(self):
-        return {"n": self.n, "N": self.N, "delta": self.delta, "pou": self.pou}
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(d["n"], d["N"], d["delta"], d["pou"])
+        return dict(self.spec)
 
     def __eq__(self, other):
-        return isinstance(other, Decomposition) and self.to_dict() == other.to_dict()
+        return isinstance(other, Decomposition) and self.to_dict() == other.to_dict() and self.n == other.n
 
     def __repr__(self):
-        return "Decomposition(n={n}, N={N}, delta={delta}, pou={pou!r})".format(**self.to_dict())
+        return f"Decomposition(n={self.n}, N={self.N}, {self.spec})"
 
     # ------------------------------------------------------------ R_i and D_i
     def restriction(self, i):
-        """Grid indices of subdomain i (the rows of R_i pick these nodes)."""
-        return np.arange(self.starts[i], self.stops[i])
+        """Node indices of subdomain i (the rows of R_i pick these nodes)."""
+        return self.subdomains[i]
 
     def padded_indices(self, first=0, last=None, offset=0, pad=None):
-        """R_i index sets of subdomains first..last-1 as an (N', L) array.
+        """R_i of subdomains first..last-1 as an (N', L) array, shifted by -offset.
 
-        Indices are shifted by -offset; padding entries hold ``pad`` (default:
-        one past the largest index, a zero slot the kernels append).
+        Padding holds ``pad`` (default n - offset: one past the last node, a zero slot).
         """
         last = self.N if last is None else last
-        pad = self.stops[last - 1] - offset if pad is None else pad
-        cols = np.arange(self.max_size)
-        idx = self.starts[first:last, None] + cols[None, :]
-        return np.where(cols[None, :] < self.sizes[first:last, None], idx - offset, pad)
-
-    def _ramps(self):
-        """Unnormalised smooth weights: 1 on the core, linear down across each overlap."""
-        w = np.zeros((self.N, self.max_size))
-        width = 2.0 * self.delta + 1.0
-        for i in range(self.N):
-            m = np.arange(self.sizes[i], dtype=np.float64)
-            up = (m + 1) / width if self.starts[i] > 0 else np.inf
-            down = (self.sizes[i] - m) / width if self.stops[i] < self.n else np.inf
-            w[i, : self.sizes[i]] = np.minimum(1.0, np.minimum(up, down))
-        return w
+        pad = self.n - offset if pad is None else pad
+        out = np.full((last - first, self.max_size), pad, dtype=np.int64)
+        for row, s in enumerate(self.subdomains[first:last]):
+            out[row, : len(s)] = s - offset
+        return out
 
     def pou_weights(self):
         """D_i diagonals as an (N, L) array, zero at padding; sum_i R_i^T D_i R_i = I."""
         valid = np.arange(self.max_size)[None, :] < self.sizes[:, None]
-        w = self._ramps() if self.pou == "smooth" else valid.astype(np.float64)
-        idx = self.padded_indices(pad=self.n)
+        w = np.zeros((self.N, self.max_size))
+        if self.pou == "smooth":
+            for i, r in enumerate(self._ramps):
+                w[i, : len(r)] = r
+        else:
+            w[valid] = 1.0
+        idx = self.padded_indices()
         total = np.zeros(self.n + 1)
         np.add.at(total, idx.ravel(), w.ravel())
         total[self.n] = 1.0  # the padding slot
         return np.where(valid, w / total[idx], 0.0)
 
-    # ------------------------------------------------------------------- Phi
-    def coarse_basis(self):
-        """The two nonzeros of every row of Phi.
-
-        Returns
-        -------
-        index : ndarray of int, shape (n, 2)
-            Coarse indices of the left and right hat touching each node;
-            n_0 (a zero slot) where there is none.
-        weight : ndarray, shape (n, 2)
-            Phi[j, index[j, c]] = weight[j, c].
-        """
-        # Breakpoints: the boundary (virtual nodes -1 and n) and the coarse nodes.
-        points = np.concatenate([[-1], self.coarse_nodes, [self.n]])
-        j = np.arange(self.n)
-        seg = np.searchsorted(points, j, side="right") - 1  # points[seg] <= j < points[seg+1]
-        left, right = points[seg], points[seg + 1]
-        t = (j - left) / (right - left)
-        index = np.stack([seg - 1, seg], axis=1)  # coarse node seg is points[seg + 1]
-        weight = np.stack([1.0 - t, t], axis=1)
-        missing = (index < 0) | (index >= self.coarse_size)
-        return np.where(missing, self.coarse_size, index), np.where(missing, 0.0, weight)
+    def interior_blocks(self):
+        """Core interiors (cores minus the nodes where Phi is 1), see coarse.interior_blocks."""
+        from .coarse import interior_blocks
+        return interior_blocks(self)
 
     def coarse_basis_dense(self):
         """Phi as a dense (n, n_0) array (tests and small diagnostics only)."""
-        index, weight = self.coarse_basis()
-        phi = np.zeros((self.n, self.coarse_size + 1))
-        np.add.at(phi, (np.arange(self.n)[:, None], index), weight)
-        return phi[:, : self.coarse_size]
+        return self.phi.toarray()
 
-    def interior_blocks(self):
-        """[start, stop) of the open intervals between consecutive coarse nodes.
 
-        In 1D, A^-1 = Phi (Phi^T A Phi)^-1 Phi^T + sum_j A_j^-1 over these
-        blocks, because Phi is the discrete harmonic extension.
-        """
-        points = np.concatenate([[-1], self.coarse_nodes, [self.n]])
-        return [(int(a) + 1, int(b)) for a, b in zip(points[:-1], points[1:]) if b > a + 1]
+# -------------------------------------------------------------------- builders
+def _ramp(dist, delta):
+    return np.minimum(1.0, dist / (2.0 * delta + 1.0))
+
+
+def intervals(n, N, delta, pou="count", coarse="hat", A=None):
+    """N intervals of near-equal size extended by delta nodes on each side (1D).
+
+    Coarse ``hat``: n_0 = N - 1 hats at the first nodes of cores 2..N.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer (number of nodes), got {n!r}")
+    N = _check_int("N (number of subdomains)", N, 1, f"in 1..n={n}")
+    if N > n:
+        raise ValueError(f"N={N} subdomains is more than the n={n} nodes; N must be in 1..{n}")
+    delta = _check_int("delta (overlap)", delta, 0, ">= 0")
+    sizes = split_sizes(n, N)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    limit = n - int(max(sizes[0], sizes[-1])) - 1
+    if N > 1 and delta > limit:
+        raise ValueError(f"overlap delta={delta} is too large for n={n}, N={N}: a subdomain would cover the "
+                         f"whole domain; use 0 <= delta <= {limit}")
+    starts, stops = np.maximum(bounds[:-1] - delta, 0), np.minimum(bounds[1:] + delta, n)
+    ramps = []
+    for a, b in zip(starts, stops):
+        m = np.arange(b - a, dtype=np.float64)
+        up = m + 1 if a > 0 else np.full(len(m), np.inf)
+        down = (b - a) - m if b < n else np.full(len(m), np.inf)
+        ramps.append(_ramp(np.minimum(up, down), delta))
+    spec = {"kind": "intervals", "N": N, "delta": delta, "pou": pou, "coarse": coarse}
+    d = Decomposition(n, [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])],
+                      [np.arange(a, b) for a, b in zip(starts, stops)], pou, ramps, spec=spec,
+                      core_bounds=bounds, starts=starts, stops=stops, grid=(n,), layout=(N,))
+    from .coarse import attach_coarse
+    return attach_coarse(d, coarse, A)
+
+
+def boxes(grid, layout, delta, pou="count", coarse="q1", A=None):
+    """Nx x Ny rectangles of a nx x ny grid (node j nx + i), each grown by delta layers."""
+    (nx, ny), (Nx, Ny) = grid, layout
+    delta = _check_int("delta (overlap)", delta, 0, ">= 0")
+    if Nx > nx or Ny > ny:
+        raise ValueError(f"{Nx}x{Ny} subdomains do not fit the {nx}x{ny} grid")
+    bx = np.concatenate([[0], np.cumsum(split_sizes(nx, Nx))])
+    by = np.concatenate([[0], np.cumsum(split_sizes(ny, Ny))])
+    if (Nx > 1 and delta >= nx - max(np.diff(bx))) or (Ny > 1 and delta >= ny - max(np.diff(by))):
+        raise ValueError(f"overlap delta={delta} is too large for a {nx}x{ny} grid in {Nx}x{Ny} boxes")
+    cores, subs, ramps = [], [], []
+    for J in range(Ny):
+        for I in range(Nx):
+            cores.append((np.arange(by[J], by[J + 1])[:, None] * nx + np.arange(bx[I], bx[I + 1])[None, :]).ravel())
+            x0, x1 = max(bx[I] - delta, 0), min(bx[I + 1] + delta, nx)
+            y0, y1 = max(by[J] - delta, 0), min(by[J + 1] + delta, ny)
+            subs.append((np.arange(y0, y1)[:, None] * nx + np.arange(x0, x1)[None, :]).ravel())
+            # Distance to the nearest node outside the box: across the nearest interior edge.
+            ix, iy = np.arange(x1 - x0, dtype=np.float64), np.arange(y1 - y0, dtype=np.float64)
+            dx = np.minimum(ix + 1 if x0 > 0 else np.inf, (x1 - x0) - ix if x1 < nx else np.inf)
+            dy = np.minimum(iy + 1 if y0 > 0 else np.inf, (y1 - y0) - iy if y1 < ny else np.inf)
+            ramps.append(_ramp(np.minimum(dy[:, None], dx[None, :]).ravel(), delta))
+    spec = {"kind": "boxes", "N": [Nx, Ny], "delta": delta, "pou": pou, "coarse": coarse}
+    d = Decomposition(nx * ny, cores, subs, pou, ramps, spec=spec, grid=(nx, ny), layout=(Nx, Ny),
+                      box_bounds=(bx, by))
+    from .coarse import attach_coarse
+    return attach_coarse(d, coarse, A)
+
+
+def _graph(A):
+    G = sp.csr_matrix(A, copy=True)
+    G.data = np.ones_like(G.data)
+    return G
+
+
+def algebraic(A, N, delta, pou="count", coarse="harmonic"):
+    """N contiguous row blocks of A, each grown delta times through the graph of A (PCASM-style)."""
+    n = A.shape[0]
+    N = _check_int("N (number of subdomains)", N, 1, f"in 1..n={n}")
+    if N > n:
+        raise ValueError(f"N={N} subdomains is more than the n={n} rows")
+    delta = _check_int("delta (overlap)", delta, 0, ">= 0")
+    G = _graph(A)
+    bounds = np.concatenate([[0], np.cumsum(split_sizes(n, N))])
+    cores, subs, ramps = [], [], []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        mask = np.zeros(n, dtype=bool)
+        mask[a:b] = True
+        for _ in range(delta):
+            mask |= (G @ mask.astype(np.float64)) > 0
+        cores.append(np.arange(a, b))
+        subs.append(np.flatnonzero(mask))
+        ramps.append(_ramp(_distance_to_outside(G, mask, 2 * delta + 1), delta))
+    if N > 1 and max(len(s) for s in subs) == n:
+        raise ValueError(f"overlap delta={delta} makes a subdomain cover all {n} rows; use a smaller --overlap")
+    spec = {"kind": "algebraic", "N": N, "delta": delta, "pou": pou, "coarse": coarse}
+    d = Decomposition(n, cores, subs, pou, ramps, spec=spec, layout=(N,))
+    from .coarse import attach_coarse
+    return attach_coarse(d, coarse, A)
+
+
+def _distance_to_outside(G, mask, cap):
+    """Graph distance (capped) from each node of ``mask`` to the nearest node outside it."""
+    dist = np.full(mask.sum(), np.inf)
+    reached = ~mask
+    local = np.flatnonzero(mask)
+    for k in range(1, cap + 1):
+        reached = reached | ((G @ reached.astype(np.float64)) > 0)
+        new = reached[local] & np.isinf(dist)
+        dist[new] = k
+        if not np.isinf(dist).any():
+            break
+    return dist
+
+
+def decomposition_from_spec(spec, problem):
+    """Rebuild a decomposition from its spec and the problem (grid, A)."""
+    kind = spec.get("kind")
+    if kind == "intervals":
+        if problem.dim != 1:
+            raise ValueError(f"intervals need a 1D problem, got grid {problem.grid}; use boxes or algebraic")
+        return intervals(problem.n, spec["N"], spec["delta"], spec["pou"], spec["coarse"], problem.A)
+    if kind == "boxes":
+        if problem.dim != 2:
+            raise ValueError(f"boxes need a 2D grid, got {problem.grid}; use intervals or algebraic")
+        layout = tuple(spec["N"])
+        if len(layout) != 2:
+            raise ValueError(f"boxes need Nx x Ny subdomains (e.g. 4x4), got {spec['N']}")
+        return boxes(problem.grid, layout, spec["delta"], spec["pou"], spec["coarse"], problem.A)
+    if kind == "algebraic":
+        N = spec["N"]
+        N = int(np.prod(N)) if isinstance(N, (list, tuple)) else N
+        return algebraic(problem.A, N, spec["delta"], spec["pou"], spec["coarse"])
+    raise ValueError(f"unknown decomposition {kind!r}; choose one of {DECOMPOSITIONS}")

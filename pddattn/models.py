@@ -1,57 +1,107 @@
 """Build an operator from plain data: a training config or a checkpoint's architecture.
 
+Data flows one way: problem (A) -> decomposition (index sets, Phi) -> operator.
 One place decides serial versus distributed: a layout with more than one
 domain rank gets a DistributedDDAttention, anything else the serial module
 (data replicas each hold the whole model).
 """
 from __future__ import annotations
 
-from .decomposition import Decomposition
+import math
+
+from .decomposition import decomposition_from_spec, parse_subdomains
 from .operators import DDAttention, GlobalAttention
 from .parallel.layout import ConfigurationError, SerialLayout, check_distribution
+from .problems import make_problem, parse_grid, problem_from_spec
 
-__all__ = ["MODELS", "architecture", "model_from_architecture"]
+__all__ = ["MODELS", "problem_of", "decomposition_spec", "architecture", "upgrade_architecture",
+           "model_from_architecture"]
 
 MODELS = ("dd", "global")
+_DEFAULT_DECOMPOSITION = {1: "intervals", 2: "boxes"}
+_DEFAULT_COARSE = {"intervals": "hat", "boxes": "q1", "algebraic": "harmonic"}
 
 
-def architecture(cfg):
-    """The architecture part of a training config, as stored in checkpoints."""
+def problem_of(cfg):
+    """The Problem a config (dict) names: family, grid (or n), coefficient and its seed, or a matrix."""
+    grid = parse_grid(cfg["grid"]) if cfg.get("grid") else (cfg["n"],)
+    family = "matrix" if cfg.get("matrix") else cfg.get("problem", "laplace1d")
+    return make_problem(family, None if family == "matrix" and not cfg.get("grid") else grid,
+                        cfg.get("coefficient", "const"), cfg.get("coefficient_seed", 0), cfg.get("matrix"))
+
+
+def decomposition_spec(cfg, problem):
+    """The decomposition spec of a config: builder, N (or Nx x Ny), delta, pou, coarse space."""
+    kind = cfg.get("decomposition") or ("algebraic" if problem.family == "matrix" and problem.dim == 1
+                                        else _DEFAULT_DECOMPOSITION[problem.dim])
+    N = parse_subdomains(cfg["subdomains"])
+    if kind == "boxes" and len(N) == 1:
+        side = math.isqrt(N[0])
+        if side * side != N[0]:
+            raise ValueError(f"boxes need Nx x Ny subdomains (e.g. 4x4), got {cfg['subdomains']}")
+        N = (side, side)
+    if kind != "boxes" and len(N) == 2:
+        N = (N[0] * N[1],)
+    coarse = cfg.get("coarse_space") or _DEFAULT_COARSE[kind]
+    if not cfg.get("coarse", True):
+        coarse = "none"
+    return {"kind": kind, "N": list(N) if kind == "boxes" else N[0], "delta": cfg["overlap"],
+            "pou": cfg.get("pou", "count"), "coarse": coarse}
+
+
+def architecture(cfg, problem=None):
+    """The architecture part of a training config (dict), as stored in checkpoints."""
+    problem = problem or problem_of(cfg)
     if cfg["model"] == "global":
-        return {"model": "global", "n": cfg["n"], "rank": cfg["rank"], "symmetric": cfg["symmetric"]}
-    d = decomposition_of(cfg)
-    return {"model": "dd", **d.to_dict(), "rank": cfg["rank"],
-            "coarse_rank": d.coarse_size if cfg.get("coarse_rank") is None else cfg["coarse_rank"],
-            "symmetric": cfg["symmetric"], "coarse": cfg.get("coarse", True)}
+        return {"model": "global", "n": problem.n, "problem": problem.spec(), "rank": cfg["rank"],
+                "symmetric": cfg["symmetric"]}
+    d = decomposition_from_spec(decomposition_spec(cfg, problem), problem)
+    return {"model": "dd", "n": problem.n, "problem": problem.spec(), "decomposition": d.to_dict(),
+            "rank": cfg["rank"], "coarse_rank": d.coarse_size if cfg.get("coarse_rank") is None else cfg["coarse_rank"],
+            "symmetric": cfg["symmetric"], "coarse": d.coarse_size > 0}
 
 
-def decomposition_of(cfg):
-    return Decomposition(cfg["n"], cfg["N"] if "N" in cfg else cfg["subdomains"],
-                         cfg["delta"] if "delta" in cfg else cfg["overlap"], cfg.get("pou", "count"))
+def upgrade_architecture(arch):
+    """A version-1 architecture (1D Laplacian, keys n, N, delta, pou) in today's form."""
+    if "problem" in arch:
+        return arch
+    problem = make_problem("laplace1d", (arch["n"],)).spec()
+    out = {k: v for k, v in arch.items() if k not in ("N", "delta", "pou")}
+    out["problem"] = problem
+    if arch["model"] == "dd":
+        out["decomposition"] = {"kind": "intervals", "N": arch["N"], "delta": arch["delta"], "pou": arch["pou"],
+                                "coarse": "hat" if arch.get("coarse", True) else "none"}
+    return out
 
 
-def model_from_architecture(arch, layout=None, *, dtype=None, device=None, init="random", init_scale=0.1,
-                            seed=0):
+def model_from_architecture(arch, layout=None, *, problem=None, dtype=None, device=None, init="random",
+                            init_scale=0.1, seed=0):
     """A GlobalAttention, DDAttention or DistributedDDAttention for ``arch``.
 
+    ``problem`` is rebuilt from the architecture's spec when not given.
     Raises ConfigurationError (identically on every rank) when the layout
     cannot hold the model.
     """
     layout = layout or SerialLayout()
+    arch = upgrade_architecture(arch)
     kind = arch.get("model")
     if kind not in MODELS:
         raise ConfigurationError(f"unknown model {kind!r}; choose one of {MODELS}")
+    try:
+        problem = problem or problem_from_spec(arch["problem"])
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
     if kind == "global":
         if layout.domain_size > 1:
             raise ConfigurationError("the global model runs data-parallel only: pass --data-parallel "
                                      f"{layout.world_size} (one replica per rank)")
         return GlobalAttention(arch["n"], arch["rank"], symmetric=arch["symmetric"], init_scale=init_scale,
-                               seed=seed, dtype=dtype, device=device)
-    d = decomposition_of(arch)
+                               seed=seed, dtype=dtype, device=device, problem=problem)
+    d = decomposition_from_spec(arch["decomposition"], problem)
     check_distribution(d, layout.world_size, layout.data_size)
-    kwargs = dict(r=arch["rank"], r0=arch.get("coarse_rank"), symmetric=arch["symmetric"],
-                  coarse=arch.get("coarse", True), init=init, init_scale=init_scale, seed=seed,
-                  dtype=dtype, device=device)
+    kwargs = dict(r=arch["rank"], r0=arch.get("coarse_rank") if d.coarse_size else None,
+                  symmetric=arch["symmetric"], coarse=arch.get("coarse", True) and d.coarse_size > 0, init=init,
+                  init_scale=init_scale, seed=seed, dtype=dtype, device=device, problem=problem)
     if layout.domain_size == 1:
         return DDAttention(d, **kwargs)
     from .parallel.operator import DistributedDDAttention

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from .decomposition import Decomposition
-from .problem import apply_laplacian, check_size, laplacian_eigenvalues, mesh_width
+from .schwarz import (coarse_top_inverse_eigenvalue, local_top_inverse_eigenvalue, natural_scale,
+                      schwarz_factors)
 
 __all__ = ["GlobalAttention", "DDAttention", "subdomain_attention", "coarse_restrict",
            "coarse_interpolate", "INITS"]
@@ -99,81 +100,14 @@ def _normal(shape, scale, generator, dtype, device):
     return (torch.randn(shape, generator=generator, dtype=torch.float64) * scale).to(dtype=dtype, device=device)
 
 
-def _dirichlet_inverse_factor(size, r, h):
-    """Q with Q Q^T the best rank-r part of (h^-2 tridiag(-1, 2, -1)_size)^-1.
-
-    Exact eigenpairs: v_k(m) = sqrt(2/(size+1)) sin(k pi m/(size+1)),
-    mu_k = 4 h^-2 sin^2(k pi / (2 (size+1))); keep the r smallest mu_k.
-    """
-    k = np.arange(1, min(r, size) + 1)
-    m = np.arange(1, size + 1)
-    v = np.sqrt(2.0 / (size + 1)) * np.sin(np.pi * np.outer(m, k) / (size + 1))
-    mu = 4.0 / h**2 * np.sin(k * np.pi / (2 * (size + 1))) ** 2
-    return v / np.sqrt(mu)
-
-
-def _spd_inverse_factor(matrix, r):
-    """Q with Q Q^T the best rank-r part of matrix^-1 (matrix SPD, small)."""
-    mu, v = np.linalg.eigh(matrix)
-    keep = slice(0, min(r, len(mu)))
-    return v[:, keep] / np.sqrt(mu[keep])
-
-
-def _coarse_matrix(decomposition):
-    """A_0 = Phi^T A Phi (tridiagonal), by probing with three colour vectors."""
-    d = decomposition
-    n0 = d.coarse_size
-    index, weight = d.coarse_basis()
-    A0 = np.zeros((n0, n0))
-    for colour in range(3):
-        # z hits every third coarse node, so each row of Phi^T A Phi z sees one of them.
-        z = np.zeros(n0 + 1)
-        z[colour:n0:3] = 1.0
-        w = np.zeros(n0 + 1)
-        np.add.at(w, index.ravel(), (apply_laplacian((z[index] * weight).sum(1), d.n)[:, None] * weight).ravel())
-        js = np.arange(colour, n0, 3)
-        for shift in (-1, 0, 1):
-            rows = js + shift
-            ok = (rows >= 0) & (rows < n0)
-            A0[rows[ok], js[ok]] = w[rows[ok]]
-    return A0
-
-
-def schwarz_factors(decomposition, r, r0):
-    """Factors making DD attention two-level additive Schwarz with PoU weights.
-
-    Returns (Q, Q0) with Q[i] Q[i]^T = A_i^-1 (A_i = R_i A R_i^T) and
-    Q0 Q0^T = (Phi^T A Phi)^-1, each truncated to its best rank-r (r0)
-    part when r < n_i (r0 < n_0); padding rows and columns are zero.
-    """
-    d = decomposition
-    h = mesh_width(d.n)
-    Q = np.zeros((d.N, d.max_size, r))
-    cache = {}
-    for i, size in enumerate(d.sizes):
-        if size not in cache:
-            cache[size] = _dirichlet_inverse_factor(int(size), r, h)
-        f = cache[size]
-        Q[i, : f.shape[0], : f.shape[1]] = f
-    Q0 = np.zeros((d.coarse_size, r0))
-    if d.coarse_size:
-        f0 = _spd_inverse_factor(_coarse_matrix(d), r0)
-        Q0[:, : f0.shape[1]] = f0
-    return Q, Q0
-
-
-def natural_scale(top_inverse_eigenvalue, size):
-    """RMS entry of the leading column of Q when Q Q^T is an inverse with that top eigenvalue.
-
-    The scale-aware optimiser and the random init measure every factor in
-    this unit, so one learning rate suits blocks of very different size.
-    """
-    return float(np.sqrt(top_inverse_eigenvalue / max(size, 1)))
-
-
-def _dirichlet_top_inverse_eigenvalue(size, h):
-    """1 / mu_1 for h^-2 tridiag(-1, 2, -1) of order ``size``."""
-    return h**2 / (4.0 * np.sin(np.pi / (2 * (size + 1))) ** 2)
+def _default_problem(problem, n):
+    """The seed's operator, the 1D Laplacian on n nodes, when no problem is given."""
+    if problem is None:
+        from .problems import make_problem
+        return make_problem("laplace1d", (n,))
+    if problem.n != n:
+        raise ValueError(f"the problem has n={problem.n} nodes, the operator {n}")
+    return problem
 
 
 def _check_rank(name, r):
@@ -225,7 +159,7 @@ class GlobalAttention(_Attention):
     Parameters
     ----------
     n, r : int
-        Grid size and rank; 2 n r parameters (n r if symmetric).
+        Number of nodes and rank; 2 n r parameters (n r if symmetric).
     symmetric : bool
         Tie K = Q (symmetric positive semi-definite operator).
     init_scale : float
@@ -233,11 +167,15 @@ class GlobalAttention(_Attention):
         scale (see :meth:`natural_scales`).
     seed : int
         Seed of the initial factors.
+    problem : Problem, optional
+        The operator whose inverse is learned (default: the 1D Laplacian on n
+        nodes); it sets the natural scale.
     """
 
-    def __init__(self, n, r, symmetric=False, init_scale=0.1, seed=0, dtype=None, device=None):
+    def __init__(self, n, r, symmetric=False, init_scale=0.1, seed=0, dtype=None, device=None, problem=None):
         super().__init__()
-        self.n, self.r, self.symmetric = check_size(n), _check_rank("rank r", r), bool(symmetric)
+        self.n, self.r, self.symmetric = _check_rank("n", n), _check_rank("rank r", r), bool(symmetric)
+        self.problem = _default_problem(problem, self.n)
         dtype = dtype or torch.get_default_dtype()
         g = torch.Generator().manual_seed(seed)
         std = init_scale * self.natural_scales()["Q"]
@@ -245,8 +183,10 @@ class GlobalAttention(_Attention):
         self.K = None if symmetric else nn.Parameter(_normal((self.n, self.r), std, g, dtype, device))
 
     def natural_scales(self):
-        """Natural magnitude of each factor's entries: from the top eigenpair of A^-1."""
-        s = natural_scale(1.0 / laplacian_eigenvalues(self.n, 1), self.n)
+        """Natural magnitude of each factor's entries: from the top eigenvalue of A^-1."""
+        if not hasattr(self, "_scales"):
+            self._scales = natural_scale(1.0 / self.problem.smallest_eigenpairs(1)[0][0], self.n)
+        s = self._scales
         return {"Q": s, "K": s}
 
     def matvec(self, x, transpose=False):
@@ -260,7 +200,8 @@ class GlobalAttention(_Attention):
         return sum(p.numel() for p in self.parameters())
 
     def config(self):
-        return {"model": "global", "n": self.n, "rank": self.r, "symmetric": self.symmetric}
+        return {"model": "global", "n": self.n, "problem": self.problem.spec(), "rank": self.r,
+                "symmetric": self.symmetric}
 
 
 class DDAttention(_Attention):
@@ -289,6 +230,9 @@ class DDAttention(_Attention):
         A contiguous block of subdomains to hold (default all). The MPI
         operator uses this for a rank's own block; the serial ``forward``
         needs all of them.
+    problem : Problem, optional
+        The operator A (default: the 1D Laplacian on n nodes); Schwarz
+        factors and natural scales are computed from it.
 
     Notes
     -----
@@ -299,10 +243,11 @@ class DDAttention(_Attention):
     """
 
     def __init__(self, decomposition, r, r0=None, symmetric=False, coarse=True, init="random",
-                 init_scale=0.1, seed=0, dtype=None, device=None, subdomains=None):
+                 init_scale=0.1, seed=0, dtype=None, device=None, subdomains=None, problem=None):
         super().__init__()
         if not isinstance(decomposition, Decomposition):
             raise TypeError("decomposition must be a pddattn.Decomposition")
+        self.problem = _default_problem(problem, decomposition.n)
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
         d = self.decomposition = decomposition
@@ -323,11 +268,15 @@ class DDAttention(_Attention):
     @property
     def ext_range(self):
         d = self.decomposition
+        if not d.contiguous:
+            return 0, d.n
         return int(d.starts[self.first]), int(d.stops[self.last - 1])
 
     @property
     def own_range(self):
         d = self.decomposition
+        if not d.contiguous:
+            return 0, d.n
         return int(d.core_bounds[self.first]), int(d.core_bounds[self.last])
 
     def _set_buffers(self, dtype, device):
@@ -343,30 +292,23 @@ class DDAttention(_Attention):
         """(Phi, Phi^T) on the owned rows as sparse tensors, built once per dtype and device."""
         key = (self.weight.dtype, self.weight.device)
         if self._phi is None or self._phi[0] != key:
-            index, weight = self.decomposition.coarse_basis()
             a, b = self.own_range
-            rows = np.repeat(np.arange(b - a), 2)
-            cols, vals = index[a:b].ravel(), weight[a:b].ravel()
-            keep = cols < self.decomposition.coarse_size  # drop the "no hat" slots
-            self._phi = (key, sparse_pair(rows[keep], cols[keep], vals[keep],
-                                          (b - a, self.decomposition.coarse_size), *key))
+            own = self.decomposition.phi[a:b].tocoo()
+            self._phi = (key, sparse_pair(own.row, own.col, own.data, own.shape, *key))
         return self._phi[1]
 
     def natural_scales(self):
-        """Natural magnitude of the entries of each factor.
+        """Natural magnitude of the entries of each factor (computed once).
 
-        Local: from the top eigenvalue of A_i^-1 on the longest subdomain;
-        coarse: from the top eigenvalue of (Phi^T A Phi)^-1.
+        Local: from max_i of the top eigenvalue of A_i^-1; coarse: from the
+        top eigenvalue of (Phi^T A Phi)^-1.
         """
-        d = self.decomposition
-        local = natural_scale(_dirichlet_top_inverse_eigenvalue(d.max_size, mesh_width(d.n)), d.max_size)
-        scales = {"Q": local, "K": local}
-        if d.coarse_size:
-            top = 1.0 / np.linalg.eigvalsh(_coarse_matrix(d))[0]
-            scales["Q0"] = scales["K0"] = natural_scale(top, d.coarse_size)
-        else:
-            scales["Q0"] = scales["K0"] = 1.0
-        return scales
+        if not hasattr(self, "_scales"):
+            d, p = self.decomposition, self.problem
+            local = natural_scale(local_top_inverse_eigenvalue(p, d), d.max_size)
+            coarse = natural_scale(coarse_top_inverse_eigenvalue(p, d), d.coarse_size) if d.coarse_size else 1.0
+            self._scales = {"Q": local, "K": local, "Q0": coarse, "K0": coarse}
+        return self._scales
 
     def replicated_parameters(self):
         """Parameters every rank holds whole (their gradients are summed over ranks)."""
@@ -376,7 +318,7 @@ class DDAttention(_Attention):
         """Global (N, L, r) and (n_0, r0) factors; every rank makes the same ones."""
         d = self.decomposition
         if self.init == "schwarz":
-            Q, Q0 = (torch.as_tensor(a, dtype=dtype, device=device) for a in schwarz_factors(d, self.r, self.r0))
+            Q, Q0 = (torch.as_tensor(a, dtype=dtype, device=device) for a in schwarz_factors(self.problem, d, self.r, self.r0))
             return Q, Q.clone(), Q0, Q0.clone()
         g = torch.Generator().manual_seed(seed)
         scales = self.natural_scales()
@@ -425,5 +367,5 @@ class DDAttention(_Attention):
         return count if self.symmetric else 2 * count
 
     def config(self):
-        return {"model": "dd", **self.decomposition.to_dict(), "rank": self.r, "coarse_rank": self.r0,
-                "symmetric": self.symmetric, "coarse": self.coarse}
+        return {"model": "dd", "n": self.n, "problem": self.problem.spec(), "decomposition": self.decomposition.to_dict(),
+                "rank": self.r, "coarse_rank": self.r0, "symmetric": self.symmetric, "coarse": self.coarse}

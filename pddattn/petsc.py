@@ -27,7 +27,9 @@ import time
 import numpy as np
 import torch
 
-__all__ = ["DDAttentionPC", "laplacian_matrix", "solve_main"]
+__all__ = ["DDAttentionPC", "laplacian_matrix", "petsc_matrix", "solve_main", "rank_deficiency"]
+
+_TRUE_RESIDUAL_SLACK = 1.01  # KSP's recursive residual and the true one differ in the last digits
 
 
 def _petsc():
@@ -56,6 +58,7 @@ class DDAttentionPC:
         from .checkpoint import CheckpointError, read_collective, restore
         from .models import model_from_architecture
         from .parallel.layout import Layout
+        PETSc = _petsc()
         A, _ = pc.getOperators()
         n = A.getSize()[0]
         path = self._model_path(pc)
@@ -63,7 +66,8 @@ class DDAttentionPC:
             return  # same operator size, same model: nothing to rebuild
         layout = Layout(comm=pc.comm.tompi4py())
         payload = read_collective(path, layout)  # rank 0 reads; every rank gets it or the same error
-        arch = payload["architecture"]
+        from .checkpoint import architecture_of
+        arch = architecture_of(payload)
         if arch["model"] != "dd":
             raise CheckpointError(f"{path} holds a {arch['model']} model; DDAttentionPC needs a DD-attention model")
         if arch["n"] != n:
@@ -72,6 +76,9 @@ class DDAttentionPC:
         restore(payload, model)
         self.model, self.path, self.payload = model.eval(), path, payload
         self._setup_layout(A)
+        deficiency = rank_deficiency(model)
+        if deficiency:
+            PETSc.Sys.Print(f"DDAttentionPC: {deficiency}", comm=pc.comm)
 
     def _setup_layout(self, A):
         """Build the Vec-layout <-> model-layout Scatter when the two differ on any rank."""
@@ -109,19 +116,55 @@ class DDAttentionPC:
         self._apply(x, y, transpose=True)
 
     def view(self, pc, viewer):
-        a = self.payload["architecture"] if self.payload else {}
-        if not a:
+        if not self.payload:
             viewer.printfASCII("  DD attention: not set up\n")
             return
+        from .checkpoint import architecture_of
+        a = architecture_of(self.payload)
+        d, p = a["decomposition"], a["problem"]
         lines = [f"DD attention preconditioner from {self.path}",
-                 f"n={a['n']}, N={a['N']} subdomains, delta={a['delta']}, pou={a['pou']}",
-                 f"local rank r={a['rank']}, coarse rank r0={a['coarse_rank']} (n_0={a['N'] - 1}), "
-                 f"coarse={'yes' if a['coarse'] else 'no'}",
+                 f"problem {p['family']} grid {'x'.join(map(str, p['grid']))} coefficient {p['coefficient']}",
+                 f"n={a['n']}, {d['kind']} N={d['N']} subdomains, delta={d['delta']}, pou={d['pou']}",
+                 f"local rank r={a['rank']}, coarse {d['coarse']} rank r0={a['coarse_rank']} "
+                 f"(n_0={self.model.decomposition.coarse_size})",
                  f"{'symmetric (SPSD)' if a['symmetric'] else 'non-symmetric'}, "
                  f"{self.model.num_parameters():,} parameters",
                  f"layout: {'PETSc Scatter to the model layout' if self._scatter else 'Vec layout = model layout'}"]
         for line in lines:
             viewer.printfASCII(f"  {line}\n")
+
+
+def rank_deficiency(model):
+    """A one-line notice when M^-1 is singular (rank < n), with what to do; '' when it is not."""
+    d = model.decomposition
+    local = int(np.minimum(model.r, d.sizes).sum())
+    coarse = min(model.r0, d.coarse_size) if model.coarse else 0
+    rank_bound = local + coarse
+    if model.r >= d.max_size and rank_bound >= d.n:
+        return ""
+    return (f"the model is rank-deficient: local rank {model.r} < subdomain size {d.max_size}, so M^-1 has rank "
+            f"at most {min(rank_bound, d.n):,} < n = {d.n:,} and is singular. A Krylov method can then report "
+            f"convergence on the preconditioned residual while the true residual stays large. Use full local ranks "
+            f"(train with --rank {d.max_size} --init schwarz) or compose with a smoother: -pc_type composite "
+            f"-pc_composite_type multiplicative -pc_composite_pcs python,sor")
+
+
+def petsc_matrix(A, comm=None, ownership=None):
+    """A scipy CSR matrix as a distributed PETSc AIJ matrix; each rank inserts its own rows."""
+    PETSc = _petsc()
+    comm = comm or PETSc.COMM_WORLD
+    n = A.shape[0]
+    if ownership is None:
+        local, _ = PETSc.Sys.splitOwnership(n, comm=comm)
+        rstart = comm.tompi4py().exscan(local) or 0
+    else:
+        rstart, local = ownership[0], ownership[1] - ownership[0]
+    rows = A.tocsr()[rstart:rstart + local]
+    rows.sort_indices()
+    csr = (rows.indptr.astype(PETSc.IntType), rows.indices.astype(PETSc.IntType), rows.data.astype(PETSc.ScalarType))
+    M = PETSc.Mat().createAIJ(((local, n), (local, n)), csr=csr, comm=comm)
+    M.assemble()
+    return M
 
 
 def laplacian_matrix(n, comm=None, ownership=None):
@@ -139,50 +182,119 @@ def laplacian_matrix(n, comm=None, ownership=None):
     return A
 
 
-def _right_hand_side(args, A, n):
-    """b (and the exact solution when known) on A's row layout."""
-    from .problem import FourierSampler, ProbeSampler
+def _check_input_file(path, what, comm):
+    """One collective verdict on a file: every rank raises the same one-line error or none does."""
+    from .parallel.layout import CollectiveError
+    import os
+    problem = None
+    if comm.getRank() == 0 and not os.path.isfile(path):
+        problem = f"{what} {path} does not exist (or is not a file)"
+    problem = comm.tompi4py().bcast(problem, root=0)
+    if problem:
+        raise CollectiveError(problem)
+
+
+def _right_hand_side(args, A, problem):
+    """b (and the exact solution when known) on A's row layout; refuses missing files and NaN."""
+    from .parallel.layout import CollectiveError
+    from .problems import make_sampler
     PETSc = _petsc()
+    comm, n = A.getComm(), problem.n
     b, exact = A.createVecLeft(), None
     rstart, rend = A.getOwnershipRange()
-    if args.rhs in ("fourier", "probe"):
-        sampler = (FourierSampler(n, args.modes or n, seed=args.seed) if args.rhs == "fourier"
-                   else ProbeSampler(n, seed=args.seed))
+    if args.rhs in ("fourier", "probe", "solve"):
+        kind = args.rhs if args.rhs != "fourier" or problem.constant else "solve"
+        try:
+            sampler = make_sampler(kind, problem, args.modes if kind == "fourier" else None, seed=args.seed)
+        except ValueError as exc:
+            raise CollectiveError(str(exc)) from None
         f, u = sampler.sample(1, lo=rstart, hi=rend)
         b.setArray(f[0])
         exact = b.duplicate()
         exact.setArray(u[0])
     elif args.rhs.endswith(".npy"):
-        values = np.load(args.rhs)
+        _check_input_file(args.rhs, "right-hand side file", comm)
+        values = comm.tompi4py().bcast(_load_npy(args.rhs) if comm.getRank() == 0 else None, root=0)
+        if isinstance(values, str):
+            raise CollectiveError(values)
         if values.shape != (n,):
-            raise ValueError(f"{args.rhs} holds an array of shape {values.shape}, expected ({n},)")
+            raise CollectiveError(f"{args.rhs} holds an array of shape {values.shape}, expected ({n},)")
         b.setArray(values[rstart:rend])
     else:
-        viewer = PETSc.Viewer().createBinary(args.rhs, "r", comm=A.getComm())
-        b.load(viewer)
+        _check_input_file(args.rhs, "right-hand side file", comm)
+        try:
+            b.load(PETSc.Viewer().createBinary(args.rhs, "r", comm=comm))
+        except PETSc.Error:
+            raise CollectiveError(f"{args.rhs} is not a PETSc binary Vec file (nor .npy)") from None
         if b.getSize() != n:
-            raise ValueError(f"{args.rhs} holds a Vec of size {b.getSize()}, expected {n}")
+            raise CollectiveError(f"{args.rhs} holds a Vec of size {b.getSize()}, expected {n}")
+    finite = comm.tompi4py().allreduce(int(np.isfinite(b.getArray(readonly=True)).all()), op=_mpi_min())
+    if not finite:
+        raise CollectiveError(f"the right-hand side {args.rhs} holds NaN or infinite entries")
     return b, exact
 
 
+def _mpi_min():
+    from mpi4py import MPI
+    return MPI.MIN
+
+
+def _load_npy(path):
+    """The 1D float64 array in a .npy file, or an error message (rank 0 reads, all get the result)."""
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        return f"cannot read {path} as a .npy array: {str(exc).splitlines()[0]}"
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.number):
+        return f"{path} holds a {values.ndim}D {values.dtype} array, expected a 1D array of numbers"
+    return values.astype(np.float64)
+
+
+def _norm_name(value):
+    names = {getattr(_petsc().KSP.NormType, k): k.lower() for k in ("NONE", "PRECONDITIONED", "UNPRECONDITIONED",
+                                                                    "NATURAL")}
+    return names.get(value, str(value))
+
+
+def _solve_problem(args, layout):
+    """The problem to solve: the model's own (from -pddattn_model) or the command line's."""
+    PETSc = _petsc()
+    from .models import problem_of
+    from .parallel.layout import CollectiveError
+    model_path = next((PETSc.Options(p).getString("pddattn_model", "") for p in ("", "sub_0_", "sub_1_")
+                       if PETSc.Options(p).hasName("pddattn_model")), None)
+    given = any(v is not None for v in (args.n, args.grid, args.problem, args.coefficient, args.matrix))
+    try:
+        if model_path and not given:
+            from .checkpoint import architecture_of, read_collective
+            from .problems import problem_from_spec
+            return problem_from_spec(architecture_of(read_collective(model_path, layout))["problem"])
+        if args.matrix:
+            _check_input_file(args.matrix, "matrix file", PETSc.COMM_WORLD)
+        return problem_of({"problem": args.problem or "laplace1d", "n": args.n or 1023, "grid": args.grid,
+                           "coefficient": args.coefficient or "const", "coefficient_seed": args.coefficient_seed,
+                           "matrix": args.matrix})
+    except ValueError as exc:
+        raise CollectiveError(str(exc)) from None
+
+
 def solve_main(args, layout):
-    """`pddattn solve`: assemble A, take b, solve with a KSP configured by the options database."""
+    """`pddattn solve`: assemble A, take b, solve with a KSP from the options; check the true residual.
+
+    KSP's own test may use the preconditioned residual (left-preconditioned
+    GMRES, CG's default norm), which a singular M^-1 can drive to zero while
+    ||b - A x|| stays large. Success is therefore judged here on the true
+    relative residual against KSP's tolerance; a miss is an error (exit 2).
+    """
     import petsc4py
     petsc4py.init(sys.argv[:1] + args.petsc_options)
     PETSc = _petsc()
     PETSc.Options().insertString(" ".join(args.petsc_options))  # in case PETSc was initialised earlier
-    n = args.n
-    if n is None:
-        model_path = next((PETSc.Options(p).getString("pddattn_model", "") for p in ("", "sub_0_", "sub_1_")
-                           if PETSc.Options(p).hasName("pddattn_model")), None)
-        if model_path:
-            from .checkpoint import read_collective
-            n = read_collective(model_path, layout)["architecture"]["n"]
-        else:
-            n = 1023
+    from .parallel.layout import CollectiveError
+    problem = _solve_problem(args, layout)
     comm = PETSc.COMM_WORLD
-    A = laplacian_matrix(n, comm)
-    b, exact = _right_hand_side(args, A, n)
+    A = petsc_matrix(problem.A, comm)
+    b, exact = _right_hand_side(args, A, problem)
     x = b.duplicate()
     ksp = PETSc.KSP().create(comm)
     ksp.setOperators(A)
@@ -196,14 +308,27 @@ def solve_main(args, layout):
     r = b.duplicate()
     A.mult(x, r)
     r.aypx(-1.0, b)
-    lines = [f"n={n}, ranks={comm.getSize()}, KSP {ksp.getType()}, PC {ksp.getPC().getType()}",
-             f"converged reason {ksp.getConvergedReason()}: {ksp.getIterationNumber()} iterations",
-             f"final relative residual ||b - A x|| / ||b|| = {r.norm() / b.norm():.3e}",
+    rtol, atol, _, _ = ksp.getTolerances()
+    true_rel = r.norm() / b.norm()
+    tol = max(rtol, atol / b.norm())
+    reason = ksp.getConvergedReason()
+    met = true_rel <= _TRUE_RESIDUAL_SLACK * tol
+    spec = problem.spec()
+    lines = [f"problem {spec['family']} grid {'x'.join(map(str, problem.grid))} coefficient {spec['coefficient']}: "
+             f"n={problem.n}, ranks={comm.getSize()}, KSP {ksp.getType()}, PC {ksp.getPC().getType()}, "
+             f"norm {_norm_name(ksp.getNormType())}",
+             f"KSP converged reason {reason}: {ksp.getIterationNumber()} iterations",
+             f"true relative residual ||b - A x|| / ||b|| = {true_rel:.3e} (tolerance {tol:.1e}: "
+             f"{'met' if met else 'MISSED'})",
              f"time: setup {setup:.3f} s, solve {solve:.3f} s"]
     if exact is not None:
         exact.axpy(-1.0, x)
         lines.append(f"relative error against the exact solution: {exact.norm() / x.norm():.3e}")
     PETSc.Sys.Print("\n".join(lines))
-    if ksp.getConvergedReason() < 0:
-        from .parallel.layout import CollectiveError
-        raise CollectiveError(f"KSP did not converge (reason {ksp.getConvergedReason()})")
+    if reason < 0:
+        raise CollectiveError(f"KSP did not converge (reason {reason}); true relative residual {true_rel:.3e}")
+    if not met:
+        raise CollectiveError(
+            f"KSP reported convergence (reason {reason}) but the true relative residual {true_rel:.3e} misses the "
+            f"tolerance {tol:.1e}: its test used the preconditioned residual. Use -ksp_norm_type unpreconditioned "
+            f"(CG) or -ksp_pc_side right (GMRES), or a nonsingular preconditioner")

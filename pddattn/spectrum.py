@@ -16,13 +16,16 @@ gradient of an eigenvalue is the gradient of the Rayleigh quotient at its
     log(mean rho(top Ritz vectors)) - log(mean rho(bottom Ritz vectors))
 
 is a differentiable estimate of log kappa, invariant to the scale of M.
-Vectors are node-major (n, b) and whole (one domain rank).
+Vectors are node-major (n, b) and whole (one domain rank). A is the
+model's own problem matrix (``model.problem.A``), applied as a torch CSR
+tensor built once per dtype and device.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-__all__ = ["laplacian_apply", "lanczos", "condition_loss", "condition_number"]
+__all__ = ["laplacian_apply", "operator_apply", "lanczos", "condition_loss", "condition_number"]
 
 LANCZOS_STEPS = 40  # enough for the extremes of M A to a few per cent (tests check against dense)
 EXTREMES = 4        # Ritz vectors per end of the spectrum in the loss
@@ -34,8 +37,23 @@ def laplacian_apply(x, n):
     return float(n + 1) ** 2 * (2.0 * x - padded[:-2] - padded[2:])
 
 
-def _a_normalise(v, n):
-    return v / torch.sqrt((v * laplacian_apply(v, n)).sum())
+def operator_apply(model):
+    """x -> A x for node-major x, with A = model.problem.A as a cached torch CSR tensor."""
+    like = next(model.parameters())
+    key = (like.dtype, like.device)
+    cache = getattr(model, "_a_csr", None)
+    if cache is None or cache[0] != key:
+        A = model.problem.A.tocsr()
+        csr = torch.sparse_csr_tensor(torch.from_numpy(A.indptr.astype(np.int64)),
+                                      torch.from_numpy(A.indices.astype(np.int64)),
+                                      torch.from_numpy(A.data), A.shape, dtype=like.dtype, device=like.device)
+        cache = model._a_csr = (key, csr)
+    csr = cache[1]
+    return lambda x: csr @ x.contiguous()
+
+
+def _a_normalise(v, apply_a):
+    return v / torch.sqrt((v * apply_a(v)).sum())
 
 
 @torch.no_grad()
@@ -47,19 +65,20 @@ def lanczos(model, steps=LANCZOS_STEPS, seed=0):
     is found first.
     """
     n, k_max = model.n, min(steps, model.n)
+    apply_a = operator_apply(model)
     like = next(model.parameters())
     g = torch.Generator().manual_seed(int(seed))
     V = like.new_zeros(n, k_max)   # Lanczos vectors, and A times them (kept: A is cheap,
     AV = like.new_zeros(n, k_max)  # but recomputing it for every re-orthogonalisation is not)
-    V[:, :1] = _a_normalise(torch.randn(n, 1, generator=g, dtype=torch.float64).to(like), n)
-    AV[:, :1] = laplacian_apply(V[:, :1], n)
+    V[:, :1] = _a_normalise(torch.randn(n, 1, generator=g, dtype=torch.float64).to(like), apply_a)
+    AV[:, :1] = apply_a(V[:, :1])
     alpha, beta = [], []
     for j in range(k_max):
         w = model.matvec(AV[:, j:j + 1])
         alpha.append((w * AV[:, j:j + 1]).sum())
         for _ in range(2):  # twice is enough (Kahan): A-orthogonal to rounding
             w = w - V[:, :j + 1] @ (AV[:, :j + 1].T @ w)
-        aw = laplacian_apply(w, n)
+        aw = apply_a(w)
         b = torch.sqrt((w * aw).sum().clamp_min(0))
         if j + 1 == k_max or b <= 1e-12 * alpha[0].abs():
             break
@@ -76,7 +95,7 @@ def lanczos(model, steps=LANCZOS_STEPS, seed=0):
 
 def rayleigh_quotients(model, X):
     """rho(x) = (A x)^T M (A x) / x^T A x for each column; differentiable in M's parameters."""
-    AX = laplacian_apply(X, model.n)
+    AX = operator_apply(model)(X)
     return (AX * model.matvec(AX)).sum(0) / (X * AX).sum(0)
 
 

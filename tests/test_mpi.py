@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from pddattn import checkpoint
-from pddattn.decomposition import Decomposition
+from pddattn.decomposition import intervals as Decomposition
 from pddattn.operators import DDAttention
 from pddattn.parallel.layout import ConfigurationError, Layout, check_distribution
 from pddattn.train import TrainConfig, train

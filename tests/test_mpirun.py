@@ -4,11 +4,13 @@ Every mpirun gets a timeout, so a hang fails the test instead of stalling CI.
 """
 import os
 import shutil
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,11 +142,15 @@ def trained_preconditioner(tmp_path_factory):
                     "--warmup", "5", "--eval-every", "10")
 
 
+def iterations_of(stdout):
+    return int(re.search(r"converged reason -?\d+: (\d+) iterations", stdout).group(1))
+
+
 def cg_iterations(model, ranks=1):
     p, _ = mpirun(ranks, *SOLVE, "-ksp_rtol", "1e-8", "-pc_type", "python", "-pc_python_type",
                   "pddattn.petsc.DDAttentionPC", "-pddattn_model", model)
     assert p.returncode == 0 and "converged reason 2" in p.stdout, p.stdout + p.stderr
-    return int(p.stdout.split("converged reason 2: ")[1].split(" iterations")[0])
+    return iterations_of(p.stdout)
 
 
 def test_the_condition_trained_preconditioner_beats_its_schwarz_start(trained_preconditioner, tmp_path):
@@ -166,7 +172,8 @@ def test_solve_with_the_trained_preconditioner_converges(trained_preconditioner,
                   "-pddattn_model", trained_preconditioner, "-ksp_monitor")
     assert p.returncode == 0, p.stderr
     assert "converged reason 2" in p.stdout or "converged reason 3" in p.stdout, p.stdout
-    iterations = int(p.stdout.split(": ")[1].split(" iterations")[0])
+    iterations = iterations_of(p.stdout)
+    assert "(tolerance 1.0e-08: met)" in p.stdout
     assert iterations < 40 and "KSP Residual norm" in p.stdout  # -ksp_monitor lines; no PC: 255 iterations
 
 
@@ -184,3 +191,46 @@ def test_solve_errors_end_every_rank_cleanly(tmp_path):
                         "-pddattn_model", str(tmp_path / "missing.pt"), timeout=60)
     assert p.returncode != 0 and "pddattn: error: no checkpoint file" in p.stderr
     assert p.stderr.count("pddattn: error:") == 1 and "Traceback" not in p.stderr
+
+
+@pytest.fixture(scope="module")
+def low_rank_model(tmp_path_factory):
+    """A rank-deficient DD model (local rank 4 on subdomains of 40): M^-1 is singular."""
+    out = tmp_path_factory.mktemp("lowrank")
+    p = subprocess.run([sys.executable, "-m", "pddattn", "train", "--n", "255", "--subdomains", "8", "--overlap", "4",
+                        "--rank", "4", "--init", "schwarz", "--steps", "0", "--dtype", "float64", "--out", str(out)],
+                       capture_output=True, text=True, env=env(), cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr
+    return str(out / "checkpoint.pt")
+
+
+def test_gmres_on_a_singular_preconditioner_is_not_reported_as_success(low_rank_model):
+    """Left-preconditioned GMRES 'converges' on M (b - A x); the true residual decides, and it misses."""
+    p, _ = mpirun(2, "-m", "pddattn", "solve", "-ksp_type", "gmres", "-pc_type", "python", "-pc_python_type",
+                  "pddattn.petsc.DDAttentionPC", "-pddattn_model", low_rank_model)
+    assert p.returncode != 0, p.stdout
+    assert "MISSED" in p.stdout and p.stdout.count("model is rank-deficient") == 1, p.stdout
+    errors = [line for line in p.stderr.splitlines() if line.startswith("pddattn: error:")]
+    assert len(errors) == 1 and "true relative residual" in errors[0] and "Traceback" not in p.stderr
+
+
+def test_a_singular_preconditioner_composed_with_sor_converges_truly(low_rank_model):
+    p, _ = mpirun(2, "-m", "pddattn", "solve", "-ksp_type", "gmres", "-ksp_pc_side", "right", "-pc_type", "composite",
+                  "-pc_composite_type", "multiplicative", "-pc_composite_pcs", "python,sor",
+                  "-sub_0_pc_python_type", "pddattn.petsc.DDAttentionPC", "-sub_0_pddattn_model", low_rank_model)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "met)" in p.stdout
+
+
+@pytest.mark.parametrize("make_rhs,message", [
+    (lambda d: str(d / "missing.npy"), "does not exist"),
+    (lambda d: str(d / "missing.bin"), "does not exist"),
+    (lambda d: (np.save(d / "nan.npy", np.full(255, np.nan)), str(d / "nan.npy"))[1], "NaN or infinite"),
+    (lambda d: ((d / "junk.bin").write_bytes(b"not a vector"), str(d / "junk.bin"))[1], "not a PETSc binary Vec"),
+])
+def test_bad_right_hand_sides_are_one_line_on_every_rank(tmp_path, make_rhs, message):
+    p, _ = mpirun(2, "-m", "pddattn", "solve", "--n", "255", "--rhs", make_rhs(tmp_path), "-ksp_type", "cg",
+                  timeout=120)
+    errors = [line for line in p.stderr.splitlines() if line.startswith("pddattn: error:")]
+    assert p.returncode != 0 and len(errors) == 1 and message in errors[0], p.stderr
+    assert "Traceback" not in p.stderr and "PETSC ERROR" not in p.stderr, p.stderr

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import reference as ref
-from pddattn.decomposition import Decomposition
+from pddattn.decomposition import intervals as Decomposition
 from pddattn.operators import DDAttention, GlobalAttention
 
 # Uneven cores (n not divisible by N), overlaps wider than a core, boundary clipping.
@@ -63,11 +63,11 @@ def test_dd_with_enough_rank_represents_the_exact_inverse():
     D = d.pou_weights()
     with torch.no_grad():
         model.Q.zero_(), model.K.zero_()
-        for i, (a, b) in enumerate(d.interior_blocks()):
-            s = a - d.starts[i]
+        for i, nodes in enumerate(d.interior_blocks()):
+            pos = np.searchsorted(d.subdomains[i], nodes)
             block = np.zeros((d.max_size, d.max_size))
-            w = 1 / np.sqrt(D[i, s:s + b - a])
-            block[s:s + b - a, s:s + b - a] = w[:, None] * np.linalg.inv(A[a:b, a:b]) * w[None, :]
+            w = 1 / np.sqrt(D[i, pos])
+            block[np.ix_(pos, pos)] = w[:, None] * np.linalg.inv(A[np.ix_(nodes, nodes)]) * w[None, :]
             model.Q[i] = torch.as_tensor(block)
             model.K[i] = torch.eye(d.max_size)
     Ainv = np.linalg.inv(A)

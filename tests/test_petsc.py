@@ -113,7 +113,8 @@ def test_view_describes_the_model():
     pc.view(viewer)
     viewer.destroy()
     text = Path(log).read_text() if world().Get_rank() == 0 else ""
-    expected = ["DD attention preconditioner", "n=40, N=4 subdomains, delta=1", "symmetric (SPSD)", "r=2"]
+    expected = ["DD attention preconditioner", "n=40, intervals N=4 subdomains, delta=1", "symmetric (SPSD)", "r=2",
+                "problem laplace1d grid 40"]
     assert everyone(world().Get_rank() != 0 or all(e in text for e in expected)), text
 
 

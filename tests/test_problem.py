@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pddattn.problem import (FourierSampler, ProbeSampler, apply_laplacian, laplacian_dense,
+from pddattn.problems.laplace1d import (FourierSampler, ProbeSampler, apply_laplacian, laplacian_dense,
                              laplacian_eigenvalues, make_sampler, sine_modes, sine_synthesis)
 
 

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from pddattn.decomposition import Decomposition
+from pddattn.decomposition import intervals as Decomposition
 from pddattn.operators import DDAttention
 from pddattn.parallel.layout import ConfigurationError
-from pddattn.problem import laplacian_dense
+from pddattn.problems.laplace1d import laplacian_dense
 from pddattn.spectrum import condition_loss, condition_number, lanczos, laplacian_apply
 from pddattn.train import TrainConfig, train
 

@@ -70,7 +70,7 @@ def test_schedule_warms_up_and_decays_to_zero():
 ])
 def test_bad_configs_raise_configuration_errors(field, value, match):
     with pytest.raises(ConfigurationError, match=match):
-        TrainConfig(**{field: value}).validate()
+        TrainConfig(**{field: value}).validate().build()
 
 
 def test_float32_training_runs(tmp_path):

@@ -64,6 +64,10 @@ def check_distribution(decomposition, size, data_parallel):
     d = decomposition
     if d is None:
         return p_domain
+    if p_domain > 1 and not d.contiguous:
+        raise ConfigurationError(
+            f"{d.spec.get('kind')} decompositions do not yet run over several domain ranks (the overlap "
+            f"exchange is 1D); run serially or data-parallel (--data-parallel {size})")
     if p_domain > d.N:
         raise ConfigurationError(
             f"{p_domain} domain ranks but only N={d.N} subdomains; use at most {d.N} ranks per "

@@ -10,12 +10,12 @@ where ``local_term`` and ``coarse_term`` are the serial DDAttention's own
 batched kernels: this class adds communication and nothing else.
 
     mpirun -n 4 python -c "
-    from pddattn import Decomposition
+    from pddattn import intervals
     from pddattn.parallel import Layout
     from pddattn.parallel.operator import DistributedDDAttention
     import torch
     layout = Layout()
-    model = DistributedDDAttention(Decomposition(4095, 64, 2), r=8, layout=layout)
+    model = DistributedDDAttention(intervals(4095, 64, 2), r=8, layout=layout)
     lo, hi = model.own_range
     y = model.matvec(torch.randn(hi - lo, 16))     # this rank's rows of M^-1 x
     "

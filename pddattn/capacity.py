@@ -1,0 +1,47 @@
+"""Reference errors that keep comparisons honest.
+
+*Capacity* of the global baseline: the error of the best rank-r operator for
+the data. Every data kind here has f (fourier, solve) or u (probe) white in
+the eigenbasis of A, or with weights that decrease along it, so the best
+rank-r operator in the mean-squared sense is the truncated inverse
+V_r Lambda_r^-1 V_r^T with the r smallest eigenpairs of A. It is evaluated
+with the training metric (mean relative L2 error on the test set), which it
+minimises up to the per-sample normalisation; a trained model may therefore
+end a hair below it, never far.
+
+*Schwarz start* of DD attention: the error of the same architecture
+initialised as truncated two-level additive Schwarz (no training), the
+classical preconditioner DD attention starts from.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["truncated_inverse_error", "global_capacity", "schwarz_start_error"]
+
+
+def truncated_inverse_error(problem, f, u, r):
+    """Mean relative L2 error of V_r Lambda_r^-1 V_r^T on node-major test data f, u (n, T)."""
+    lam, V = problem.smallest_eigenpairs(r)
+    F, U = (np.asarray(t.detach().cpu().double() if isinstance(t, torch.Tensor) else t) for t in (f, u))
+    Y = V @ ((V.T @ F) / lam[:, None])
+    return float(np.mean(np.linalg.norm(Y - U, axis=0) / np.linalg.norm(U, axis=0)))
+
+
+def global_capacity(cfg, problem, data):
+    """Capacity of a rank-cfg.rank global model on the run's test set (serial data)."""
+    f, u = data.test
+    return truncated_inverse_error(problem, f, u, cfg.rank)
+
+
+def schwarz_start_error(cfg, problem, data):
+    """Test error of the DD architecture of ``cfg`` initialised as truncated two-level Schwarz."""
+    from .models import architecture, model_from_architecture
+    from .train import evaluate
+    from .parallel.layout import SerialLayout
+    arch = architecture(cfg.to_dict(), problem)
+    model = model_from_architecture(arch, problem=problem, dtype=torch.float64, init="schwarz")
+    f, u = data.test
+    data64 = type("TestSet", (), {"test": (f.double(), u.double()), "test_size": data.test_size})()
+    return evaluate(model, data64, SerialLayout())

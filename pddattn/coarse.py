@@ -1,0 +1,139 @@
+"""Coarse bases Phi (sparse n x n_0) for a decomposition.
+
+    hat        1D intervals: n_0 = N - 1 hats at the first nodes of cores 2..N, linear
+               in between, 0 at the Dirichlet boundary. Equal to ``harmonic`` for laplace1d.
+    q1         2D boxes: bilinear, Phi = Phi_y (x) Phi_x of the per-axis hats (node j nx + i).
+    harmonic   algebraic, GDSW-type (Dohrmann, Klawonn, Widlund): the interface Gamma is the
+               set of nodes coupled through A to a core of lower index than their own; its
+               nodes are grouped by their own core and the lower-index cores their
+               A-neighbourhood touches (and split into connected pieces): 1D single nodes,
+               2D boxes edges and vertices. Phi is the
+               indicator of each group on Gamma, extended A-harmonically into the core
+               interiors, Phi_I = -A_II^-1 A_I,Gamma Phi_Gamma (one local solve per core).
+               In 1D this is the discrete harmonic extension for any coefficient, so
+               A^-1 = Phi (Phi^T A Phi)^-1 Phi^T + sum_j A_{I_j}^-1 exactly.
+    none       n_0 = 0 (one-level).
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["COARSE_SPACES", "attach_coarse", "hat_basis", "q1_basis", "harmonic_basis", "interior_blocks"]
+
+COARSE_SPACES = ("hat", "q1", "harmonic", "none")
+
+
+def hat_basis(n, bounds):
+    """Hats at bounds[1:-1] on n nodes, 0 at the virtual nodes -1 and n; CSR (n, len(bounds) - 2)."""
+    points = np.concatenate([[-1], bounds[1:-1], [n]])
+    n0 = len(points) - 2
+    j = np.arange(n)
+    seg = np.searchsorted(points, j, side="right") - 1  # points[seg] <= j < points[seg + 1]
+    t = (j - points[seg]) / (points[seg + 1] - points[seg])
+    cols = np.stack([seg - 1, seg], axis=1)              # coarse node c sits at points[c + 1]
+    vals = np.stack([1.0 - t, t], axis=1)
+    keep = (cols >= 0) & (cols < n0) & (vals != 0)
+    rows = np.repeat(j[:, None], 2, axis=1)
+    return sp.csr_matrix((vals[keep], (rows[keep], cols[keep])), shape=(n, n0))
+
+
+def q1_basis(grid, box_bounds):
+    """Bilinear Phi = Phi_y (x) Phi_x for an nx x ny grid with x fastest."""
+    (nx, ny), (bx, by) = grid, box_bounds
+    return sp.kron(hat_basis(ny, by), hat_basis(nx, bx), format="csr")
+
+
+def _interface_groups(A, core_of):
+    """Gamma's groups: (list of node arrays) by touched core set, split into connected pieces."""
+    from scipy.sparse.csgraph import connected_components
+    A = sp.csr_matrix(A)
+    n = A.shape[0]
+    rows = np.repeat(np.arange(n), np.diff(A.indptr))
+    neighbour_core = core_of[A.indices]
+    lowest = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(lowest, rows, neighbour_core)
+    gamma = np.flatnonzero(lowest < core_of)
+    keys = {}
+    for p in gamma:
+        near = neighbour_core[A.indptr[p]:A.indptr[p + 1]]
+        touched = frozenset(near[near < core_of[p]].tolist()) | {int(core_of[p])}
+        keys.setdefault(touched, []).append(p)
+    groups = []
+    for key in sorted(keys, key=lambda k: (min(keys[k]), sorted(k))):
+        nodes = np.array(keys[key])
+        count, label = connected_components(A[nodes][:, nodes], directed=False)
+        groups += [nodes[label == c] for c in range(count)]
+    groups.sort(key=lambda g: g[0])
+    return gamma, groups
+
+
+def harmonic_basis(A, decomposition):
+    """GDSW-type Phi for any SPD A and cores (see the module docstring)."""
+    from scipy.sparse.linalg import splu
+    A = sp.csr_matrix(A)
+    n = A.shape[0]
+    core_of = np.empty(n, dtype=np.int64)
+    for c, nodes in enumerate(decomposition.cores):
+        core_of[nodes] = c
+    gamma, groups = _interface_groups(A, core_of)
+    n0 = len(groups)
+    group_of = np.full(n, -1)
+    for g, nodes in enumerate(groups):
+        group_of[nodes] = g
+    rows, cols, vals = [gamma], [group_of[gamma]], [np.ones(len(gamma))]
+    is_gamma = group_of >= 0
+    for nodes in decomposition.cores:
+        interior = nodes[~is_gamma[nodes]]
+        if not len(interior):
+            continue
+        coupling = A[interior]                           # rows of the interior, all columns
+        to_gamma = coupling[:, np.flatnonzero(is_gamma)]
+        if not to_gamma.nnz:
+            continue
+        G = sp.csr_matrix((np.ones(len(gamma)), (np.arange(len(gamma)), group_of[gamma])), shape=(len(gamma), n0))
+        rhs = -(to_gamma @ G)                            # -A_I,Gamma Phi_Gamma
+        used = np.flatnonzero(np.asarray(abs(rhs).sum(axis=0)).ravel())
+        local = splu(sp.csc_matrix(coupling[:, interior]))
+        ext = local.solve(rhs[:, used].toarray())
+        r, c = np.nonzero(ext)
+        rows.append(interior[r])
+        cols.append(used[c])
+        vals.append(ext[r, c])
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n0))
+
+
+def attach_coarse(d, kind, A=None):
+    """Set d.phi to the coarse basis ``kind`` and return d; ValueError when it does not apply."""
+    if kind not in COARSE_SPACES:
+        raise ValueError(f"unknown coarse space {kind!r}; choose one of {COARSE_SPACES}")
+    kinds = d.spec.get("kind")
+    if kind == "hat":
+        if kinds != "intervals":
+            raise ValueError("the hat coarse space needs an intervals decomposition (1D); use harmonic")
+        d.phi = hat_basis(d.n, d.core_bounds)
+    elif kind == "q1":
+        if kinds != "boxes":
+            raise ValueError("the q1 coarse space needs a boxes decomposition (2D); use harmonic")
+        d.phi = q1_basis(d.grid, d.box_bounds)
+    elif kind == "harmonic":
+        if A is None:
+            raise ValueError("the harmonic coarse space is computed from A; pass the matrix")
+        d.phi = harmonic_basis(A, d)
+    else:
+        d.phi = sp.csr_matrix((d.n, 0))
+    d.coarse = d.spec["coarse"] = kind
+    return d
+
+
+def interior_blocks(decomposition):
+    """Node sets of the core interiors (cores minus the nodes where Phi is 1).
+
+    For 1D intervals with hat or harmonic Phi: the open intervals between coarse
+    nodes, for which A^-1 = Phi (Phi^T A Phi)^-1 Phi^T + sum_j A_{I_j}^-1.
+    """
+    phi = decomposition.phi.tocoo()
+    on_gamma = np.zeros(decomposition.n, dtype=bool)
+    on_gamma[phi.row[np.isclose(phi.data, 1.0)]] = True
+    blocks = [nodes[~on_gamma[nodes]] for nodes in decomposition.cores]
+    return [b for b in blocks if len(b)]

@@ -1,0 +1,249 @@
+"""Problem families: the matrix A (scipy CSR) with its grid and the spec that rebuilds it.
+
+Dirichlet boundary, interior nodes only, mesh width h = 1 / (n + 1) per axis.
+
+    laplace1d     A = h^-2 tridiag(-1, 2, -1)
+    diffusion1d   -(k u')' with k at cell midpoints:
+                  A_jj = (k_{j-1/2} + k_{j+1/2}) / h^2,  A_{j,j+-1} = -k_{j+-1/2} / h^2
+    poisson2d     5-point Laplacian on nx x ny nodes, node (i, j) has index j nx + i
+    diffusion2d   -div(k grad u), 5-point, k at edge midpoints (the 1D rule per axis)
+    matrix        a user's SPD matrix from a PETSc binary Mat file or a scipy .npz
+
+    >>> p = make_problem("diffusion2d", grid=(63, 63), coefficient="jump:1e4")
+    >>> p.A.shape, p.spec()["coefficient"]
+    ((3969, 3969), 'jump:1e4')
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .coefficients import coefficient_field, parse_coefficient
+
+__all__ = ["FAMILIES", "Problem", "make_problem", "problem_from_spec", "parse_grid", "read_matrix",
+           "write_petsc_binary", "check_spd"]
+
+FAMILIES = ("laplace1d", "diffusion1d", "poisson2d", "diffusion2d", "matrix")
+_PETSC_MAT_CLASSID = 1211216
+
+
+def parse_grid(text):
+    """'1023' -> (1023,), '127x127' -> (127, 127); ValueError otherwise."""
+    if isinstance(text, (tuple, list)):
+        parts = list(text)
+    else:
+        parts = str(text).lower().split("x")
+    try:
+        grid = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"grid must look like 1023 or 127x127, got {text!r}") from None
+    if not 1 <= len(grid) <= 2 or min(grid) < 1:
+        raise ValueError(f"grid must be 1 or 2 positive sizes (1023 or 127x127), got {text!r}")
+    return grid
+
+
+def _tridiag(k_half, h):
+    """-(k u')' on len(k_half) - 1 nodes from k at the len(k_half) cell midpoints."""
+    main = (k_half[:-1] + k_half[1:]) / h**2
+    off = -k_half[1:-1] / h**2
+    return sp.diags([off, main, off], [-1, 0, 1], format="csr")
+
+
+def _diffusion1d(n, k):
+    h = 1.0 / (n + 1)
+    mid = ((np.arange(n + 1) + 0.5) * h)[:, None]
+    return _tridiag(k(mid), h)
+
+
+def _diffusion2d(nx, ny, k):
+    """Sum over the x- and y-edges of k_e (u_p - u_q)^2 / h^2, node p = j nx + i."""
+    hx, hy = 1.0 / (nx + 1), 1.0 / (ny + 1)
+    rows, cols, vals, diag = [], [], [], np.zeros(nx * ny)
+    for axis, (m, other, h) in enumerate(((nx, ny, hx), (ny, nx, hy))):
+        a = np.arange(m + 1)  # edge e between node e - 1 and e along this axis (-1, m: boundary)
+        b = np.arange(other)
+        E, B = np.meshgrid(a, b, indexing="ij")
+        along, across = (E + 0.5) * h, (B + 1.0) / (other + 1)
+        pts = np.stack([along, across] if axis == 0 else [across, along], axis=-1).reshape(-1, 2)
+        ke = k(pts).reshape(m + 1, other) / h**2
+        node = (lambda e, c: c * nx + e) if axis == 0 else (lambda e, c: e * nx + c)
+        left_ok, right_ok = E >= 1, E <= m - 1
+        lft, rgt = node(E - 1, B), node(E, B)
+        np.add.at(diag, lft[left_ok], ke[left_ok])
+        np.add.at(diag, rgt[right_ok], ke[right_ok])
+        both = left_ok & right_ok
+        rows += [lft[both], rgt[both]]
+        cols += [rgt[both], lft[both]]
+        vals += [-ke[both], -ke[both]]
+    rows.append(np.arange(nx * ny))
+    cols.append(np.arange(nx * ny))
+    vals.append(diag)
+    A = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(nx * ny, nx * ny))
+    return A.tocsr()
+
+
+def read_matrix(path):
+    """A sparse matrix from a scipy .npz or a PETSc binary Mat file (serial reader)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no matrix file at {path}")
+    if path.suffix == ".npz":
+        try:
+            return sp.load_npz(path).tocsr()
+        except Exception as exc:  # scipy raises several kinds for a bad file
+            raise ValueError(f"cannot read {path} as a scipy sparse .npz: {exc}") from None
+    raw = path.read_bytes()
+    header = np.frombuffer(raw[:16], dtype=">i4") if len(raw) >= 16 else np.zeros(0)
+    if len(header) < 4 or header[0] != _PETSC_MAT_CLASSID:
+        raise ValueError(f"{path} is neither a scipy .npz nor a PETSc binary Mat file")
+    m, n, nnz = (int(v) for v in header[1:])
+    try:
+        offset = 16
+        lengths = np.frombuffer(raw, ">i4", m, offset)
+        offset += 4 * m
+        cols = np.frombuffer(raw, ">i4", nnz, offset)
+        vals = np.frombuffer(raw, ">f8", nnz, offset + 4 * nnz)
+    except ValueError:
+        raise ValueError(f"{path} is a truncated PETSc binary Mat file") from None
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    return sp.csr_matrix((vals.astype(np.float64), cols.astype(np.int64), indptr), shape=(m, n))
+
+
+def write_petsc_binary(A, path):
+    """Write a CSR matrix in PETSc's binary Mat format (readable by MatLoad)."""
+    A = sp.csr_matrix(A)
+    with open(path, "wb") as fh:
+        fh.write(np.array([_PETSC_MAT_CLASSID, *A.shape, A.nnz], ">i4").tobytes())
+        fh.write(np.diff(A.indptr).astype(">i4").tobytes())
+        fh.write(A.indices.astype(">i4").tobytes())
+        fh.write(A.data.astype(">f8").tobytes())
+
+
+def check_spd(A, name="the matrix"):
+    """Raise ValueError unless A is square, symmetric and positive definite; return its LU.
+
+    Symmetric-mode LU without off-diagonal pivoting is an LDL^T, so A is SPD
+    iff every pivot is positive. The factorization is kept for solves.
+    """
+    from scipy.sparse.linalg import splu
+    if A.shape[0] != A.shape[1]:
+        raise ValueError(f"{name} is not square: shape {A.shape}")
+    asym = abs(A - A.T).max() if A.nnz else 0.0
+    if asym > 1e-12 * abs(A).max():
+        raise ValueError(f"{name} is not symmetric (max |A - A^T| = {asym:.3g})")
+    try:
+        lu = splu(sp.csc_matrix(A), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                  options={"SymmetricMode": True})
+    except RuntimeError:
+        raise ValueError(f"{name} is singular, not positive definite") from None
+    if not (lu.U.diagonal() > 0).all() or (lu.perm_r != lu.perm_c).any():
+        raise ValueError(f"{name} is not positive definite")
+    return lu
+
+
+@dataclasses.dataclass
+class Problem:
+    """An SPD operator A with the spec that rebuilds it.
+
+    Attributes
+    ----------
+    family : str
+    grid : tuple of int
+        (n,) or (nx, ny); for a matrix file the given shape, else (n,).
+    coefficient : str
+    seed : int
+        Seed of random coefficient fields.
+    A : scipy.sparse.csr_matrix
+    matrix : str or None
+        Path of the matrix file; ``checksum`` its SHA-256.
+    """
+
+    family: str
+    grid: tuple
+    coefficient: str
+    seed: int
+    A: sp.csr_matrix
+    matrix: str | None = None
+    checksum: str | None = None
+    _factor: object = dataclasses.field(default=None, repr=False)
+
+    @property
+    def n(self):
+        return self.A.shape[0]
+
+    @property
+    def dim(self):
+        return len(self.grid)
+
+    @property
+    def constant(self):
+        """True when the eigenpairs are the closed-form products of sines."""
+        return self.family in ("laplace1d", "poisson2d") or (
+            self.family in ("diffusion1d", "diffusion2d") and self.coefficient == "const")
+
+    def spec(self):
+        """Plain data for checkpoints: enough to rebuild A (with the file for a matrix)."""
+        return {"family": self.family, "grid": list(self.grid), "coefficient": self.coefficient,
+                "seed": self.seed, "matrix": self.matrix, "checksum": self.checksum}
+
+    def factor(self):
+        """The sparse LDL^T of A, computed once (also proves A is SPD)."""
+        if self._factor is None:
+            self._factor = check_spd(self.A, self.matrix or f"the {self.family} matrix")
+        return self._factor
+
+    def solve(self, F):
+        """A^-1 F for F of shape (n, B), with the cached factorization."""
+        return self.factor().solve(np.asarray(F, dtype=np.float64))
+
+    def smallest_eigenpairs(self, k):
+        """The k smallest eigenvalues (ascending) and orthonormal eigenvectors (n, k) of A."""
+        from .spectra import smallest_eigenpairs
+        return smallest_eigenpairs(self, k)
+
+    def __eq__(self, other):
+        return isinstance(other, Problem) and self.spec() == other.spec()
+
+
+def make_problem(family="laplace1d", grid=(1023,), coefficient="const", seed=0, matrix=None):
+    """Build a Problem; every bad spec is a one-line ValueError."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown problem family {family!r}; choose one of {FAMILIES}")
+    parse_coefficient(coefficient)
+    if family == "matrix" or matrix is not None:
+        if matrix is None:
+            raise ValueError("--problem matrix needs --matrix FILE")
+        A = read_matrix(matrix)
+        problem = Problem("matrix", (A.shape[0],), "const", int(seed), A, str(matrix),
+                          hashlib.sha256(Path(matrix).read_bytes()).hexdigest())
+        if grid is not None and tuple(grid) != (A.shape[0],):
+            if int(np.prod(grid)) != A.shape[0]:
+                raise ValueError(f"grid {grid} has {int(np.prod(grid))} nodes, the matrix {A.shape[0]} rows")
+            problem.grid = tuple(grid)
+        problem.factor()  # not SPD: refuse now, with one line
+        return problem
+    grid = parse_grid(grid)
+    dim = 1 if family.endswith("1d") else 2
+    if len(grid) != dim:
+        raise ValueError(f"{family} needs a {'n' if dim == 1 else 'nx x ny'} grid, got {'x'.join(map(str, grid))}")
+    if family in ("laplace1d", "poisson2d") and coefficient != "const":
+        raise ValueError(f"{family} has a constant coefficient; use "
+                         f"{'diffusion1d' if dim == 1 else 'diffusion2d'} for --coefficient {coefficient}")
+    k = coefficient_field(coefficient, seed, dim)
+    A = _diffusion1d(grid[0], k) if dim == 1 else _diffusion2d(grid[0], grid[1], k)
+    return Problem(family, grid, coefficient, int(seed), A)
+
+
+def problem_from_spec(spec):
+    """Rebuild a Problem from ``Problem.spec()``; a matrix file must match its checksum."""
+    problem = make_problem(spec["family"], tuple(spec["grid"]), spec["coefficient"], spec["seed"],
+                           spec.get("matrix"))
+    if spec.get("checksum") and problem.checksum != spec["checksum"]:
+        raise ValueError(f"the matrix file {spec['matrix']} has changed since the model was trained "
+                         "(SHA-256 differs)")
+    return problem
