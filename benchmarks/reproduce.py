@@ -19,7 +19,10 @@ model's final error.
     python benchmarks/reproduce.py --quick --out /tmp/r               # smoke test, 1 min
 
 Writes reproduce.json (every run, with its curve), reproduce.md (tables) and
-reproduce.png (final error against parameters).
+reproduce.png (final error against parameters). Every global run also
+records its capacity (the best rank-r operator on this data) and every DD
+run the error of its Schwarz start, so the headline gives DD's ratio
+against the trained baseline and against the baseline's capacity.
 """
 from __future__ import annotations
 
@@ -31,8 +34,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pddattn.train import TrainConfig, train  # noqa: E402
+from common import run_one  # noqa: E402
+from pddattn.train import TrainConfig  # noqa: E402
 
 GLOBAL_RANKS = (8, 16, 32, 64)
 GLOBAL_LRS = (0.01, 0.03)
@@ -43,16 +48,6 @@ DD_CONFIGS = {
     1023: [(16, 4, 8, None), (32, 2, 8, None), (32, 2, 4, 16), (64, 1, 4, None), (128, 1, 4, 32)],
     4095: [(32, 8, 8, None), (64, 2, 8, None), (64, 4, 4, 32), (128, 1, 4, None), (256, 1, 4, 64)],
 }
-
-
-def run_one(base, **changes):
-    cfg = dataclasses.replace(base, **changes)
-    wall = time.perf_counter()
-    _, summary = train(cfg, out=None)
-    summary["wall"] = time.perf_counter() - wall
-    summary["config"] = {k: getattr(cfg, k) for k in ("model", "n", "modes", "rank", "coarse_rank", "subdomains",
-                                                       "overlap", "lr", "steps", "batch")}
-    return summary
 
 
 def time_to_reach(history, threshold):
@@ -72,8 +67,10 @@ def headline(runs):
     t_dd = time_to_reach(dd["history"], glob["test_error"])
     ratio = glob["test_error"] / dd["test_error"]
     return {"global": glob, "dd": dd, "error_ratio": ratio, "param_ratio": dd["parameters"] / glob["parameters"],
+            "capacity_ratio": glob["capacity"] / dd["test_error"],
             "dd_time_to_global_error": t_dd, "global_time": glob["time"],
-            "holds": bool(ratio >= 10 and t_dd is not None and t_dd < glob["time"])}
+            "holds": bool(ratio >= 10 and t_dd is not None and t_dd < glob["time"]),
+            "holds_vs_capacity": bool(glob["capacity"] / dd["test_error"] >= 10)}
 
 
 def describe(r):
@@ -85,8 +82,9 @@ def describe(r):
 
 
 def markdown(results):
-    lines = ["| n | K | best global | params | error | best DD (<= 1/5 params) | params | error | "
-             "error ratio | DD s to global's error | global s | bar |", "|" + "---|" * 12]
+    lines = ["| n | K | best global | params | error | capacity | best DD (<= 1/5 params) | params | error | "
+             "Schwarz start | vs trained | vs capacity | DD s to global's error | global s | bar (trained) | "
+             "bar (capacity) |", "|" + "---|" * 16]
     for key, h in results["headline"].items():
         n, K = key.split(",")
         g, d = h["global"], h["dd"]
@@ -95,13 +93,17 @@ def markdown(results):
                          "(no DD run small enough) | | | | | | no |")
             continue
         t = "-" if h["dd_time_to_global_error"] is None else f"{h['dd_time_to_global_error']:.1f}"
-        lines.append(f"| {n} | {K} | {describe(g)} | {g['parameters']:,} | {g['test_error']:.2e} | {describe(d)} | "
-                     f"{d['parameters']:,} | {d['test_error']:.2e} | {h['error_ratio']:.3g}x | {t} | "
-                     f"{h['global_time']:.1f} | {'holds' if h['holds'] else 'missed'} |")
-    lines += ["", "All runs:", "", "| n | K | model | params | test error | train s |", "|---|---|---|---|---|---|"]
+        lines.append(f"| {n} | {K} | {describe(g)} | {g['parameters']:,} | {g['test_error']:.2e} | "
+                     f"{g['capacity']:.2e} | {describe(d)} | {d['parameters']:,} | {d['test_error']:.2e} | "
+                     f"{d['schwarz_start']:.2e} | {h['error_ratio']:.3g}x | {h['capacity_ratio']:.3g}x | {t} | "
+                     f"{h['global_time']:.1f} | {'holds' if h['holds'] else 'missed'} | "
+                     f"{'holds' if h['holds_vs_capacity'] else 'missed'} |")
+    lines += ["", "All runs:", "", "| n | K | model | params | test error | reference | train s |",
+              "|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
+        ref = f"capacity {r['capacity']:.2e}" if "capacity" in r else f"Schwarz start {r['schwarz_start']:.2e}"
         lines.append(f"| {r['config']['n']} | {r['config']['modes']} | {describe(r)} | {r['parameters']:,} | "
-                     f"{r['test_error']:.2e} | {r['time']:.1f} |")
+                     f"{r['test_error']:.2e} | {ref} | {r['time']:.1f} |")
     return "\n".join(lines)
 
 
@@ -119,10 +121,13 @@ def plot(results, path):
         for j, K in enumerate(Ks):
             ax = axes[i][j]
             runs = [r for r in results["runs"] if r["config"]["n"] == n and r["key_modes"] == K]
-            for model, marker in (("global", "o"), ("dd", "s")):
-                pts = [(r["parameters"], r["test_error"]) for r in runs if r["model"] == model]
+            for model, marker, key, label in (("global", "o", "test_error", "global"),
+                                              ("global", "_", "capacity", "global capacity"),
+                                              ("dd", "s", "test_error", "dd"),
+                                              ("dd", "x", "schwarz_start", "dd Schwarz start")):
+                pts = sorted((r["parameters"], r[key]) for r in runs if r["model"] == model)
                 if pts:
-                    ax.loglog(*zip(*pts), marker, label=model, alpha=0.8)
+                    ax.loglog(*zip(*pts), marker + ("--" if key == "capacity" else ""), label=label, alpha=0.8)
             ax.set_title(f"n={n}, K={K}")
             ax.xaxis.set_minor_formatter(plt.NullFormatter())
             ax.set_xlabel("parameters")
@@ -140,7 +145,22 @@ def main(argv=None):
     p.add_argument("--sizes", default="255,1023,4095")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (n=255, few steps)")
     p.add_argument("--replot", action="store_true", help="redo reproduce.md and .png from reproduce.json")
+    p.add_argument("--references", action="store_true",
+                   help="add capacity / Schwarz start to the runs stored in reproduce.json (no training), then replot")
     args = p.parse_args(argv)
+    if args.references:
+        from common import references_for
+        path = Path(args.out) / "reproduce.json"
+        results = json.loads(path.read_text())
+        for r in results["runs"]:
+            r.update(references_for(r["config"]))
+        for key in results["headline"]:
+            n, K = key.split(",")
+            runs = [r for r in results["runs"] if r["config"]["n"] == int(n) and r["key_modes"] == K]
+            results["headline"][key] = headline(runs)
+        results["references_added_later"] = True
+        path.write_text(json.dumps(results, indent=1))
+        args.replot = True
     if args.replot:
         results = json.loads((Path(args.out) / "reproduce.json").read_text())
         (Path(args.out) / "reproduce.md").write_text(markdown(results) + "\n")

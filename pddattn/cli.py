@@ -81,6 +81,7 @@ def _add_training_options(p):
     g.add_argument("--steps", type=int, help=f"optimiser steps (default {_DEFAULTS.steps})")
     g.add_argument("--batch", type=int, help=f"global batch size (default {_DEFAULTS.batch})")
     g.add_argument("--lr", type=float, help=f"relative learning rate (default {_DEFAULTS.lr})")
+    g.add_argument("--beta2", type=float, help=f"Adam's second-moment decay (default {_DEFAULTS.beta2})")
     g.add_argument("--warmup", type=int, help=f"warm-up steps (default {_DEFAULTS.warmup})")
     g.add_argument("--seed", type=int, help="seed of data and init (default 0)")
     g.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
@@ -106,6 +107,7 @@ def build_parser():
     c.add_argument("--global-rank", type=int, default=64, help="rank of the global baseline (default 64)")
     c.add_argument("--global-lr", type=float, help="lr of the global model (default --lr)")
     c.add_argument("--dd-lr", type=float, help="lr of the DD model (default --lr)")
+    c.add_argument("--global-steps", type=int, help="steps of the global model (default --steps)")
     c.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
     s = sub.add_parser("solve", help="PETSc KSP solve of A u = f; PETSc options pass through")
     s.add_argument("--problem", choices=FAMILIES, help="problem family (default: the model's, else laplace1d)")
@@ -169,7 +171,7 @@ def _cmd_compare(args, layout):
     if layout.world_size > 1:
         raise ConfigurationError("compare runs on one process; use `mpirun ... pddattn train` for MPI runs")
     cfg, _ = config_from_args(args)
-    results = compare(cfg, args.global_rank, args.global_lr, args.dd_lr, out=args.out)
+    results = compare(cfg, args.global_rank, args.global_lr, args.dd_lr, out=args.out, global_steps=args.global_steps)
     print(format_table(results))
     png = plot_curves(results, os.path.join(args.out, "curves.png"))
     print(f"wrote {os.path.join(args.out, 'results.json')}" +

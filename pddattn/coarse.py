@@ -69,7 +69,7 @@ def _interface_groups(A, core_of):
 
 
 def harmonic_basis(A, decomposition):
-    """GDSW-type Phi for any SPD A and cores (see the module docstring)."""
+    """(Phi, Gamma): the GDSW-type basis for any SPD A and cores (module docstring), and the interface."""
     from scipy.sparse.linalg import splu
     A = sp.csr_matrix(A)
     n = A.shape[0]
@@ -100,7 +100,8 @@ def harmonic_basis(A, decomposition):
         rows.append(interior[r])
         cols.append(used[c])
         vals.append(ext[r, c])
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n0))
+    phi = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n0))
+    return phi, np.sort(gamma)
 
 
 def attach_coarse(d, kind, A=None):
@@ -111,29 +112,30 @@ def attach_coarse(d, kind, A=None):
     if kind == "hat":
         if kinds != "intervals":
             raise ValueError("the hat coarse space needs an intervals decomposition (1D); use harmonic")
-        d.phi = hat_basis(d.n, d.core_bounds)
+        d.phi, d.interface = hat_basis(d.n, d.core_bounds), np.asarray(d.core_bounds[1:-1])
     elif kind == "q1":
         if kinds != "boxes":
             raise ValueError("the q1 coarse space needs a boxes decomposition (2D); use harmonic")
         d.phi = q1_basis(d.grid, d.box_bounds)
+        (bx, by), nx = d.box_bounds, d.grid[0]
+        d.interface = (by[1:-1][:, None] * nx + bx[1:-1][None, :]).ravel()
     elif kind == "harmonic":
         if A is None:
             raise ValueError("the harmonic coarse space is computed from A; pass the matrix")
-        d.phi = harmonic_basis(A, d)
+        d.phi, d.interface = harmonic_basis(A, d)
     else:
-        d.phi = sp.csr_matrix((d.n, 0))
+        d.phi, d.interface = sp.csr_matrix((d.n, 0)), np.zeros(0, dtype=np.int64)
     d.coarse = d.spec["coarse"] = kind
     return d
 
 
 def interior_blocks(decomposition):
-    """Node sets of the core interiors (cores minus the nodes where Phi is 1).
+    """Node sets of the core interiors (cores minus the interface Gamma of the coarse space).
 
     For 1D intervals with hat or harmonic Phi: the open intervals between coarse
     nodes, for which A^-1 = Phi (Phi^T A Phi)^-1 Phi^T + sum_j A_{I_j}^-1.
     """
-    phi = decomposition.phi.tocoo()
     on_gamma = np.zeros(decomposition.n, dtype=bool)
-    on_gamma[phi.row[np.isclose(phi.data, 1.0)]] = True
+    on_gamma[decomposition.interface] = True
     blocks = [nodes[~on_gamma[nodes]] for nodes in decomposition.cores]
     return [b for b in blocks if len(b)]

@@ -22,6 +22,8 @@ tensor built once per dtype and device.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -44,9 +46,12 @@ def operator_apply(model):
     cache = getattr(model, "_a_csr", None)
     if cache is None or cache[0] != key:
         A = model.problem.A.tocsr()
-        csr = torch.sparse_csr_tensor(torch.from_numpy(A.indptr.astype(np.int64)),
-                                      torch.from_numpy(A.indices.astype(np.int64)),
-                                      torch.from_numpy(A.data), A.shape, dtype=like.dtype, device=like.device)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": we use only A @ dense
+            warnings.simplefilter("ignore", UserWarning)
+            csr = torch.sparse_csr_tensor(torch.from_numpy(A.indptr.astype(np.int64)),
+                                          torch.from_numpy(A.indices.astype(np.int64)),
+                                          torch.from_numpy(A.data), A.shape, dtype=like.dtype, device=like.device,
+                                          check_invariants=False)
         cache = model._a_csr = (key, csr)
     csr = cache[1]
     return lambda x: csr @ x.contiguous()

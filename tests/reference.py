@@ -84,3 +84,63 @@ def schwarz_matrix(n, N, delta, kind):
         Phi = coarse_basis(n, N)
         M += Phi @ np.linalg.inv(Phi.T @ A @ Phi) @ Phi.T
     return M
+
+
+# ----------------------------------------------------------------- v2: any A
+def diffusion1d(n, k):
+    """Dense -(k u')' from the definition, node by node (k a function of x)."""
+    h = 1.0 / (n + 1)
+    A = np.zeros((n, n))
+    for j in range(n):
+        x = (j + 1) * h
+        left, right = k(x - h / 2), k(x + h / 2)
+        A[j, j] = (left + right) / h**2
+        if j > 0:
+            A[j, j - 1] = -left / h**2
+        if j < n - 1:
+            A[j, j + 1] = -right / h**2
+    return A
+
+
+def diffusion2d(nx, ny, k):
+    """Dense -div(k grad u), 5-point, k at edge midpoints, node (i, j) -> j nx + i."""
+    hx, hy = 1.0 / (nx + 1), 1.0 / (ny + 1)
+    A = np.zeros((nx * ny, nx * ny))
+    for j in range(ny):
+        for i in range(nx):
+            p, x, y = j * nx + i, (i + 1) * hx, (j + 1) * hy
+            for (di, dj, h, xm, ym) in ((-1, 0, hx, x - hx / 2, y), (1, 0, hx, x + hx / 2, y),
+                                        (0, -1, hy, x, y - hy / 2), (0, 1, hy, x, y + hy / 2)):
+                ke = k(xm, ym) / h**2
+                A[p, p] += ke
+                ii, jj = i + di, j + dj
+                if 0 <= ii < nx and 0 <= jj < ny:
+                    A[p, jj * nx + ii] -= ke
+    return A
+
+
+def truncated_inverse(B, r):
+    """Best rank-r part of B^-1 for SPD B (dense)."""
+    mu, V = np.linalg.eigh(B)
+    k = min(r, len(mu))
+    return (V[:, :k] / mu[:k]) @ V[:, :k].T
+
+
+def two_level_schwarz(A, subdomains, weights, Phi, r=None, r0=None):
+    """sum_i R_i^T D_i^1/2 [A_i^-1]_r D_i^1/2 R_i + Phi [(Phi^T A Phi)^-1]_r0 Phi^T, densely.
+
+    ``weights`` are the D_i diagonals (one array per subdomain); r, r0 None: full.
+    """
+    n = A.shape[0]
+    M = np.zeros((n, n))
+    for s, w in zip(subdomains, weights):
+        R = np.zeros((len(s), n))
+        R[np.arange(len(s)), s] = 1.0
+        Ai = R @ A @ R.T
+        inv = truncated_inverse(Ai, r or len(s))
+        Dh = np.diag(np.sqrt(w))
+        M += R.T @ Dh @ inv @ Dh @ R
+    if Phi.shape[1]:
+        A0 = Phi.T @ A @ Phi
+        M += Phi @ truncated_inverse(A0, r0 or A0.shape[0]) @ Phi.T
+    return M

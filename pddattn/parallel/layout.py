@@ -72,7 +72,7 @@ def check_distribution(decomposition, size, data_parallel):
         raise ConfigurationError(
             f"{p_domain} domain ranks but only N={d.N} subdomains; use at most {d.N} ranks per "
             f"replica (or more --subdomains, or --data-parallel)")
-    for p in range(p_domain):
+    for p in range(p_domain if p_domain > 1 else 0):
         block = block_range(d.N, p_domain, p)
         width = int(d.core_bounds[block.stop] - d.core_bounds[block.start])
         if p_domain > 1 and width < d.delta:

@@ -1,0 +1,60 @@
+"""Shared by the reproduction benchmarks: one training run with its honest reference error."""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from pddattn.capacity import global_capacity, schwarz_start_error
+from pddattn.train import train
+
+CONFIG_KEYS = ("model", "problem", "n", "grid", "coefficient", "data", "modes", "rank", "coarse_rank", "subdomains",
+               "overlap", "coarse_space", "lr", "steps", "batch")
+
+
+def run_one(base, problem=None, **changes):
+    """Train ``base`` with ``changes``; add the global capacity or the DD Schwarz start, and wall time."""
+    cfg = dataclasses.replace(base, **changes)
+    wall = time.perf_counter()
+    model, summary = train(cfg, out=None, problem=problem)
+    summary["wall"] = time.perf_counter() - wall
+    problem = problem or model.problem
+    if cfg.model == "global":
+        summary["capacity"] = global_capacity(cfg, problem, model.train_data)
+    else:
+        summary["schwarz_start"] = schwarz_start_error(cfg, problem, model.train_data)
+    summary["config"] = {k: getattr(cfg, k) for k in CONFIG_KEYS}
+    summary.pop("history_tensors", None)
+    return summary
+
+
+def references_for(config):
+    """Capacity (global) or Schwarz start (DD) of a stored run, from its config alone (no training)."""
+    from pddattn.models import architecture, model_from_architecture
+    from pddattn.parallel.layout import SerialLayout
+    from pddattn.train import TrainConfig, TrainData
+    cfg = TrainConfig(**{k: v for k, v in config.items() if v is not None or k == "coarse_rank"})
+    problem, arch, sampler = cfg.build()
+    model = model_from_architecture(arch, problem=problem)
+    data = TrainData(cfg, model, SerialLayout(), sampler)
+    if cfg.model == "global":
+        return {"capacity": global_capacity(cfg, problem, data)}
+    return {"schwarz_start": schwarz_start_error(cfg, problem, data)}
+
+
+def time_to_reach(history, threshold):
+    for row in history:
+        if row["test_error"] <= threshold:
+            return row["time"]
+    return None
+
+
+def headline(runs, fraction=0.2):
+    """Best global; best DD with <= fraction of its parameters; ratios against its trained error and capacity."""
+    glob = min((r for r in runs if r["model"] == "global"), key=lambda r: r["test_error"])
+    small = [r for r in runs if r["model"] == "dd" and r["parameters"] <= fraction * glob["parameters"]]
+    if not small:
+        return {"global": glob, "dd": None}
+    dd = min(small, key=lambda r: r["test_error"])
+    return {"global": glob, "dd": dd, "ratio_trained": glob["test_error"] / dd["test_error"],
+            "ratio_capacity": glob["capacity"] / dd["test_error"],
+            "holds": glob["capacity"] / dd["test_error"] >= 10}

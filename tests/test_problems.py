@@ -1,0 +1,116 @@
+"""Problems: stencils against independent dense constructions, coefficient specs, matrix files, exact data."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import reference as ref
+from pddattn.problems import (backward_error, coefficient_field, make_problem, make_sampler, problem_from_spec,
+                              read_matrix, write_petsc_binary)
+
+
+def test_laplace1d_and_constant_diffusion1d_are_the_seed_matrix():
+    A = make_problem("laplace1d", (17,)).A.toarray()
+    assert np.array_equal(A, ref.laplacian(17))
+    assert np.array_equal(make_problem("diffusion1d", (17,), "const").A.toarray(), A)
+
+
+@pytest.mark.parametrize("coefficient", ["smooth:100", "jump:1e4", "lognormal:1.5"])
+def test_diffusion1d_matches_the_definition(coefficient):
+    k = coefficient_field(coefficient, seed=3, dim=1)
+    A = make_problem("diffusion1d", (23,), coefficient, seed=3).A.toarray()
+    B = ref.diffusion1d(23, lambda x: float(k(np.array([[x]]))[0]))
+    assert np.abs(A - B).max() <= 1e-13 * np.abs(B).max()
+
+
+@pytest.mark.parametrize("coefficient", ["const", "smooth:10", "jump:1e4", "lognormal:1"])
+def test_diffusion2d_matches_the_definition(coefficient):
+    k = coefficient_field(coefficient, seed=1, dim=2)
+    A = make_problem("diffusion2d", (7, 5), coefficient, seed=1).A.toarray()
+    B = ref.diffusion2d(7, 5, lambda x, y: float(k(np.array([[x, y]]))[0]))
+    assert np.abs(A - B).max() <= 1e-13 * np.abs(B).max()
+    if coefficient == "const":  # poisson2d is the constant case, x fastest
+        assert np.abs(make_problem("poisson2d", (7, 5)).A.toarray() - B).max() <= 1e-12 * np.abs(B).max()
+
+
+def test_coefficient_ranges_and_seeds():
+    x = np.random.default_rng(0).uniform(size=(4000, 2))
+    smooth = coefficient_field("smooth:50", 0, 2)(x)
+    assert smooth.min() >= 1 - 1e-12 and smooth.max() <= 50 + 1e-9 and smooth.max() > 40
+    jump = coefficient_field("jump:1e4", 0, 2)(x)
+    assert set(np.unique(jump)) == {1.0, 1e4}
+    a, b = coefficient_field("lognormal:1", 0, 2)(x), coefficient_field("lognormal:1", 1, 2)(x)
+    assert np.array_equal(a, coefficient_field("lognormal:1", 0, 2)(x)) and not np.allclose(a, b)
+    assert 0.5 < np.log(a).std() < 2.0 and (a > 0).all()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(family="heat3d"), "unknown problem family"),
+    (dict(family="poisson2d", grid=(31,)), "needs a nx x ny grid"),
+    (dict(family="diffusion1d", grid=(31,), coefficient="jump:-5"), "contrast must be a positive number"),
+    (dict(family="diffusion1d", grid=(31,), coefficient="jump:0"), "contrast must be a positive number"),
+    (dict(family="diffusion1d", grid=(31,), coefficient="wavy:2"), "unknown coefficient"),
+    (dict(family="laplace1d", grid=(31,), coefficient="smooth:3"), "constant coefficient"),
+    (dict(family="diffusion1d", grid="31y"), "grid must look like"),
+])
+def test_bad_specs_are_one_line_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_problem(**kwargs)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".bin"])
+def test_matrix_files_round_trip_and_are_checked(tmp_path, suffix):
+    A = make_problem("diffusion2d", (6, 5), "lognormal:1").A
+    path = tmp_path / f"A{suffix}"
+    sp.save_npz(path, A) if suffix == ".npz" else write_petsc_binary(A, path)
+    p = make_problem("matrix", None, matrix=str(path))
+    assert (p.A != A).nnz == 0 and p.spec()["checksum"] and problem_from_spec(p.spec()) == p
+    assert make_problem("matrix", (6, 5), matrix=str(path)).grid == (6, 5)
+    bad = {"notspd": A - 2 * sp.eye(30) * abs(A).max(), "nonsym": A + sp.random(30, 30, 0.1, random_state=0),
+           "nonsquare": A[:, :29]}
+    for name, B in bad.items():
+        q = tmp_path / f"{name}{suffix}"
+        sp.save_npz(q, sp.csr_matrix(B)) if suffix == ".npz" else write_petsc_binary(B, q)
+        with pytest.raises(ValueError, match={"notspd": "not positive definite", "nonsym": "not symmetric",
+                                              "nonsquare": "not square"}[name]):
+            make_problem("matrix", None, matrix=str(q))
+    (tmp_path / "junk.bin").write_bytes(b"\x00" * 40)
+    with pytest.raises(ValueError, match="neither a scipy .npz nor a PETSc binary"):
+        make_problem("matrix", None, matrix=str(tmp_path / "junk.bin"))
+
+
+def test_petsc_can_read_what_we_write(tmp_path):
+    PETSc = pytest.importorskip("petsc4py.PETSc")
+    A = make_problem("diffusion1d", (12,), "jump:100").A
+    write_petsc_binary(A, tmp_path / "A.bin")
+    M = PETSc.Mat().load(PETSc.Viewer().createBinary(str(tmp_path / "A.bin"), "r", comm=PETSc.COMM_SELF))
+    indptr, indices, data = M.getValuesCSR()
+    assert (sp.csr_matrix((data, indices, indptr), shape=A.shape) != A).nnz == 0
+
+
+@pytest.mark.parametrize("family,grid,coefficient,kind", [
+    ("poisson2d", (9, 7), "const", "fourier"), ("diffusion2d", (9, 7), "jump:1e4", "solve"),
+    ("diffusion2d", (9, 7), "lognormal:1", "probe"), ("diffusion1d", (40,), "smooth:100", "solve"),
+    ("laplace1d", (40,), "const", "fourier"),
+])
+def test_data_is_exact_reproducible_and_sliceable(family, grid, coefficient, kind):
+    p = make_problem(family, grid, coefficient)
+    s = make_sampler(kind, p, seed=4)
+    f, u = s.sample(5, stream=1, index=7)
+    assert backward_error(p.A, f, u) <= 1e-14
+    f2, u2 = make_sampler(kind, p, seed=4).sample(5, stream=1, index=7, lo=3, hi=11)
+    assert np.array_equal(f2, f[:, 3:11]) and np.array_equal(u2, u[:, 3:11])
+    assert not np.allclose(s.sample(5, stream=1, index=8)[0], f)
+
+
+def test_fourier_data_is_refused_for_variable_coefficients():
+    with pytest.raises(ValueError, match="needs constant coefficients"):
+        make_sampler("fourier", make_problem("diffusion2d", (5, 5), "jump:10"))
+
+
+@pytest.mark.parametrize("family,coefficient", [("poisson2d", "const"), ("diffusion2d", "jump:1e3")])
+def test_smallest_eigenpairs(family, coefficient):
+    p = make_problem(family, (45, 47), coefficient)
+    lam, V = p.smallest_eigenpairs(6)
+    exact = np.linalg.eigvalsh(p.A.toarray())[:6]
+    assert np.abs(lam / exact - 1).max() <= 1e-9
+    assert np.abs(p.A @ V - V * lam).max() <= 1e-7 * lam.max() and np.abs(V.T @ V - np.eye(6)).max() <= 1e-9
