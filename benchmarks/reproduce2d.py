@@ -2,14 +2,14 @@
 
 Problems: poisson2d (Fourier data, all modes) and diffusion2d with smooth:100, jump:1e4 and
 lognormal:1 coefficients (solve data: white f, u = A^-1 f by one sparse factorization), at
-grids 63^2 and 127^2. Global models at several ranks (each at the better of two learning
-rates), DD attention in box layouts with q1 and harmonic coarse spaces; every run on the
+grids 63^2 (default) and 127^2. Global models at several ranks (lr 0.01), DD attention in box layouts with q1 and harmonic coarse spaces; every run on the
 same data and step budget. Each global row carries its *capacity* (best rank-r operator),
 each DD row its *Schwarz start* (untrained truncated two-level Schwarz). The bar: the best
 DD model with at most 1/5 of the best global model's parameters has >= 10x lower test error
 than that global model's capacity.
 
-    python benchmarks/reproduce2d.py --out benchmarks/results         # about 30 min on 2 cores
+    python benchmarks/reproduce2d.py --out benchmarks/results         # 63^2: about 20 min on 2 cores
+    python benchmarks/reproduce2d.py --grids 63,127 --out benchmarks/results   # with 127^2: about 1.5 h
     python benchmarks/reproduce2d.py --quick --out /tmp/r2             # smoke test
 
 Writes reproduce2d.json, reproduce2d.md and reproduce2d.png.
@@ -31,9 +31,9 @@ from pddattn.train import TrainConfig  # noqa: E402
 PROBLEMS = [("poisson2d", "const", "fourier"), ("diffusion2d", "smooth:100", "solve"),
             ("diffusion2d", "jump:1e4", "solve"), ("diffusion2d", "lognormal:1", "solve")]
 GLOBAL_RANKS = (16, 64, 256)
-GLOBAL_LRS = (0.01, 0.03)
+GLOBAL_LRS = (0.01,)  # one lr: the bar is against the capacity, which no tuning can beat
 # (boxes per side, delta, local r, coarse space)
-DD_CONFIGS = {63: [(4, 2, 4, "q1"), (8, 2, 4, "q1"), (8, 2, 4, "harmonic"), (8, 2, 8, "q1")],
+DD_CONFIGS = {63: [(4, 2, 4, "q1"), (8, 2, 4, "q1"), (8, 2, 4, "harmonic")],
               127: [(8, 2, 4, "q1"), (16, 2, 4, "q1"), (16, 2, 4, "harmonic"), (16, 2, 8, "q1")]}
 
 
@@ -94,8 +94,8 @@ def plot(results, path):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="benchmarks/results")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--grids", default="63,127")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--grids", default="63", help="comma-separated sides, e.g. 63,127 (127 takes about 4x longer)")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     grids = [int(g) for g in args.grids.split(",")]

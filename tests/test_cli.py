@@ -28,6 +28,19 @@ def run(*args, cwd=None):
     (["compare", "--global-rank", "0"], "--rank must be a positive integer"),
     (["frobnicate"], "invalid choice"),
     (["train", "-ksp_type", "cg"], "unrecognized arguments: -ksp_type cg"),
+    (["train", "--problem", "heat3d"], "invalid choice: 'heat3d'"),
+    (["train", "--problem", "poisson2d", "--grid", "31x31", "--subdomains", "5"], "boxes need Nx x Ny"),
+    (["train", "--problem", "poisson2d", "--grid", "31x31", "--subdomains", "40x2"], "do not fit the 31x31 grid"),
+    (["train", "--problem", "poisson2d", "--grid", "31"], "needs a nx x ny grid"),
+    (["train", "--problem", "diffusion2d", "--grid", "15x15", "--subdomains", "2x2", "--coefficient", "jump:-1"],
+     "contrast must be a positive number"),
+    (["train", "--problem", "diffusion2d", "--grid", "15x15", "--subdomains", "2x2", "--coefficient", "jump:10",
+      "--data", "fourier"], "needs constant coefficients"),
+    (["train", "--problem", "poisson2d", "--grid", "15x15", "--subdomains", "2x2", "--coarse", "hat"],
+     "hat coarse space needs an intervals decomposition"),
+    (["train", "--matrix", "/nonexistent/A.npz"], "no matrix file at /nonexistent/A.npz"),
+    (["train", "--n", "1000000000"], "this run needs about"),
+    (["train", "--beta2", "1.5"], "--beta2 must be in (0, 1)"),
 ])
 def test_bad_arguments_end_with_one_line_and_nonzero_exit(args, message):
     p = run(*args)
@@ -77,3 +90,51 @@ def test_bench_runs(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "DD / global step time" in p.stdout
     assert json.loads((tmp_path / "b.json").read_text())["ratio_dd_over_global"] > 0
+
+
+TINY2D = ["--problem", "diffusion2d", "--grid", "15x13", "--coefficient", "lognormal:1", "--subdomains", "3x2",
+          "--overlap", "1", "--rank", "4", "--steps", "20", "--batch", "8", "--eval-every", "10", "--test-size", "8"]
+
+
+def test_2d_variable_coefficient_train_resume_and_load(tmp_path):
+    out = tmp_path / "run2d"
+    p = run("train", *TINY2D, "--coarse", "harmonic", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    p = run("train", "--resume", "--out", str(out), "--steps", "30")
+    assert p.returncode == 0, p.stderr
+    import torch
+    import pddattn
+    from pddattn.problems import make_problem
+    model = pddattn.load(out / "checkpoint.pt")
+    assert model.problem == make_problem("diffusion2d", (15, 13), "lognormal:1")
+    assert model.decomposition.spec == {"kind": "boxes", "N": [3, 2], "delta": 1, "pou": "count", "coarse": "harmonic"}
+    x = torch.randn(7, 195, dtype=torch.float64)
+    assert torch.allclose(model(x), x @ model.dense().T, rtol=0, atol=1e-10 * model.dense().abs().max())
+    p = run("train", "--resume", "--out", str(out), "--coefficient", "lognormal:2")
+    assert p.returncode == 2 and "is for coefficient='lognormal:1'" in p.stderr
+
+
+def test_a_users_matrix_trains_algebraically_and_a_changed_file_is_refused(tmp_path):
+    import scipy.sparse as sp
+    from pddattn.problems import make_problem
+    A = make_problem("diffusion2d", (12, 12), "jump:100").A
+    sp.save_npz(tmp_path / "A.npz", A)
+    out = tmp_path / "mine"
+    p = run("train", "--matrix", str(tmp_path / "A.npz"), "--subdomains", "4", "--overlap", "1", "--rank", "4",
+            "--steps", "10", "--batch", "8", "--eval-every", "5", "--test-size", "8", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    sp.save_npz(tmp_path / "A.npz", A * 2)
+    import pddattn
+    from pddattn.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match="has changed since the model was trained"):
+        pddattn.load(out / "checkpoint.pt")
+
+
+def test_compare_in_2d_reports_capacity_and_schwarz_start(tmp_path):
+    p = run("compare", *TINY2D, "--global-rank", "8", "--out", str(tmp_path / "cmp"))
+    assert p.returncode == 0, p.stderr
+    assert "capacity (best rank-r)" in p.stdout and "Schwarz start" in p.stdout
+    assert "lower than the global model's capacity" in p.stdout
+    results = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    g = results["models"]["global"]
+    assert 0 < g["capacity"] <= g["test_error"] * 1.05  # nothing trained beats its capacity by more than noise

@@ -215,3 +215,30 @@ def test_comm_volume_matches_the_model():
     assert dist.stats.bytes["halo"] == 2 * 2 * B * 8 * neighbours
     assert dist.stats.messages["halo"] == 2 * neighbours
     assert dist.stats.bytes["allreduce"] == 7 * B * 8
+
+
+@pytest.mark.parametrize("coarse", ["harmonic", "hat"])
+def test_variable_coefficient_schwarz_operator_equals_serial(coarse):
+    """diffusion1d with a 1e4 jump on distributed intervals: the Schwarz-initialised operator, and training."""
+    from pddattn.problems import make_problem
+    from pddattn.decomposition import intervals
+    from pddattn.parallel.operator import DistributedDDAttention
+    p = make_problem("diffusion1d", (61,), "jump:1e4", seed=2)
+    d = intervals(61, 6, 2, "smooth", coarse=coarse, A=p.A)
+    if not distributable(d, world().Get_size()):
+        pytest.skip("not distributable here")
+    layout = Layout()
+    kwargs = dict(r=d.max_size, init="schwarz", symmetric=True, dtype=torch.float64, problem=p)
+    serial, dist = DDAttention(d, **kwargs), DistributedDDAttention(d, layout=layout, **kwargs)
+    lo, hi = dist.own_range
+    x = torch.randn(61, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert worst(relative(dist.matvec(x[lo:hi]), serial.matvec(x)[lo:hi])) <= 1e-12
+    with tempfile.TemporaryDirectory() as tmp:
+        out = world().bcast(tmp, root=0)
+        cfg = TrainConfig(problem="diffusion1d", n=61, coefficient="jump:1e4", coefficient_seed=2, subdomains=6,
+                          overlap=2, coarse_space=coarse, rank=4, steps=5, batch=8, test_size=8, eval_every=5,
+                          dtype="float64", checkpoint_every=10**9)
+        _, ref = train(dataclasses.replace(cfg), out=None, layout=None) if world().Get_rank() == 0 else (None, None)
+        ref = world().bcast(ref and ref["test_error"], root=0)
+        _, mine = train(cfg, out=None, layout=layout)
+        assert worst(abs(mine["test_error"] - ref) / ref) <= 1e-9
