@@ -9,9 +9,7 @@ FROM debian:bookworm-slim
 ENV DEBIAN_FRONTEND=noninteractive \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     OMPI_ALLOW_RUN_AS_ROOT=1 \
-    OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-    # The CPU build of torch (the default PyPI wheel pulls gigabytes of CUDA libraries).
-    PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+    OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 RUN apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends make python3 python3-venv python3-pip \
@@ -21,7 +19,8 @@ RUN apt-get update -qq \
 WORKDIR /opt/pddattn
 COPY . .
 # The Makefile's own bootstrap: the Debian packages are already there, so it only
-# builds the venv (system site packages, numpy < 2) and pip-installs the rest.
+# builds the venv (system site packages, numpy < 2) and pip-installs the rest;
+# tools/install-torch.sh picks the CPU build of torch when the build machine has no GPU.
 RUN make setup
 
 CMD ["make", "demo"]

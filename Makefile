@@ -20,7 +20,8 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 MPI_TIMEOUT := 900
 OUT ?= runs
 
-.PHONY: setup demo test test-serial test-mpi bench bench-speed bench-scaling bench-reproduce bench-petsc clean
+.PHONY: setup demo test test-serial test-mpi bench bench-speed bench-scaling bench-reproduce bench-petsc \
+        bench-2d bench-kappa bench-stability clean
 
 setup: $(VENV)/.installed
 
@@ -59,7 +60,7 @@ test-mpi: setup
 	    || { rc=$$?; [ $$rc -eq 5 ] || exit $$rc; }; \
 	done
 
-bench: bench-speed bench-reproduce bench-scaling bench-petsc
+bench: bench-speed bench-reproduce bench-scaling bench-petsc bench-2d bench-kappa bench-stability
 
 bench-speed: setup
 	$(PY) benchmarks/step_time.py --out benchmarks/results
@@ -72,6 +73,15 @@ bench-scaling: setup
 
 bench-petsc: setup
 	$(PY) benchmarks/iterations.py --out benchmarks/results
+
+bench-2d: setup
+	$(PY) benchmarks/reproduce2d.py --out benchmarks/results
+
+bench-kappa: setup
+	$(PY) benchmarks/kappa2d.py --out benchmarks/results
+
+bench-stability: setup
+	$(PY) benchmarks/stability.py --out benchmarks/results
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache build *.egg-info

@@ -29,7 +29,7 @@ def run_one(base, problem=None, **changes):
 
 def references_for(config):
     """Capacity (global) or Schwarz start (DD) of a stored run, from its config alone (no training)."""
-    from pddattn.models import architecture, model_from_architecture
+    from pddattn.models import model_from_architecture
     from pddattn.parallel.layout import SerialLayout
     from pddattn.train import TrainConfig, TrainData
     cfg = TrainConfig(**{k: v for k, v in config.items() if v is not None or k == "coarse_rank"})

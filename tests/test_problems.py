@@ -5,7 +5,7 @@ import scipy.sparse as sp
 
 import reference as ref
 from pddattn.problems import (backward_error, coefficient_field, make_problem, make_sampler, problem_from_spec,
-                              read_matrix, write_petsc_binary)
+                              write_petsc_binary)
 
 
 def test_laplace1d_and_constant_diffusion1d_are_the_seed_matrix():
