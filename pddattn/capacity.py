@@ -15,6 +15,8 @@ classical preconditioner DD attention starts from.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 
@@ -43,5 +45,5 @@ def schwarz_start_error(cfg, problem, data):
     arch = architecture(cfg.to_dict(), problem)
     model = model_from_architecture(arch, problem=problem, dtype=torch.float64, init="schwarz")
     f, u = data.test
-    data64 = type("TestSet", (), {"test": (f.double(), u.double()), "test_size": data.test_size})()
-    return evaluate(model, data64, SerialLayout())
+    test_set = SimpleNamespace(test=(f.double(), u.double()), test_size=data.test_size)  # float64 evaluation
+    return evaluate(model, test_set, SerialLayout())

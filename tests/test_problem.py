@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from pddattn.problems.laplace1d import (FourierSampler, ProbeSampler, apply_laplacian, laplacian_dense,
-                             laplacian_eigenvalues, make_sampler, sine_modes, sine_synthesis)
+                             laplacian_eigenvalues, sine_modes, sine_synthesis)
 
 
 def relative_residual(f, u, n):
@@ -62,7 +62,8 @@ def test_fft_and_table_synthesis_agree(rng):
 @pytest.mark.parametrize("kind", ["fourier", "probe"])
 def test_slices_equal_the_whole(kind):
     n = 200
-    s = make_sampler(kind, n, modes=37, alpha=0.5, seed=9)
+    from pddattn.problems import make_problem, make_sampler
+    s = make_sampler(kind, make_problem("laplace1d", (n,)), modes=37 if kind == "fourier" else None, alpha=0.5, seed=9)
     f, u = s.sample(4, stream=1, index=7)
     for lo, hi in [(0, 1), (0, 50), (50, 51), (120, 200), (199, 200)]:
         fs, us = s.sample(4, stream=1, index=7, lo=lo, hi=hi)
@@ -101,5 +102,6 @@ def test_bad_sampler_arguments(bad):
 
 
 def test_unknown_data_kind():
+    from pddattn.problems import make_problem, make_sampler
     with pytest.raises(ValueError, match="unknown data kind"):
-        make_sampler("gaussian", 10)
+        make_sampler("gaussian", make_problem("laplace1d", (10,)))

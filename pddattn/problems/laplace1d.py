@@ -22,7 +22,7 @@ import numpy as np
 __all__ = [
     "check_size", "mesh_width", "apply_laplacian", "laplacian_dense",
     "laplacian_eigenvalues", "sine_modes", "sine_synthesis",
-    "FourierSampler", "ProbeSampler", "make_sampler",
+    "FourierSampler", "ProbeSampler",
 ]
 
 # Largest sine table a sampler caches (entries); past it we synthesise by FFT.
@@ -205,12 +205,3 @@ class ProbeSampler(_SpectralSampler):
 
     def sample(self, count, stream=0, index=0, lo=0, hi=None):
         return self.evaluate(self.coefficients(count, stream, index), lo, hi)
-
-
-def make_sampler(kind, n, modes=None, alpha=0.0, seed=0):
-    """Build a sampler by name: 'fourier' (K = modes, default n) or 'probe'."""
-    if kind == "fourier":
-        return FourierSampler(n, n if modes is None else modes, alpha, seed)
-    if kind == "probe":
-        return ProbeSampler(n, alpha, seed)
-    raise ValueError(f"unknown data kind {kind!r}; choose 'fourier' or 'probe'")
