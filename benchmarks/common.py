@@ -27,6 +27,21 @@ def run_one(base, problem=None, **changes):
     return summary
 
 
+def best_global(base, problem, rank, lrs):
+    """The global model of ``rank`` trained at each lr in ``lrs``; the run with the lowest test error."""
+    tries = [run_one(base, problem, model="global", rank=rank, lr=lr) for lr in lrs]
+    return min(tries, key=lambda t: t["test_error"])
+
+
+def write_report(out, name, results, markdown, plot):
+    """<name>.json, <name>.md and <name>.png in ``out``; print the headline table."""
+    import json
+    (out / f"{name}.json").write_text(json.dumps(results, indent=1))
+    (out / f"{name}.md").write_text(markdown(results) + "\n")
+    plot(results, out / f"{name}.png")
+    print(markdown(results).split("\n\nAll runs:")[0])
+
+
 def references_for(config):
     """Capacity (global) or Schwarz start (DD) of a stored run, from its config alone (no training)."""
     from pddattn.models import model_from_architecture

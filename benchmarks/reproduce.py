@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import run_one  # noqa: E402
+from common import best_global, run_one, write_report  # noqa: E402
 from pddattn.train import TrainConfig  # noqa: E402
 
 GLOBAL_RANKS = (8, 16, 32, 64)
@@ -157,13 +157,10 @@ def main(argv=None):
             runs = [r for r in results["runs"] if r["config"]["n"] == int(n) and r["key_modes"] == K]
             results["headline"][key] = headline(runs)
         results["references_added_later"] = True
-        path.write_text(json.dumps(results, indent=1))
-        args.replot = True
+        return write_report(Path(args.out), "reproduce", results, markdown, plot)
     if args.replot:
         results = json.loads((Path(args.out) / "reproduce.json").read_text())
-        (Path(args.out) / "reproduce.md").write_text(markdown(results) + "\n")
-        plot(results, Path(args.out) / "reproduce.png")
-        return print(markdown(results).split("\n\nAll runs:")[0])
+        return write_report(Path(args.out), "reproduce", results, markdown, plot)
     sizes = [int(s) for s in args.sizes.split(",")]
     steps = args.steps
     global_ranks, global_lrs = GLOBAL_RANKS, GLOBAL_LRS
@@ -177,10 +174,7 @@ def main(argv=None):
             key_modes = "n" if K == n else str(K)
             base = TrainConfig(n=n, modes=K, steps=steps, eval_every=max(steps // 40, 1), dtype="float32",
                                checkpoint_every=10**9)
-            runs = []
-            for r in global_ranks:
-                tries = [run_one(base, model="global", rank=r, lr=lr) for lr in global_lrs]
-                runs.append(min(tries, key=lambda t: t["test_error"]))
+            runs = [best_global(base, None, r, global_lrs) for r in global_ranks]
             for (N, delta, r, r0) in DD_CONFIGS[n][: 2 if args.quick else None]:
                 runs.append(run_one(base, model="dd", subdomains=N, overlap=delta, rank=r, coarse_rank=r0, lr=DD_LR))
             for r in runs:
@@ -190,9 +184,7 @@ def main(argv=None):
             results["runs"] += runs
             results["headline"][f"{n},{key_modes}"] = headline(runs)
             (out / "reproduce.json").write_text(json.dumps(results, indent=1))
-    (out / "reproduce.md").write_text(markdown(results) + "\n")
-    plot(results, out / "reproduce.png")
-    print(markdown(results).split("\n\nAll runs:")[0])
+    write_report(out, "reproduce", results, markdown, plot)
 
 
 if __name__ == "__main__":

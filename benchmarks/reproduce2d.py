@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import headline, run_one  # noqa: E402
+from common import best_global, headline, run_one, write_report  # noqa: E402
 from pddattn.models import problem_of  # noqa: E402
 from pddattn.train import TrainConfig  # noqa: E402
 
@@ -113,10 +113,7 @@ def main(argv=None):
                                checkpoint_every=10**9)
             problem = problem_of(base.to_dict())
             key = family if coefficient == "const" else f"{family} {coefficient}"
-            runs = []
-            for r in ranks:
-                tries = [run_one(base, problem, model="global", rank=r, lr=lr) for lr in lrs]
-                runs.append(min(tries, key=lambda t: t["test_error"]))
+            runs = [best_global(base, problem, r, lrs) for r in ranks]
             for (B, delta, r, coarse) in DD_CONFIGS[side]:
                 runs.append(run_one(base, problem, model="dd", subdomains=f"{B}x{B}", overlap=delta, rank=r,
                                     coarse_space=coarse))
@@ -128,9 +125,7 @@ def main(argv=None):
             results["runs"] += runs
             results["headline"][f"{key}|{side}x{side}"] = headline(runs)
             (out / "reproduce2d.json").write_text(json.dumps(results, indent=1))
-    (out / "reproduce2d.md").write_text(markdown(results) + "\n")
-    plot(results, out / "reproduce2d.png")
-    print(markdown(results).split("\n\nAll runs:")[0])
+    write_report(out, "reproduce2d", results, markdown, plot)
 
 
 if __name__ == "__main__":
