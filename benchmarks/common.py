@@ -27,6 +27,11 @@ def run_one(base, problem=None, **changes):
     return summary
 
 
+def reference_text(run):
+    """'capacity X' for a global run, 'Schwarz start X' for a DD run: the honest reference next to its error."""
+    return f"capacity {run['capacity']:.2e}" if "capacity" in run else f"Schwarz start {run['schwarz_start']:.2e}"
+
+
 def best_global(base, problem, rank, lrs):
     """The global model of ``rank`` trained at each lr in ``lrs``; the run with the lowest test error."""
     tries = [run_one(base, problem, model="global", rank=rank, lr=lr) for lr in lrs]

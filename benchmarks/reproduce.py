@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import best_global, run_one, write_report  # noqa: E402
+from common import best_global, reference_text, run_one, write_report  # noqa: E402
 from pddattn.train import TrainConfig  # noqa: E402
 
 GLOBAL_RANKS = (8, 16, 32, 64)
@@ -99,9 +99,8 @@ def markdown(results):
     lines += ["", "All runs:", "", "| n | K | model | params | test error | reference | train s |",
               "|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
-        ref = f"capacity {r['capacity']:.2e}" if "capacity" in r else f"Schwarz start {r['schwarz_start']:.2e}"
         lines.append(f"| {r['config']['n']} | {r['config']['modes']} | {describe(r)} | {r['parameters']:,} | "
-                     f"{r['test_error']:.2e} | {ref} | {r['time']:.1f} |")
+                     f"{r['test_error']:.2e} | {reference_text(r)} | {r['time']:.1f} |")
     return "\n".join(lines)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import best_global, headline, run_one, write_report  # noqa: E402
+from common import best_global, headline, reference_text, run_one, write_report  # noqa: E402
 from pddattn.models import problem_of  # noqa: E402
 from pddattn.train import TrainConfig  # noqa: E402
 
@@ -61,9 +61,8 @@ def markdown(results):
     lines += ["", "All runs:", "", "| problem | grid | model | params | test error | reference | seconds |",
               "|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
-        ref = (f"capacity {r['capacity']:.2e}" if "capacity" in r else f"Schwarz start {r['schwarz_start']:.2e}")
         lines.append(f"| {r['key']} | {r['config']['grid']} | {describe(r)} | {r['parameters']:,} | "
-                     f"{r['test_error']:.2e} | {ref} | {r['time']:.1f} |")
+                     f"{r['test_error']:.2e} | {reference_text(r)} | {r['time']:.1f} |")
     return "\n".join(lines)
 
 
