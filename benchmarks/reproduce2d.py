@@ -10,6 +10,7 @@ than that global model's capacity.
 
     python benchmarks/reproduce2d.py --out benchmarks/results         # 63^2: about 20 min on 2 cores
     python benchmarks/reproduce2d.py --grids 63,127 --out benchmarks/results   # with 127^2: about 1.5 h
+    python benchmarks/reproduce2d.py --grids 127 --merge --out benchmarks/results  # add 127^2 to 63^2
     python benchmarks/reproduce2d.py --quick --out /tmp/r2             # smoke test
 
 Writes reproduce2d.json, reproduce2d.md and reproduce2d.png.
@@ -96,6 +97,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--grids", default="63", help="comma-separated sides, e.g. 63,127 (127 takes about 4x longer)")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the runs of other grids already in OUT/reproduce2d.json (add 127 to a 63 run)")
     args = p.parse_args(argv)
     grids = [int(g) for g in args.grids.split(",")]
     steps, ranks, lrs, problems = args.steps, GLOBAL_RANKS, GLOBAL_LRS, PROBLEMS
@@ -105,6 +108,11 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {"steps": steps, "batch": 64, "runs": [], "headline": {}}
+    if args.merge and (out / "reproduce2d.json").exists():
+        old = json.loads((out / "reproduce2d.json").read_text())
+        keep = [f"{g}x{g}" for g in grids]
+        results["runs"] = [r for r in old["runs"] if r["config"]["grid"] not in keep]
+        results["headline"] = {k: h for k, h in old["headline"].items() if k.split("|")[1] not in keep}
     for side in grids:
         for family, coefficient, data in problems:
             base = TrainConfig(problem=family, grid=f"{side}x{side}", coefficient=coefficient, data=data,
