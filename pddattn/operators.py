@@ -125,6 +125,11 @@ class _Attention(nn.Module):
         """Rows of the input this module takes (n; a rank's own rows when distributed)."""
         return self.n
 
+    @property
+    def own_rows(self):
+        """The global nodes of this module's input and output rows (all n serially)."""
+        return np.arange(self.n)
+
     def to_global(self, name, tensor):
         """A parameter-shaped tensor in the global layout (serial: already global)."""
         return tensor
@@ -226,10 +231,14 @@ class DDAttention(_Attention):
         scale (see :meth:`natural_scales`).
     seed : int
         Seed of the random factors; the same on every rank.
-    subdomains : range, optional
-        A contiguous block of subdomains to hold (default all). The MPI
-        operator uses this for a rank's own block; the serial ``forward``
-        needs all of them.
+    subdomains : int array, optional
+        The subdomains to hold (default all). The MPI operator uses this for a
+        rank's share; the serial ``forward`` needs all of them.
+    rows : object, optional
+        Where a rank's rows live: ``rows.own`` (the output rows, sorted global
+        nodes) and ``rows.positions(nodes)`` (rows of the local input holding
+        those nodes); the MPI operator passes its ghost-exchange plan. Default:
+        all n nodes, in order.
     problem : Problem, optional
         The operator A (default: the 1D Laplacian on n nodes); Schwarz
         factors and natural scales are computed from it.
@@ -243,7 +252,7 @@ class DDAttention(_Attention):
     """
 
     def __init__(self, decomposition, r, r0=None, symmetric=False, coarse=True, init="random",
-                 init_scale=0.1, seed=0, dtype=None, device=None, subdomains=None, problem=None):
+                 init_scale=0.1, seed=0, dtype=None, device=None, subdomains=None, problem=None, rows=None):
         super().__init__()
         if not isinstance(decomposition, Decomposition):
             raise TypeError("decomposition must be a pddattn.Decomposition")
@@ -254,36 +263,35 @@ class DDAttention(_Attention):
         self.n, self.r = d.n, _check_rank("local rank r", r)
         self.r0 = d.coarse_size if r0 is None else _check_rank("coarse rank r0", r0)
         self.symmetric, self.coarse, self.init = bool(symmetric), bool(coarse), init
-        self.first, self.last = (0, d.N) if subdomains is None else (subdomains.start, subdomains.stop)
+        self.held = np.arange(d.N) if subdomains is None else np.asarray(subdomains, dtype=np.int64)
+        self.rows = rows
         dtype = dtype or torch.get_default_dtype()
         self._set_buffers(dtype, device)
         Q, K, Q0, K0 = self._initial_factors(init_scale, seed, dtype, device)
-        self.Q = nn.Parameter(Q[self.first:self.last].contiguous())
-        self.K = None if self.symmetric else nn.Parameter(K[self.first:self.last].contiguous())
+        held = torch.as_tensor(self.held)
+        self.Q = nn.Parameter(Q[held].contiguous())
+        self.K = None if self.symmetric else nn.Parameter(K[held].contiguous())
         self.Q0 = nn.Parameter(Q0) if self.coarse else None
         self.K0 = nn.Parameter(K0) if self.coarse and not self.symmetric else None
 
-    # The node ranges this module touches: its subdomains (input of the local
-    # term) and the cores it owns (rows of Phi, output).
     @property
-    def ext_range(self):
-        d = self.decomposition
-        if not d.contiguous:
-            return 0, d.n
-        return int(d.starts[self.first]), int(d.stops[self.last - 1])
+    def own_rows(self):
+        """The global nodes of this module's output rows (all n serially), sorted."""
+        return np.arange(self.n) if self.rows is None else self.rows.own
 
     @property
-    def own_range(self):
-        d = self.decomposition
-        if not d.contiguous:
-            return 0, d.n
-        return int(d.core_bounds[self.first]), int(d.core_bounds[self.last])
+    def whole(self):
+        """True when this module holds every subdomain on all n rows (the serial operator)."""
+        return self.rows is None and len(self.held) == self.decomposition.N
 
     def _set_buffers(self, dtype, device):
         d = self.decomposition
-        lo, hi = self.ext_range
-        index = d.padded_indices(self.first, self.last, offset=lo, pad=0)  # D^1/2 = 0 at padding
-        weight = np.sqrt(d.pou_weights()[self.first:self.last])[..., None]
+        index = d.padded_indices(pad=-1)[self.held]
+        valid = index >= 0
+        if self.rows is not None:
+            index[valid] = self.rows.positions(index[valid])
+        index[~valid] = 0  # padding reads and writes row 0 with weight D^1/2 = 0
+        weight = np.sqrt(d.pou_weights()[self.held])[..., None]
         self.register_buffer("index", torch.as_tensor(index, dtype=torch.long, device=device), persistent=False)
         self.register_buffer("weight", torch.as_tensor(weight, dtype=dtype, device=device), persistent=False)
         self._phi = None
@@ -292,8 +300,7 @@ class DDAttention(_Attention):
         """(Phi, Phi^T) on the owned rows as sparse tensors, built once per dtype and device."""
         key = (self.weight.dtype, self.weight.device)
         if self._phi is None or self._phi[0] != key:
-            a, b = self.own_range
-            own = self.decomposition.phi[a:b].tocoo()
+            own = self.decomposition.phi[self.own_rows].tocoo()
             self._phi = (key, sparse_pair(own.row, own.col, own.data, own.shape, *key))
         return self._phi[1]
 
@@ -353,7 +360,7 @@ class DDAttention(_Attention):
 
     def matvec(self, x, transpose=False):
         """M^-1 (or its transpose) applied to the columns of x, shape (n, B)."""
-        if (self.first, self.last) != (0, self.decomposition.N):
+        if not self.whole:
             raise RuntimeError("this module holds only some subdomains; use DistributedDDAttention")
         y = self.local_term(x, transpose)
         if self.coarse and self.decomposition.coarse_size:

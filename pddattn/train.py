@@ -45,6 +45,7 @@ from .models import MODELS, architecture, model_from_architecture, problem_of
 from .operators import INITS
 from .parallel.layout import ConfigurationError, SerialLayout, block_range
 from .problems import make_sampler
+from .problems.samplers import evaluate_rows
 from .spectrum import condition_loss, condition_number
 
 __all__ = ["TrainConfig", "TrainData", "train", "train_step", "make_optimizer", "lr_factor", "relative_errors"]
@@ -191,7 +192,7 @@ class TrainData:
 
     def __init__(self, cfg, model, layout, sampler):
         self.sampler = sampler
-        self.lo, self.hi = getattr(model, "own_range", (0, model.n))
+        self.rows = model.own_rows
         self.dtype, self.device = DTYPES[cfg.dtype], torch.device(cfg.device)
         self.batch, self.layout = cfg.batch, layout
         test_rows = block_range(cfg.test_size, layout.data_size, layout.replica)
@@ -200,7 +201,7 @@ class TrainData:
         self.test_size = cfg.test_size
 
     def _tensors(self, coef):
-        f, u = self.sampler.evaluate(coef, self.lo, self.hi)
+        f, u = evaluate_rows(self.sampler, coef, self.rows, self.layout.domain_comm)
         as_t = lambda a: torch.from_numpy(a).to(self.dtype).T.contiguous().to(self.device)  # noqa: E731
         return as_t(f), as_t(u)
 

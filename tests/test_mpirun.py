@@ -37,7 +37,8 @@ def mpirun(n, *args, timeout=120):
 @pytest.mark.parametrize("n,args,message", [
     (3, ["--n", "40", "--subdomains", "2"], "3 domain ranks but only N=2 subdomains"),
     (3, ["--data-parallel", "2"], "--data-parallel 2 does not divide the 3 ranks"),
-    (4, ["--n", "40", "--subdomains", "8", "--overlap", "12"], "rank 0 owns 10 nodes, fewer than the overlap"),
+    (3, ["--problem", "poisson2d", "--grid", "15x15", "--subdomains", "2x2"],
+     "3 domain ranks do not form a Px x Py process grid over 2x2 boxes"),
     (2, ["--model", "global"], "the global model runs data-parallel only"),
     (2, ["--rank", "0"], "--rank must be a positive integer"),
     (2, ["--symmetric", "--loss", "condition"], "--loss condition runs on one domain rank"),

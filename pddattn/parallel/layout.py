@@ -5,9 +5,9 @@ of P_domain = P / P_data ranks each. World rank w has domain rank
 w mod P_domain and replica w div P_domain, so the ranks of one replica are
 consecutive (a node-local domain group when ranks are packed by node).
 
-Rank p of a domain group owns the contiguous block of subdomains
-``block_range(N, P_domain, p)``, hence the contiguous node range of their
-cores: the same contiguous layout a PETSc Vec uses.
+Rank p of a domain group holds the subdomains ``subdomain_holdings(d,
+P_domain)[p]`` (contiguous blocks; boxes of boxes on a 2D process grid) and
+owns the nodes of their cores.
 
     mpirun -n 4 pddattn train --model dd --data-parallel 2   # 2 x 2 grid
 
@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-__all__ = ["block_range", "check_distribution", "Layout", "SerialLayout", "make_layout",
+__all__ = ["block_range", "process_grid", "subdomain_holdings", "check_distribution", "Layout", "SerialLayout", "make_layout",
            "launched_under_mpi", "CollectiveError", "ConfigurationError"]
 
 # Environment variables set by common MPI launchers (Open MPI, MPICH/Hydra, PMIx, MVAPICH).
@@ -49,12 +49,38 @@ def block_range(count, parts, p):
     return range(start, start + base + (1 if p < extra else 0))
 
 
+def process_grid(layout, P):
+    """(Px, Py) with Px Py = P, Px <= Nx, Py <= Ny, boxes as square as possible; None if none fits."""
+    Nx, Ny = layout
+    fits = [(Px, P // Px) for Px in range(1, P + 1) if P % Px == 0 and Px <= Nx and P // Px <= Ny]
+    if not fits:
+        return None
+    return min(fits, key=lambda g: (abs(np.log((Nx / g[0]) / (Ny / g[1]))), g[0]))
+
+
+def subdomain_holdings(decomposition, P):
+    """The subdomains each of P domain ranks holds, as index arrays.
+
+    Intervals and algebraic: balanced contiguous blocks of subdomains
+    (``block_range``). Boxes: a Px x Py process grid (``process_grid``),
+    rank p = py Px + px holding a box of boxes, as a DMDA distributes a grid.
+    """
+    d = decomposition
+    if d.spec.get("kind") != "boxes" or P == 1:
+        return [np.arange(b.start, b.stop) for b in (block_range(d.N, P, p) for p in range(P))]
+    Nx, Ny = d.layout
+    Px, Py = process_grid(d.layout, P)
+    return [(np.arange(block_range(Ny, Py, py).start, block_range(Ny, Py, py).stop)[:, None] * Nx
+             + np.arange(block_range(Nx, Px, px).start, block_range(Nx, Px, px).stop)[None, :]).ravel()
+            for py in range(Py) for px in range(Px)]
+
+
 def check_distribution(decomposition, size, data_parallel):
-    """Raise ConfigurationError unless N subdomains distribute over ``size`` ranks.
+    """Raise ConfigurationError unless the subdomains distribute over ``size`` ranks.
 
     Needs: data_parallel divides size; P_domain = size / data_parallel <= N;
-    every rank's owned node block at least delta nodes wide (the overlap
-    exchange only talks to direct neighbours).
+    for boxes, a P_domain = Px x Py process grid with Px <= Nx and Py <= Ny.
+    The ghost exchange itself has no further limit (any overlap, any layout).
     """
     if isinstance(data_parallel, bool) or not isinstance(data_parallel, (int, np.integer)) or data_parallel < 1:
         raise ConfigurationError(f"--data-parallel must be a positive integer, got {data_parallel!r}")
@@ -64,21 +90,15 @@ def check_distribution(decomposition, size, data_parallel):
     d = decomposition
     if d is None:
         return p_domain
-    if p_domain > 1 and not d.contiguous:
-        raise ConfigurationError(
-            f"{d.spec.get('kind')} decompositions do not yet run over several domain ranks (the overlap "
-            f"exchange is 1D); run serially or data-parallel (--data-parallel {size})")
     if p_domain > d.N:
         raise ConfigurationError(
             f"{p_domain} domain ranks but only N={d.N} subdomains; use at most {d.N} ranks per "
             f"replica (or more --subdomains, or --data-parallel)")
-    for p in range(p_domain if p_domain > 1 else 0):
-        block = block_range(d.N, p_domain, p)
-        width = int(d.core_bounds[block.stop] - d.core_bounds[block.start])
-        if p_domain > 1 and width < d.delta:
-            raise ConfigurationError(
-                f"rank {p} owns {width} nodes, fewer than the overlap delta={d.delta}: the overlap "
-                f"would reach past its neighbours; use fewer ranks or a smaller --overlap")
+    if d.spec.get("kind") == "boxes" and p_domain > 1 and process_grid(d.layout, p_domain) is None:
+        Nx, Ny = d.layout
+        raise ConfigurationError(
+            f"{p_domain} domain ranks do not form a Px x Py process grid over {Nx}x{Ny} boxes (Px <= {Nx}, "
+            f"Py <= {Ny}); use a rank count that factors so, or other --subdomains")
     return p_domain
 
 
@@ -93,8 +113,9 @@ class SerialLayout:
     def __init__(self, data_parallel=1):
         check_distribution(None, 1, data_parallel)
 
-    def subdomains(self, N):
-        return range(0, N)
+    def holdings(self, decomposition):
+        """This rank's subdomains (all of them, serially)."""
+        return np.arange(decomposition.N)
 
     def samples(self, batch):
         return range(0, batch)
@@ -135,15 +156,14 @@ class Layout(SerialLayout):
         self.domain_rank, self.replica = self.world_rank % self.domain_size, self.world_rank // self.domain_size
         self.is_root = self.world_rank == 0
         group = self.comm.Split(color=self.replica, key=self.domain_rank)
-        # A 1D non-periodic Cartesian topology: the overlap exchange's neighbours.
-        self.domain_comm = group.Create_cart([self.domain_size], periods=[False], reorder=False)
-        group.Free()
+        self.domain_comm = group  # the ghost exchange builds its own neighbourhood graph on it
         self.data_comm = self.comm.Split(color=self.domain_rank, key=self.replica)
         from .comm import CommStats
         self.stats = CommStats()  # gradient reductions; the operator counts its own traffic
 
-    def subdomains(self, N):
-        return block_range(N, self.domain_size, self.domain_rank)
+    def holdings(self, decomposition):
+        """The subdomains this rank holds (see ``subdomain_holdings``)."""
+        return subdomain_holdings(decomposition, self.domain_size)[self.domain_rank]
 
     def samples(self, batch):
         if batch % self.data_size:

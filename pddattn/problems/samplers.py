@@ -8,8 +8,13 @@
 Every sampler has ``coefficients(count, stream, index)`` (a function of the
 seed and the two indices alone, so a resumed or re-distributed run sees the
 same data) and ``evaluate(coef, lo, hi)`` returning (f, u) of shape
-(count, hi - lo). laplace1d keeps its spectral samplers (laplace1d.py), which
-make any node range without touching the others.
+(count, hi - lo). :func:`evaluate_rows` evaluates any set of rows, as a rank
+of a distributed run needs (the cores of its subdomains): white noise is a
+counter-based function of (seed, stream, index, sample, node) (:class:`Noise`),
+so a rank draws only its rows; probe data needs A's own rows and the noise at
+their neighbours; solve data on several ranks is a distributed MUMPS solve
+(parallel/direct.py). laplace1d keeps its spectral samplers (laplace1d.py),
+which make any node range without touching the others.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import scipy.fft
 from . import laplace1d
 from .spectra import mode_order
 
-__all__ = ["DATA_KINDS", "make_sampler", "SineSampler", "WhiteSampler", "backward_error"]
+__all__ = ["DATA_KINDS", "make_sampler", "evaluate_rows", "Noise", "SineSampler", "WhiteSampler", "backward_error"]
 
 DATA_KINDS = ("fourier", "probe", "solve")
 
@@ -59,8 +64,66 @@ class SineSampler:
         both = self._synthesise(np.concatenate([coef, coef / self._lambda]))  # one transform for f and u
         return both[: len(coef), lo:hi], both[len(coef):, lo:hi]
 
+    def evaluate_rows(self, coef, rows, comm=None):
+        """(f, u) at the given nodes: synthesised on their bounding box of the grid only."""
+        nx, ny = self.grid
+        i, j = rows % nx, rows // nx
+        (i0, i1), (j0, j1) = (i.min(), i.max() + 1), (j.min(), j.max() + 1)
+        if (i1 - i0) * (j1 - j0) == self.n:
+            both = self._synthesise(np.concatenate([coef, coef / self._lambda]))
+            return both[: len(coef), rows], both[len(coef):, rows]
+        # sin(k pi x) on the box's rows and columns only: O(count K box) work, no whole vector.
+        sx = np.sin(np.pi * np.outer(np.arange(i0 + 1, i1 + 1), self._waves[:, 0]) / (nx + 1))
+        sy = np.sin(np.pi * np.outer(np.arange(j0 + 1, j1 + 1), self._waves[:, 1]) / (ny + 1))
+        basis = sy[j - j0] * sx[i - i0]                                    # (m, K) modes at the rows
+        return coef @ basis.T, (coef / self._lambda) @ basis.T
+
     def sample(self, count, stream=0, index=0, lo=0, hi=None):
         return self.evaluate(self.coefficients(count, stream, index), lo, hi)
+
+
+class Noise:
+    """Standard normal samples (count, n) as a counter-based function of their indices.
+
+    Entry (s, v) depends only on (seed, stream, index, s, v), so any rank
+    draws any rows alone: ``at(rows)``. Slicing selects samples, as an array
+    would. Box-Muller on two splitmix64 hashes of the counter.
+    """
+
+    def __init__(self, seed, stream, index, count, n, samples=None):
+        self.key = _mix(np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) ^ _mix(np.uint64(stream) << np.uint64(32)
+                                                                               ^ np.uint64(index)))
+        self.n, self.samples = n, np.arange(count) if samples is None else samples
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, which):
+        out = Noise.__new__(Noise)
+        out.key, out.n, out.samples = self.key, self.n, self.samples[which]
+        return out
+
+    def at(self, rows):
+        """The (len(self), len(rows)) block of samples at global nodes ``rows``."""
+        c = (self.samples.astype(np.uint64)[:, None] << np.uint64(32)) | np.asarray(rows, dtype=np.uint64)[None, :]
+        with np.errstate(over="ignore"):
+            a = _mix(c ^ self.key)
+            b = _mix(a ^ np.uint64(0xD1B54A32D192ED03))
+        u1 = ((a >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0 ** 53       # in (0, 1)
+        u2 = (b >> np.uint64(11)).astype(np.float64) / 2.0 ** 53
+        return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+    def array(self):
+        return self.at(np.arange(self.n))
+
+
+def _mix(x):
+    """splitmix64's finaliser (wrapping uint64 arithmetic)."""
+    x = np.asarray(x, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 class WhiteSampler:
@@ -72,18 +135,51 @@ class WhiteSampler:
             problem.factor()  # once, reused by every batch
 
     def coefficients(self, count, stream=0, index=0):
-        return np.random.default_rng([self.seed, stream, index]).standard_normal((count, self.n))
+        return Noise(self.seed, stream, index, count, self.n)
 
     def evaluate(self, coef, lo=0, hi=None):
-        hi = self.n if hi is None else hi
+        return self.evaluate_rows(coef, np.arange(lo, self.n if hi is None else hi))
+
+    def evaluate_rows(self, coef, rows, comm=None):
+        """(f, u) at the given nodes; ``comm`` (the ranks that hold the other rows) for solve data."""
+        A = self.problem.A
         if self.kind == "probe":
-            u, f = coef, (self.problem.A @ coef.T).T
-        else:
-            f, u = coef, self.problem.solve(coef.T).T
-        return f[:, lo:hi], u[:, lo:hi]
+            local = A[rows]
+            cols = np.unique(local.indices)
+            u_cols = coef.at(cols)
+            f = (local[:, cols] @ u_cols.T).T
+            return f, coef.at(rows)
+        f = coef.at(rows)
+        if comm is not None and comm.Get_size() > 1:
+            return f, self._distributed(rows, comm).solve(f.T.copy()).T
+        if len(rows) == self.n:  # rows are sorted: all of them
+            return f, self.problem.solve(f.T).T
+        return f, self.problem.solve(coef.array().T).T[:, rows]  # a slice, serially (tests, PETSc rhs)
+
+    def _distributed(self, rows, comm):
+        key = (id(comm), len(rows), int(rows[0]) if len(rows) else -1)
+        if getattr(self, "_solver_key", None) != key:
+            from ..parallel.direct import DistributedSolver
+            self._solver, self._solver_key = DistributedSolver(self.problem.A, rows, comm), key
+        return self._solver
 
     def sample(self, count, stream=0, index=0, lo=0, hi=None):
         return self.evaluate(self.coefficients(count, stream, index), lo, hi)
+
+
+def evaluate_rows(sampler, coef, rows, comm=None):
+    """(f, u) of shape (count, len(rows)) at the sorted global nodes ``rows``.
+
+    ``comm``: the domain group whose ranks hold the other rows (solve data
+    needs it). Samplers that only make node ranges (laplace1d) get one.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if hasattr(sampler, "evaluate_rows"):
+        return sampler.evaluate_rows(coef, rows, comm)
+    lo, hi = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 0)
+    if hi - lo != len(rows):
+        raise ValueError("this sampler makes node ranges only")
+    return sampler.evaluate(coef, lo, hi)
 
 
 def make_sampler(kind, problem, modes=None, alpha=0.0, seed=0):

@@ -1,0 +1,157 @@
+"""The ghost exchange, computed from a decomposition's index sets alone.
+
+Rank p holds some subdomains. It *owns* the nodes of their cores and *reads*
+the nodes of the subdomains themselves; a read node it does not own is a
+ghost, owned by the rank whose subdomain has that node in its core. Every
+rank holds the decomposition, so each works out, with no setup traffic,
+
+- its own rows (sorted) and its ghosts (sorted by owner, then node): the
+  local vector x_ext = [x_own; x_ghost];
+- for every other rank q, the rows of x_own that q reads as ghosts.
+
+The ranks that share rows form a distributed-graph communicator (symmetric:
+sources = destinations = the neighbours), and one MPI_Neighbor_alltoallv
+moves all ghost rows:
+
+    forward   x_own (m_own, B) -> x_ext (m_ext, B)   ghosts copied in
+    reverse   y_ext (m_ext, B) -> y_own (m_own, B)   ghost rows sent home, added
+
+The two are adjoint, so one autograd Function serves both: the backward of
+one direction is the other. The same code serves intervals, boxes on a 2D
+process grid and algebraic decompositions.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from .comm import CommStats
+
+__all__ = ["GhostExchange", "halo_exchange", "reverse_exchange", "owners"]
+
+
+def owners(decomposition, holdings):
+    """owner[v]: the rank whose held subdomain has node v in its core."""
+    d = decomposition
+    owner = np.full(d.n, -1, dtype=np.int64)
+    for p, held in enumerate(holdings):
+        for i in held:
+            owner[d.cores[i]] = p
+    return owner
+
+
+class GhostExchange:
+    """One rank's exchange plan: own rows, ghosts, and the rows each neighbour reads.
+
+    Parameters
+    ----------
+    decomposition : Decomposition
+    holdings : list of int arrays
+        The subdomains held by each domain rank (``subdomain_holdings``).
+    rank : int
+        This rank's position in the domain group.
+    comm : mpi4py.MPI.Comm or None
+        The domain communicator (None: plan only, for the traffic model).
+    stats : CommStats, optional
+
+    Attributes
+    ----------
+    own : int array
+        This rank's own nodes, sorted (rows of x_own).
+    ghosts : int array
+        Its ghost nodes in x_ext order (after the own rows).
+    neighbours : list of int
+        Ranks it exchanges with, sorted.
+    send_rows : int array
+        Rows of x_own sent, grouped by neighbour (``send_counts``).
+    recv_counts : list of int
+        Ghosts received from each neighbour.
+    """
+
+    def __init__(self, decomposition, holdings, rank, comm=None, stats=None):
+        d = decomposition
+        owner = owners(d, holdings)
+        self.own = np.flatnonzero(owner == rank)
+        reader = np.concatenate([np.full(len(d.subdomains[i]), p) for p, held in enumerate(holdings) for i in held])
+        node = np.concatenate([d.subdomains[i] for held in holdings for i in held])
+        pairs = np.unique(np.stack([reader, node]), axis=1)          # (reader, node), each read once
+        reader, node = pairs
+        mine = (reader == rank) & (owner[node] != rank)
+        ghosts = node[mine]
+        self.ghosts = ghosts[np.lexsort((ghosts, owner[ghosts]))]     # by owner, then node
+        sent = (owner[node] == rank) & (reader != rank)
+        to, rows = reader[sent], node[sent]                          # sorted by reader, then node
+        self.neighbours = sorted(set(to.tolist()) | set(owner[self.ghosts].tolist()))
+        self.send_counts = [int((to == q).sum()) for q in self.neighbours]
+        self.recv_counts = [int((owner[self.ghosts] == q).sum()) for q in self.neighbours]
+        self.send_rows = np.searchsorted(self.own, rows)
+        self.m_own, self.m_ext = len(self.own), len(self.own) + len(self.ghosts)
+        self.stats = stats or CommStats()
+        self.comm = None
+        if comm is not None and comm.Get_size() > 1:
+            self.comm = comm.Create_dist_graph_adjacent(self.neighbours, self.neighbours, reorder=False)
+
+    def positions(self, nodes):
+        """Rows of x_ext holding the given global nodes (each must be own or ghost)."""
+        local = np.concatenate([self.own, self.ghosts])
+        order = np.argsort(local)
+        where = order[np.searchsorted(local, nodes, sorter=order)]
+        if not np.array_equal(local[where], nodes):
+            raise ValueError("a node is neither owned nor a ghost of this rank")
+        return where
+
+    def _alltoallv(self, send, send_counts, recv_counts, batch):
+        scounts = [c * batch for c in send_counts]
+        rcounts = [c * batch for c in recv_counts]
+        recv = np.empty(sum(rcounts), dtype=send.dtype)
+        t0 = time.perf_counter()
+        if self.comm is not None:
+            self.comm.Neighbor_alltoallv([send.reshape(-1), (scounts, np.cumsum([0] + scounts[:-1]))],
+                                         [recv, (rcounts, np.cumsum([0] + rcounts[:-1]))])
+        self.stats.add("halo", send.nbytes, sum(1 for c in scounts if c), time.perf_counter() - t0)
+        return recv.reshape(-1, batch)
+
+    def forward(self, x):
+        """x_own (m_own, B) -> x_ext (m_ext, B): ghost rows copied in from their owners."""
+        xs = x.detach().cpu().numpy()
+        send = np.ascontiguousarray(xs[self.send_rows])
+        ghosts = self._alltoallv(send, self.send_counts, self.recv_counts, xs.shape[1])
+        return torch.cat([x, torch.from_numpy(ghosts).to(x.device)])
+
+    def reverse(self, y):
+        """y_ext (m_ext, B) -> y_own (m_own, B): ghost rows sent to their owners and added."""
+        ys = y.detach().cpu().numpy()
+        send = np.ascontiguousarray(ys[self.m_own:])
+        back = self._alltoallv(send, self.recv_counts, self.send_counts, ys.shape[1])
+        index = torch.as_tensor(self.send_rows, device=y.device)
+        return y[: self.m_own].index_add(0, index, torch.from_numpy(back).to(y.device))
+
+    def traffic(self, batch, itemsize=8):
+        """(bytes, messages) this rank sends in one forward exchange of ``batch`` columns."""
+        return sum(self.send_counts) * batch * itemsize, sum(1 for c in self.send_counts if c)
+
+
+class _Exchange(torch.autograd.Function):
+    """The ghost exchange in either direction; its backward is the other direction."""
+
+    @staticmethod
+    def forward(ctx, x, plan, reverse):
+        ctx.plan, ctx.reverse = plan, reverse
+        return plan.reverse(x) if reverse else plan.forward(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        g = grad.contiguous()
+        return (ctx.plan.forward(g) if ctx.reverse else ctx.plan.reverse(g)), None, None
+
+
+def halo_exchange(x, plan):
+    """Differentiable x_own -> x_ext (backward: the reverse exchange, summing)."""
+    return _Exchange.apply(x, plan, False)
+
+
+def reverse_exchange(y, plan):
+    """Differentiable y_ext -> y_own with ghost contributions summed (backward: halo exchange)."""
+    return _Exchange.apply(y, plan, True)
