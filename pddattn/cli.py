@@ -116,6 +116,8 @@ def build_parser():
     s.add_argument("--coefficient", help="const, smooth:C, jump:C, lognormal:S (default: the model's, else const)")
     s.add_argument("--coefficient-seed", type=int, default=0, help="seed of a random coefficient (default 0)")
     s.add_argument("--matrix", help="a PETSc binary Mat or scipy .npz file (problem 'matrix')")
+    s.add_argument("--dmda", action="store_true",
+                   help="assemble a 2D problem on a PETSc DMDA (process boxes); DDAttentionPC takes its grid")
     s.add_argument("--rhs", default="fourier",
                    help="fourier (constant coefficients; else solve), probe, solve, or a .npy / PETSc binary Vec file")
     s.add_argument("--modes", type=int, default=None, help="Fourier modes of the rhs (default n)")

@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 import torch
 
-__all__ = ["laplacian_apply", "operator_apply", "lanczos", "condition_loss", "condition_number"]
+__all__ = ["laplacian_apply", "operator_apply", "lanczos", "condition_loss", "condition_number", "fit_probe"]
 
 LANCZOS_STEPS = 40  # enough for the extremes of M A to a few per cent (tests check against dense)
 EXTREMES = 4        # Ritz vectors per end of the spectrum in the loss
@@ -119,3 +119,36 @@ def condition_number(model, steps=2 * LANCZOS_STEPS, seed=12345):
     """Estimated kappa(M A) = largest / smallest Ritz value (a lower bound that tightens with steps)."""
     theta, _ = lanczos(model, steps, seed)
     return float(theta[-1] / theta[0])
+
+
+PROBE_SAMPLES = 4
+
+
+def fit_probe(model, A, layout=None):
+    """Mean over 4 fixed vectors x of ||x - M^-1 A x|| / ||x||: how well M^-1 fits A.
+
+    Stored in checkpoints at training and compared by DDAttentionPC with the
+    operator it is given: a model of another matrix gives another value. The
+    vectors are counter-based noise (a function of the node only), so the
+    probe is the same serially and on any layout. ``A`` is a scipy matrix
+    (its own rows are used) or a function from own rows of x (node-major)
+    to own rows of A x.
+    """
+    from .problems.samplers import Noise
+    rows = model.own_rows
+    noise = Noise(0x5EED, 7, 0, PROBE_SAMPLES, model.n)
+    x = noise.at(rows).T
+    if callable(A):
+        ax = A(x)
+    else:
+        local = A[rows]
+        cols = np.unique(local.indices)
+        ax = local[:, cols] @ noise.at(cols).T
+    p = next(model.parameters())
+    with torch.no_grad():
+        y = model.matvec(torch.from_numpy(np.ascontiguousarray(ax)).to(dtype=p.dtype, device=p.device))
+    y = y.double().cpu().numpy()
+    num, den = ((x - y) ** 2).sum(0), (x ** 2).sum(0)
+    if layout is not None and layout.domain_size > 1:
+        num, den = layout.domain_sum(num), layout.domain_sum(den)
+    return float(np.mean(np.sqrt(num / den)))

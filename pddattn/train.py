@@ -46,7 +46,7 @@ from .operators import INITS
 from .parallel.layout import ConfigurationError, SerialLayout, block_range
 from .problems import make_sampler
 from .problems.samplers import evaluate_rows
-from .spectrum import condition_loss, condition_number
+from .spectrum import condition_loss, condition_number, fit_probe
 
 __all__ = ["TrainConfig", "TrainData", "train", "train_step", "make_optimizer", "lr_factor", "relative_errors"]
 
@@ -307,9 +307,11 @@ def train(cfg, out=None, resume=False, layout=None, problem=None):
     losses, error, kappa, step = [], float("nan"), float("nan"), start
     best = None  # (kappa, step, parameters) of the best evaluated model: condition loss only
 
+    probe = None
+
     def save():
         if ckpt_path is not None:
-            progress = {"step": step, "elapsed": elapsed, "test_error": error}
+            progress = {"step": step, "elapsed": elapsed, "test_error": error, "probe": probe}
             checkpoint.save(ckpt_path, model, optimizer, progress, cfg.to_dict(), layout)
 
     try:
@@ -345,9 +347,10 @@ def train(cfg, out=None, resume=False, layout=None, problem=None):
     if best is not None and best[0] < kappa:
         _load_parameters(model, best[2])
         error, kappa = evaluate(model, data, layout), best[0]
+    probe = fit_probe(model, problem.A, layout)  # DDAttentionPC checks a model against its operator with it
     save()
     summary = {"model": cfg.model, "parameters": params, "steps": step, "time": elapsed, "test_error": error,
-               "history": log.rows, "data": cfg.data_kind(problem)}
+               "history": log.rows, "data": cfg.data_kind(problem), "probe": probe}
     if cfg.loss == "condition":
         summary["condition"], summary["best_step"] = kappa, best[1]
     model.train_data = data  # the test set, for reference errors (capacity, Schwarz start)

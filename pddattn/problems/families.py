@@ -239,8 +239,27 @@ def make_problem(family="laplace1d", grid=(1023,), coefficient="const", seed=0, 
     return Problem(family, grid, coefficient, int(seed), A)
 
 
+def spec_label(spec):
+    """A short one-line name of a problem spec (what `pddattn solve` names its PETSc Mat)."""
+    grid = "x".join(map(str, spec["grid"]))
+    label = f"{spec['family']} {grid} {spec['coefficient']} seed={spec['seed']}"
+    return label + (f" sha256={spec['checksum'][:16]}" if spec.get("checksum") else "")
+
+
+def operator_problem(A, grid=None):
+    """A matrix handed over in memory (a PETSc PC's operator) as a Problem, identified by its values."""
+    A = sp.csr_matrix(A)
+    digest = hashlib.sha256()
+    for part in (A.indptr, A.indices, A.data):
+        digest.update(np.ascontiguousarray(part).tobytes())
+    grid = tuple(grid) if grid else (A.shape[0],)
+    return Problem("operator", grid, "const", 0, A, None, digest.hexdigest())
+
+
 def problem_from_spec(spec):
     """Rebuild a Problem from ``Problem.spec()``; a matrix file must match its checksum."""
+    if spec["family"] == "operator":
+        raise ValueError("the model was built from an operator handed to a PETSc PC (no file to rebuild it from)")
     problem = make_problem(spec["family"], tuple(spec["grid"]), spec["coefficient"], spec["seed"],
                            spec.get("matrix"))
     if spec.get("checksum") and problem.checksum != spec["checksum"]:

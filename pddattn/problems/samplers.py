@@ -91,8 +91,9 @@ class Noise:
     """
 
     def __init__(self, seed, stream, index, count, n, samples=None):
-        self.key = _mix(np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) ^ _mix(np.uint64(stream) << np.uint64(32)
-                                                                               ^ np.uint64(index)))
+        with np.errstate(over="ignore"):
+            self.key = _mix(np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+                            ^ _mix(np.uint64(stream) << np.uint64(32) ^ np.uint64(index)))
         self.n, self.samples = n, np.arange(count) if samples is None else samples
 
     def __len__(self):

@@ -1,0 +1,307 @@
+"""DDAttentionPC: DD attention as a PETSc preconditioner, built from the operator PETSc hands it.
+
+    -pc_type python -pc_python_type pddattn.petsc.DDAttentionPC
+
+Two ways, chosen by options (under the PC's prefix):
+
+- ``-pddattn_model PATH``: a trained checkpoint. setUp checks that it fits
+  the operator: its size, the problem spec when the matrix carries one (its
+  name, as ``pddattn solve`` sets it), and a probe ||x - M^-1 A x|| / ||x||
+  against the value stored at training. A model of another matrix is refused
+  on every rank.
+- no model: DD attention is built from pc.getOperators() on pc.comm. The
+  subdomains are ``-pddattn_subdomains`` (``4x4``: boxes of the DMDA grid;
+  ``16``: algebraic row blocks of A), by default one per rank (the DMDA's
+  process grid when the PC has a DMDA), as PCASM. ``-pddattn_overlap``
+  (default 1), ``-pddattn_coarse`` (harmonic, q1, hat, none; default
+  harmonic), ``-pddattn_rank`` (default full: classical two-level additive
+  Schwarz), ``-pddattn_train_steps K`` (condition-loss training on this
+  operator during setUp, replicated on every rank, then distributed).
+
+setUp runs again when PETSc calls it with changed operator values (the
+Mat's object state) and reuses everything otherwise. ``apply`` runs the
+distributed operator in float64; a PETSc Scatter made in setUp moves the
+Vec's entries to the model's rows (the cores of a rank's subdomains, in the
+grid's natural ordering) and back.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..problems.families import spec_label
+from .matrices import gather_operator
+
+__all__ = ["DDAttentionPC", "rank_deficiency", "OPTIONS", "PROBE_TOLERANCE"]
+
+# (name, default, help) of every option, as -help prints them.
+OPTIONS = [
+    ("pddattn_model", "", "a trained pddattn checkpoint (none: build from the operator)"),
+    ("pddattn_subdomains", "", "4x4 (boxes of the DMDA grid) or 16 (algebraic); default one per rank"),
+    ("pddattn_overlap", 1, "overlap delta in layers of the grid / graph of A"),
+    ("pddattn_coarse", "harmonic", "coarse space: harmonic (GDSW-type), q1, hat or none"),
+    ("pddattn_rank", 0, "local rank r (0: full, classical two-level additive Schwarz)"),
+    ("pddattn_train_steps", 0, "condition-loss training steps on this operator during setUp"),
+    ("pddattn_levels", 2, "levels of the hierarchy (only 2 is implemented)"),
+]
+PROBE_TOLERANCE = 1e-3  # relative difference of the fit probe that marks another operator
+
+
+def _petsc():
+    from petsc4py import PETSc
+    return PETSc
+
+
+class DDAttentionPC:
+    """petsc4py Python-PC context applying y = M^-1 x of DD attention."""
+
+    def __init__(self):
+        self.model = self.key = self.info = None
+        self._scatter = self._xm = self._ym = None
+
+    # ----------------------------------------------------------------- options
+    def _options(self, pc):
+        from ..parallel.layout import ConfigurationError
+        PETSc = _petsc()
+        prefix = pc.getOptionsPrefix() or ""
+        o = PETSc.Options(prefix)
+        values = {"prefix": prefix, "model": o.getString("pddattn_model", ""),
+                  "subdomains": o.getString("pddattn_subdomains", ""), "coarse": o.getString("pddattn_coarse", "harmonic")}
+        for name in ("overlap", "rank", "train_steps", "levels"):
+            default = next(d for n, d, _ in OPTIONS if n == f"pddattn_{name}")
+            try:
+                values[name] = o.getInt(f"pddattn_{name}", default)
+            except PETSc.Error:
+                raise ConfigurationError(f"-{prefix}pddattn_{name} must be an integer") from None
+        if values["levels"] != 2:
+            raise ConfigurationError(f"-{prefix}pddattn_levels {values['levels']}: only 2 levels are implemented")
+        return values
+
+    def setFromOptions(self, pc):
+        PETSc = _petsc()
+        if PETSc.Options().hasName("help"):
+            prefix = pc.getOptionsPrefix() or ""
+            lines = ["DD attention preconditioner (pddattn.petsc.DDAttentionPC) options:"]
+            lines += [f"  -{prefix}{name} <{default}>: {text}" for name, default, text in OPTIONS]
+            PETSc.Sys.Print("\n".join(lines), comm=pc.comm)
+
+    # ------------------------------------------------------------------ set-up
+    def setUp(self, pc):
+        from ..parallel.layout import Layout
+        PETSc = _petsc()
+        _, P = pc.getOperators()
+        key = (int(P.handle), P.stateGet(), P.getSize()[0])
+        if self.model is not None and key == self.key:
+            return  # same operator, same values: reuse
+        opts = self._options(pc)
+        A, petsc_of_natural, grid = gather_operator(P, pc.getDM())
+        layout = Layout(comm=pc.comm.tompi4py())
+        if opts["model"]:
+            model, info = self._from_model(opts, P, A, petsc_of_natural, layout)
+        else:
+            model, info = self._from_operator(opts, A, grid, pc, layout)
+        self.model, self.key, self.info = model.eval(), key, info
+        self._setup_scatter(P, petsc_of_natural[model.own_rows])
+        if opts["model"]:
+            self._check_fit(opts, P)
+        deficiency = rank_deficiency(model)
+        if deficiency:
+            PETSc.Sys.Print(f"DDAttentionPC: {deficiency}", comm=pc.comm)
+
+    def _from_model(self, opts, P, A, petsc_of_natural, layout):
+        from ..checkpoint import CheckpointError, architecture_of, read_collective, restore
+        from ..models import model_from_architecture
+        from ..problems import problem_from_spec
+        path = opts["model"]
+        payload = read_collective(path, layout)  # rank 0 reads; every rank gets it or the same error
+        arch = architecture_of(payload)
+        if arch["model"] != "dd":
+            raise CheckpointError(f"{path} holds a {arch['model']} model; DDAttentionPC needs a DD-attention model")
+        if arch["n"] != A.shape[0]:
+            raise CheckpointError(f"{path} is a model for n={arch['n']}, but the operator has n={A.shape[0]}")
+        carried = P.getName() or ""
+        if carried.startswith("pddattn ") and carried[len("pddattn "):] != spec_label(arch["problem"]):
+            raise CheckpointError(f"{path} is a model of {spec_label(arch['problem'])}, but the operator is "
+                                  f"{carried[len('pddattn '):]}")
+        try:
+            problem = problem_from_spec(arch["problem"])
+        except ValueError:  # e.g. the training matrix file is not here: the probe decides
+            problem = _operator_problem(A, None)
+        model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64)
+        restore(payload, model)
+        self._stored_probe = payload.get("progress", {}).get("probe")
+        if self._stored_probe is None:  # a checkpoint from before the probe was stored
+            from ..spectrum import fit_probe
+            self._stored_probe = fit_probe(model, problem.A, layout)
+        return model, {"source": f"model {path}", "arch": arch}
+
+    def _from_operator(self, opts, A, grid, pc, layout):
+        from ..decomposition import parse_subdomains
+        from ..models import model_from_architecture
+        from ..parallel.layout import ConfigurationError
+        problem = _operator_problem(A, grid)
+        text = opts["subdomains"] or _default_subdomains(pc, grid, layout.world_size)
+        try:
+            layout_N = parse_subdomains(text)
+        except ValueError as exc:
+            raise ConfigurationError(f"-{opts['prefix']}{str(exc).replace('--subdomains', 'pddattn_subdomains')}") \
+                from None
+        kind = "boxes" if len(layout_N) == 2 and grid is not None and len(grid) == 2 else "algebraic"
+        if kind == "boxes" and problem.dim != 2:
+            raise ConfigurationError(f"-{opts['prefix']}pddattn_subdomains {text} needs a 2D DMDA on the PC")
+        N = list(layout_N) if kind == "boxes" else int(np.prod(layout_N))
+        spec = {"kind": kind, "N": N, "delta": opts["overlap"], "pou": "count", "coarse": opts["coarse"]}
+        try:
+            from ..decomposition import decomposition_from_spec
+            d = decomposition_from_spec(spec, problem)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        r = opts["rank"] or d.max_size
+        arch = {"model": "dd", "n": problem.n, "problem": problem.spec(), "decomposition": d.to_dict(), "rank": r,
+                "coarse_rank": d.coarse_size, "symmetric": True, "coarse": d.coarse_size > 0}
+        model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64, init="schwarz")
+        info = {"source": "built from the operator", "arch": arch, "grid": grid}
+        if opts["train_steps"]:
+            info["training"] = _train_on_operator(model, problem, spec, r, opts["train_steps"])
+        return model, info
+
+    def _setup_scatter(self, P, petsc_rows):
+        """Vec layout <-> model layout (the model's own rows, as PETSc indices); none when they agree."""
+        PETSc = _petsc()
+        rstart, rend = P.getOwnershipRange()
+        comm = P.getComm()
+        same = np.array_equal(petsc_rows, np.arange(rstart, rend))
+        differs = comm.tompi4py().allreduce(int(not same))
+        self._scatter = None
+        if differs:
+            x = P.createVecRight()
+            m = len(petsc_rows)
+            self._xm = PETSc.Vec().createMPI((m, P.getSize()[0]), comm=comm)
+            self._ym = self._xm.duplicate()
+            index = PETSc.IS().createGeneral(petsc_rows.astype(PETSc.IntType), comm=comm)
+            self._scatter = PETSc.Scatter().create(x, index, self._xm, None)
+
+    def _check_fit(self, opts, P):
+        """Refuse (on every rank alike) a model whose probe on this operator differs from training."""
+        from ..checkpoint import CheckpointError
+        from ..spectrum import fit_probe
+        now = fit_probe(self.model, lambda x: self._operator_apply(P, x), getattr(self.model, "layout", None))
+        stored = self._stored_probe
+        if abs(now - stored) > PROBE_TOLERANCE * max(stored, 1e-12) + 1e-10:
+            raise CheckpointError(
+                f"{opts['model']} does not fit this operator: ||x - M^-1 A x|| / ||x|| is {now:.3e} here but was "
+                f"{stored:.3e} on the matrix it was trained for ({_describe(self.info['arch']['problem'])}); "
+                f"it is a model of another matrix")
+
+    # ------------------------------------------------------------------- apply
+    def _vec_to_model(self, x):
+        PETSc = _petsc()
+        if self._scatter is None:
+            return x.getArray(readonly=True).copy()
+        self._scatter.scatter(x, self._xm, addv=PETSc.InsertMode.INSERT, mode=PETSc.ScatterMode.FORWARD)
+        return self._xm.getArray(readonly=True).copy()
+
+    def _model_to_vec(self, values, y):
+        PETSc = _petsc()
+        if self._scatter is None:
+            y.setArray(values)
+            return
+        self._ym.setArray(values)
+        self._scatter.scatter(self._ym, y, addv=PETSc.InsertMode.INSERT, mode=PETSc.ScatterMode.REVERSE)
+
+    def _operator_apply(self, P, x_model):
+        """Own rows of A x for own rows x (node-major, model layout), through the PETSc operator."""
+        x, y = P.createVecs()
+        out = []
+        for column in x_model.T:
+            self._model_to_vec(np.ascontiguousarray(column), x)
+            P.mult(x, y)
+            out.append(self._vec_to_model(y))
+        return np.stack(out, axis=1)
+
+    def _apply(self, x, y, transpose):
+        with torch.no_grad():
+            values = torch.from_numpy(self._vec_to_model(x).reshape(-1, 1))
+            result = self.model.matvec(values, transpose=transpose).numpy().reshape(-1)
+        self._model_to_vec(result, y)
+
+    def apply(self, pc, x, y):
+        self._apply(x, y, transpose=False)
+
+    def applyTranspose(self, pc, x, y):
+        self._apply(x, y, transpose=True)
+
+    def view(self, pc, viewer):
+        if self.model is None:
+            viewer.printfASCII("  DD attention: not set up\n")
+            return
+        a, m = self.info["arch"], self.model
+        d = m.decomposition
+        lines = [f"DD attention preconditioner, {self.info['source']}",
+                 f"operator: {_describe(a['problem'])}, n={m.n}",
+                 f"{d.spec['kind']} N={d.spec['N']} ({d.N} subdomains), overlap delta={d.delta}, pou={d.pou}, "
+                 f"ranks holding them: {m.layout.domain_size if hasattr(m, 'layout') else 1}",
+                 f"local rank r={m.r} (largest subdomain {d.max_size}{': full, two-level additive Schwarz' if m.r >= d.max_size else ''}), "
+                 f"coarse {d.coarse} n_0={d.coarse_size} rank r0={m.r0}",
+                 f"{'symmetric (SPSD)' if m.symmetric else 'non-symmetric'}, {m.num_parameters():,} parameters",
+                 f"layout: {'PETSc Scatter to the model rows' if self._scatter else 'Vec layout = model layout'}"]
+        if "training" in self.info:
+            t = self.info["training"]
+            lines.append(f"trained in setUp: {t['steps']} condition-loss steps, kappa estimate {t['start']:.3g} -> "
+                         f"{t['end']:.3g}")
+        for line in lines:
+            viewer.printfASCII(f"  {line}\n")
+
+
+# ---------------------------------------------------------------------- helpers
+def _operator_problem(A, grid):
+    """The operator as a Problem (family 'operator': no file, identified by its values)."""
+    from ..problems import operator_problem
+    return operator_problem(A, grid)
+
+
+def _default_subdomains(pc, grid, size):
+    """One subdomain per rank, as PCASM: the DMDA's process grid when there is one."""
+    dm = pc.getDM()
+    if grid is not None and len(grid) == 2:
+        Px, Py = (int(v) for v in dm.getProcSizes())
+        return f"{Px}x{Py}"
+    return str(size)
+
+
+def _describe(spec):
+    if spec.get("family") == "operator":
+        return f"the operator given to the PC (grid {'x'.join(map(str, spec['grid']))})"
+    return spec_label(spec)
+
+
+def _train_on_operator(model, problem, spec, r, steps):
+    """Condition-loss training on the operator, serially on every rank alike, copied into ``model``."""
+    from ..spectrum import condition_number
+    from ..train import TrainConfig, train
+    cfg = TrainConfig(model="dd", decomposition=spec["kind"], subdomains="x".join(map(str, spec["N"]))
+                      if isinstance(spec["N"], list) else spec["N"], overlap=spec["delta"], coarse_space=spec["coarse"],
+                      rank=r, symmetric=True, init="schwarz", loss="condition", data="probe", steps=steps,
+                      eval_every=max(steps // 5, 1), test_size=4, batch=4, dtype="float64", lr=0.01, warmup=0,
+                      checkpoint_every=10**9)
+    serial, summary = train(cfg, out=None, problem=problem)
+    start = summary["history"][0]["condition"]
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(model.from_global(name, dict(serial.named_parameters())[name].detach()))
+    return {"steps": steps, "start": start, "end": summary["condition"]}
+
+
+def rank_deficiency(model):
+    """A one-line notice when M^-1 is singular (rank < n), with what to do; '' when it is not."""
+    d = model.decomposition
+    local = int(np.minimum(model.r, d.sizes).sum())
+    coarse = min(model.r0, d.coarse_size) if model.coarse else 0
+    rank_bound = local + coarse
+    if model.r >= d.max_size and rank_bound >= d.n:
+        return ""
+    return (f"the model is rank-deficient: local rank {model.r} < subdomain size {d.max_size}, so M^-1 has rank "
+            f"at most {min(rank_bound, d.n):,} < n = {d.n:,} and is singular. A Krylov method can then report "
+            f"convergence on the preconditioned residual while the true residual stays large. Use full local ranks "
+            f"(train with --rank {d.max_size} --init schwarz) or compose with a smoother: -pc_type composite "
+            f"-pc_composite_type multiplicative -pc_composite_pcs python,sor")

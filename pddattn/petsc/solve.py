@@ -1,0 +1,226 @@
+"""`pddattn solve`: assemble A (a built-in family, a matrix file, or a DMDA), solve, check the true residual.
+
+    mpirun -n 2 pddattn solve --problem diffusion2d --grid 127x127 --coefficient jump:1e4 --dmda \\
+        -ksp_type cg -ksp_norm_type unpreconditioned -pc_type python \\
+        -pc_python_type pddattn.petsc.DDAttentionPC -pddattn_subdomains 4x4
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..problems.families import spec_label
+from .matrices import petsc_matrix
+
+__all__ = ["solve_main"]
+
+_TRUE_RESIDUAL_SLACK = 1.01  # KSP's recursive residual and the true one differ in the last digits
+
+
+def _petsc():
+    from petsc4py import PETSc
+    return PETSc
+
+
+def _check_input_file(path, what, comm):
+    """One collective verdict on a file: every rank raises the same one-line error or none does."""
+    from ..parallel.layout import CollectiveError
+    import os
+    problem = None
+    if comm.getRank() == 0 and not os.path.isfile(path):
+        problem = f"{what} {path} does not exist (or is not a file)"
+    problem = comm.tompi4py().bcast(problem, root=0)
+    if problem:
+        raise CollectiveError(problem)
+
+
+def _right_hand_side(args, A, problem, natural):
+    """b (and the exact solution when known) on A's row layout; refuses missing files and NaN.
+
+    ``natural``: the grid (natural) index of every PETSc row (the identity without a DMDA).
+    """
+    from ..parallel.layout import CollectiveError
+    from ..problems import make_sampler
+    PETSc = _petsc()
+    comm, n = A.getComm(), problem.n
+    b, exact = A.createVecLeft(), None
+    rstart, rend = A.getOwnershipRange()
+    if args.rhs in ("fourier", "probe", "solve"):
+        kind = args.rhs if args.rhs != "fourier" or problem.constant else "solve"
+        try:
+            sampler = make_sampler(kind, problem, args.modes if kind == "fourier" else None, seed=args.seed)
+        except ValueError as exc:
+            raise CollectiveError(str(exc)) from None
+        from ..problems.samplers import evaluate_rows
+        rows = natural[rstart:rend]
+        order = np.argsort(rows)
+        f, u = (np.empty((1, len(rows))) for _ in range(2))
+        f[:, order], u[:, order] = evaluate_rows(sampler, sampler.coefficients(1), rows[order])
+        b.setArray(f[0])
+        exact = b.duplicate()
+        exact.setArray(u[0])
+    elif args.rhs.endswith(".npy"):
+        _check_input_file(args.rhs, "right-hand side file", comm)
+        values = comm.tompi4py().bcast(_load_npy(args.rhs) if comm.getRank() == 0 else None, root=0)
+        if isinstance(values, str):
+            raise CollectiveError(values)
+        if values.shape != (n,):
+            raise CollectiveError(f"{args.rhs} holds an array of shape {values.shape}, expected ({n},)")
+        b.setArray(values[natural[rstart:rend]])
+    else:
+        _check_input_file(args.rhs, "right-hand side file", comm)
+        try:
+            b.load(PETSc.Viewer().createBinary(args.rhs, "r", comm=comm))
+        except PETSc.Error:
+            raise CollectiveError(f"{args.rhs} is not a PETSc binary Vec file (nor .npy)") from None
+        if b.getSize() != n:
+            raise CollectiveError(f"{args.rhs} holds a Vec of size {b.getSize()}, expected {n}")
+    finite = comm.tompi4py().allreduce(int(np.isfinite(b.getArray(readonly=True)).all()), op=_mpi_min())
+    if not finite:
+        raise CollectiveError(f"the right-hand side {args.rhs} holds NaN or infinite entries")
+    return b, exact
+
+
+def _mpi_min():
+    from mpi4py import MPI
+    return MPI.MIN
+
+
+def _load_npy(path):
+    """The 1D float64 array in a .npy file, or an error message (rank 0 reads, all get the result)."""
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        return f"cannot read {path} as a .npy array: {str(exc).splitlines()[0]}"
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.number):
+        return f"{path} holds a {values.ndim}D {values.dtype} array, expected a 1D array of numbers"
+    return values.astype(np.float64)
+
+
+def _norm_name(value):
+    names = {getattr(_petsc().KSP.NormType, k): k.lower() for k in ("NONE", "PRECONDITIONED", "UNPRECONDITIONED",
+                                                                    "NATURAL")}
+    return names.get(value, str(value))
+
+
+def _solve_problem(args, layout):
+    """The problem to solve: the model's own (from -pddattn_model) or the command line's."""
+    PETSc = _petsc()
+    from ..models import problem_of
+    from ..parallel.layout import CollectiveError
+    model_path = next((PETSc.Options(p).getString("pddattn_model", "") for p in ("", "sub_0_", "sub_1_")
+                       if PETSc.Options(p).hasName("pddattn_model")), None)
+    given = any(v is not None for v in (args.n, args.grid, args.problem, args.coefficient, args.matrix))
+    try:
+        if model_path and not given:
+            from ..checkpoint import architecture_of, read_collective
+            from ..problems import problem_from_spec
+            return problem_from_spec(architecture_of(read_collective(model_path, layout))["problem"])
+        if args.matrix:
+            _check_input_file(args.matrix, "matrix file", PETSc.COMM_WORLD)
+        return problem_of({"problem": args.problem or "laplace1d", "n": args.n or 1023, "grid": args.grid,
+                           "coefficient": args.coefficient or "const", "coefficient_seed": args.coefficient_seed,
+                           "matrix": args.matrix})
+    except ValueError as exc:
+        raise CollectiveError(str(exc)) from None
+
+
+def _assemble(problem, comm, dmda):
+    """(A as a PETSc Mat, the DMDA or None, natural index of every PETSc row).
+
+    Without a DMDA, rows are in the problem's own order, split as PETSc does.
+    With one (2D), the DMDA distributes the grid in process boxes and A is
+    assembled in its ordering.
+    """
+    from ..parallel.layout import CollectiveError
+    PETSc = _petsc()
+    if not dmda:
+        return petsc_matrix(problem.A, comm), None, np.arange(problem.n)
+    if problem.dim != 2:
+        raise CollectiveError(f"--dmda needs a 2D grid (e.g. --grid 127x127), the problem has grid {problem.grid}")
+    nx, ny = problem.grid
+    dm = PETSc.DMDA().create(dim=2, sizes=(nx, ny), dof=1, stencil_width=1,
+                             stencil_type=PETSc.DMDA.StencilType.STAR, comm=comm)
+    dm.setUp()
+    natural = np.asarray(dm.getAO().petsc2app(np.arange(problem.n, dtype=PETSc.IntType)), dtype=np.int64)
+    petsc_of = np.empty_like(natural)
+    petsc_of[natural] = np.arange(problem.n)
+    rstart, rend = _ownership(dm)
+    rows = problem.A[natural[rstart:rend]].tocoo()
+    local = sp.csr_matrix((rows.data, (rows.row, petsc_of[rows.col])), shape=(rend - rstart, problem.n))
+    local.sort_indices()
+    csr = (local.indptr.astype(PETSc.IntType), local.indices.astype(PETSc.IntType), local.data)
+    A = PETSc.Mat().createAIJ(((rend - rstart, problem.n), (rend - rstart, problem.n)), csr=csr, comm=comm)
+    A.assemble()
+    return A, dm, natural
+
+
+def _ownership(dm):
+    """(rstart, rend) of this rank's rows of a DMDA global vector."""
+    v = dm.createGlobalVec()
+    r = v.getOwnershipRange()
+    v.destroy()
+    return r
+
+
+def solve_main(args, layout):
+    """`pddattn solve`: assemble A, take b, solve with a KSP from the options; check the true residual.
+
+    KSP's own test may use the preconditioned residual (left-preconditioned
+    GMRES, CG's default norm), which a singular M^-1 can drive to zero while
+    ||b - A x|| stays large. Success is therefore judged here on the true
+    relative residual against KSP's tolerance; a miss is an error (exit 2).
+    """
+    import petsc4py
+    petsc4py.init(sys.argv[:1] + args.petsc_options)
+    PETSc = _petsc()
+    PETSc.Options().insertString(" ".join(args.petsc_options))  # in case PETSc was initialised earlier
+    from ..parallel.layout import CollectiveError
+    problem = _solve_problem(args, layout)
+    comm = PETSc.COMM_WORLD
+    A, dm, natural = _assemble(problem, comm, args.dmda)
+    A.setName("pddattn " + spec_label(problem.spec()))  # lets DDAttentionPC check a model's problem
+    b, exact = _right_hand_side(args, A, problem, natural)
+    x = b.duplicate()
+    ksp = PETSc.KSP().create(comm)
+    if dm is not None:  # the PC sees the grid (DDAttentionPC's boxes); the operator stays ours
+        ksp.setDM(dm)
+        ksp.setDMActive(False)
+    ksp.setOperators(A)
+    ksp.setTolerances(rtol=1e-8)
+    ksp.setFromOptions()
+    t0 = time.perf_counter()
+    ksp.setUp()
+    setup = time.perf_counter() - t0
+    ksp.solve(b, x)
+    solve = time.perf_counter() - t0 - setup
+    r = b.duplicate()
+    A.mult(x, r)
+    r.aypx(-1.0, b)
+    rtol, atol, _, _ = ksp.getTolerances()
+    true_rel = r.norm() / b.norm()
+    tol = max(rtol, atol / b.norm())
+    reason = ksp.getConvergedReason()
+    met = true_rel <= _TRUE_RESIDUAL_SLACK * tol
+    spec = problem.spec()
+    lines = [f"problem {spec['family']} grid {'x'.join(map(str, problem.grid))} coefficient {spec['coefficient']}: "
+             f"n={problem.n}, ranks={comm.getSize()}, KSP {ksp.getType()}, PC {ksp.getPC().getType()}, "
+             f"norm {_norm_name(ksp.getNormType())}",
+             f"KSP converged reason {reason}: {ksp.getIterationNumber()} iterations",
+             f"true relative residual ||b - A x|| / ||b|| = {true_rel:.3e} (tolerance {tol:.1e}: "
+             f"{'met' if met else 'MISSED'})",
+             f"time: setup {setup:.3f} s, solve {solve:.3f} s"]
+    if exact is not None:
+        exact.axpy(-1.0, x)
+        lines.append(f"relative error against the exact solution: {exact.norm() / x.norm():.3e}")
+    PETSc.Sys.Print("\n".join(lines))
+    if reason < 0:
+        raise CollectiveError(f"KSP did not converge (reason {reason}); true relative residual {true_rel:.3e}")
+    if not met:
+        raise CollectiveError(
+            f"KSP reported convergence (reason {reason}) but the true relative residual {true_rel:.3e} misses the "
+            f"tolerance {tol:.1e}: its test used the preconditioned residual. Use -ksp_norm_type unpreconditioned "
+            f"(CG) or -ksp_pc_side right (GMRES), or a nonsingular preconditioner")
