@@ -221,6 +221,7 @@ def boxes(grid, layout, delta, pou="count", coarse="q1", A=None):
             ix, iy = np.arange(x1 - x0, dtype=np.float64), np.arange(y1 - y0, dtype=np.float64)
             dx = np.minimum(ix + 1 if x0 > 0 else np.inf, (x1 - x0) - ix if x1 < nx else np.inf)
             dy = np.minimum(iy + 1 if y0 > 0 else np.inf, (y1 - y0) - iy if y1 < ny else np.inf)
+            dx, dy = np.broadcast_to(dx, ix.shape), np.broadcast_to(dy, iy.shape)  # a box with no interior edge
             ramps.append(_ramp(np.minimum(dy[:, None], dx[None, :]).ravel(), delta))
     spec = {"kind": "boxes", "N": [Nx, Ny], "delta": delta, "pou": pou, "coarse": coarse}
     d = Decomposition(nx * ny, cores, subs, pou, ramps, spec=spec, grid=(nx, ny), layout=(Nx, Ny),

@@ -235,3 +235,52 @@ def test_bad_right_hand_sides_are_one_line_on_every_rank(tmp_path, make_rhs, mes
     errors = [line for line in p.stderr.splitlines() if line.startswith("pddattn: error:")]
     assert p.returncode != 0 and len(errors) == 1 and message in errors[0], p.stderr
     assert "Traceback" not in p.stderr and "PETSC ERROR" not in p.stderr, p.stderr
+
+
+# ------------------------------------------------- a user's program, DDAttentionPC from the operator
+EXAMPLE = ["examples/diffusion2d_dmda.py", "-ksp_type", "cg", "-pc_type", "python", "-pc_python_type",
+           "pddattn.petsc.DDAttentionPC", "-pddattn_subdomains", "4x4", "-pddattn_overlap", "2",
+           "-ksp_norm_type", "unpreconditioned"]
+
+
+def _true_residual(text):
+    return float(re.search(r"true relative residual[^0-9]*([0-9.]+e[+-][0-9]+)", text).group(1))
+
+
+def test_the_users_dmda_program_reaches_ddattention_through_options_alone():
+    """The issue's done-when command: variable coefficients (1e4 channels), 4 ranks, true residual < 1e-6."""
+    p, _ = mpirun(4, *EXAMPLE, "-m", "47", "-ksp_view", timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "reason 2" in p.stdout and _true_residual(p.stdout) < 1e-6, p.stdout
+    assert "built from the operator" in p.stdout and "boxes N=[4, 4]" in p.stdout, p.stdout
+
+
+def test_help_lists_the_preconditioners_options():
+    p, _ = mpirun(1, *EXAMPLE, "-m", "15", "-help", timeout=120)
+    assert p.returncode == 0, p.stderr
+    for option in ("-pddattn_model", "-pddattn_subdomains", "-pddattn_overlap", "-pddattn_coarse", "-pddattn_rank",
+                   "-pddattn_train_steps", "-pddattn_levels"):
+        assert option in p.stdout, p.stdout[-3000:]
+
+
+def test_solve_on_a_dmda_with_the_pc_from_the_operator():
+    p, _ = mpirun(2, *SOLVE, "--problem", "diffusion2d", "--grid", "31x31", "--coefficient", "lognormal:1", "--dmda",
+                  "-pc_type", "python", "-pc_python_type", "pddattn.petsc.DDAttentionPC", "-pddattn_subdomains",
+                  "2x2", timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "met" in p.stdout and _true_residual(p.stdout) < 1e-7, p.stdout
+
+
+def test_solve_refuses_a_model_of_another_problem(tmp_path):
+    out = tmp_path / "m"
+    t = subprocess.run([sys.executable, "-m", "pddattn", "train", "--problem", "diffusion2d", "--grid", "15x15",
+                        "--coefficient", "lognormal:1", "--subdomains", "3x3", "--rank", "4", "--steps", "2",
+                        "--batch", "4", "--test-size", "4", "--out", str(out)], capture_output=True, text=True,
+                       env=env(), cwd=ROOT, timeout=300)
+    assert t.returncode == 0, t.stderr
+    p, _ = mpirun(2, *SOLVE, "--problem", "diffusion2d", "--grid", "15x15", "--coefficient", "jump:1e4",
+                  "-pc_type", "python", "-pc_python_type", "pddattn.petsc.DDAttentionPC", "-pddattn_model",
+                  str(out / "checkpoint.pt"), timeout=300)
+    assert p.returncode != 0
+    errors = [line for line in p.stderr.splitlines() if line.startswith("pddattn: error:")]
+    assert len(errors) == 1 and "is a model of diffusion2d 15x15 lognormal:1" in errors[0], p.stderr

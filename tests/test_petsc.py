@@ -113,8 +113,8 @@ def test_view_describes_the_model():
     pc.view(viewer)
     viewer.destroy()
     text = Path(log).read_text() if world().Get_rank() == 0 else ""
-    expected = ["DD attention preconditioner", "n=40, intervals N=4 subdomains, delta=1", "symmetric (SPSD)", "r=2",
-                "problem laplace1d grid 40"]
+    expected = ["DD attention preconditioner, model", "intervals N=4 (4 subdomains), overlap delta=1",
+                "symmetric (SPSD)", "local rank r=2", "operator: laplace1d 40 const seed=0, n=40"]
     assert everyone(world().Get_rank() != 0 or all(e in text for e in expected)), text
 
 
@@ -173,18 +173,26 @@ def _error_on_every_rank(make_pc, match):
     assert everyone(match in raised), raised
 
 
-def test_missing_model_option_is_a_clear_error_everywhere():
+@pytest.mark.parametrize("option,value,match", [
+    ("pddattn_levels", "3", "only 2 levels are implemented"),
+    ("pddattn_coarse", "cubic", "unknown coarse space"),
+    ("pddattn_subdomains", "4x", "pddattn_subdomains must look like 32 or 4x4"),
+    ("pddattn_subdomains", "3x3", "needs a 2D DMDA on the PC"),
+])
+def test_bad_options_are_a_clear_error_everywhere(option, value, match):
     from pddattn.petsc import DDAttentionPC, laplacian_matrix
     A = laplacian_matrix(20)
+    prefix = f"bad{option[8:11]}{value.replace('x', '')}_"
+    PETSc.Options(prefix)[option] = value
 
     def make():
         pc = PETSc.PC().create(comm=PETSc.COMM_WORLD)
-        pc.setOptionsPrefix("missing_")
+        pc.setOptionsPrefix(prefix)
         pc.setOperators(A)
         pc.setType("python")
         pc.setPythonContext(DDAttentionPC())
         return pc
-    _error_on_every_rank(make, "needs the option -missing_pddattn_model PATH")
+    _error_on_every_rank(make, match)
 
 
 def test_model_for_another_n_is_a_clear_error_everywhere():

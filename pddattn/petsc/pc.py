@@ -146,9 +146,10 @@ class DDAttentionPC:
         except ValueError as exc:
             raise ConfigurationError(f"-{opts['prefix']}{str(exc).replace('--subdomains', 'pddattn_subdomains')}") \
                 from None
-        kind = "boxes" if len(layout_N) == 2 and grid is not None and len(grid) == 2 else "algebraic"
+        kind = "boxes" if len(layout_N) == 2 else "algebraic"
         if kind == "boxes" and problem.dim != 2:
-            raise ConfigurationError(f"-{opts['prefix']}pddattn_subdomains {text} needs a 2D DMDA on the PC")
+            raise ConfigurationError(f"-{opts['prefix']}pddattn_subdomains {text} needs a 2D DMDA on the PC (the "
+                                     f"grid of the boxes); without one give a number of algebraic subdomains")
         N = list(layout_N) if kind == "boxes" else int(np.prod(layout_N))
         spec = {"kind": kind, "N": N, "delta": opts["overlap"], "pou": "count", "coarse": opts["coarse"]}
         try:

@@ -1,0 +1,148 @@
+"""DDAttentionPC built from the operator PETSc hands it, on 1 to 4 ranks.
+
+    mpirun -n 4 python -m pytest --with-mpi -m mpi tests/test_petsc_operator.py
+
+Without a model the PC must be two-level additive Schwarz of *that* operator
+(checked against a dense construction written here, independently), on a
+DMDA (boxes of its grid, PETSc's box ordering) and on a bare matrix
+(algebraic blocks); it must rebuild when the values change, and a trained
+model of another matrix must be refused on every rank.
+"""
+import numpy as np
+import pytest
+import torch
+
+import reference as ref
+from pddattn.problems import make_problem
+
+PETSc = pytest.importorskip("petsc4py.PETSc")
+pytestmark = pytest.mark.mpi(min_size=1)
+
+from test_petsc import _error_on_every_rank, saved_model, world, worst  # noqa: E402
+
+GRID = (19, 17)
+PROBLEM = make_problem("diffusion2d", GRID, "jump:1e4", seed=1)
+
+
+def on_dmda(problem):
+    """(A assembled in a DMDA's ordering, the DMDA, natural index of every PETSc row)."""
+    from pddattn.petsc.solve import _assemble
+    return _assemble(problem, PETSc.COMM_WORLD, dmda=True)
+
+
+def plain(problem):
+    from pddattn.petsc import petsc_matrix
+    return petsc_matrix(problem.A, PETSc.COMM_WORLD), None, np.arange(problem.n)
+
+
+def make_pc(A, dm, prefix, **options):
+    from pddattn.petsc import DDAttentionPC
+    for key, value in options.items():
+        PETSc.Options(prefix)[f"pddattn_{key}"] = value
+    pc = PETSc.PC().create(comm=PETSc.COMM_WORLD)
+    pc.setOptionsPrefix(prefix)
+    if dm is not None:
+        pc.setDM(dm)
+    pc.setOperators(A)
+    pc.setType("python")
+    pc.setPythonContext(DDAttentionPC())
+    pc.setFromOptions()
+    return pc
+
+
+def apply_natural(pc, A, natural, values):
+    """M^-1 values (natural ordering in and out), gathered on every rank."""
+    x, y = A.createVecs()
+    lo, hi = x.getOwnershipRange()
+    x.setArray(values[natural[lo:hi]])
+    pc.apply(x, y)
+    out = np.zeros(len(values))
+    out[natural[lo:hi]] = y.getArray()
+    return world().allreduce(out)
+
+
+def dense_schwarz(d, problem):
+    weights = [w[: len(s)] for w, s in zip(d.pou_weights(), d.subdomains)]
+    return ref.two_level_schwarz(problem.A.toarray(), d.subdomains, weights, d.coarse_basis_dense())
+
+
+@pytest.mark.parametrize("where,options,build", [
+    ("dmda", {"subdomains": "3x2", "overlap": 2, "coarse": "q1"},
+     lambda p: __import__("pddattn").decomposition.boxes(GRID, (3, 2), 2, "count", "q1", p.A)),
+    ("dmda", {"subdomains": "4x3", "overlap": 1, "coarse": "harmonic"},
+     lambda p: __import__("pddattn").decomposition.boxes(GRID, (4, 3), 1, "count", "harmonic", p.A)),
+    ("plain", {"subdomains": "5", "overlap": 2},
+     lambda p: __import__("pddattn").decomposition.algebraic(p.A, 5, 2, "count", "harmonic")),
+])
+def test_built_from_the_operator_is_two_level_additive_schwarz(where, options, build):
+    A, dm, natural = (on_dmda if where == "dmda" else plain)(PROBLEM)
+    pc = make_pc(A, dm, f"s{len(options)}{where}_", **options)
+    pc.setUp()
+    M = dense_schwarz(build(PROBLEM), PROBLEM)
+    x = np.random.default_rng(3).standard_normal(PROBLEM.n)
+    y = apply_natural(pc, A, natural, x)
+    assert worst(np.abs(y - M @ x).max() / np.abs(M @ x).max()) <= 1e-10
+
+
+def test_default_subdomains_follow_the_dmda_process_grid():
+    A, dm, _ = on_dmda(PROBLEM)
+    pc = make_pc(A, dm, "def_")
+    pc.setUp()
+    d = pc.getPythonContext().model.decomposition
+    assert d.spec["kind"] == "boxes" and tuple(d.spec["N"]) == tuple(dm.getProcSizes())
+
+
+def test_rebuilds_when_the_values_change_and_reuses_otherwise():
+    A, dm, natural = plain(PROBLEM)
+    pc = make_pc(A, dm, "re_", subdomains="4", overlap=1)
+    pc.setUp()
+    context = pc.getPythonContext()
+    first = context.model
+    x = np.random.default_rng(4).standard_normal(PROBLEM.n)
+    y1 = apply_natural(pc, A, natural, x)
+    pc.setUp()
+    assert context.model is first  # unchanged operator: nothing rebuilt
+    A.scale(2.0)  # new values: M^-1 of 2A is half of M^-1 of A (full-rank Schwarz is linear in A^-1)
+    pc.setOperators(A)
+    pc.setUp()
+    assert context.model is not first
+    y2 = apply_natural(pc, A, natural, x)
+    assert worst(np.abs(2 * y2 - y1).max() / np.abs(y1).max()) <= 1e-10
+
+
+def test_training_in_setup_does_not_raise_kappa():
+    from pddattn.petsc import petsc_matrix
+    p = make_problem("diffusion2d", (15, 15), "lognormal:1", seed=2)
+    A = petsc_matrix(p.A, PETSc.COMM_WORLD)
+    pc = make_pc(A, None, "tr_", subdomains="4", overlap=1, rank=6, train_steps=20)
+    pc.setUp()
+    t = pc.getPythonContext().info["training"]
+    assert t["end"] <= t["start"]
+
+
+def test_a_model_of_another_matrix_is_refused_on_every_rank():
+    """The same grid and size, another coefficient; the matrix carries no name, so the probe decides."""
+    from pddattn.petsc import petsc_matrix
+    path = saved_model(problem="diffusion2d", grid="15x15", coefficient="lognormal:1", subdomains="3x3", overlap=1,
+                       rank=4, symmetric=True, init="schwarz", steps=3, data="probe")
+    other = make_problem("diffusion2d", (15, 15), "jump:1e4")
+    A = petsc_matrix(other.A, PETSc.COMM_WORLD)
+    _error_on_every_rank(lambda: make_pc(A, None, "other_", model=path),
+                         "does not fit this operator")
+
+
+def test_a_model_of_this_matrix_is_accepted_and_applied():
+    from pddattn.checkpoint import load_model
+    from pddattn.petsc import petsc_matrix
+    path = saved_model(problem="diffusion2d", grid="15x15", coefficient="lognormal:1", subdomains="3x3", overlap=1,
+                       rank=4, symmetric=True, init="schwarz", steps=3, data="probe")
+    p = make_problem("diffusion2d", (15, 15), "lognormal:1")
+    A = petsc_matrix(p.A, PETSc.COMM_WORLD)
+    pc = make_pc(A, None, "same_", model=path)
+    pc.setUp()
+    serial, _ = load_model(path)
+    x = np.random.default_rng(5).standard_normal(p.n)
+    with torch.no_grad():
+        expected = serial.matvec(torch.from_numpy(x).reshape(-1, 1)).numpy().ravel()
+    y = apply_natural(pc, A, np.arange(p.n), x)
+    assert worst(np.abs(y - expected).max() / np.abs(expected).max()) <= 1e-12
