@@ -284,3 +284,32 @@ def test_solve_refuses_a_model_of_another_problem(tmp_path):
     assert p.returncode != 0
     errors = [line for line in p.stderr.splitlines() if line.startswith("pddattn: error:")]
     assert len(errors) == 1 and "is a model of diffusion2d 15x15 lognormal:1" in errors[0], p.stderr
+
+
+def _petsc_c_toolchain():
+    """Why a C PETSc program cannot be built here, or '' when it can."""
+    if shutil.which("mpicc") is None or shutil.which("pkg-config") is None:
+        return "mpicc or pkg-config missing"
+    if subprocess.run(["pkg-config", "--exists", "PETSc"]).returncode != 0:
+        return "PETSc's headers are not installed (apt-get install libpetsc-real3.18-dev)"
+    return ""
+
+
+@pytest.mark.skipif(bool(_petsc_c_toolchain()), reason=_petsc_c_toolchain() or "ok")
+def test_a_c_program_reaches_ddattention_through_pcpython(tmp_path):
+    """PCPYTHON from C: -python EXE starts an embedded interpreter that imports pddattn."""
+    exe = tmp_path / "laplace2d"
+    b = subprocess.run(["mpicc", "-O2", "-o", str(exe), str(ROOT / "examples/c/laplace2d.c"),
+                        *subprocess.run(["pkg-config", "--cflags", "--libs", "PETSc"], capture_output=True,
+                                        text=True).stdout.split()], capture_output=True, text=True)
+    assert b.returncode == 0, b.stderr
+    site = subprocess.run([sys.executable, "-c", "import torch, os; print(os.path.dirname(os.path.dirname("
+                                                 "torch.__file__)))"], capture_output=True, text=True).stdout.strip()
+    e = env()
+    e["PYTHONPATH"] = f"{ROOT}:{site}"
+    cmd = [MPIRUN, "--oversubscribe", "-n", "2", str(exe), "-python", sys.executable, "-m", "24", "-ksp_type", "cg",
+           "-ksp_norm_type", "unpreconditioned", "-pc_type", "python", "-pc_python_type",
+           "pddattn.petsc.DDAttentionPC", "-pddattn_subdomains", "6"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stdout + p.stderr[-3000:]
+    assert "reason 2" in p.stdout and _true_residual(p.stdout) < 1e-7, p.stdout
