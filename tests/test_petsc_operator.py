@@ -26,8 +26,8 @@ PROBLEM = make_problem("diffusion2d", GRID, "jump:1e4", seed=1)
 
 def on_dmda(problem):
     """(A assembled in a DMDA's ordering, the DMDA, natural index of every PETSc row)."""
-    from pddattn.petsc.solve import _assemble
-    return _assemble(problem, PETSc.COMM_WORLD, dmda=True)
+    from pddattn.petsc.solve import assemble_problem
+    return assemble_problem(problem, PETSc.COMM_WORLD, dmda=True)
 
 
 def plain(problem):

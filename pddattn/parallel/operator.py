@@ -22,7 +22,6 @@ indices; a contiguous range for intervals and algebraic decompositions).
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..operators import DDAttention

@@ -278,7 +278,6 @@ def _describe(spec):
 
 def _train_on_operator(model, problem, spec, r, steps):
     """Condition-loss training on the operator, serially on every rank alike, copied into ``model``."""
-    from ..spectrum import condition_number
     from ..train import TrainConfig, train
     cfg = TrainConfig(model="dd", decomposition=spec["kind"], subdomains="x".join(map(str, spec["N"]))
                       if isinstance(spec["N"], list) else spec["N"], overlap=spec["delta"], coarse_space=spec["coarse"],

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from ..problems.families import spec_label
 from .matrices import petsc_matrix
 
-__all__ = ["solve_main"]
+__all__ = ["solve_main", "assemble_problem"]
 
 _TRUE_RESIDUAL_SLACK = 1.01  # KSP's recursive residual and the true one differ in the last digits
 
@@ -128,7 +128,7 @@ def _solve_problem(args, layout):
         raise CollectiveError(str(exc)) from None
 
 
-def _assemble(problem, comm, dmda):
+def assemble_problem(problem, comm, dmda):
     """(A as a PETSc Mat, the DMDA or None, natural index of every PETSc row).
 
     Without a DMDA, rows are in the problem's own order, split as PETSc does.
@@ -181,7 +181,7 @@ def solve_main(args, layout):
     from ..parallel.layout import CollectiveError
     problem = _solve_problem(args, layout)
     comm = PETSc.COMM_WORLD
-    A, dm, natural = _assemble(problem, comm, args.dmda)
+    A, dm, natural = assemble_problem(problem, comm, args.dmda)
     A.setName("pddattn " + spec_label(problem.spec()))  # lets DDAttentionPC check a model's problem
     b, exact = _right_hand_side(args, A, problem, natural)
     x = b.duplicate()
