@@ -57,7 +57,7 @@ def worker(args):
     """One mpirun: every problem and preconditioner at one grid; rank 0 prints JSON lines."""
     import numpy as np
     from petsc4py import PETSc
-    from pddattn.petsc.solve import assemble_problem
+    from pddattn.petsc.solve import assemble_problem, timed_solve
     from pddattn.problems import make_problem
     from pddattn.problems.samplers import Noise
     comm = PETSc.COMM_WORLD
@@ -89,19 +89,11 @@ def worker(args):
             ksp.setFromOptions()
             if pc_name == "asm":
                 _asm_boxes(ksp.getPC(), problem, B, petsc_of, comm)
-            x = b.duplicate()
             comm.barrier()
-            t0 = time.perf_counter()
-            ksp.setUp()
-            setup = time.perf_counter() - t0
-            ksp.solve(b, x)
-            solve = time.perf_counter() - t0 - setup
-            r = b.duplicate()
-            A.mult(x, r)
-            r.aypx(-1.0, b)
+            _, setup, solve, true_rel = timed_solve(ksp, A, b)
             row = {"problem": family if coefficient == "const" else f"{family} {coefficient}", "grid": side,
                    "ranks": comm.getSize(), "pc": pc_name, "iterations": ksp.getIterationNumber(),
-                   "reason": ksp.getConvergedReason(), "true_residual": r.norm() / b.norm(),
+                   "reason": ksp.getConvergedReason(), "true_residual": true_rel,
                    "setup_s": comm.tompi4py().allreduce(setup, op=_max()),
                    "solve_s": comm.tompi4py().allreduce(solve, op=_max()), "boxes": f"{B}x{B}"}
             if pc_name.startswith("dd"):

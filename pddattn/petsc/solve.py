@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from ..problems.families import spec_label
 from .matrices import petsc_matrix
 
-__all__ = ["solve_main", "assemble_problem"]
+__all__ = ["solve_main", "assemble_problem", "timed_solve"]
 
 _TRUE_RESIDUAL_SLACK = 1.01  # KSP's recursive residual and the true one differ in the last digits
 
@@ -166,6 +166,20 @@ def _ownership(dm):
     return r
 
 
+def timed_solve(ksp, A, b):
+    """(x, setup seconds, solve seconds, true relative residual ||b - A x|| / ||b||) of one KSP solve."""
+    x = b.duplicate()
+    t0 = time.perf_counter()
+    ksp.setUp()
+    setup = time.perf_counter() - t0
+    ksp.solve(b, x)
+    solve = time.perf_counter() - t0 - setup
+    r = b.duplicate()
+    A.mult(x, r)
+    r.aypx(-1.0, b)
+    return x, setup, solve, r.norm() / b.norm()
+
+
 def solve_main(args, layout):
     """`pddattn solve`: assemble A, take b, solve with a KSP from the options; check the true residual.
 
@@ -184,7 +198,6 @@ def solve_main(args, layout):
     A, dm, natural = assemble_problem(problem, comm, args.dmda)
     A.setName("pddattn " + spec_label(problem.spec()))  # lets DDAttentionPC check a model's problem
     b, exact = _right_hand_side(args, A, problem, natural)
-    x = b.duplicate()
     ksp = PETSc.KSP().create(comm)
     if dm is not None:  # the PC sees the grid (DDAttentionPC's boxes); the operator stays ours
         ksp.setDM(dm)
@@ -192,16 +205,8 @@ def solve_main(args, layout):
     ksp.setOperators(A)
     ksp.setTolerances(rtol=1e-8)
     ksp.setFromOptions()
-    t0 = time.perf_counter()
-    ksp.setUp()
-    setup = time.perf_counter() - t0
-    ksp.solve(b, x)
-    solve = time.perf_counter() - t0 - setup
-    r = b.duplicate()
-    A.mult(x, r)
-    r.aypx(-1.0, b)
+    x, setup, solve, true_rel = timed_solve(ksp, A, b)
     rtol, atol, _, _ = ksp.getTolerances()
-    true_rel = r.norm() / b.norm()
     tol = max(rtol, atol / b.norm())
     reason = ksp.getConvergedReason()
     met = true_rel <= _TRUE_RESIDUAL_SLACK * tol
