@@ -44,10 +44,10 @@ def time_steps(model, f, u, repeats, layout=None):
 
 
 def step_time_comparison(n=4095, N=64, delta=2, r=8, batch=64, repeats=50, dtype="float32", device="cpu",
-                         rounds=5):
-    """Time DD(n, N, delta, r) and the global model with the nearest parameter count."""
+                         rounds=5, levels=2):
+    """Time DD(n, N, delta, r, levels) and the global model with the nearest parameter count."""
     dt, dev = DTYPES[dtype], torch.device(device)
-    dd = DDAttention(intervals(n, N, delta), r, dtype=dt, device=dev)
+    dd = DDAttention(intervals(n, N, delta), r, dtype=dt, device=dev, levels=levels)
     r_global = max(1, round(dd.num_parameters() / (2 * n)))
     glob = GlobalAttention(n, r_global, dtype=dt, device=dev)
     sampler = FourierSampler(n, n, seed=0)
@@ -59,7 +59,7 @@ def step_time_comparison(n=4095, N=64, delta=2, r=8, batch=64, repeats=50, dtype
     for _ in range(rounds):
         for name, model in (("dd", dd), ("global", glob)):
             times[name].append(time_steps(model, f, u, repeats))
-    result = {"n": n, "N": N, "delta": delta, "r": r, "batch": batch, "dtype": dtype, "device": str(dev),
+    result = {"n": n, "N": N, "delta": delta, "r": r, "levels": levels, "batch": batch, "dtype": dtype, "device": str(dev),
               "threads": torch.get_num_threads(), "data_seconds_per_batch": data_seconds, "models": {}}
     for name, model in (("dd", dd), ("global", glob)):
         step = statistics.median(times[name])
@@ -75,7 +75,8 @@ def format_step_times(result):
              f"{result['dtype']}, {result['device']}, {result['threads']} threads",
              "| model | rank | parameters | ms / step | samples / s |", "|---|---|---|---|---|"]
     for name, m in result["models"].items():
-        label = f"dd (N={result['N']}, delta={result['delta']})" if name == "dd" else "global"
+        label = (f"dd (N={result['N']}, delta={result['delta']}, levels={result.get('levels', 2)})"
+                 if name == "dd" else "global")
         lines.append(f"| {label} | {m['rank']} | {m['parameters']:,} | {1e3 * m['step_seconds']:.2f} | "
                      f"{m['samples_per_second']:,.0f} |")
     lines.append(f"\nDD / global step time: {result['ratio_dd_over_global']:.2f} "

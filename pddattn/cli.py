@@ -60,7 +60,10 @@ def _add_model_options(p, model=True):
                    help="coarse space (default: hat for intervals, q1 for boxes, harmonic for algebraic)")
     g.add_argument("--overlap", type=int, help=f"delta, overlap in nodes (default {_DEFAULTS.overlap})")
     g.add_argument("--rank", type=int, help=f"rank of each block (default {_DEFAULTS.rank})")
-    g.add_argument("--coarse-rank", type=_positive_or_none, help="coarse rank r0 (default: full, N - 1)")
+    g.add_argument("--coarse-rank", type=_positive_or_none, help="coarse rank r0 (default: full, N - 1; "
+                                                                 "the top level's with --levels)")
+    g.add_argument("--levels", type=int, help="2: dense coarse block (default); L > 2: multilevel DD attention")
+    g.add_argument("--top-size", type=int, help="target size of the dense top level with --levels > 2 (default 64)")
     g.add_argument("--pou", choices=("count", "smooth"), help="partition of unity (default count)")
     g.add_argument("--symmetric", action="store_true", default=None, help="tie K = Q (SPSD operator)")
     g.add_argument("--one-level", dest="coarse", action="store_false", default=None, help="drop the coarse term")
@@ -127,6 +130,7 @@ def build_parser():
     b.add_argument("--subdomains", type=int, default=64)
     b.add_argument("--overlap", type=int, default=2)
     b.add_argument("--rank", type=int, default=8)
+    b.add_argument("--levels", type=int, default=2, help="levels of the DD model (default 2)")
     b.add_argument("--batch", type=int, default=64)
     b.add_argument("--repeats", type=int, default=50)
     b.add_argument("--dtype", choices=("float32", "float64"), default="float32")
@@ -188,7 +192,7 @@ def _cmd_solve(args, layout):
 def _cmd_bench(args, layout):
     from .bench import step_time_comparison, format_step_times
     result = step_time_comparison(args.n, args.subdomains, args.overlap, args.rank, args.batch,
-                                  args.repeats, args.dtype, args.device)
+                                  args.repeats, args.dtype, args.device, levels=args.levels)
     print(format_step_times(result))
     if args.json:
         import json

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from .decomposition import decomposition_from_spec, parse_subdomains
+from .hierarchy import TOP_SIZE
 from .operators import DDAttention, GlobalAttention
 from .parallel.layout import ConfigurationError, SerialLayout, check_distribution
 from .problems import make_problem, parse_grid, problem_from_spec
@@ -56,9 +57,15 @@ def architecture(cfg, problem=None):
         return {"model": "global", "n": problem.n, "problem": problem.spec(), "rank": cfg["rank"],
                 "symmetric": cfg["symmetric"]}
     d = decomposition_from_spec(decomposition_spec(cfg, problem), problem)
-    return {"model": "dd", "n": problem.n, "problem": problem.spec(), "decomposition": d.to_dict(),
+    arch = {"model": "dd", "n": problem.n, "problem": problem.spec(), "decomposition": d.to_dict(),
             "rank": cfg["rank"], "coarse_rank": d.coarse_size if cfg.get("coarse_rank") is None else cfg["coarse_rank"],
             "symmetric": cfg["symmetric"], "coarse": d.coarse_size > 0}
+    if cfg.get("levels", 2) > 2:  # the coarse rank is then the top level's (default: full)
+        from .hierarchy import coarse_levels
+        top = coarse_levels(d, problem.A, cfg["levels"], cfg.get("top_size", TOP_SIZE))[-1].decomposition
+        arch.update(levels=cfg["levels"], top_size=cfg.get("top_size", TOP_SIZE),
+                    coarse_rank=top.coarse_size if cfg.get("coarse_rank") is None else cfg["coarse_rank"])
+    return arch
 
 
 def upgrade_architecture(arch):
@@ -101,7 +108,8 @@ def model_from_architecture(arch, layout=None, *, problem=None, dtype=None, devi
     check_distribution(d, layout.world_size, layout.data_size)
     kwargs = dict(r=arch["rank"], r0=arch.get("coarse_rank") if d.coarse_size else None,
                   symmetric=arch["symmetric"], coarse=arch.get("coarse", True) and d.coarse_size > 0, init=init,
-                  init_scale=init_scale, seed=seed, dtype=dtype, device=device, problem=problem)
+                  init_scale=init_scale, seed=seed, dtype=dtype, device=device, problem=problem,
+                  levels=arch.get("levels", 2), top_size=arch.get("top_size", TOP_SIZE))
     if layout.domain_size == 1:
         return DDAttention(d, **kwargs)
     from .parallel.operator import DistributedDDAttention

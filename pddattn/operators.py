@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .decomposition import Decomposition
+from .hierarchy import TOP_SIZE, coarse_levels
 from .schwarz import (coarse_top_inverse_eigenvalue, local_top_inverse_eigenvalue, natural_scale,
                       schwarz_factors)
 
@@ -234,6 +235,12 @@ class DDAttention(_Attention):
     subdomains : int array, optional
         The subdomains to hold (default all). The MPI operator uses this for a
         rank's share; the serial ``forward`` needs all of them.
+    levels : int
+        2: the dense coarse block Q_0 K_0^T (today's operator, bit for bit);
+        L > 2: the coarse block is itself DD attention on A_1 = Phi^T A Phi
+        with L - 1 levels (``coarse_model``; see hierarchy.py).
+    top_size : int
+        The target size of the dense top level when levels > 2.
     rows : object, optional
         Where a rank's rows live: ``rows.own`` (the output rows, sorted global
         nodes) and ``rows.positions(nodes)`` (rows of the local input holding
@@ -252,7 +259,8 @@ class DDAttention(_Attention):
     """
 
     def __init__(self, decomposition, r, r0=None, symmetric=False, coarse=True, init="random",
-                 init_scale=0.1, seed=0, dtype=None, device=None, subdomains=None, problem=None, rows=None):
+                 init_scale=0.1, seed=0, dtype=None, device=None, subdomains=None, problem=None, rows=None,
+                 levels=2, top_size=TOP_SIZE):
         super().__init__()
         if not isinstance(decomposition, Decomposition):
             raise TypeError("decomposition must be a pddattn.Decomposition")
@@ -265,14 +273,24 @@ class DDAttention(_Attention):
         self.symmetric, self.coarse, self.init = bool(symmetric), bool(coarse), init
         self.held = np.arange(d.N) if subdomains is None else np.asarray(subdomains, dtype=np.int64)
         self.rows = rows
+        self.levels, self.top_size = int(levels), int(top_size)
+        self.coarse_model = None
+        if self.coarse and d.coarse_size and self.levels > 2:
+            from .problems import operator_problem
+            level = coarse_levels(d, self.problem.A, self.levels, top_size)[0]
+            self.coarse_model = DDAttention(level.decomposition, self.r, r0, symmetric, True, init, init_scale,
+                                            seed + 1, dtype, device, problem=operator_problem(level.A),
+                                            levels=self.levels - 1, top_size=top_size)
+            self.r0 = self.coarse_model.r0
         dtype = dtype or torch.get_default_dtype()
         self._set_buffers(dtype, device)
         Q, K, Q0, K0 = self._initial_factors(init_scale, seed, dtype, device)
         held = torch.as_tensor(self.held)
         self.Q = nn.Parameter(Q[held].contiguous())
         self.K = None if self.symmetric else nn.Parameter(K[held].contiguous())
-        self.Q0 = nn.Parameter(Q0) if self.coarse else None
-        self.K0 = nn.Parameter(K0) if self.coarse and not self.symmetric else None
+        dense_top = self.coarse and self.coarse_model is None
+        self.Q0 = nn.Parameter(Q0) if dense_top else None
+        self.K0 = nn.Parameter(K0) if dense_top and not self.symmetric else None
 
     @property
     def own_rows(self):
@@ -313,19 +331,25 @@ class DDAttention(_Attention):
         if not hasattr(self, "_scales"):
             d, p = self.decomposition, self.problem
             local = natural_scale(local_top_inverse_eigenvalue(p, d), d.max_size)
-            coarse = natural_scale(coarse_top_inverse_eigenvalue(p, d), d.coarse_size) if d.coarse_size else 1.0
+            dense = d.coarse_size and self.coarse_model is None
+            coarse = natural_scale(coarse_top_inverse_eigenvalue(p, d), d.coarse_size) if dense else 1.0
             self._scales = {"Q": local, "K": local, "Q0": coarse, "K0": coarse}
+            if self.coarse_model is not None:
+                self._scales.update({f"coarse_model.{k}": v for k, v in self.coarse_model.natural_scales().items()})
         return self._scales
 
     def replicated_parameters(self):
-        """Parameters every rank holds whole (their gradients are summed over ranks)."""
-        return ("Q0", "K0")
+        """Parameters every rank holds whole (their gradients are summed over ranks): the coarse levels."""
+        below = () if self.coarse_model is None else tuple(f"coarse_model.{k}" for k, _ in
+                                                          self.coarse_model.named_parameters())
+        return ("Q0", "K0") + below
 
     def _initial_factors(self, init_scale, seed, dtype, device):
         """Global (N, L, r) and (n_0, r0) factors; every rank makes the same ones."""
         d = self.decomposition
         if self.init == "schwarz":
-            Q, Q0 = (torch.as_tensor(a, dtype=dtype, device=device) for a in schwarz_factors(self.problem, d, self.r, self.r0))
+            r0 = 0 if self.coarse_model is not None else self.r0  # the coarse levels initialise themselves
+            Q, Q0 = (torch.as_tensor(a, dtype=dtype, device=device) for a in schwarz_factors(self.problem, d, self.r, r0))
             return Q, Q.clone(), Q0, Q0.clone()
         g = torch.Generator().manual_seed(seed)
         scales = self.natural_scales()
@@ -333,8 +357,9 @@ class DDAttention(_Attention):
         mask = torch.as_tensor(d.padded_indices(pad=-1) >= 0, dtype=dtype, device=device)[..., None]
         Q = _normal((d.N, d.max_size, self.r), std, g, dtype, device) * mask
         K = _normal((d.N, d.max_size, self.r), std, g, dtype, device) * mask
-        Q0 = _normal((d.coarse_size, self.r0), std0, g, dtype, device)
-        K0 = _normal((d.coarse_size, self.r0), std0, g, dtype, device)
+        top = 0 if self.coarse_model is not None else d.coarse_size
+        Q0 = _normal((top, self.r0), std0, g, dtype, device)
+        K0 = _normal((top, self.r0), std0, g, dtype, device)
         return Q, K, Q0, K0
 
     def factors(self, transpose=False):
@@ -356,7 +381,8 @@ class DDAttention(_Attention):
         c = coarse_restrict(x_own, phi, phi_t)
         if reduce is not None:
             c = reduce(c)
-        return coarse_interpolate(Q0 @ (K0.T @ c), phi, phi_t)
+        z = Q0 @ (K0.T @ c) if self.coarse_model is None else self.coarse_model.matvec(c, transpose)
+        return coarse_interpolate(z, phi, phi_t)
 
     def matvec(self, x, transpose=False):
         """M^-1 (or its transpose) applied to the columns of x, shape (n, B)."""
@@ -370,9 +396,24 @@ class DDAttention(_Attention):
     def num_parameters(self):
         """sum_i 2 n_i r + 2 n_0 r0 (halved when symmetric) of the whole operator, padding excluded."""
         d = self.decomposition
+        if self.coarse_model is not None:
+            local = int(d.sizes.sum()) * self.r
+            return (local if self.symmetric else 2 * local) + self.coarse_model.num_parameters()
         count = int(d.sizes.sum()) * self.r + (d.coarse_size * self.r0 if self.coarse else 0)
         return count if self.symmetric else 2 * count
 
+    def rank_bound(self):
+        """An upper bound on the rank of M^-1: local ranks plus the coarse level's."""
+        d = self.decomposition
+        local = int(np.minimum(self.r, d.sizes).sum())
+        if not (self.coarse and d.coarse_size):
+            return min(local, d.n)
+        below = self.coarse_model.rank_bound() if self.coarse_model is not None else min(self.r0, d.coarse_size)
+        return min(local + below, d.n)
+
     def config(self):
-        return {"model": "dd", "n": self.n, "problem": self.problem.spec(), "decomposition": self.decomposition.to_dict(),
-                "rank": self.r, "coarse_rank": self.r0, "symmetric": self.symmetric, "coarse": self.coarse}
+        out = {"model": "dd", "n": self.n, "problem": self.problem.spec(), "decomposition": self.decomposition.to_dict(),
+               "rank": self.r, "coarse_rank": self.r0, "symmetric": self.symmetric, "coarse": self.coarse}
+        if self.levels > 2:  # two-level architectures stay as they were (old checkpoints match)
+            out.update(levels=self.levels, top_size=self.top_size)
+        return out

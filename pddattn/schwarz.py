@@ -94,7 +94,7 @@ def coarse_matrix(problem, d):
 def coarse_inverse_factor(problem, d, r0):
     """(n_0, r0) with Q_0 Q_0^T the best rank-r0 part of A_0^-1 (zero columns past n_0)."""
     Q0 = np.zeros((d.coarse_size, r0))
-    if d.coarse_size:
+    if d.coarse_size and r0:
         mu, V = np.linalg.eigh(coarse_matrix(problem, d))
         k = min(r0, len(mu))
         Q0[:, :k] = V[:, :k] / np.sqrt(mu[:k])

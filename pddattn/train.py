@@ -71,7 +71,9 @@ class TrainConfig:
     subdomains: int | str = 32          # N, or "4x4" for boxes
     overlap: int = 2
     rank: int = 8
-    coarse_rank: int | None = None      # None: full coarse rank n_0 = N - 1
+    coarse_rank: int | None = None      # None: full coarse rank n_0 = N - 1 (the top level's with --levels)
+    levels: int = 2                     # 2: dense coarse block; L > 2: multilevel (hierarchy.py)
+    top_size: int = 64                  # target size of the dense top level when levels > 2
     pou: str = "count"
     symmetric: bool = False
     coarse: bool = True
@@ -107,6 +109,9 @@ class TrainConfig:
         need(self.loss == "error" or (self.model == "dd" and self.symmetric),
              "--loss condition needs a symmetric DD model (--model dd --symmetric): kappa(M A) is "
              "defined for SPD M")
+        need(isinstance(self.levels, int) and self.levels >= 2, f"--levels must be an integer >= 2, got {self.levels!r}")
+        need(isinstance(self.top_size, int) and self.top_size >= 1, f"--top-size must be a positive integer, "
+                                                                     f"got {self.top_size!r}")
         for name in ("n", "rank", "batch", "eval_every", "test_size", "checkpoint_every", "overlap"):
             value = getattr(self, name)
             low = 0 if name == "overlap" else 1

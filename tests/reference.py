@@ -161,5 +161,5 @@ def set_exact_blocks(model, A):
             block = np.zeros((d.max_size, d.max_size))
             w = 1 / np.sqrt(D[i, pos])
             block[np.ix_(pos, pos)] = w[:, None] * np.linalg.inv(A[np.ix_(nodes, nodes)]) * w[None, :]
-            model.Q[i] = torch.as_tensor(block)
-            model.K[i] = torch.eye(d.max_size)
+            model.Q[i, :, : d.max_size] = torch.as_tensor(block)  # rank r >= L: the extra columns stay 0
+            model.K[i, :, : d.max_size] = torch.eye(d.max_size)

@@ -42,7 +42,8 @@ OPTIONS = [
     ("pddattn_coarse", "harmonic", "coarse space: harmonic (GDSW-type), q1, hat or none"),
     ("pddattn_rank", 0, "local rank r (0: full, classical two-level additive Schwarz)"),
     ("pddattn_train_steps", 0, "condition-loss training steps on this operator during setUp"),
-    ("pddattn_levels", 2, "levels of the hierarchy (only 2 is implemented)"),
+    ("pddattn_levels", 2, "levels: 2 = dense coarse block; L > 2 = multilevel DD attention"),
+    ("pddattn_top_size", 64, "target size of the dense top level when levels > 2"),
 ]
 PROBE_TOLERANCE = 1e-3  # relative difference of the fit probe that marks another operator
 
@@ -67,14 +68,14 @@ class DDAttentionPC:
         o = PETSc.Options(prefix)
         values = {"prefix": prefix, "model": o.getString("pddattn_model", ""),
                   "subdomains": o.getString("pddattn_subdomains", ""), "coarse": o.getString("pddattn_coarse", "harmonic")}
-        for name in ("overlap", "rank", "train_steps", "levels"):
+        for name in ("overlap", "rank", "train_steps", "levels", "top_size"):
             default = next(d for n, d, _ in OPTIONS if n == f"pddattn_{name}")
             try:
                 values[name] = o.getInt(f"pddattn_{name}", default)
             except PETSc.Error:
                 raise ConfigurationError(f"-{prefix}pddattn_{name} must be an integer") from None
-        if values["levels"] != 2:
-            raise ConfigurationError(f"-{prefix}pddattn_levels {values['levels']}: only 2 levels are implemented")
+        if values["levels"] < 2 or values["top_size"] < 1:
+            raise ConfigurationError(f"-{prefix}pddattn_levels must be >= 2 and -{prefix}pddattn_top_size >= 1")
         return values
 
     def setFromOptions(self, pc):
@@ -160,6 +161,14 @@ class DDAttentionPC:
         r = opts["rank"] or d.max_size
         arch = {"model": "dd", "n": problem.n, "problem": problem.spec(), "decomposition": d.to_dict(), "rank": r,
                 "coarse_rank": d.coarse_size, "symmetric": True, "coarse": d.coarse_size > 0}
+        if opts["levels"] > 2:
+            from ..hierarchy import coarse_levels
+            try:
+                top = coarse_levels(d, problem.A, opts["levels"], opts["top_size"])[-1].decomposition
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
+            r = opts["rank"] or max(d.max_size, top.max_size)
+            arch.update(rank=r, coarse_rank=top.coarse_size, levels=opts["levels"], top_size=opts["top_size"])
         model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64, init="schwarz")
         info = {"source": "built from the operator", "arch": arch, "grid": grid}
         if opts["train_steps"]:
@@ -283,7 +292,7 @@ def _train_on_operator(model, problem, spec, r, steps):
                       if isinstance(spec["N"], list) else spec["N"], overlap=spec["delta"], coarse_space=spec["coarse"],
                       rank=r, symmetric=True, init="schwarz", loss="condition", data="probe", steps=steps,
                       eval_every=max(steps // 5, 1), test_size=4, batch=4, dtype="float64", lr=0.01, warmup=0,
-                      checkpoint_every=10**9)
+                      checkpoint_every=10**9, levels=model.levels, top_size=model.top_size)
     serial, summary = train(cfg, out=None, problem=problem)
     start = summary["history"][0]["condition"]
     with torch.no_grad():
@@ -295,13 +304,11 @@ def _train_on_operator(model, problem, spec, r, steps):
 def rank_deficiency(model):
     """A one-line notice when M^-1 is singular (rank < n), with what to do; '' when it is not."""
     d = model.decomposition
-    local = int(np.minimum(model.r, d.sizes).sum())
-    coarse = min(model.r0, d.coarse_size) if model.coarse else 0
-    rank_bound = local + coarse
-    if model.r >= d.max_size and rank_bound >= d.n:
+    rank_bound = model.rank_bound()
+    if rank_bound >= d.n:
         return ""
-    return (f"the model is rank-deficient: local rank {model.r} < subdomain size {d.max_size}, so M^-1 has rank "
-            f"at most {min(rank_bound, d.n):,} < n = {d.n:,} and is singular. A Krylov method can then report "
+    return (f"the model is rank-deficient (local rank {model.r}, largest subdomain {d.max_size}, coarse rank "
+            f"{model.r0}): M^-1 has rank at most {rank_bound:,} < n = {d.n:,} and is singular. A Krylov method can then report "
             f"convergence on the preconditioned residual while the true residual stays large. Use full local ranks "
             f"(train with --rank {d.max_size} --init schwarz) or compose with a smoother: -pc_type composite "
             f"-pc_composite_type multiplicative -pc_composite_pcs python,sor")

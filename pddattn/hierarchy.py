@@ -1,0 +1,73 @@
+"""The multilevel hierarchy: coarse operators and their decompositions, as plain data.
+
+Level 0 is the problem's A with its decomposition, whose coarse basis Phi_1
+(n x n_1) gives A_1 = Phi_1^T A Phi_1, again sparse SPD. Level l > 0 is A_l
+with an algebraic decomposition and a harmonic (GDSW-type) coarse basis
+Phi_{l+1}, down to the top level A_{L-1}, which stays dense (Q_0 K_0^T):
+
+    M_l^-1 = Phi_{l+1} M_{l+1}^-1 Phi_{l+1}^T + sum_i R_{l,i}^T D^1/2 Q_{l,i} K_{l,i}^T D^1/2 R_{l,i}
+
+``levels = 2`` is the two-level operator (no coarse decomposition). Coarse
+subdomains are sized so that the top level has about ``top_size`` rows:
+with levels - 2 coarse decompositions, each coarsens by the same factor
+(n_1 / top_size)^(1 / (levels - 2)). The loop is pyamg's shape: one short
+loop appending levels.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import scipy.sparse as sp
+
+__all__ = ["Level", "coarse_levels", "TOP_SIZE"]
+
+TOP_SIZE = 64  # rows of the dense top level (the default of --top-size)
+
+
+@dataclasses.dataclass
+class Level:
+    """One coarse level: its operator A_l (sparse) and decomposition (with Phi_{l+1})."""
+
+    A: sp.csr_matrix
+    decomposition: object
+
+
+def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1):
+    """The coarse levels 1 .. levels-2 below a decomposition of A (empty for levels <= 2).
+
+    Parameters
+    ----------
+    decomposition : Decomposition
+        Level 0's, with its coarse basis Phi_1.
+    A : sparse matrix
+        Level 0's operator.
+    levels : int
+        L >= 2; L - 2 coarse decompositions are built.
+    top_size : int
+        The target size of the dense top level A_{L-1}.
+    delta : int
+        Overlap of the coarse decompositions, in steps of A_l's graph.
+    """
+    from .decomposition import algebraic
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+        raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+    if isinstance(top_size, bool) or not isinstance(top_size, int) or top_size < 1:
+        raise ValueError(f"top size must be a positive integer, got {top_size!r}")
+    out, d, A_l = [], decomposition, sp.csr_matrix(A)
+    for depth in range(levels - 2):
+        if d.coarse_size == 0:
+            raise ValueError(f"level {depth} has no coarse space: --levels {levels} needs a coarse space "
+                             "on every level but the top")
+        A_l = sp.csr_matrix(d.phi.T @ A_l @ d.phi)
+        A_l.eliminate_zeros()
+        n_l = A_l.shape[0]
+        if n_l < 4:
+            raise ValueError(f"level {depth + 1} has only {n_l} rows: too small for {levels} levels")
+        factor = max((n_l / top_size) ** (1.0 / (levels - 2 - depth)), 1.0)
+        N = max(2, min(n_l // 2, round(n_l / factor)))
+        try:
+            d = algebraic(A_l, N, delta, pou="count", coarse="harmonic")
+        except ValueError:  # a small, densely coupled level: one overlap step would cover it all
+            d = algebraic(A_l, N, 0, pou="count", coarse="harmonic")
+        out.append(Level(A_l, d))
+    return out

@@ -1,0 +1,97 @@
+"""Multilevel DD attention: levels = 2 is the two-level operator; exactness; multilevel Schwarz."""
+import numpy as np
+import pytest
+import torch
+
+import reference as ref
+from pddattn.decomposition import algebraic, boxes, intervals
+from pddattn.hierarchy import coarse_levels
+from pddattn.operators import DDAttention
+from pddattn.problems import make_problem
+
+
+def dense(model):
+    with torch.no_grad():
+        return model.dense().double().numpy()
+
+
+@pytest.mark.parametrize("init", ["random", "schwarz"])
+def test_two_levels_is_the_two_level_operator_bit_for_bit(init):
+    p = make_problem("diffusion1d", (90,), "jump:1e4", seed=2)
+    d = intervals(90, 6, 2, coarse="harmonic", A=p.A)
+    a = DDAttention(d, r=4, init=init, seed=3, dtype=torch.float64, problem=p)
+    b = DDAttention(d, r=4, init=init, seed=3, dtype=torch.float64, problem=p, levels=2)
+    assert [n for n, _ in a.named_parameters()] == ["Q", "K", "Q0", "K0"] and a.config() == b.config()
+    assert np.array_equal(dense(a), dense(b))
+
+
+def set_exact(model):
+    """Exact interior blocks on every level, the top level's dense inverse: the model becomes A^-1 (1D)."""
+    A = model.problem.A.toarray()
+    ref.set_exact_blocks(model, A)
+    if model.coarse_model is not None:
+        return set_exact(model.coarse_model)
+    A0 = model.decomposition.phi.T @ A @ model.decomposition.phi
+    mu, V = np.linalg.eigh(A0)
+    with torch.no_grad():
+        model.Q0.copy_(torch.as_tensor(V / np.sqrt(mu)))
+        model.K0.copy_(torch.as_tensor(V / np.sqrt(mu)))
+
+
+@pytest.mark.parametrize("levels,top_size", [(3, 3), (4, 2)])  # sizes 120, 11, 2 and 120, 11, 4, 1
+def test_harmonic_multilevel_at_full_rank_is_exact_in_1d(levels, top_size):
+    """A 1e4 coefficient jump; kappa(A) ~ 1e7 limits the dense reference inverse itself to ~1e-11."""
+    p = make_problem("diffusion1d", (120,), "jump:1e4", seed=2)
+    d = intervals(120, 12, 2, "smooth", coarse="harmonic", A=p.A)
+    model = DDAttention(d, r=d.max_size, init="schwarz", dtype=torch.float64, problem=p, levels=levels,
+                        top_size=top_size)
+    depth, m = 1, model
+    while m.coarse_model is not None:
+        m, depth = m.coarse_model, depth + 1
+    assert depth == levels - 1
+    set_exact(model)
+    Ainv = np.linalg.inv(p.A.toarray())
+    assert np.abs(dense(model) - Ainv).max() <= 1e-10 * np.abs(Ainv).max()
+
+
+def multilevel_schwarz(A, d, hierarchy):
+    """sum_i R_i^T D^1/2 A_i^-1 D^1/2 R_i + Phi M_1^-1 Phi^T, recursively, densely (independent of pddattn's kernel)."""
+    weights = [w[: len(s)] for w, s in zip(d.pou_weights(), d.subdomains)]
+    if not hierarchy:
+        return ref.two_level_schwarz(A, d.subdomains, weights, d.coarse_basis_dense())
+    local = ref.two_level_schwarz(A, d.subdomains, weights, np.zeros((A.shape[0], 0)))
+    Phi = d.coarse_basis_dense()
+    below = multilevel_schwarz(Phi.T @ A @ Phi, hierarchy[0].decomposition, hierarchy[1:])
+    return local + Phi @ below @ Phi.T
+
+
+@pytest.mark.parametrize("case", ["boxes-q1", "boxes-harmonic", "algebraic"])
+def test_schwarz_initialisation_is_multilevel_additive_schwarz(case):
+    p = make_problem("diffusion2d", (23, 21), "lognormal:1", seed=1)
+    d = {"boxes-q1": lambda: boxes((23, 21), (4, 4), 1, coarse="q1", A=p.A),
+         "boxes-harmonic": lambda: boxes((23, 21), (4, 4), 1, coarse="harmonic", A=p.A),
+         "algebraic": lambda: algebraic(p.A, 16, 1, coarse="harmonic")}[case]()
+    model = DDAttention(d, r=d.max_size, init="schwarz", symmetric=True, dtype=torch.float64, problem=p, levels=3,
+                        top_size=4)
+    M = multilevel_schwarz(p.A.toarray(), d, coarse_levels(d, p.A, 3, 4))
+    assert np.abs(dense(model) - M).max() <= 1e-10 * np.abs(M).max()
+
+
+def test_parameters_and_training_run_with_three_levels(tmp_path):
+    from pddattn.checkpoint import load_model
+    from pddattn.train import TrainConfig, train
+    cfg = TrainConfig(n=255, subdomains=32, rank=4, levels=3, top_size=8, steps=5, batch=8, test_size=8,
+                      eval_every=5, dtype="float64")
+    model, summary = train(cfg, out=tmp_path)
+    assert model.coarse_model is not None and model.Q0 is None
+    assert summary["parameters"] == model.num_parameters() < DDAttention(intervals(255, 32, 2), r=4).num_parameters()
+    again, _ = load_model(tmp_path / "checkpoint.pt")
+    assert np.abs(dense(again) - dense(model)).max() == 0.0
+
+
+def test_bad_levels_are_one_line_errors():
+    d = intervals(40, 4, 1)
+    with pytest.raises(ValueError, match="levels must be an integer >= 2"):
+        coarse_levels(d, make_problem("laplace1d", (40,)).A, 1)
+    with pytest.raises(ValueError, match="too small for 4 levels"):
+        DDAttention(d, r=2, levels=4)
