@@ -147,3 +147,15 @@ def test_fourier_data_on_boxes_equals_serial():
     f, u = evaluate_rows(s, coef, own)
     F, U = s.evaluate(coef)
     assert worst(max(relative(f, F[:, own]), relative(u, U[:, own]))) <= 1e-12
+
+
+@pytest.mark.parametrize("name", ["boxes-harmonic", "algebraic"])
+def test_three_levels_forward_and_training_equal_serial(name):
+    """Multilevel: the coarse levels (replicated on every rank for now) below the distributed level 0."""
+    serial, dist, _ = pair(name, levels=3, top_size=3, init="schwarz", symmetric=True, r=4)
+    own = torch.as_tensor(dist.own_rows)
+    x = torch.randn(PROBLEM.n, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert worst(relative(dist.matvec(x[own]), serial.matvec(x)[own])) <= 1e-12
+    s, d, s_sum, d_sum = _train_pair(name, "probe", 20, levels=3, top_size=3)
+    assert d.coarse_model is not None
+    assert worst(_parameter_error(s, d)) <= 1e-9
