@@ -278,9 +278,10 @@ class DDAttention(_Attention):
         if self.coarse and d.coarse_size and self.levels > 2:
             from .problems import operator_problem
             level = coarse_levels(d, self.problem.A, self.levels, top_size)[0]
-            self.coarse_model = DDAttention(level.decomposition, self.r, r0, symmetric, True, init, init_scale,
-                                            seed + 1, dtype, device, problem=operator_problem(level.A),
-                                            levels=self.levels - 1, top_size=top_size)
+            self.coarse_model = self._coarse_module(
+                level.decomposition, r=self.r, r0=r0, symmetric=symmetric, coarse=True, init=init,
+                init_scale=init_scale, seed=seed + 1, dtype=dtype, device=device,
+                problem=operator_problem(level.A), levels=self.levels - 1, top_size=top_size)
             self.r0 = self.coarse_model.r0
         dtype = dtype or torch.get_default_dtype()
         self._set_buffers(dtype, device)
@@ -291,6 +292,10 @@ class DDAttention(_Attention):
         dense_top = self.coarse and self.coarse_model is None
         self.Q0 = nn.Parameter(Q0) if dense_top else None
         self.K0 = nn.Parameter(K0) if dense_top and not self.symmetric else None
+
+    def _coarse_module(self, decomposition, **kwargs):
+        """The next level's operator (the MPI operator makes a distributed one)."""
+        return DDAttention(decomposition, **kwargs)
 
     @property
     def own_rows(self):

@@ -76,7 +76,7 @@ def test_rows_partition_and_holdings_cover_every_subdomain():
         pytest.skip("no process grid")
     holdings = subdomain_holdings(d, P)
     assert sorted(np.concatenate(holdings).tolist()) == list(range(d.N))
-    own = world().allgather(Layout() and GhostExchange(d, holdings, world().Get_rank()).own)
+    own = world().allgather(Layout() and GhostExchange.of_decomposition(d, holdings, world().Get_rank()).own)
     assert sorted(np.concatenate(own).tolist()) == list(range(d.n))
 
 
@@ -101,7 +101,7 @@ def test_comm_volume_matches_a_model_from_the_index_sets(name):
     assert worst(0.0 if ok else 1.0) == 0.0
 
 
-def _train_pair(name, data, steps, **extra):
+def _train_pair(name, data, steps, out=None, **extra):
     kind = "boxes" if name.startswith("boxes") else "algebraic"
     d = DECOMPOSITIONS[name]()
     if not distributable(d, world().Get_size()):
@@ -111,7 +111,7 @@ def _train_pair(name, data, steps, **extra):
                       pou=d.pou, coarse_space=d.coarse, rank=3, coarse_rank=4, batch=8, steps=steps, eval_every=10,
                       test_size=8, dtype="float64", lr=0.05, warmup=2, data=data, checkpoint_every=10**9, **extra)
     serial, s_sum = train(dataclasses.replace(cfg), out=None)
-    dist, d_sum = train(cfg, out=None, layout=Layout())
+    dist, d_sum = train(cfg, out=out, layout=Layout())
     return serial, dist, s_sum, d_sum
 
 
@@ -141,7 +141,7 @@ def test_fourier_data_on_boxes_equals_serial():
     d = boxes((13, 11), (3, 2), 1, A=p.A)
     if not distributable(d, world().Get_size()):
         pytest.skip("no process grid")
-    own = GhostExchange(d, subdomain_holdings(d, world().Get_size()), world().Get_rank()).own
+    own = GhostExchange.of_decomposition(d, subdomain_holdings(d, world().Get_size()), world().Get_rank()).own
     s = make_sampler("fourier", p, seed=3)
     coef = s.coefficients(4, 0, 2)
     f, u = evaluate_rows(s, coef, own)
@@ -153,9 +153,43 @@ def test_fourier_data_on_boxes_equals_serial():
 def test_three_levels_forward_and_training_equal_serial(name):
     """Multilevel: the coarse levels (replicated on every rank for now) below the distributed level 0."""
     serial, dist, _ = pair(name, levels=3, top_size=3, init="schwarz", symmetric=True, r=4)
+    # The coarse level is distributed when it has a subdomain per rank, else replicated.
+    assert (dist.transfer is not None) == (dist.coarse_model.decomposition.N >= world().Get_size())
     own = torch.as_tensor(dist.own_rows)
     x = torch.randn(PROBLEM.n, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     assert worst(relative(dist.matvec(x[own]), serial.matvec(x)[own])) <= 1e-12
     s, d, s_sum, d_sum = _train_pair(name, "probe", 20, levels=3, top_size=3)
     assert d.coarse_model is not None
     assert worst(_parameter_error(s, d)) <= 1e-9
+
+
+def test_three_level_checkpoint_from_p_ranks_loads_serially():
+    from pddattn.checkpoint import load_model
+    from test_mpi import shared_tmpdir
+    tmp = shared_tmpdir()
+    _, dist, _, _ = _train_pair("algebraic", "probe", 3, levels=3, top_size=3, out=tmp)
+    serial, _ = load_model(tmp / "checkpoint.pt")
+    own = torch.as_tensor(dist.own_rows)
+    x = torch.randn(PROBLEM.n, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    with torch.no_grad():
+        assert worst(relative(dist.matvec(x[own]), serial.matvec(x)[own])) <= 1e-13
+
+
+def test_three_level_transfer_traffic_matches_a_model_from_phi():
+    """Per apply, level 0 -> 1: each rank sends its partial Phi^T x rows home and gets back every coarse row it reads."""
+    serial, dist, _ = pair("algebraic", levels=3, top_size=3, r=4)
+    if dist.transfer is None:
+        pytest.skip("the coarse level is replicated at this rank count")
+    from pddattn.parallel.ghosts import owners
+    d, c, P, me = dist.decomposition, dist.coarse_model.decomposition, world().Get_size(), world().Get_rank()
+    fine_owner = owners(d, subdomain_holdings(d, P))
+    coarse_owner = owners(c, subdomain_holdings(c, P))
+    reads = {q: set(np.unique(d.phi[np.flatnonzero(fine_owner == q)].indices).tolist()) for q in range(P)}
+    mine = set(np.flatnonzero(coarse_owner == me).tolist())
+    sent = sum(len(mine & reads[q]) for q in range(P) if q != me)   # forward: coarse rows others read
+    back = len(reads[me] - mine)                                     # reverse: my partial sums of others' rows
+    B = 4
+    dist.transfer.stats.reset()
+    with torch.no_grad():
+        dist.matvec(torch.zeros(len(dist.own_rows), B, dtype=torch.float64))
+    assert worst(abs(dist.transfer.stats.bytes["halo"] - (sent + back) * B * 8)) == 0

@@ -43,46 +43,45 @@ def owners(decomposition, holdings):
 
 
 class GhostExchange:
-    """One rank's exchange plan: own rows, ghosts, and the rows each neighbour reads.
+    """One rank's exchange plan: own rows, ghosts, and the rows each other rank reads.
 
     Parameters
     ----------
-    decomposition : Decomposition
-    holdings : list of int arrays
-        The subdomains held by each domain rank (``subdomain_holdings``).
+    owner : int array (n,)
+        The rank owning each row.
+    reader, node : int arrays
+        Pairs (rank, row): rank ``reader`` reads ``row`` (repeats allowed).
     rank : int
-        This rank's position in the domain group.
+        This rank's position in the group.
     comm : mpi4py.MPI.Comm or None
-        The domain communicator (None: plan only, for the traffic model).
+        The group's communicator (None: plan only, for the traffic model).
     stats : CommStats, optional
 
     Attributes
     ----------
     own : int array
-        This rank's own nodes, sorted (rows of x_own).
+        This rank's own rows, sorted (rows of x_own).
     ghosts : int array
-        Its ghost nodes in x_ext order (after the own rows).
+        Its ghost rows in x_ext order (after the own rows).
     neighbours : list of int
         Ranks it exchanges with, sorted.
     send_rows : int array
         Rows of x_own sent, grouped by neighbour (``send_counts``).
     recv_counts : list of int
         Ghosts received from each neighbour.
+
+    See :meth:`of_decomposition` for the plan of a decomposition's subdomains.
     """
 
-    def __init__(self, decomposition, holdings, rank, comm=None, stats=None):
-        d = decomposition
-        owner = owners(d, holdings)
+    def __init__(self, owner, reader, node, rank, comm=None, stats=None):
         self.own = np.flatnonzero(owner == rank)
-        reader = np.concatenate([np.full(len(d.subdomains[i]), p) for p, held in enumerate(holdings) for i in held])
-        node = np.concatenate([d.subdomains[i] for held in holdings for i in held])
-        pairs = np.unique(np.stack([reader, node]), axis=1)          # (reader, node), each read once
+        pairs = np.unique(np.stack([np.asarray(reader), np.asarray(node)]), axis=1)  # each read once
         reader, node = pairs
         mine = (reader == rank) & (owner[node] != rank)
         ghosts = node[mine]
-        self.ghosts = ghosts[np.lexsort((ghosts, owner[ghosts]))]     # by owner, then node
+        self.ghosts = ghosts[np.lexsort((ghosts, owner[ghosts]))]     # by owner, then row
         sent = (owner[node] == rank) & (reader != rank)
-        to, rows = reader[sent], node[sent]                          # sorted by reader, then node
+        to, rows = reader[sent], node[sent]                          # sorted by reader, then row
         self.neighbours = sorted(set(to.tolist()) | set(owner[self.ghosts].tolist()))
         self.send_counts = [int((to == q).sum()) for q in self.neighbours]
         self.recv_counts = [int((owner[self.ghosts] == q).sum()) for q in self.neighbours]
@@ -92,6 +91,14 @@ class GhostExchange:
         self.comm = None
         if comm is not None and comm.Get_size() > 1:
             self.comm = comm.Create_dist_graph_adjacent(self.neighbours, self.neighbours, reorder=False)
+
+    @classmethod
+    def of_decomposition(cls, decomposition, holdings, rank, comm=None, stats=None):
+        """The plan of held subdomains: a rank owns its cores and reads its subdomains."""
+        d = decomposition
+        reader = np.concatenate([np.full(len(d.subdomains[i]), p) for p, held in enumerate(holdings) for i in held])
+        node = np.concatenate([d.subdomains[i] for held in holdings for i in held])
+        return cls(owners(d, holdings), reader, node, rank, comm, stats)
 
     def positions(self, nodes):
         """Rows of x_ext holding the given global nodes (each must be own or ghost)."""
@@ -108,8 +115,8 @@ class GhostExchange:
         recv = np.empty(sum(rcounts), dtype=send.dtype)
         t0 = time.perf_counter()
         if self.comm is not None:
-            self.comm.Neighbor_alltoallv([send.reshape(-1), (scounts, np.cumsum([0] + scounts[:-1]))],
-                                         [recv, (rcounts, np.cumsum([0] + rcounts[:-1]))])
+            self.comm.Neighbor_alltoallv([send.reshape(-1), (scounts, np.cumsum([0] + scounts)[:-1])],
+                                         [recv, (rcounts, np.cumsum([0] + rcounts)[:-1])])
         self.stats.add("halo", send.nbytes, sum(1 for c in scounts if c), time.perf_counter() - t0)
         return recv.reshape(-1, batch)
 

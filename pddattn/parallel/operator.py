@@ -1,15 +1,26 @@
 """DD attention distributed over the ranks of a domain group.
 
 Each rank holds some subdomains (their Q_i, K_i; ``subdomain_holdings``)
-and a copy of the coarse factors Q_0, K_0, and applies
+and applies
 
-    y_own = reverse_exchange( local_term( halo_exchange(x_own) ) )
-          + Phi_own Q_0 K_0^T allreduce( Phi_own^T x_own )
+    y_own = reverse_exchange( local_term( halo_exchange(x_own) ) ) + coarse term
 
-where ``local_term`` and ``coarse_term`` are the serial DDAttention's own
-batched kernels: this class adds communication and nothing else. A rank's
-input and output are the rows of its own nodes, ``own_rows`` (sorted global
-indices; a contiguous range for intervals and algebraic decompositions).
+where ``local_term`` is the serial DDAttention's own batched kernel: this
+class adds communication and nothing else. A rank's input and output are the
+rows of its own nodes, ``own_rows`` (sorted global indices; a contiguous
+range for intervals and algebraic decompositions).
+
+The coarse term Phi M_1^-1 Phi^T x:
+- two levels (or a coarse level with fewer subdomains than ranks): Phi^T x
+  is an Allreduce and the coarse block (Q_0 K_0^T, or the whole coarse
+  hierarchy) is replicated on every rank;
+- more levels: the coarse level is itself a DistributedDDAttention over the
+  same ranks, each owning the cores of its coarse subdomains. Phi^T x is
+  summed into the owners of the coarse rows by a reverse ghost exchange (a
+  rank contributes to every coarse row its fine rows touch through Phi),
+  and M_1^-1 c comes back to the fine rows by a forward one: the same
+  exchange code, planned from Phi's sparsity. Only the top level is
+  replicated.
 
     mpirun -n 4 python -c "
     from pddattn import intervals
@@ -24,10 +35,10 @@ from __future__ import annotations
 
 import torch
 
-from ..operators import DDAttention
+from ..operators import DDAttention, coarse_interpolate, coarse_restrict, sparse_pair
 from .comm import CommStats, allreduce_sum
-from .ghosts import GhostExchange, halo_exchange, reverse_exchange
-from .layout import check_distribution, subdomain_holdings
+from .ghosts import GhostExchange, halo_exchange, owners, reverse_exchange
+from .layout import ConfigurationError, check_distribution, subdomain_holdings
 
 __all__ = ["DistributedDDAttention"]
 
@@ -41,7 +52,7 @@ class DistributedDDAttention(DDAttention):
     layout : Layout
         The MPI layout; this rank holds ``layout.holdings(decomposition)``.
     **kwargs
-        As for :class:`DDAttention` (r, r0, symmetric, coarse, init, ...).
+        As for :class:`DDAttention` (r, r0, symmetric, coarse, init, levels, ...).
         Initial factors equal the serial model's with the same seed.
 
     Notes
@@ -54,9 +65,31 @@ class DistributedDDAttention(DDAttention):
         check_distribution(decomposition, layout.world_size, layout.data_size)
         holdings = subdomain_holdings(decomposition, layout.domain_size)
         stats = CommStats()
-        plan = GhostExchange(decomposition, holdings, layout.domain_rank, layout.domain_comm, stats)
+        plan = GhostExchange.of_decomposition(decomposition, holdings, layout.domain_rank, layout.domain_comm, stats)
+        self._pending_layout = layout  # read by _coarse_module during the base constructor
         super().__init__(decomposition, subdomains=holdings[layout.domain_rank], rows=plan, **kwargs)
         self.layout, self.stats, self.plan = layout, stats, plan
+        self.transfer = None
+        if isinstance(self.coarse_model, DistributedDDAttention):
+            self.transfer = self._transfer_plan()
+
+    def _coarse_module(self, decomposition, **kwargs):
+        """A distributed coarse level when it has a subdomain per rank; else a replicated one."""
+        layout = self._pending_layout
+        try:
+            check_distribution(decomposition, layout.world_size, layout.data_size)
+        except ConfigurationError:
+            return DDAttention(decomposition, **kwargs)
+        return DistributedDDAttention(decomposition, layout=layout, **kwargs)
+
+    def _transfer_plan(self):
+        """Fine rows -> coarse rows: each rank reads the coarse rows its fine rows' Phi touches."""
+        d, coarse = self.decomposition, self.coarse_model
+        fine_owner = owners(d, subdomain_holdings(d, self.layout.domain_size))
+        coarse_holdings = subdomain_holdings(coarse.decomposition, self.layout.domain_size)
+        phi = d.phi.tocoo()
+        return GhostExchange(owners(coarse.decomposition, coarse_holdings), fine_owner[phi.row], phi.col,
+                             self.layout.domain_rank, self.layout.domain_comm, CommStats())
 
     @property
     def input_size(self):
@@ -70,20 +103,55 @@ class DistributedDDAttention(DDAttention):
             raise ValueError("this rank's rows are not a contiguous range; use own_rows")
         return (int(own[0]), int(own[-1]) + 1) if len(own) else (0, 0)
 
+    def coarse_basis(self):
+        """(Phi, Phi^T) on the own rows; columns are the coarse rows' places in the transfer's x_ext."""
+        if self.transfer is None:
+            return super().coarse_basis()
+        key = (self.weight.dtype, self.weight.device)
+        if self._phi is None or self._phi[0] != key:
+            own = self.decomposition.phi[self.own_rows].tocoo()
+            cols = self.transfer.positions(own.col)
+            self._phi = (key, sparse_pair(own.row, cols, own.data, (own.shape[0], self.transfer.m_ext), *key))
+        return self._phi[1]
+
+    def coarse_term(self, x_own, transpose=False, reduce=None):
+        if self.transfer is None:
+            comm, stats = self.layout.domain_comm, self.stats
+            return super().coarse_term(x_own, transpose, reduce=lambda c: allreduce_sum(c, comm, stats))
+        phi, phi_t = self.coarse_basis()
+        c_own = reverse_exchange(coarse_restrict(x_own, phi, phi_t), self.transfer)  # partial sums to owners
+        z_own = self.coarse_model.matvec(c_own, transpose)
+        return coarse_interpolate(halo_exchange(z_own, self.transfer), phi, phi_t)
+
     def matvec(self, x, transpose=False):
         """This rank's rows of M^-1 x (or M^-T x) for its own rows x, shape (m_own, B)."""
         y = reverse_exchange(self.local_term(halo_exchange(x, self.plan), transpose), self.plan)
         if self.coarse and self.decomposition.coarse_size:
-            comm, stats = self.layout.domain_comm, self.stats
-            y = y + self.coarse_term(x, transpose, reduce=lambda c: allreduce_sum(c, comm, stats))
+            y = y + self.coarse_term(x, transpose)
         return y
+
+    def replicated_parameters(self):
+        """Parameters every rank holds whole: the dense top level (and any replicated coarse level)."""
+        if self.transfer is None:
+            return super().replicated_parameters()
+        return ("Q0", "K0") + tuple(f"coarse_model.{k}" for k in self.coarse_model.replicated_parameters())
+
+    def level_stats(self):
+        """[(level, CommStats of its ghost exchange, CommStats of its transfer to the next level)]."""
+        out, model, level = [], self, 0
+        while isinstance(model, DistributedDDAttention):
+            out.append((level, model.stats, model.transfer.stats if model.transfer is not None else None))
+            model, level = model.coarse_model, level + 1
+        return out
 
     def dense(self):
         raise NotImplementedError("dense() needs the whole operator; load the checkpoint serially")
 
     # Global <-> local layout of parameter-shaped tensors (checkpoints, optimiser state).
     def to_global(self, name, tensor):
-        """Gather a local (N_p, L, r) tensor to the domain root; coarse ones are already whole."""
+        """Gather a local (N_p, L, r) tensor to the domain root; replicated ones are already whole."""
+        if name.startswith("coarse_model.") and self.transfer is not None:
+            return self.coarse_model.to_global(name[len("coarse_model."):], tensor)
         if name in self.replicated_parameters():
             return tensor
         parts = self.layout.domain_comm.gather((self.held, tensor.detach().cpu()), root=0)
@@ -95,6 +163,8 @@ class DistributedDDAttention(DDAttention):
         return whole
 
     def from_global(self, name, tensor):
+        if name.startswith("coarse_model.") and self.transfer is not None:
+            return self.coarse_model.from_global(name[len("coarse_model."):], tensor)
         if name in self.replicated_parameters():
             return tensor
         return tensor[torch.as_tensor(self.held, device=tensor.device)]
