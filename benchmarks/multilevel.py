@@ -10,12 +10,15 @@
    parameters of the 3-level one; the fitted slope of log(parameters) and log(step time)
    against log(n). A configuration whose model memory would pass --max-gib is not built;
    its parameters are still counted from the sizes.
+4. On paper: per-rank step time and weak-scaling efficiency from 1 to 65,536 ranks, two-level
+   against multilevel (see ``projection``), from the measured level-0 step time.
 3. Accuracy at equal parameters (laplace1d n = 4095, 256 subdomains, Fourier data, 3000
    steps): two-level (full coarse rank 255) against three-level with the local rank raised
    to the same parameter count, and the global model of that size with its capacity.
 
     python benchmarks/multilevel.py --out benchmarks/results            # about 25 min on 2 cores
     python benchmarks/multilevel.py --quick --out /tmp/ml                # smoke test
+    python benchmarks/multilevel.py --skip kappa,scale,accuracy --out benchmarks/results   # projection only
 
 Writes multilevel.json and multilevel.md.
 """
@@ -147,6 +150,52 @@ def accuracy(steps):
     return [two, three, glob]
 
 
+def projection(t_local, gflops, ranks=(1, 4, 16, 64, 256, 1024, 4096, 16384, 65536), per_rank=2**18,
+               sub_per_rank=256, delta=4, r=8, r0=16, batch=16, top=64, alpha=2e-6, beta=10e9):
+    """Per-rank step time on paper, weak scaling (1D, the scaling benchmark's configuration).
+
+    ``t_local``: the measured level-0 step time of one rank (seconds); ``gflops``: the measured
+    one-core rate of the dense products. Two levels: n_0 = 256 P - 1 coarse rows replicated:
+    Allreduces of n_0 (B + 2 r0) 8 bytes (ring: 2 x bytes / beta + 2 log2(P) alpha) and
+    5 n_0 r0 B multiply-adds of the coarse product and its gradients on every rank. Multilevel:
+    coarse levels with 16 rows per coarse subdomain (one harmonic coarse row per subdomain in
+    1D) until at most ``top`` rows remain; level l's rows are spread over min(P, N_l) ranks, so
+    a rank's share of a level is at most the level-0 share; per level and step, a ghost
+    exchange and a transfer (a few messages of delta B 8 bytes, counted as 6 latencies) and the
+    local work of its rows (scaled from t_local by rows per rank); the top is one Allreduce of
+    top (B + 2 r0) 8 bytes and 5 top r0 B multiply-adds.
+    """
+    rows = []
+    ring = lambda nbytes, P: 0.0 if P == 1 else 2 * nbytes / beta + 2 * np.log2(P) * alpha  # noqa: E731
+    t1_two = None
+    for P in ranks:
+        n0 = sub_per_rank * P - 1
+        two = t_local + ring(n0 * (batch + 2 * r0) * 8, P) + 5 * n0 * r0 * batch * 2 / (gflops * 1e9)
+        levels, n_l, extra = 2, n0, 0.0
+        while n_l > top:
+            N_l = max(1, n_l // 16)
+            share = n_l / min(P, N_l)
+            extra += t_local * share / per_rank + (6 * alpha if P > 1 else 0.0)
+            n_l, levels = N_l - 1, levels + 1
+        multi = t_local + extra + ring(top * (batch + 2 * r0) * 8, P) + 5 * top * r0 * batch * 2 / (gflops * 1e9)
+        t1_two = t1_two or two
+        t1_multi = rows[0]["multi_s"] if rows else multi
+        rows.append({"P": P, "n": per_rank * P - 1, "two_s": two, "two_eff": t1_two / two, "levels": levels,
+                     "multi_s": multi, "multi_eff": t1_multi / multi,
+                     "two_allreduce_bytes": n0 * (batch + 2 * r0) * 8 if P > 1 else 0,
+                     "multi_allreduce_bytes": top * (batch + 2 * r0) * 8 if P > 1 else 0})
+    return rows
+
+
+def measured_rate():
+    """GFLOP/s of one core on the coarse product's shapes (n_0 x r0 times r0 x B)."""
+    a, b = torch.randn(65536, 16, dtype=torch.float64), torch.randn(16, 16, dtype=torch.float64)
+    t0 = time.perf_counter()
+    for _ in range(20):
+        a @ b
+    return 20 * 2 * 65536 * 16 * 16 / (time.perf_counter() - t0) / 1e9
+
+
 def markdown(results):
     lines = ["**kappa(M A), Schwarz-initialised, full ranks** (H/h = 8, delta = 2, top level ~16)\n",
              "| problem | grid | coarse | n_0 | kappa 2-level | kappa 3-level | top size | params 2-level | "
@@ -176,6 +225,17 @@ def markdown(results):
                     f"DD {c.get('levels', 2)}-level r={c['rank']}")
             ref = (f"capacity {r['capacity']:.2e}" if "capacity" in r else f"Schwarz start {r['schwarz_start']:.2e}")
             lines.append(f"| {name} | {r['parameters']:,} | {r['test_error']:.2e} | {ref} |")
+    if results.get("projection"):
+        pr = results["projection"]
+        lines += [f"\n**On paper: weak scaling to 65,536 ranks** (per rank 262,144 nodes, 256 subdomains, B = 16, "
+                  f"r0 = 16; measured t_local = {1e3 * pr['t_local']:.0f} ms, {pr['gflops']:.1f} GFLOP/s on one core; "
+                  "2 us latency, 10 GB/s)\n",
+                  "| P | n | 2-level ms/step | efficiency | Allreduce B/step | levels | multilevel ms/step | efficiency | "
+                  "Allreduce B/step |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in pr["rows"]:
+            lines.append(f"| {r['P']:,} | {r['n']:,} | {1e3 * r['two_s']:.0f} | {100 * r['two_eff']:.0f} % | "
+                         f"{r['two_allreduce_bytes']:,} | {r['levels']} | {1e3 * r['multi_s']:.0f} | "
+                         f"{100 * r['multi_eff']:.0f} % | {r['multi_allreduce_bytes']:,} |")
     return "\n".join(lines) + "\n"
 
 
@@ -187,6 +247,8 @@ def main(argv=None):
     ap.add_argument("--max-gib", type=float, default=6.0)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: kappa, scale, accuracy")
+    ap.add_argument("--t-local", type=float, help="level-0 step seconds for the projection (default: "
+                                                   "OUT/scaling.json's weak P=1 row)")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     skip = set(args.skip.split(","))
@@ -207,6 +269,14 @@ def main(argv=None):
                                                           [int(v) for v in args.sides_2d.split(",")], args.max_gib)
     if "accuracy" not in skip:
         results["accuracy"] = accuracy(args.steps)
+    if "projection" not in skip:
+        t_local = args.t_local
+        scaling = Path(args.out) / "scaling.json"
+        if t_local is None and scaling.exists():
+            t_local = json.loads(scaling.read_text())["weak"][0]["step_seconds"]
+        t_local = t_local or 0.3
+        gflops = measured_rate()
+        results["projection"] = {"t_local": t_local, "gflops": gflops, "rows": projection(t_local, gflops)}
     (out / "multilevel.json").write_text(json.dumps(results, indent=1, default=str))
     (out / "multilevel.md").write_text(markdown(results))
     print(markdown(results))

@@ -48,25 +48,28 @@ def worker(args):
     from pddattn.parallel.layout import make_layout
     from pddattn.train import TrainConfig, TrainData, make_optimizer, train_step
     cfg = TrainConfig(n=args.n, subdomains=args.N, overlap=args.delta, rank=args.r, coarse_rank=args.r0,
-                      modes=16, batch=args.batch, steps=10**9, warmup=0, test_size=1, dtype="float64")
+                      levels=args.levels, top_size=args.top_size, modes=16, batch=args.batch, steps=10**9, warmup=0,
+                      test_size=1, dtype="float64")
     layout = make_layout(1, comm=_world())
-    model = model_from_architecture({"model": "dd", "n": cfg.n, "N": cfg.subdomains, "delta": cfg.overlap,
-                                     "pou": "count", "rank": cfg.rank, "coarse_rank": cfg.coarse_rank,
-                                     "symmetric": False, "coarse": True}, layout, dtype=torch.float64)
+    problem, arch, sampler = cfg.build()
+    model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64)
     optimizer = make_optimizer(model, 1e-3)
-    data = TrainData(cfg, model, layout)
+    data = TrainData(cfg, model, layout, sampler)
     t0 = time.perf_counter()
     batches = [data.batch_at(s) for s in range(args.steps)]
     data_seconds = (time.perf_counter() - t0) / args.steps
     for s in range(3):  # warm-up
         train_step(model, optimizer, batches[s], s, cfg, layout)
-    stats = [getattr(model, "stats", None), getattr(layout, "stats", None)]
+    levels = model.level_stats() if hasattr(model, "level_stats") else []
+    stats = [st for _, a, b in levels for st in (a, b)] + [getattr(layout, "stats", None)]
     apply_bytes = {"halo": 0, "allreduce": 0}
-    if stats[0] is not None:  # one forward application, for the per-apply model
-        stats[0].reset()
+    if levels:  # one forward application, for the per-apply figure
+        for st in stats:
+            if st is not None:
+                st.reset()
         with torch.no_grad():
             model.matvec(batches[0][0])
-        apply_bytes = dict(stats[0].bytes)
+        apply_bytes = {k: sum(st.bytes[k] for st in stats if st is not None) for k in apply_bytes}
     for st in stats:
         if st is not None:
             st.reset()
@@ -87,14 +90,10 @@ def worker(args):
             for k in sent:
                 sent[k] += st.bytes[k]
                 messages[k] += st.messages[k]
-    d, P = model.decomposition, layout.world_size
-    rank = layout.world_rank
-    neighbours = (rank > 0) + (rank < P - 1) if P > 1 else 0
-    B, n0 = args.batch, d.coarse_size
-    model_bytes = {"halo": 3 * d.delta * B * 8 * neighbours,
-                   "allreduce": (n0 * B * 8 + 2 * n0 * args.r0 * 8) if P > 1 else 0}
-    model_apply = {"halo": 2 * d.delta * B * 8 * neighbours, "allreduce": n0 * B * 8 if P > 1 else 0}
-    per_rank = {"rank": rank, "neighbours": neighbours, "apply_bytes": apply_bytes, "model_apply_bytes": model_apply,
+    P, rank = layout.world_size, layout.world_rank
+    model_bytes = model.traffic_model(args.batch) if P > 1 else {"halo": 0, "allreduce": 0}
+    neighbours = len(model.plan.neighbours) if P > 1 else 0
+    per_rank = {"rank": rank, "neighbours": neighbours, "apply_bytes": apply_bytes,
                 "mpi_seconds_per_step": mpi_seconds / args.steps,
                 "bytes_per_step": {k: v / args.steps for k, v in sent.items()},
                 "messages_per_step": {k: v / args.steps for k, v in messages.items()},
@@ -104,6 +103,7 @@ def worker(args):
         step = statistics.median(times)
         print("RESULT " + json.dumps({
             "P": P, "n": args.n, "N": args.N, "delta": args.delta, "r": args.r, "r0": args.r0, "batch": args.batch,
+            "levels": args.levels, "parameters": model.num_parameters(),
             "n_per_rank": args.n / P, "step_seconds": step, "samples_per_second": args.batch / step,
             "data_seconds_per_batch": data_seconds, "ranks": gathered}), flush=True)
 
@@ -118,10 +118,10 @@ def _max():
     return MPI.MAX
 
 
-def _command(P, n, N, delta, r, r0, batch, steps):
+def _command(P, n, N, delta, r, r0, batch, steps, levels=2, top_size=64):
     return [shutil.which("mpirun"), "--oversubscribe", "-n", str(P), sys.executable, __file__, "--worker",
             "--n", str(n), "--N", str(N), "--delta", str(delta), "--r", str(r), "--r0", str(r0),
-            "--batch", str(batch), "--steps", str(steps)]
+            "--batch", str(batch), "--steps", str(steps), "--levels", str(levels), "--top-size", str(top_size)]
 
 
 def _result(p, P):
@@ -153,16 +153,16 @@ def markdown(results):
              f"{1e3 * c['step_seconds']:.1f} ms/step against {1e3 * results['weak'][0]['step_seconds']:.1f} ms "
              f"alone: {100 * results['weak'][0]['step_seconds'] / c['step_seconds']:.0f} % is all this machine "
              "gives two busy processes.", ""]
-    for kind in ("strong", "weak"):
+    for kind in [k for k in results if k.startswith(("strong", "weak")) and isinstance(results[k], list)]:
         rows = results[kind]
         base = rows[0]["step_seconds"]
-        lines += [f"**{kind} scaling** ({'fixed n' if kind == 'strong' else 'fixed n per rank'}, "
+        lines += [f"**{kind} scaling, {rows[0].get('levels', 2)} levels** ({'fixed n' if kind.startswith('strong') else 'fixed n per rank'}, "
                   f"B={rows[0]['batch']}, delta={rows[0]['delta']}, r={rows[0]['r']}, r0={rows[0]['r0']}, "
                   "float64, 1 thread per rank)", "",
                   "| P | n | N | ms / step | samples / s | efficiency | MPI ms/step | halo B/step (model) | "
-                  "allreduce B/step (model) | msgs/step | B per apply (model) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "allreduce B/step (model) | msgs/step | B per apply |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in rows:
-            eff = base / row["step_seconds"] if kind == "weak" else base / (row["P"] * row["step_seconds"])
+            eff = base / row["step_seconds"] if kind.startswith("weak") else base / (row["P"] * row["step_seconds"])
             worst = max(row["ranks"], key=lambda q: q["bytes_per_step"]["halo"])
             note = " (oversubscribed)" if row["oversubscribed"] else ""
             lines.append(f"| {row['P']}{note} | {row['n']:,} | {row['N']} | {1e3 * row['step_seconds']:.1f} | "
@@ -171,7 +171,7 @@ def markdown(results):
                          f"{worst['bytes_per_step']['halo']:,.0f} ({worst['model_bytes_per_step']['halo']:,}) | "
                          f"{worst['bytes_per_step']['allreduce']:,.0f} ({worst['model_bytes_per_step']['allreduce']:,}) | "
                          f"{sum(worst['messages_per_step'].values()):.0f} | "
-                         f"{sum(worst['apply_bytes'].values()):,} ({sum(worst['model_apply_bytes'].values()):,}) |")
+                         f"{sum(worst['apply_bytes'].values()):,} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -184,6 +184,9 @@ def plot(results, path):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
     for ax, kind in zip(axes, ("strong", "weak")):
         rows = results[kind]
+        if kind == "weak" and results.get("weak3"):
+            ax.plot([r["P"] for r in results["weak3"]], [1e3 * r["step_seconds"] for r in results["weak3"]], "s-",
+                    label="measured, 3 levels")
         P = [r["P"] for r in rows]
         ax.plot(P, [1e3 * r["step_seconds"] for r in rows], "o-", label="measured")
         base = rows[0]["step_seconds"] * 1e3
@@ -208,10 +211,14 @@ def main():
     p.add_argument("--r0", type=int, default=16)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--levels", type=lambda t: [int(v) for v in t.split(",")], default=[2, 3],
+                   help="levels to weak-scale (driver: comma-separated, default 2,3; worker: one)")
+    p.add_argument("--top-size", type=int, default=64)
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     if args.worker:
+        args.levels = args.levels[0]
         return worker(args)
     per_rank, sub_per_rank, ranks = (2**18, 256, (1, 2, 4)) if not args.quick else (2**12, 8, (1, 2))
     steps = args.steps if not args.quick else 5
@@ -220,10 +227,12 @@ def main():
     for P in ranks:
         results["strong"].append(launch(P, n_strong, ranks[-1] * sub_per_rank, args.delta, args.r, args.r0,
                                         args.batch, steps))
-        results["weak"].append(launch(P, P * per_rank - 1, P * sub_per_rank, args.delta, args.r, args.r0,
-                                      args.batch, steps))
-        print(f"P={P}: strong {1e3 * results['strong'][-1]['step_seconds']:.1f} ms/step, "
-              f"weak {1e3 * results['weak'][-1]['step_seconds']:.1f} ms/step", flush=True)
+        for levels in sorted({2, *args.levels}):
+            key = "weak" if levels == 2 else f"weak{levels}"
+            results.setdefault(key, []).append(launch(P, P * per_rank - 1, P * sub_per_rank, args.delta, args.r,
+                                                      args.r0, args.batch, steps, levels, args.top_size))
+            print(f"P={P}: weak, {levels} levels: {1e3 * results[key][-1]['step_seconds']:.1f} ms/step", flush=True)
+        print(f"P={P}: strong {1e3 * results['strong'][-1]['step_seconds']:.1f} ms/step", flush=True)
     results["control"] = launch(1, per_rank - 1, sub_per_rank, args.delta, args.r, args.r0, args.batch, steps,
                                 copies=2)
     weak = results["weak"]

@@ -144,6 +144,30 @@ class DistributedDDAttention(DDAttention):
             model, level = model.coarse_model, level + 1
         return out
 
+    def traffic_model(self, batch, itemsize=8):
+        """Bytes this rank sends per error-loss training step, from the exchange plans: {halo, allreduce}.
+
+        A level's ghost exchange: forward (sent rows) and reverse (ghosts), and the
+        reverse's adjoint in the backward pass (sent rows again; the data needs no
+        gradient). A transfer to the next level: partial sums out (ghosts), the
+        coarse result in (sent), and that forward exchange's adjoint (ghosts). The
+        replicated top: Phi^T f in one Allreduce, then the gradients of its factors.
+        """
+        halo, model = 0, self
+        while True:
+            p = model.plan
+            halo += (2 * sum(p.send_counts) + len(p.ghosts)) * batch * itemsize
+            if model.transfer is None:
+                break
+            halo += (sum(model.transfer.send_counts) + 2 * len(model.transfer.ghosts)) * batch * itemsize
+            model = model.coarse_model
+        allreduce = 0
+        if model.coarse and model.decomposition.coarse_size and self.layout.domain_size > 1:
+            top = model.decomposition.coarse_size
+            replicated = sum(q.numel() for name, q in model.named_parameters() if name in model.replicated_parameters())
+            allreduce = (top * batch + replicated) * itemsize
+        return {"halo": halo, "allreduce": allreduce}
+
     def dense(self):
         raise NotImplementedError("dense() needs the whole operator; load the checkpoint serially")
 
