@@ -146,3 +146,17 @@ def test_a_model_of_this_matrix_is_accepted_and_applied():
         expected = serial.matvec(torch.from_numpy(x).reshape(-1, 1)).numpy().ravel()
     y = apply_natural(pc, A, np.arange(p.n), x)
     assert worst(np.abs(y - expected).max() / np.abs(expected).max()) <= 1e-12
+
+
+def test_three_levels_from_the_operator_is_multilevel_additive_schwarz():
+    from test_multilevel import multilevel_schwarz
+    from pddattn.decomposition import boxes
+    from pddattn.hierarchy import coarse_levels
+    A, dm, natural = on_dmda(PROBLEM)
+    pc = make_pc(A, dm, "ml3_", subdomains="4x4", overlap=1, coarse="harmonic", levels=3, top_size=4)
+    pc.setUp()
+    d = boxes(GRID, (4, 4), 1, "count", "harmonic", PROBLEM.A)
+    M = multilevel_schwarz(PROBLEM.A.toarray(), d, coarse_levels(d, PROBLEM.A, 3, 4))
+    x = np.random.default_rng(6).standard_normal(PROBLEM.n)
+    y = apply_natural(pc, A, natural, x)
+    assert worst(np.abs(y - M @ x).max() / np.abs(M @ x).max()) <= 1e-10

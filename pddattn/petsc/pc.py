@@ -251,8 +251,8 @@ class DDAttentionPC:
                  f"operator: {_describe(a['problem'])}, n={m.n}",
                  f"{d.spec['kind']} N={d.spec['N']} ({d.N} subdomains), overlap delta={d.delta}, pou={d.pou}, "
                  f"ranks holding them: {m.layout.domain_size if hasattr(m, 'layout') else 1}",
-                 f"local rank r={m.r} (largest subdomain {d.max_size}{': full, two-level additive Schwarz' if m.r >= d.max_size else ''}), "
-                 f"coarse {d.coarse} n_0={d.coarse_size} rank r0={m.r0}",
+                 f"local rank r={m.r} (largest subdomain {d.max_size}{': full' if m.r >= d.max_size else ''}), "
+                 f"coarse {d.coarse} n_0={d.coarse_size}, {_levels_text(m)}",
                  f"{'symmetric (SPSD)' if m.symmetric else 'non-symmetric'}, {m.num_parameters():,} parameters",
                  f"layout: {'PETSc Scatter to the model rows' if self._scatter else 'Vec layout = model layout'}"]
         if "training" in self.info:
@@ -277,6 +277,18 @@ def _default_subdomains(pc, grid, size):
         Px, Py = (int(v) for v in dm.getProcSizes())
         return f"{Px}x{Py}"
     return str(size)
+
+
+def _levels_text(model):
+    """'2 levels, top rank r0' or 'L levels: sizes n_1 -> ... -> top (rank r0), distributed/replicated'."""
+    if model.coarse_model is None:
+        return f"2 levels, coarse rank r0={model.r0}"
+    sizes, m = [], model
+    while m.coarse_model is not None:
+        m = m.coarse_model
+        sizes.append(f"{m.n} ({'distributed' if hasattr(m, 'plan') else 'replicated'})")
+    sizes.append(f"top {m.decomposition.coarse_size} (replicated, rank {m.r0})")
+    return f"{model.levels} levels: " + " -> ".join(sizes)
 
 
 def _describe(spec):
