@@ -21,7 +21,7 @@ MPI_TIMEOUT := 900
 OUT ?= runs
 
 .PHONY: setup demo test test-serial test-mpi bench bench-speed bench-scaling bench-reproduce bench-petsc \
-        bench-2d bench-kappa bench-stability clean
+        bench-2d bench-kappa bench-stability bench-petsc2d bench-multilevel clean
 
 setup: $(VENV)/.installed
 
@@ -60,7 +60,8 @@ test-mpi: setup
 	    || { rc=$$?; [ $$rc -eq 5 ] || exit $$rc; }; \
 	done
 
-bench: bench-speed bench-reproduce bench-scaling bench-petsc bench-2d bench-kappa bench-stability
+bench: bench-speed bench-reproduce bench-scaling bench-petsc bench-2d bench-kappa bench-stability \
+       bench-petsc2d bench-multilevel
 
 bench-speed: setup
 	$(PY) benchmarks/step_time.py --out benchmarks/results
@@ -82,6 +83,12 @@ bench-kappa: setup
 
 bench-stability: setup
 	$(PY) benchmarks/stability.py --out benchmarks/results
+
+bench-petsc2d: setup
+	$(PY) benchmarks/iterations2d.py --out benchmarks/results
+
+bench-multilevel: setup
+	$(PY) benchmarks/multilevel.py --out benchmarks/results
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache build *.egg-info

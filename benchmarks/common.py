@@ -8,7 +8,7 @@ from pddattn.capacity import global_capacity, schwarz_start_error
 from pddattn.train import train
 
 CONFIG_KEYS = ("model", "problem", "n", "grid", "coefficient", "data", "modes", "rank", "coarse_rank", "subdomains",
-               "overlap", "coarse_space", "lr", "steps", "batch", "levels")
+               "overlap", "coarse_space", "lr", "steps", "batch", "levels", "init")
 
 
 def run_one(base, problem=None, **changes):

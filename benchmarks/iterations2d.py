@@ -20,7 +20,7 @@ mpirun of this file in worker mode; setup and solve seconds are measured
 around KSPSetUp and KSPSolve.
 
     python benchmarks/iterations2d.py --out benchmarks/results            # 127^2, 255^2
-    python benchmarks/iterations2d.py --grids 127,255,511 --out benchmarks/results
+    python benchmarks/iterations2d.py --grids 127,255,511 --train-ranks 1 --out benchmarks/results   # about 1 h
     python benchmarks/iterations2d.py --quick --out /tmp/it2d               # smoke test
 
 Writes iterations2d.json, iterations2d.md and iterations2d.png.
@@ -130,10 +130,19 @@ def run_all(args):
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", PYTHONPATH=str(ROOT),
                OMP_NUM_THREADS="1")
     rows = []
+    if args.merge and (out / "iterations2d.json").exists():
+        rows = json.loads((out / "iterations2d.json").read_text())["rows"]
+    done = {(r["grid"], r["ranks"]) for r in rows}
+    train_ranks = {int(p) for p in args.train_ranks.split(",")} if args.train_ranks else None
     for side in [int(g) for g in args.grids.split(",")]:
         for P in [int(p) for p in args.ranks.split(",")]:
+            if (side, P) in done:
+                print(f"-- grid {side}^2, {P} ranks: kept from the earlier run (--merge)", flush=True)
+                continue
+            pcs = ",".join(pc for pc in args.pcs.split(",")
+                           if pc != "dd-trained" or train_ranks is None or P in train_ranks)
             cmd = ["mpirun", "--oversubscribe", "-n", str(P), sys.executable, __file__, "--worker", "--grid",
-                   str(side), "--pcs", args.pcs, "--problems", str(args.problems), "--train-steps",
+                   str(side), "--pcs", pcs, "--problems", str(args.problems), "--train-steps",
                    str(args.train_steps), "--train-max-grid", str(args.train_max_grid), "--max-it", str(args.max_it)]
             t0 = time.perf_counter()
             p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
@@ -207,6 +216,9 @@ def main(argv=None):
     p.add_argument("--problems", type=int, default=len(PROBLEMS))
     p.add_argument("--train-steps", type=int, default=30)
     p.add_argument("--train-max-grid", type=int, default=255, help="train only up to this grid side")
+    p.add_argument("--train-ranks", default="", help="run dd-trained only at these rank counts (default: all); "
+                   "its training is serial and the same at every P")
+    p.add_argument("--merge", action="store_true", help="keep the (grid, ranks) runs already in OUT/iterations2d.json")
     p.add_argument("--max-it", type=int, default=20000)
     p.add_argument("--timeout", type=int, default=7200)
     p.add_argument("--quick", action="store_true")

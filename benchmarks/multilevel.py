@@ -7,18 +7,20 @@
    float32, median of 5) and model memory (parameters, Adam moments and buffers, counted)
    against n, 1D (intervals, cores of 64, delta 2, r 8, hat coarse) and 2D (boxes of 16x16,
    q1 coarse), for levels 2, 3, 4 (top level 64 rows) and the global model with the
-   parameters of the 3-level one; the fitted slope of log(parameters) and log(step time)
-   against log(n). A configuration whose model memory would pass --max-gib is not built;
+   parameters of the 3-level one; the flops of one application (the dense products,
+   ``level_flops``, batch 16); the fitted slopes of log(parameters), log(flops) and
+   log(step time) against log(n). A configuration whose model memory would pass --max-gib is not built;
    its parameters are still counted from the sizes.
 4. On paper: per-rank step time and weak-scaling efficiency from 1 to 65,536 ranks, two-level
    against multilevel (see ``projection``), from the measured level-0 step time.
 3. Accuracy at equal parameters (laplace1d n = 4095, 256 subdomains, Fourier data, 3000
-   steps): two-level (full coarse rank 255) against three-level with the local rank raised
-   to the same parameter count, and the global model of that size with its capacity.
+   steps): two-level (r = 4, full coarse rank 255) against three-level with the local rank
+   raised to the same parameter count, each trained from a random and from the Schwarz
+   start, and the global model of that size with its capacity.
 
     python benchmarks/multilevel.py --out benchmarks/results            # about 25 min on 2 cores
     python benchmarks/multilevel.py --quick --out /tmp/ml                # smoke test
-    python benchmarks/multilevel.py --skip kappa,scale,accuracy --out benchmarks/results   # projection only
+    python benchmarks/multilevel.py --skip kappa,scale,accuracy --merge --out benchmarks/results   # projection only
 
 Writes multilevel.json and multilevel.md.
 """
@@ -110,8 +112,9 @@ def scale_table(sizes_1d, sides_2d, max_gib):
                 row.update(built=False, note=str(exc))
                 rows.append(row)
                 continue
+            flops = 4 * n * model.r * 16 if levels == "global" else sum(v for _, v in model.level_flops(16))
             row.update(parameters=model.num_parameters(), built=True, memory_bytes=_model_bytes(model),
-                       step_seconds=_step_time(model, n))
+                       apply_flops=flops, step_seconds=_step_time(model, n))
             if levels != "global" and levels > 2:
                 top = model
                 while top.coarse_model is not None:
@@ -130,8 +133,9 @@ def scale_table(sizes_1d, sides_2d, max_gib):
             if len(pts) >= 2:
                 x = np.log([n for n, _ in pts])
                 slopes[f"{dim} {model}"] = {
-                    "parameters": float(np.polyfit(x, np.log([r["parameters"] for _, r in pts]), 1)[0]),
-                    "step": float(np.polyfit(x, np.log([r["step_seconds"] for _, r in pts]), 1)[0])}
+                    key: float(np.polyfit(x, np.log([r[field] for _, r in pts]), 1)[0])
+                    for key, field in (("parameters", "parameters"), ("flops", "apply_flops"),
+                                       ("step", "step_seconds"))}
     return rows, slopes
 
 
@@ -142,12 +146,13 @@ def accuracy(steps):
     base = TrainConfig(n=4095, subdomains=256, overlap=2, steps=steps, eval_every=max(steps // 20, 1),
                        dtype="float32", test_size=128, checkpoint_every=10**9)
     problem = problem_of(base.to_dict())
-    two = run_one(base, problem, model="dd", rank=4)
-    local = 2 * int(intervals(4095, 256, 2).sizes.sum())
-    r3 = max(4, round((two["parameters"] - 2 * 64 * 64) / local))
-    three = run_one(base, problem, model="dd", rank=r3, levels=3, top_size=64)
-    glob = best_global(base, problem, max(1, round(two["parameters"] / (2 * 4095))), (0.01,))
-    return [two, three, glob]
+    runs = []
+    for init in ("random", "schwarz"):
+        two = run_one(base, problem, model="dd", rank=4, init=init)
+        local = 2 * int(intervals(4095, 256, 2).sizes.sum())
+        r3 = max(4, round((two["parameters"] - 2 * 64 * 64) / local))
+        runs += [two, run_one(base, problem, model="dd", rank=r3, levels=3, top_size=64, init=init)]
+    return runs + [best_global(base, problem, max(1, round(runs[0]["parameters"] / (2 * 4095))), (0.01,))]
 
 
 def projection(t_local, gflops, ranks=(1, 4, 16, 64, 256, 1024, 4096, 16384, 65536), per_rank=2**18,
@@ -204,25 +209,27 @@ def markdown(results):
         lines.append(f"| {r['problem']} | {r['grid']}^2 | {r['coarse']} | {r['n0']} | {r['kappa2']:.2f} | "
                      f"{r['kappa3']:.2f} | {r['n1_top']} | {r['params2']:,} | {r['params3']:,} |")
     lines += ["\n**Scale, serial** (r = 8, batch 16, float32, step = forward + backward + Adam)\n",
-              "| dim | n | model | parameters | ms / step | model memory MiB | top |", "|---|---|---|---|---|---|---|"]
+              "| dim | n | model | parameters | MFlop / apply | ms / step | model memory MiB | top |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in results.get("scale", []):
         if not r.get("built"):
-            lines.append(f"| {r['dim']} | {r['n']:,} | {r['model']} | {r.get('parameters', 0):,} | not built "
+            lines.append(f"| {r['dim']} | {r['n']:,} | {r['model']} | {r.get('parameters', 0):,} | | not built "
                          f"({r.get('note', 'memory')}) | | |")
             continue
-        lines.append(f"| {r['dim']} | {r['n']:,} | {r['model']} | {r['parameters']:,} | {1e3 * r['step_seconds']:.1f} | "
+        lines.append(f"| {r['dim']} | {r['n']:,} | {r['model']} | {r['parameters']:,} | "
+                     f"{r.get('apply_flops', 0) / 1e6:,.1f} | {1e3 * r['step_seconds']:.1f} | "
                      f"{r['memory_bytes'] / 2**20:.1f} | {r.get('top', '')} |")
-    lines += ["\nFitted slopes of log(parameters) and log(step time) against log(n):\n",
-              "| model | parameters | step time |", "|---|---|---|"]
+    lines += ["\nFitted slopes of log(parameters), log(flops per apply) and log(step time) against log(n):\n",
+              "| model | parameters | flops | step time |", "|---|---|---|---|"]
     for k, v in results.get("slopes", {}).items():
-        lines.append(f"| {k} | {v['parameters']:.2f} | {v['step']:.2f} |")
+        lines.append(f"| {k} | {v['parameters']:.2f} | {v.get('flops', float('nan')):.2f} | {v['step']:.2f} |")
     if results.get("accuracy"):
         lines += ["\n**Accuracy at equal parameters** (laplace1d n = 4095, 256 subdomains, Fourier data)\n",
                   "| model | parameters | test error | reference |", "|---|---|---|---|"]
         for r in results["accuracy"]:
             c = r["config"]
             name = (f"global r={c['rank']}" if c["model"] == "global" else
-                    f"DD {c.get('levels', 2)}-level r={c['rank']}")
+                    f"DD {c.get('levels', 2)}-level r={c['rank']}, {c.get('init', 'random')} start")
             ref = (f"capacity {r['capacity']:.2e}" if "capacity" in r else f"Schwarz start {r['schwarz_start']:.2e}")
             lines.append(f"| {name} | {r['parameters']:,} | {r['test_error']:.2e} | {ref} |")
     if results.get("projection"):
@@ -246,9 +253,10 @@ def main(argv=None):
     ap.add_argument("--sides-2d", default="127,255,511,1023,2047")
     ap.add_argument("--max-gib", type=float, default=6.0)
     ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: kappa, scale, accuracy")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: kappa, scale, accuracy, projection")
     ap.add_argument("--t-local", type=float, help="level-0 step seconds for the projection (default: "
                                                    "OUT/scaling.json's weak P=1 row)")
+    ap.add_argument("--merge", action="store_true", help="keep the parts of OUT/multilevel.json not run now")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     skip = set(args.skip.split(","))
@@ -262,6 +270,8 @@ def main(argv=None):
         grids, problems = [63, 127], [("poisson2d", "const"), ("diffusion2d", "jump:1e4"),
                                       ("diffusion2d", "lognormal:1")]
     results = {}
+    if args.merge and (out / "multilevel.json").exists():
+        results = json.loads((out / "multilevel.json").read_text())
     if "kappa" not in skip:
         results["kappa"] = kappa_table(grids, problems)
     if "scale" not in skip:

@@ -14,6 +14,13 @@ gradient, so neither does the halo exchange nor the coarse Allreduce of
 Phi^T f) and n_0 x B x 8 + 2 x n_0 x r0 x 8 in Allreduces (the coarse
 gradients of Q_0 and K_0).
 
+With more levels each coarse level adds its own ghost exchange and a transfer
+(Phi^T x to the owners of the coarse rows and back), counted the same way,
+and the replicated Allreduce shrinks to the top level's rows. The work per
+rank and level is counted too (``level_flops``: the dense products of one
+application, from the shapes the rank executes; a test checks it against
+torch's FlopCounterMode).
+
 Strong scaling: fixed n. Weak scaling: fixed nodes per rank, n up to about
 10^6 in all. Every rank runs one torch thread at every P, so weak-scaling
 efficiency T(1) / T(P) compares equal per-rank resources.
@@ -97,7 +104,8 @@ def worker(args):
                 "mpi_seconds_per_step": mpi_seconds / args.steps,
                 "bytes_per_step": {k: v / args.steps for k, v in sent.items()},
                 "messages_per_step": {k: v / args.steps for k, v in messages.items()},
-                "model_bytes_per_step": model_bytes}
+                "model_bytes_per_step": model_bytes,
+                "level_flops_per_apply": [[str(k), v] for k, v in model.level_flops(args.batch)]}
     gathered = layout.comm.gather(per_rank, root=0) if P > 1 else [per_rank]
     if rank == 0:
         step = statistics.median(times)
@@ -160,7 +168,8 @@ def markdown(results):
                   f"B={rows[0]['batch']}, delta={rows[0]['delta']}, r={rows[0]['r']}, r0={rows[0]['r0']}, "
                   "float64, 1 thread per rank)", "",
                   "| P | n | N | ms / step | samples / s | efficiency | MPI ms/step | halo B/step (model) | "
-                  "allreduce B/step (model) | msgs/step | B per apply |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "allreduce B/step (model) | msgs/step | B per apply | MFlop per apply by level |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in rows:
             eff = base / row["step_seconds"] if kind.startswith("weak") else base / (row["P"] * row["step_seconds"])
             worst = max(row["ranks"], key=lambda q: q["bytes_per_step"]["halo"])
@@ -171,9 +180,18 @@ def markdown(results):
                          f"{worst['bytes_per_step']['halo']:,.0f} ({worst['model_bytes_per_step']['halo']:,}) | "
                          f"{worst['bytes_per_step']['allreduce']:,.0f} ({worst['model_bytes_per_step']['allreduce']:,}) | "
                          f"{sum(worst['messages_per_step'].values()):.0f} | "
-                         f"{sum(worst['apply_bytes'].values()):,} |")
+                         f"{sum(worst['apply_bytes'].values()):,} | {_flops_cell(row)} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _flops_cell(row):
+    """The busiest rank's dense-product MFlop per application, level by level (then the dense top)."""
+    per_rank = [q.get("level_flops_per_apply") for q in row["ranks"]]
+    if not all(per_rank):
+        return ""
+    busiest = max(per_rank, key=lambda lf: sum(v for _, v in lf))
+    return " / ".join(f"{'top ' if k == 'top' else ''}{v / 1e6:.1f}" for k, v in busiest)
 
 
 def plot(results, path):

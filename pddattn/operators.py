@@ -407,6 +407,31 @@ class DDAttention(_Attention):
         count = int(d.sizes.sum()) * self.r + (d.coarse_size * self.r0 if self.coarse else 0)
         return count if self.symmetric else 2 * count
 
+    def level_flops(self, batch):
+        """Floating-point operations of one application to ``batch`` vectors, per level, on this module.
+
+        Counts the dense products, which carry the work: level l's batched
+        kernel is two products of N_l x L_l x r x B multiply-adds over the
+        subdomains this module holds (padded length L_l, as executed), and the
+        dense top block Q_0 (K_0^T c) is two of n_top x r0 x B. The sparse Phi
+        products and the D^1/2 scalings add O(nnz(Phi) B) and O(N L B) and are
+        left out. A replicated level is counted whole: every rank computes it.
+
+        Returns
+        -------
+        list of (level, flops), then ("top", flops) when there is a dense top.
+        """
+        out, model, level = [], self, 0
+        while True:
+            held, length, rank = model.Q.shape
+            out.append((level, 4 * held * length * rank * batch))
+            if not (model.coarse and model.decomposition.coarse_size):
+                return out
+            if model.coarse_model is None:
+                top, r0 = model.Q0.shape
+                return out + [("top", 4 * top * r0 * batch)]
+            model, level = model.coarse_model, level + 1
+
     def rank_bound(self):
         """An upper bound on the rank of M^-1: local ranks plus the coarse level's."""
         d = self.decomposition

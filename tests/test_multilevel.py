@@ -95,3 +95,28 @@ def test_bad_levels_are_one_line_errors():
         coarse_levels(d, make_problem("laplace1d", (40,)).A, 1)
     with pytest.raises(ValueError, match="too small for 4 levels"):
         DDAttention(d, r=2, levels=4)
+
+
+def measured_flops(fn):
+    """Flops of the dense products torch executed in fn(), by aten op (FlopCounterMode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fn()
+    return {str(op).split(".")[-1]: v for op, v in counter.get_flop_counts()["Global"].items()}
+
+
+@pytest.mark.parametrize("levels,batch", [(2, 6), (3, 6), (4, 2)])
+def test_level_flops_are_what_torch_executes(levels, batch):
+    """level_flops (from the shapes) against the bmm flops FlopCounterMode sees, level by level."""
+    model = DDAttention(intervals(1023, 64, 2), r=4, levels=levels, top_size=8)
+    counted = dict(model.level_flops(batch))
+    assert len(counted) == levels  # levels - 1 kernels and the dense top
+    x, level, m = torch.randn(1023, batch), 0, model
+    while m is not None:
+        xl = torch.randn(m.n, batch)
+        assert measured_flops(lambda: m.local_term(xl))["bmm"] == counted[level]
+        if m.coarse_model is None:
+            c = torch.randn(m.decomposition.coarse_size, batch)
+            assert measured_flops(lambda: m.Q0 @ (m.K0.T @ c))["mm"] == counted["top"]
+        m, level = m.coarse_model, level + 1
+    assert measured_flops(lambda: model.matvec(x))["bmm"] == sum(v for k, v in counted.items() if k != "top")

@@ -175,6 +175,7 @@ def _error_on_every_rank(make_pc, match):
 
 @pytest.mark.parametrize("option,value,match", [
     ("pddattn_levels", "1", "pddattn_levels must be >= 2"),
+    ("pddattn_train_lr", "0", "pddattn_train_lr must be positive"),
     ("pddattn_coarse", "cubic", "unknown coarse space"),
     ("pddattn_subdomains", "4x", "pddattn_subdomains must look like 32 or 4x4"),
     ("pddattn_subdomains", "3x3", "needs a 2D DMDA on the PC"),
