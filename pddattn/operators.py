@@ -286,9 +286,8 @@ class DDAttention(_Attention):
         dtype = dtype or torch.get_default_dtype()
         self._set_buffers(dtype, device)
         Q, K, Q0, K0 = self._initial_factors(init_scale, seed, dtype, device)
-        held = torch.as_tensor(self.held)
-        self.Q = nn.Parameter(Q[held].contiguous())
-        self.K = None if self.symmetric else nn.Parameter(K[held].contiguous())
+        self.Q = nn.Parameter(Q.contiguous())
+        self.K = None if self.symmetric else nn.Parameter(K.contiguous())
         dense_top = self.coarse and self.coarse_model is None
         self.Q0 = nn.Parameter(Q0) if dense_top else None
         self.K0 = nn.Parameter(K0) if dense_top and not self.symmetric else None
@@ -350,12 +349,18 @@ class DDAttention(_Attention):
         return ("Q0", "K0") + below
 
     def _initial_factors(self, init_scale, seed, dtype, device):
-        """Global (N, L, r) and (n_0, r0) factors; every rank makes the same ones."""
+        """The held subdomains' (N_held, L, r) factors and the (n_0, r0) coarse ones (K's None if symmetric).
+
+        Random factors are drawn for all N subdomains in one stream, then the held ones
+        kept, so every rank's share equals the serial model's; Schwarz factors are
+        computed for the held subdomains only.
+        """
         d = self.decomposition
         if self.init == "schwarz":
             r0 = 0 if self.coarse_model is not None else self.r0  # the coarse levels initialise themselves
-            Q, Q0 = (torch.as_tensor(a, dtype=dtype, device=device) for a in schwarz_factors(self.problem, d, self.r, r0))
-            return Q, Q.clone(), Q0, Q0.clone()
+            Q, Q0 = (torch.as_tensor(a, dtype=dtype, device=device)
+                     for a in schwarz_factors(self.problem, d, self.r, r0, subdomains=self.held))
+            return Q, None if self.symmetric else Q.clone(), Q0, Q0.clone()
         g = torch.Generator().manual_seed(seed)
         scales = self.natural_scales()
         std, std0 = init_scale * scales["Q"], init_scale * scales["Q0"]
@@ -365,7 +370,8 @@ class DDAttention(_Attention):
         top = 0 if self.coarse_model is not None else d.coarse_size
         Q0 = _normal((top, self.r0), std0, g, dtype, device)
         K0 = _normal((top, self.r0), std0, g, dtype, device)
-        return Q, K, Q0, K0
+        held = torch.as_tensor(self.held, device=Q.device)
+        return Q[held], K[held], Q0, K0
 
     def factors(self, transpose=False):
         """(Q, K, Q0, K0) with the symmetric ties resolved, swapped for the transpose."""

@@ -35,21 +35,21 @@ def _closed_form(problem, d):
     return problem.constant and problem.dim == 1 and d.contiguous
 
 
-def local_blocks(A, d, first, last, pad_value):
-    """Dense (last - first, L, L) blocks R_i A R_i^T, padding diagonal = pad_value."""
+def local_blocks(A, d, subdomains, pad_value):
+    """Dense (len(subdomains), L, L) blocks R_i A R_i^T, padding diagonal = pad_value."""
     A = sp.csr_matrix(A)
     L = d.max_size
-    out = np.zeros((last - first, L, L))
-    for row, i in enumerate(range(first, last)):
+    out = np.zeros((len(subdomains), L, L))
+    for row, i in enumerate(subdomains):
         s = d.subdomains[i]
         out[row, : len(s), : len(s)] = A[s][:, s].toarray()
         out[row, range(len(s), L), range(len(s), L)] = pad_value
     return out
 
 
-def _batches(d):
+def _batches(d, count):
     step = max(1, _BATCH_BYTES // (8 * d.max_size**2))
-    return [(a, min(a + step, d.N)) for a in range(0, d.N, step)]
+    return [(a, min(a + step, count)) for a in range(0, count, step)]
 
 
 def _pad_value(A):
@@ -66,21 +66,27 @@ def _dirichlet_inverse_factor(size, r, h):
     return v / np.sqrt(mu)
 
 
-def local_inverse_factors(problem, d, r, closed_form=True):
-    """(N, L, r) with Q_i Q_i^T the best rank-r part of A_i^-1; zero padding rows and columns."""
-    Q = np.zeros((d.N, d.max_size, r))
+def local_inverse_factors(problem, d, r, closed_form=True, subdomains=None):
+    """(N, L, r) with Q_i Q_i^T the best rank-r part of A_i^-1; zero padding rows and columns.
+
+    ``subdomains`` (indices): only those blocks, in that order, shape (len, L, r). A
+    rank of the MPI operator computes its own blocks only, so its set-up work and
+    memory follow its share of the subdomains, not N.
+    """
+    held = np.arange(d.N) if subdomains is None else np.asarray(subdomains, dtype=np.int64)
+    sizes = d.sizes[held][:, None]
+    Q = np.zeros((len(held), d.max_size, r))
     if closed_form and _closed_form(problem, d):
         h, cache = 1.0 / (problem.n + 1), {}
-        for i, size in enumerate(d.sizes):
+        for row, size in enumerate(sizes[:, 0]):
             f = cache.setdefault(int(size), _dirichlet_inverse_factor(int(size), r, h))
-            Q[i, : f.shape[0], : f.shape[1]] = f
+            Q[row, : f.shape[0], : f.shape[1]] = f
         return Q
     pad = _pad_value(problem.A)
-    for a, b in _batches(d):
-        mu, V = np.linalg.eigh(local_blocks(problem.A, d, a, b, pad))
+    for a, b in _batches(d, len(held)):
+        mu, V = np.linalg.eigh(local_blocks(problem.A, d, held[a:b], pad))
         k = min(r, d.max_size)
         Q[a:b, :, :k] = V[:, :, :k] / np.sqrt(mu[:, None, :k])
-    sizes = d.sizes[:, None]
     Q *= (np.arange(d.max_size)[None, :, None] < sizes[:, :, None])   # padding rows
     Q *= (np.arange(r)[None, None, :] < sizes[:, :, None])            # modes past n_i: padding modes
     return Q
@@ -101,9 +107,12 @@ def coarse_inverse_factor(problem, d, r0):
     return Q0
 
 
-def schwarz_factors(problem, d, r, r0):
-    """(Q, Q0): DD attention with K = Q is two-level additive Schwarz truncated to ranks r, r0."""
-    return local_inverse_factors(problem, d, r), coarse_inverse_factor(problem, d, r0)
+def schwarz_factors(problem, d, r, r0, subdomains=None):
+    """(Q, Q0): DD attention with K = Q is two-level additive Schwarz truncated to ranks r, r0.
+
+    Q holds the blocks of ``subdomains`` only, when given (see local_inverse_factors).
+    """
+    return local_inverse_factors(problem, d, r, subdomains=subdomains), coarse_inverse_factor(problem, d, r0)
 
 
 def local_top_inverse_eigenvalue(problem, d):
