@@ -85,7 +85,7 @@ bench-stability: setup
 	$(PY) benchmarks/stability.py --out benchmarks/results
 
 bench-petsc2d: setup
-	$(PY) benchmarks/iterations2d.py --out benchmarks/results
+	$(PY) benchmarks/iterations2d.py --grids 127,255,511 --train-ranks 1 --out benchmarks/results
 
 bench-multilevel: setup
 	$(PY) benchmarks/multilevel.py --out benchmarks/results

@@ -18,7 +18,7 @@
    raised to the same parameter count, each trained from a random and from the Schwarz
    start, and the global model of that size with its capacity.
 
-    python benchmarks/multilevel.py --out benchmarks/results            # about 25 min on 2 cores
+    python benchmarks/multilevel.py --out benchmarks/results            # about 35 min on 2 cores
     python benchmarks/multilevel.py --quick --out /tmp/ml                # smoke test
     python benchmarks/multilevel.py --skip kappa,scale,accuracy --merge --out benchmarks/results   # projection only
 

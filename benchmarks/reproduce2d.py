@@ -73,8 +73,14 @@ def plot(results, path):
     if plt is None:
         return
     keys = list(results["headline"])
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.6), constrained_layout=True, squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    grids = list(dict.fromkeys(k.split("|")[1] for k in keys))      # one row of panels per grid
+    cols = max(sum(k.endswith("|" + g) for k in keys) for g in grids)
+    fig, axes = plt.subplots(len(grids), cols, figsize=(4 * cols, 3.6 * len(grids)), constrained_layout=True,
+                             squeeze=False)
+    places = []
+    for row, g in enumerate(grids):
+        places += [(axes[row][col], k) for col, k in enumerate(k for k in keys if k.endswith("|" + g))]
+    for ax, key in places:
         runs = [r for r in results["runs"] if f"{r['key']}|{r['config']['grid']}" == key]
         g = [r for r in runs if r["model"] == "global"]
         d = [r for r in runs if r["model"] == "dd"]
@@ -84,8 +90,10 @@ def plot(results, path):
         ax.loglog([r["parameters"] for r in d], [r["schwarz_start"] for r in d], "x", label="DD Schwarz start")
         ax.set_title(key.replace("|", " "), fontsize=9)
         ax.set_xlabel("parameters")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # log-axis minor labels collide at 2e5..8e6
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("mean relative L2 test error")
+    for row in axes:
+        row[0].set_ylabel("mean relative L2 test error")
     axes[0][0].legend(fontsize=7)
     fig.savefig(path, dpi=110)
     plt.close(fig)
