@@ -22,7 +22,7 @@
     python benchmarks/multilevel.py --quick --out /tmp/ml                # smoke test
     python benchmarks/multilevel.py --skip kappa,scale,accuracy --merge --out benchmarks/results   # projection only
 
-Writes multilevel.json and multilevel.md.
+Writes multilevel.json, multilevel.md and multilevel.png.
 """
 from __future__ import annotations
 
@@ -246,6 +246,34 @@ def markdown(results):
     return "\n".join(lines) + "\n"
 
 
+def plot(results, path):
+    """Parameters and step time against n (1D, 2D), and the projected weak-scaling efficiency."""
+    from pddattn.compare import pyplot
+    plt = pyplot()
+    if plt is None or not results.get("scale"):
+        return
+    fig, axes = plt.subplots(1, 5, figsize=(22, 3.8), constrained_layout=True)
+    for k, dim in enumerate(("1D", "2D")):
+        for model, marker in (("2-level", "o"), ("3-level", "s"), ("4-level", "^"), ("global", "x")):
+            rows = [r for r in results["scale"] if r["dim"] == dim and r["model"] == model]
+            axes[2 * k].loglog([r["n"] for r in rows], [r["parameters"] for r in rows], marker + "-", label=model)
+            built = [r for r in rows if r.get("built")]
+            axes[2 * k + 1].loglog([r["n"] for r in built], [1e3 * r["step_seconds"] for r in built], marker + "-",
+                                   label=model)
+        axes[2 * k].set(title=f"{dim}: parameters (2-level: counted where not built)", xlabel="n")
+        axes[2 * k + 1].set(title=f"{dim}: ms per training step", xlabel="n")
+    if results.get("projection"):
+        rows = results["projection"]["rows"]
+        axes[4].semilogx([r["P"] for r in rows], [100 * r["two_eff"] for r in rows], "o-", label="2 levels")
+        axes[4].semilogx([r["P"] for r in rows], [100 * r["multi_eff"] for r in rows], "s-", label="multilevel")
+        axes[4].set(title="on paper: weak-scaling efficiency", xlabel="ranks P", ylabel="%", ylim=(0, 105))
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="benchmarks/results")
@@ -289,6 +317,7 @@ def main(argv=None):
         results["projection"] = {"t_local": t_local, "gflops": gflops, "rows": projection(t_local, gflops)}
     (out / "multilevel.json").write_text(json.dumps(results, indent=1, default=str))
     (out / "multilevel.md").write_text(markdown(results))
+    plot(results, out / "multilevel.png")
     print(markdown(results))
 
 
