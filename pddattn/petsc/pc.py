@@ -76,7 +76,7 @@ class DDAttentionPC:
             except PETSc.Error:
                 raise ConfigurationError(f"-{prefix}pddattn_{name} must be an integer") from None
         try:
-            values["train_lr"] = o.getReal("pddattn_train_lr", 1e-4)
+            values["train_lr"] = o.getReal("pddattn_train_lr", next(d for n, d, _ in OPTIONS if n == "pddattn_train_lr"))
         except PETSc.Error:
             raise ConfigurationError(f"-{prefix}pddattn_train_lr must be a number") from None
         if not values["train_lr"] > 0:
