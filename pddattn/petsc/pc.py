@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..problems.families import spec_label
+from . import teardown
 from .matrices import gather_operator
 
 __all__ = ["DDAttentionPC", "rank_deficiency", "OPTIONS", "PROBE_TOLERANCE"]
@@ -59,6 +60,20 @@ class DDAttentionPC:
 
     def __init__(self):
         self.model = self.key = self.info = None
+        self._scatter = self._xm = self._ym = None
+
+    def create(self, pc):
+        teardown.register(self, pc)  # made safe at interpreter exit (teardown.py)
+
+    def destroy(self, pc):
+        teardown.unregister(self)
+        self._free_vectors()
+        self.model = self.key = self.info = None
+
+    def _free_vectors(self):
+        for obj in (self._scatter, self._xm, self._ym):
+            if obj is not None:
+                obj.destroy()
         self._scatter = self._xm = self._ym = None
 
     # ----------------------------------------------------------------- options
@@ -95,6 +110,11 @@ class DDAttentionPC:
 
     # ------------------------------------------------------------------ set-up
     def setUp(self, pc):
+        teardown.register(self, pc)
+        with teardown.abort_if_one_rank_fails(pc.comm.tompi4py()):
+            self._setup(pc)
+
+    def _setup(self, pc):
         from ..parallel.layout import Layout
         PETSc = _petsc()
         _, P = pc.getOperators()
@@ -195,7 +215,7 @@ class DDAttentionPC:
         comm = P.getComm()
         same = np.array_equal(petsc_rows, np.arange(rstart, rend))
         differs = comm.tompi4py().allreduce(int(not same))
-        self._scatter = None
+        self._free_vectors()
         if differs:
             x = P.createVecRight()
             m = len(petsc_rows)
