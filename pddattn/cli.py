@@ -112,7 +112,8 @@ def build_parser():
     c.add_argument("--dd-lr", type=float, help="lr of the DD model (default --lr)")
     c.add_argument("--global-steps", type=int, help="steps of the global model (default --steps)")
     c.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
-    s = sub.add_parser("solve", help="PETSc KSP solve of A u = f; PETSc options pass through")
+    from .petsc.verdict import RULE
+    s = sub.add_parser("solve", help="PETSc KSP solve of A u = f; PETSc options pass through", epilog=RULE)
     s.add_argument("--problem", choices=FAMILIES, help="problem family (default: the model's, else laplace1d)")
     s.add_argument("--n", type=int, default=None, help="1D grid nodes (default: the model's, else 1023)")
     s.add_argument("--grid", help="grid, 1023 or 127x127 (default: the model's)")

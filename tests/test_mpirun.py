@@ -174,7 +174,7 @@ def test_solve_with_the_trained_preconditioner_converges(trained_preconditioner,
     assert p.returncode == 0, p.stderr
     assert "converged reason 2" in p.stdout or "converged reason 3" in p.stdout, p.stdout
     iterations = iterations_of(p.stdout)
-    assert "(tolerance 1.0e-08: met)" in p.stdout
+    assert "(tolerance 1.0e-08 on the true residual: met)" in p.stdout
     assert iterations < 40 and "KSP Residual norm" in p.stdout  # -ksp_monitor lines; no PC: 255 iterations
 
 
@@ -205,14 +205,45 @@ def low_rank_model(tmp_path_factory):
     return str(out / "checkpoint.pt")
 
 
-def test_gmres_on_a_singular_preconditioner_is_not_reported_as_success(low_rank_model):
-    """Left-preconditioned GMRES 'converges' on M (b - A x); the true residual decides, and it misses."""
-    p, _ = mpirun(2, "-m", "pddattn", "solve", "-ksp_type", "gmres", "-pc_type", "python", "-pc_python_type",
-                  "pddattn.petsc.DDAttentionPC", "-pddattn_model", low_rank_model)
+@pytest.mark.parametrize("side", ["left", "default"])
+def test_gmres_on_a_singular_preconditioner_is_not_reported_as_success(low_rank_model, side):
+    """Left-preconditioned GMRES 'converges' on M (b - A x); the true residual decides, and it misses.
+
+    By default pddattn makes GMRES precondition from the right (a true-residual test), which a
+    singular M^-1 cannot pass either.
+    """
+    chosen = ["-ksp_pc_side", "left"] if side == "left" else []
+    p, _ = mpirun(2, "-m", "pddattn", "solve", "-ksp_type", "gmres", *chosen, "-pc_type", "python",
+                  "-pc_python_type", "pddattn.petsc.DDAttentionPC", "-pddattn_model", low_rank_model)
     assert p.returncode != 0, p.stdout
-    assert "MISSED" in p.stdout and p.stdout.count("model is rank-deficient") == 1, p.stdout
+    assert p.stdout.count("model is rank-deficient") == 1, p.stdout
     errors = [line for line in p.stderr.splitlines() if line.startswith("pddattn: error:")]
     assert len(errors) == 1 and "true relative residual" in errors[0] and "Traceback" not in p.stderr
+    if side == "left":
+        assert "KSP converged reason 2" in p.stdout and "preconditioner is singular" in errors[0], p.stdout
+
+
+@pytest.fixture(scope="module")
+def matrix_file(tmp_path_factory):
+    """A user's matrix: diffusion2d jump:1e4 at 31^2 as a PETSc binary file."""
+    path = tmp_path_factory.mktemp("matrix") / "A.petsc"
+    code = ("from petsc4py import PETSc; from pddattn.petsc import petsc_matrix; from pddattn.problems import "
+            "make_problem; A = petsc_matrix(make_problem('diffusion2d', (31, 31), 'jump:1e4').A, PETSc.COMM_SELF); "
+            f"A.view(PETSc.Viewer().createBinary('{path}', 'w'))")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env(), cwd=ROOT, timeout=120)
+    return str(path)
+
+
+@pytest.mark.parametrize("options,verdict", [
+    ([], "on the true residual: met"),
+    (["-ksp_norm_type", "preconditioned"], "accepted up to 1000x"),
+    (["-ksp_pc_side", "right", "-ksp_type", "gmres"], "on the true residual: met"),
+])
+def test_a_standard_petsc_solve_of_a_users_matrix_is_a_success(matrix_file, options, verdict):
+    p, _ = mpirun(2, "-m", "pddattn", "solve", "--matrix", matrix_file, "-ksp_type", "cg", "-pc_type", "gamg",
+                  *options)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "converged reason 2" in p.stdout and verdict in p.stdout, p.stdout
 
 
 def test_a_singular_preconditioner_composed_with_sor_converges_truly(low_rank_model):
