@@ -192,6 +192,9 @@ def _cmd_solve(args, layout):
 
 def _cmd_bench(args, layout):
     from .bench import step_time_comparison, format_step_times
+    from .train import device_missing
+    if device_missing(args.device):
+        raise ConfigurationError(device_missing(args.device))
     result = step_time_comparison(args.n, args.subdomains, args.overlap, args.rank, args.batch,
                                   args.repeats, args.dtype, args.device, levels=args.levels)
     print(format_step_times(result))

@@ -37,6 +37,10 @@ def reached(history, threshold):
 def compare(base, global_rank=64, global_lr=None, dd_lr=None, out="runs/compare", layout=None, echo=print,
             global_steps=None):
     """Train both models from ``base`` (a TrainConfig); write and return results.json's dict."""
+    from .parallel.layout import ConfigurationError
+    if base.steps < 1 or (global_steps is not None and global_steps < 1):
+        raise ConfigurationError("compare trains both models: --steps (and --global-steps) must be >= 1; "
+                                 "`pddattn train --steps 0` saves an untrained model")
     out = Path(out)
     runs = {
         "global": dataclasses.replace(base, model="global", rank=global_rank, lr=global_lr or base.lr,

@@ -128,6 +128,7 @@ class TrainConfig:
         need(self.target >= 0, f"--target must be >= 0, got {self.target}")
         need(self.device == "cpu" or self.device.startswith(("cuda", "mps", "xpu")),
              f"unknown device {self.device!r}; use cpu, cuda, cuda:N, mps or xpu")
+        need(not device_missing(self.device), device_missing(self.device))
         return self
 
     def build(self, problem=None):
@@ -161,6 +162,25 @@ def lr_factor(step, cfg):
         return 0.0
     warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
     return warm * 0.5 * (1.0 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
+
+
+def device_missing(name):
+    """Why torch cannot use device ``name`` here ('' when it can): a CPU build, no device, a bad index."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return f"unknown device {name!r}; use cpu, cuda, cuda:N, mps or xpu"
+    if device.type == "cpu":
+        return ""
+    backend = {"cuda": torch.cuda, "mps": getattr(torch.backends, "mps", None), "xpu": getattr(torch, "xpu", None)}
+    module = backend.get(device.type)
+    if module is None or not module.is_available():
+        built = "" if device.type != "cuda" or torch.version.cuda else " (a CPU build of torch)"
+        return f"--device {name}: torch {torch.__version__}{built} sees no {device.type} device here; use --device cpu"
+    count = module.device_count() if hasattr(module, "device_count") else 1
+    if device.index is not None and device.index >= count:
+        return f"--device {name}: only {count} {device.type} device(s) here (index 0 to {count - 1})"
+    return ""
 
 
 def make_optimizer(model, lr, beta2=0.95):

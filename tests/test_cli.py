@@ -41,6 +41,9 @@ def run(*args, cwd=None):
     (["train", "--matrix", "/nonexistent/A.npz"], "no matrix file at /nonexistent/A.npz"),
     (["train", "--n", "1000000000"], "this run needs about"),
     (["train", "--beta2", "1.5"], "--beta2 must be in (0, 1)"),
+    (["train", "--device", "cuda:99"], "--device cuda:99: "),  # a CPU build, or fewer devices: one line
+    (["bench", "--device", "cuda:99"], "--device cuda:99: "),
+    (["compare", "--steps", "0"], "--steps (and --global-steps) must be >= 1"),
 ])
 def test_bad_arguments_end_with_one_line_and_nonzero_exit(args, message):
     p = run(*args)
