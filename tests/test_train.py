@@ -76,3 +76,13 @@ def test_bad_configs_raise_configuration_errors(field, value, match):
 def test_float32_training_runs(tmp_path):
     _, summary = train(TrainConfig(**dict(SMALL, dtype="float32")), out=None)
     assert math.isfinite(summary["test_error"])
+
+
+@pytest.mark.parametrize("model", ["dd", "global"])
+def test_a_float32_run_repeats_bitwise_on_one_machine(tmp_path, model):
+    """What the README promises: same machine, torch and seed give the same errors to the last bit."""
+    cfg = TrainConfig(**dict(SMALL, model=model, dtype="float32", steps=60))
+    _, a = train(cfg, out=tmp_path / "a")
+    _, b = train(cfg, out=tmp_path / "b")
+    assert [r["test_error"] for r in a["history"]] == [r["test_error"] for r in b["history"]]
+    assert a["test_error"] == b["test_error"]
