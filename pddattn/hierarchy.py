@@ -12,14 +12,20 @@ subdomains are sized so that the top level has about ``top_size`` rows:
 with levels - 2 coarse decompositions, each coarsens by the same factor
 (n_1 / top_size)^(1 / (levels - 2)). The loop is pyamg's shape: one short
 loop appending levels.
+
+:func:`levels_of` is the one place a decomposition spec becomes objects: it
+builds level 0's decomposition and the coarse levels once per problem and
+returns the same objects to every later caller in the run (the architecture,
+the model, the Schwarz start, the PC's training).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import scipy.sparse as sp
 
-__all__ = ["Level", "coarse_levels", "TOP_SIZE"]
+__all__ = ["Level", "coarse_levels", "levels_of", "TOP_SIZE"]
 
 TOP_SIZE = 64  # rows of the dense top level (the default of --top-size)
 
@@ -30,6 +36,7 @@ class Level:
 
     A: sp.csr_matrix
     decomposition: object
+    problem: object = None  # A_l as a Problem (family 'operator'), what the level's operator is built on
 
 
 def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1):
@@ -69,5 +76,24 @@ def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1):
             d = algebraic(A_l, N, delta, pou="count", coarse="harmonic")
         except ValueError:  # a small, densely coupled level: one overlap step would cover it all
             d = algebraic(A_l, N, 0, pou="count", coarse="harmonic")
-        out.append(Level(A_l, d))
+        from .problems import operator_problem
+        out.append(Level(A_l, d, operator_problem(A_l)))
     return out
+
+
+def levels_of(problem, spec, levels=2, top_size=TOP_SIZE):
+    """(level 0's decomposition, its coarse levels) for ``spec`` on ``problem``, built once per problem.
+
+    Every later call with the same spec, levels and top size returns the same
+    objects, so a run builds each decomposition and coarse basis once.
+    """
+    from .decomposition import decomposition_from_spec
+    cache = problem.__dict__.setdefault("_levels", {})
+    key = json.dumps(spec, sort_keys=True)
+    if key not in cache:
+        cache[key] = (decomposition_from_spec(spec, problem), {})
+    d, below = cache[key]
+    depth = (levels, top_size) if levels > 2 else (2, None)
+    if depth not in below:
+        below[depth] = coarse_levels(d, problem.A, levels, top_size)
+    return d, below[depth]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
-from .decomposition import decomposition_from_spec, parse_subdomains
-from .hierarchy import TOP_SIZE
+from .decomposition import parse_subdomains
+from .hierarchy import TOP_SIZE, levels_of
 from .operators import DDAttention, GlobalAttention
 from .parallel.layout import ConfigurationError, SerialLayout, check_distribution
 from .problems import make_problem, parse_grid, problem_from_spec
@@ -56,14 +56,14 @@ def architecture(cfg, problem=None):
     if cfg["model"] == "global":
         return {"model": "global", "n": problem.n, "problem": problem.spec(), "rank": cfg["rank"],
                 "symmetric": cfg["symmetric"]}
-    d = decomposition_from_spec(decomposition_spec(cfg, problem), problem)
+    levels, top_size = cfg.get("levels", 2), cfg.get("top_size", TOP_SIZE)
+    d, below = levels_of(problem, decomposition_spec(cfg, problem), levels, top_size)
     arch = {"model": "dd", "n": problem.n, "problem": problem.spec(), "decomposition": d.to_dict(),
             "rank": cfg["rank"], "coarse_rank": d.coarse_size if cfg.get("coarse_rank") is None else cfg["coarse_rank"],
             "symmetric": cfg["symmetric"], "coarse": d.coarse_size > 0}
-    if cfg.get("levels", 2) > 2:  # the coarse rank is then the top level's (default: full)
-        from .hierarchy import coarse_levels
-        top = coarse_levels(d, problem.A, cfg["levels"], cfg.get("top_size", TOP_SIZE))[-1].decomposition
-        arch.update(levels=cfg["levels"], top_size=cfg.get("top_size", TOP_SIZE),
+    if levels > 2:  # the coarse rank is then the top level's (default: full)
+        top = below[-1].decomposition
+        arch.update(levels=levels, top_size=top_size,
                     coarse_rank=top.coarse_size if cfg.get("coarse_rank") is None else cfg["coarse_rank"])
     return arch
 
@@ -104,12 +104,16 @@ def model_from_architecture(arch, layout=None, *, problem=None, dtype=None, devi
                                      f"{layout.world_size} (one replica per rank)")
         return GlobalAttention(arch["n"], arch["rank"], symmetric=arch["symmetric"], init_scale=init_scale,
                                seed=seed, dtype=dtype, device=device, problem=problem)
-    d = decomposition_from_spec(arch["decomposition"], problem)
+    levels, top_size = arch.get("levels", 2), arch.get("top_size", TOP_SIZE)
+    try:
+        d, below = levels_of(problem, arch["decomposition"], levels, top_size)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
     check_distribution(d, layout.world_size, layout.data_size)
     kwargs = dict(r=arch["rank"], r0=arch.get("coarse_rank") if d.coarse_size else None,
                   symmetric=arch["symmetric"], coarse=arch.get("coarse", True) and d.coarse_size > 0, init=init,
                   init_scale=init_scale, seed=seed, dtype=dtype, device=device, problem=problem,
-                  levels=arch.get("levels", 2), top_size=arch.get("top_size", TOP_SIZE))
+                  levels=levels, top_size=top_size, coarse_levels=below)
     if layout.domain_size == 1:
         return DDAttention(d, **kwargs)
     from .parallel.operator import DistributedDDAttention

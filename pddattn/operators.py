@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .decomposition import Decomposition
-from .hierarchy import TOP_SIZE, coarse_levels
+from .hierarchy import TOP_SIZE, coarse_levels as _coarse_levels
 from .schwarz import (coarse_top_inverse_eigenvalue, local_top_inverse_eigenvalue, natural_scale,
                       schwarz_factors)
 
@@ -94,6 +94,18 @@ def coarse_restrict(x, phi, phi_t):
 def coarse_interpolate(z, phi, phi_t):
     """Phi z, node-major (m, B), from (Phi, Phi^T) restricted to m rows."""
     return _SparseProduct.apply(z, phi, phi_t)
+
+
+def same_structure(d, e):
+    """Whether two decompositions have the same index sets, weights' kind and coarse-basis pattern."""
+    if (d.n, d.N, d.pou, d.spec) != (e.n, e.N, e.pou, e.spec) or d.phi.shape != e.phi.shape:
+        return False
+    if not all(np.array_equal(a, b) for a, b in zip(d.subdomains, e.subdomains)):
+        return False
+    p, q = d.phi.tocsr(), e.phi.tocsr()
+    p.sort_indices()
+    q.sort_indices()
+    return np.array_equal(p.indptr, q.indptr) and np.array_equal(p.indices, q.indices)
 
 
 # --------------------------------------------------------------- initialisation
@@ -241,6 +253,9 @@ class DDAttention(_Attention):
         with L - 1 levels (``coarse_model``; see hierarchy.py).
     top_size : int
         The target size of the dense top level when levels > 2.
+    coarse_levels : list of hierarchy.Level, optional
+        The levels below this one, when already built (``hierarchy.levels_of``);
+        built here otherwise.
     rows : object, optional
         Where a rank's rows live: ``rows.own`` (the output rows, sorted global
         nodes) and ``rows.positions(nodes)`` (rows of the local input holding
@@ -260,7 +275,7 @@ class DDAttention(_Attention):
 
     def __init__(self, decomposition, r, r0=None, symmetric=False, coarse=True, init="random",
                  init_scale=0.1, seed=0, dtype=None, device=None, subdomains=None, problem=None, rows=None,
-                 levels=2, top_size=TOP_SIZE):
+                 levels=2, top_size=TOP_SIZE, coarse_levels=None):
         super().__init__()
         if not isinstance(decomposition, Decomposition):
             raise TypeError("decomposition must be a pddattn.Decomposition")
@@ -276,12 +291,12 @@ class DDAttention(_Attention):
         self.levels, self.top_size = int(levels), int(top_size)
         self.coarse_model = None
         if self.coarse and d.coarse_size and self.levels > 2:
-            from .problems import operator_problem
-            level = coarse_levels(d, self.problem.A, self.levels, top_size)[0]
+            below = coarse_levels if coarse_levels is not None else \
+                _coarse_levels(d, self.problem.A, self.levels, top_size)
             self.coarse_model = self._coarse_module(
-                level.decomposition, r=self.r, r0=r0, symmetric=symmetric, coarse=True, init=init,
+                below[0].decomposition, r=self.r, r0=r0, symmetric=symmetric, coarse=True, init=init,
                 init_scale=init_scale, seed=seed + 1, dtype=dtype, device=device,
-                problem=operator_problem(level.A), levels=self.levels - 1, top_size=top_size)
+                problem=below[0].problem, levels=self.levels - 1, top_size=top_size, coarse_levels=below[1:])
             self.r0 = self.coarse_model.r0
         dtype = dtype or torch.get_default_dtype()
         self._set_buffers(dtype, device)
@@ -372,6 +387,42 @@ class DDAttention(_Attention):
         K0 = _normal((top, self.r0), std0, g, dtype, device)
         held = torch.as_tensor(self.held, device=Q.device)
         return Q[held], K[held], Q0, K0
+
+    def refactor(self, decomposition, problem, coarse_levels=()):
+        """Take new values of A with the same structure: Phi, coarse operators and Schwarz factors anew.
+
+        Index sets, partition of unity and (distributed) exchange plans are
+        kept. Only Schwarz-initialised operators have factors that follow A.
+        Returns False, changing nothing, when the structure differs (the
+        pattern of A or of a Phi) or the factors were not made from A.
+
+        Parameters
+        ----------
+        decomposition : Decomposition
+            This level's, built on the new values (``hierarchy.levels_of``).
+        problem : Problem
+        coarse_levels : list of hierarchy.Level
+            The levels below, built on the new values.
+        """
+        if self.init != "schwarz" or not same_structure(self.decomposition, decomposition):
+            return False
+        if self.coarse_model is not None:  # the levels below change first, or nothing does
+            if not coarse_levels or not self.coarse_model.refactor(coarse_levels[0].decomposition,
+                                                                   coarse_levels[0].problem, coarse_levels[1:]):
+                return False
+        self.decomposition, self.problem, self._phi = decomposition, problem, None
+        self.__dict__.pop("_scales", None)
+        Q, K, Q0, K0 = self._initial_factors(None, None, self.Q.dtype, self.Q.device)
+        with torch.no_grad():
+            for mine, new in ((self.Q, Q), (self.K, K), (self.Q0, Q0), (self.K0, K0)):
+                if mine is not None:
+                    mine.copy_(new)
+        return True
+
+    def free(self):
+        """Release what the operator holds outside Python (the distributed one: communicators)."""
+        if self.coarse_model is not None:
+            self.coarse_model.free()
 
     def factors(self, transpose=False):
         """(Q, K, Q0, K0) with the symmetric ties resolved, swapped for the transpose."""

@@ -18,7 +18,7 @@ from pddattn.problems import make_problem
 PETSc = pytest.importorskip("petsc4py.PETSc")
 pytestmark = pytest.mark.mpi(min_size=1)
 
-from test_petsc import _error_on_every_rank, saved_model, world, worst  # noqa: E402
+from test_petsc import _error_on_every_rank, everyone, saved_model, world, worst  # noqa: E402
 
 GRID = (19, 17)
 PROBLEM = make_problem("diffusion2d", GRID, "jump:1e4", seed=1)
@@ -92,7 +92,7 @@ def test_default_subdomains_follow_the_dmda_process_grid():
     assert d.spec["kind"] == "boxes" and tuple(d.spec["N"]) == tuple(dm.getProcSizes())
 
 
-def test_rebuilds_when_the_values_change_and_reuses_otherwise():
+def test_refactors_when_the_values_change_and_reuses_otherwise():
     A, dm, natural = plain(PROBLEM)
     pc = make_pc(A, dm, "re_", subdomains="4", overlap=1)
     pc.setUp()
@@ -105,9 +105,63 @@ def test_rebuilds_when_the_values_change_and_reuses_otherwise():
     A.scale(2.0)  # new values: M^-1 of 2A is half of M^-1 of A (full-rank Schwarz is linear in A^-1)
     pc.setOperators(A)
     pc.setUp()
-    assert context.model is not first
+    assert context.model is first and context.setups == {"built": 1, "refactored": 1}  # structure kept
     y2 = apply_natural(pc, A, natural, x)
     assert worst(np.abs(2 * y2 - y1).max() / np.abs(y1).max()) <= 1e-10
+
+
+@pytest.mark.parametrize("levels", [2, 3])
+def test_a_refactored_pc_equals_one_built_anew(levels):
+    """New values on the same pattern: the refactored PC applies what a fresh PC of the new matrix does."""
+    from pddattn.petsc import petsc_matrix
+    p = make_problem("diffusion2d", GRID, "lognormal:1", seed=1)
+    q = make_problem("diffusion2d", GRID, "lognormal:1", seed=5)  # same pattern, other values
+    A, B = petsc_matrix(p.A, PETSc.COMM_WORLD), petsc_matrix(q.A, PETSc.COMM_WORLD)
+    options = dict(subdomains="6", overlap=1, levels=levels, top_size=8)
+    pc = make_pc(A, None, f"rf{levels}_", **options)
+    pc.setUp()
+    A.setValuesCSR(*B.getValuesCSR())
+    A.assemble()
+    pc.setUp()
+    assert pc.getPythonContext().setups == {"built": 1, "refactored": 1}
+    fresh = make_pc(B, None, f"fr{levels}_", **options)
+    x = np.random.default_rng(7).standard_normal(p.n)
+    natural = np.arange(p.n)
+    y, z = apply_natural(pc, A, natural, x), apply_natural(fresh, B, natural, x)
+    assert worst(np.abs(y - z).max() / np.abs(z).max()) <= 1e-12
+    pc.destroy()
+    fresh.destroy()
+
+
+def test_a_hundred_setups_keep_communicators_and_memory_flat():
+    """The PC's life cycle: one structure, refactors on new values, nothing left behind."""
+    import resource
+    from mpi4py import MPI
+    from pddattn.petsc import petsc_matrix
+    A = petsc_matrix(PROBLEM.A, PETSc.COMM_WORLD)
+    pc = make_pc(A, None, "life_", subdomains="4", overlap=1)
+
+    def next_free_communicator():  # Open MPI hands out the lowest free slot: a leak raises it
+        probe = MPI.COMM_WORLD.Dup()
+        handle = probe.py2f()
+        probe.Free()
+        return handle
+
+    def resident_mb():
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+
+    sizes = []
+    for step in range(100):
+        A.scale(1.01)  # new values, same pattern
+        pc.setUp()
+        if step in (9, 99):
+            sizes.append((next_free_communicator(), resident_mb()))
+    assert pc.getPythonContext().setups == {"built": 1, "refactored": 99}
+    (comm10, mem10), (comm100, mem100) = sizes
+    assert everyone(comm100 == comm10), (comm10, comm100)
+    assert worst(mem100 - mem10) < 20, (mem10, mem100)  # MB; a model per setUp would be far more
+    pc.destroy()
 
 
 def test_training_in_setup_lowers_kappa():

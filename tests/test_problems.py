@@ -114,3 +114,18 @@ def test_smallest_eigenpairs(family, coefficient):
     exact = np.linalg.eigvalsh(p.A.toarray())[:6]
     assert np.abs(lam / exact - 1).max() <= 1e-9
     assert np.abs(p.A @ V - V * lam).max() <= 1e-7 * lam.max() and np.abs(V.T @ V - np.eye(6)).max() <= 1e-9
+
+
+@pytest.mark.parametrize("grid,modes", [((13, 11), None), ((31, 29), 50)])
+def test_fourier_rows_of_a_box_equal_the_whole_synthesis(grid, modes):
+    """A rank's box is synthesised separably (S_y T S_x^T), equal to slicing the DST of the whole grid."""
+    from pddattn.problems.samplers import evaluate_rows
+    p = make_problem("poisson2d", grid)
+    s = make_sampler("fourier", p, modes, seed=3)
+    coef = s.coefficients(5, 1, 2)
+    f, u = s.evaluate(coef)
+    i, j = np.meshgrid(np.arange(2, 9), np.arange(3, 7))
+    rows = np.sort((j * grid[0] + i).ravel())
+    fr, ur = evaluate_rows(s, coef, rows)
+    assert np.abs(fr - f[:, rows]).max() < 1e-13 * np.abs(f).max()
+    assert np.abs(ur - u[:, rows]).max() < 1e-13 * np.abs(u).max()

@@ -92,6 +92,12 @@ class GhostExchange:
         if comm is not None and comm.Get_size() > 1:
             self.comm = comm.Create_dist_graph_adjacent(self.neighbours, self.neighbours, reorder=False)
 
+    def free(self):
+        """Release the neighbourhood communicator (the plan is unusable after)."""
+        if self.comm is not None:
+            self.comm.Free()
+            self.comm = None
+
     @classmethod
     def of_decomposition(cls, decomposition, holdings, rank, comm=None, stats=None):
         """The plan of held subdomains: a rank owns its cores and reads its subdomains."""

@@ -132,6 +132,9 @@ class SerialLayout:
     def barrier(self):
         pass
 
+    def free(self):
+        pass
+
     def bcast(self, obj):
         return obj
 
@@ -196,6 +199,14 @@ class Layout(SerialLayout):
 
     def barrier(self):
         self.comm.Barrier()
+
+    def free(self):
+        """Release the domain and data communicators split from ``comm``."""
+        for name in ("domain_comm", "data_comm"):
+            comm = getattr(self, name, None)
+            if comm is not None:
+                comm.Free()
+                setattr(self, name, None)
 
     def bcast(self, obj):
         return self.comm.bcast(obj, root=0)

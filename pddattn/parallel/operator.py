@@ -82,6 +82,13 @@ class DistributedDDAttention(DDAttention):
             return DDAttention(decomposition, **kwargs)
         return DistributedDDAttention(decomposition, layout=layout, **kwargs)
 
+    def free(self):
+        """Release the exchange plans' communicators, on this level and below."""
+        self.plan.free()
+        if self.transfer is not None:
+            self.transfer.free()
+        super().free()
+
     def _transfer_plan(self):
         """Fine rows -> coarse rows: each rank reads the coarse rows its fine rows' Phi touches."""
         d, coarse = self.decomposition, self.coarse_model

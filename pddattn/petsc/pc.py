@@ -59,8 +59,9 @@ class DDAttentionPC:
     """petsc4py Python-PC context applying y = M^-1 x of DD attention."""
 
     def __init__(self):
-        self.model = self.key = self.info = None
+        self.model = self.key = self.info = self.layout = None
         self._scatter = self._xm = self._ym = None
+        self.setups = {"built": 0, "refactored": 0}
 
     def create(self, pc):
         teardown.register(self, pc)  # made safe at interpreter exit (teardown.py)
@@ -68,7 +69,11 @@ class DDAttentionPC:
     def destroy(self, pc):
         teardown.unregister(self)
         self._free_vectors()
-        self.model = self.key = self.info = None
+        if self.model is not None:
+            self.model.free()
+        if self.layout is not None:
+            self.layout.free()
+        self.model = self.key = self.info = self.layout = None
 
     def _free_vectors(self):
         for obj in (self._scatter, self._xm, self._ym):
@@ -115,6 +120,7 @@ class DDAttentionPC:
             self._setup(pc)
 
     def _setup(self, pc):
+        """Structure (layout, decomposition, exchange plans, Scatter) once; new values of A refactor only."""
         from ..parallel.layout import Layout
         PETSc = _petsc()
         _, P = pc.getOperators()
@@ -123,18 +129,40 @@ class DDAttentionPC:
             return  # same operator, same values: reuse
         opts = self._options(pc)
         A, petsc_of_natural, grid = gather_operator(P, pc.getDM())
-        layout = Layout(comm=pc.comm.tompi4py())
+        if self.layout is None:
+            self.layout = Layout(comm=pc.comm.tompi4py())
+        if self._refactor(opts, key, A, grid):
+            self.key = key
+            self.setups["refactored"] += 1
+            return
+        if self.model is not None:
+            self.model.free()
         if opts["model"]:
-            model, info = self._from_model(opts, P, A, petsc_of_natural, layout)
+            model, info = self._from_model(opts, P, A, petsc_of_natural, self.layout)
         else:
-            model, info = self._from_operator(opts, A, grid, pc, layout)
+            model, info = self._from_operator(opts, A, grid, pc, self.layout)
+        info["options"] = opts
         self.model, self.key, self.info = model.eval(), key, info
+        self.setups["built"] += 1
         self._setup_scatter(P, petsc_of_natural[model.own_rows])
         if opts["model"]:
             self._check_fit(opts, P)
         deficiency = rank_deficiency(model)
         if deficiency:
             PETSc.Sys.Print(f"DDAttentionPC: {deficiency}", comm=pc.comm)
+
+    def _refactor(self, opts, key, A, grid):
+        """New values of the same operator (same Mat, size, options, pattern): refactor the model in place."""
+        from ..hierarchy import TOP_SIZE, levels_of
+        if self.model is None or key[0] != self.key[0] or key[2] != self.key[2] or opts != self.info["options"]:
+            return False
+        if opts["model"] or opts["train_steps"]:
+            return False  # a stored or trained model does not follow A's values: build anew
+        problem = _operator_problem(A, grid)
+        arch = self.info["arch"]
+        d, below = levels_of(problem, arch["decomposition"], arch.get("levels", 2), arch.get("top_size", TOP_SIZE))
+        ok = self.model.refactor(d, problem, below)
+        return bool(self.layout.comm.allreduce(int(ok), op=_mpi_min()) if self.layout.world_size > 1 else ok)
 
     def _from_model(self, opts, P, A, petsc_of_natural, layout):
         from ..checkpoint import CheckpointError, architecture_of, read_collective, restore
@@ -180,20 +208,16 @@ class DDAttentionPC:
                                      f"grid of the boxes); without one give a number of algebraic subdomains")
         N = list(layout_N) if kind == "boxes" else int(np.prod(layout_N))
         spec = {"kind": kind, "N": N, "delta": opts["overlap"], "pou": "count", "coarse": opts["coarse"]}
+        from ..hierarchy import levels_of
         try:
-            from ..decomposition import decomposition_from_spec
-            d = decomposition_from_spec(spec, problem)
+            d, below = levels_of(problem, spec, opts["levels"], opts["top_size"])
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
         r = opts["rank"] or d.max_size
         arch = {"model": "dd", "n": problem.n, "problem": problem.spec(), "decomposition": d.to_dict(), "rank": r,
                 "coarse_rank": d.coarse_size, "symmetric": True, "coarse": d.coarse_size > 0}
         if opts["levels"] > 2:
-            from ..hierarchy import coarse_levels
-            try:
-                top = coarse_levels(d, problem.A, opts["levels"], opts["top_size"])[-1].decomposition
-            except ValueError as exc:
-                raise ConfigurationError(str(exc)) from None
+            top = below[-1].decomposition
             r = opts["rank"] or max(d.max_size, top.max_size)
             arch.update(rank=r, coarse_rank=top.coarse_size, levels=opts["levels"], top_size=opts["top_size"])
         model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64, init="schwarz")
@@ -297,6 +321,11 @@ class DDAttentionPC:
 
 
 # ---------------------------------------------------------------------- helpers
+def _mpi_min():
+    from mpi4py import MPI
+    return MPI.MIN
+
+
 def _operator_problem(A, grid):
     """The operator as a Problem (family 'operator': no file, identified by its values)."""
     from ..problems import operator_problem

@@ -72,11 +72,17 @@ class SineSampler:
         if (i1 - i0) * (j1 - j0) == self.n:
             both = self._synthesise(np.concatenate([coef, coef / self._lambda]))
             return both[: len(coef), rows], both[len(coef):, rows]
-        # sin(k pi x) on the box's rows and columns only: O(count K box) work, no whole vector.
-        sx = np.sin(np.pi * np.outer(np.arange(i0 + 1, i1 + 1), self._waves[:, 0]) / (nx + 1))
-        sy = np.sin(np.pi * np.outer(np.arange(j0 + 1, j1 + 1), self._waves[:, 1]) / (ny + 1))
-        basis = sy[j - j0] * sx[i - i0]                                    # (m, K) modes at the rows
-        return coef @ basis.T, (coef / self._lambda) @ basis.T
+        # Separable: F_box = S_y T S_x^T with the box's rows of sin(l pi y) and columns of sin(k pi x),
+        # O(count K + box side x modes) memory; a rows x modes basis would be O(n^2 / P).
+        both = np.concatenate([coef, coef / self._lambda])
+        kx, ky = self._waves[:, 0], self._waves[:, 1]
+        table = np.zeros((len(both), ky.max(), kx.max()))
+        table[:, ky - 1, kx - 1] = both
+        sx = np.sin(np.pi * np.outer(np.arange(i0 + 1, i1 + 1), np.arange(1, kx.max() + 1)) / (nx + 1))
+        sy = np.sin(np.pi * np.outer(np.arange(j0 + 1, j1 + 1), np.arange(1, ky.max() + 1)) / (ny + 1))
+        box = sy @ (table @ sx.T)                                          # (2 count, box rows, box columns)
+        values = box[:, j - j0, i - i0]
+        return values[: len(coef)], values[len(coef):]
 
     def sample(self, count, stream=0, index=0, lo=0, hi=None):
         return self.evaluate(self.coefficients(count, stream, index), lo, hi)
