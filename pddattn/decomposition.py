@@ -277,19 +277,24 @@ def _distance_to_outside(G, mask, cap):
 
 
 def decomposition_from_spec(spec, problem):
-    """Rebuild a decomposition from its spec and the problem (grid, A)."""
+    """Rebuild a decomposition from its spec and the problem (grid, A).
+
+    The whole A is used only where the construction is algebraic (harmonic
+    coarse spaces, algebraic subdomains); hat, q1, intervals and boxes are geometry.
+    """
     kind = spec.get("kind")
+    A = problem.A if kind == "algebraic" or spec.get("coarse") == "harmonic" else None
     if kind == "intervals":
         if problem.dim != 1:
             raise ValueError(f"intervals need a 1D problem, got grid {problem.grid}; use boxes or algebraic")
-        return intervals(problem.n, spec["N"], spec["delta"], spec["pou"], spec["coarse"], problem.A)
+        return intervals(problem.n, spec["N"], spec["delta"], spec["pou"], spec["coarse"], A)
     if kind == "boxes":
         if problem.dim != 2:
             raise ValueError(f"boxes need a 2D grid, got {problem.grid}; use intervals or algebraic")
         layout = tuple(spec["N"])
         if len(layout) != 2:
             raise ValueError(f"boxes need Nx x Ny subdomains (e.g. 4x4), got {spec['N']}")
-        return boxes(problem.grid, layout, spec["delta"], spec["pou"], spec["coarse"], problem.A)
+        return boxes(problem.grid, layout, spec["delta"], spec["pou"], spec["coarse"], A)
     if kind == "algebraic":
         N = spec["N"]
         N = int(np.prod(N)) if isinstance(N, (list, tuple)) else N

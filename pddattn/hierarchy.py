@@ -46,8 +46,8 @@ def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1):
     ----------
     decomposition : Decomposition
         Level 0's, with its coarse basis Phi_1.
-    A : sparse matrix
-        Level 0's operator.
+    A : Problem or sparse matrix
+        Level 0's operator (a Problem: A_1 from blocks of its rows).
     levels : int
         L >= 2; L - 2 coarse decompositions are built.
     top_size : int
@@ -60,12 +60,14 @@ def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1):
         raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
     if isinstance(top_size, bool) or not isinstance(top_size, int) or top_size < 1:
         raise ValueError(f"top size must be a positive integer, got {top_size!r}")
-    out, d, A_l = [], decomposition, sp.csr_matrix(A)
+    from .problems import operator_problem
+    from .schwarz import galerkin
+    out, d, problem_l = [], decomposition, A
     for depth in range(levels - 2):
         if d.coarse_size == 0:
             raise ValueError(f"level {depth} has no coarse space: --levels {levels} needs a coarse space "
                              "on every level but the top")
-        A_l = sp.csr_matrix(d.phi.T @ A_l @ d.phi)
+        A_l = galerkin(problem_l, d.phi) if hasattr(problem_l, "rows") else sp.csr_matrix(d.phi.T @ problem_l @ d.phi)
         A_l.eliminate_zeros()
         n_l = A_l.shape[0]
         if n_l < 4:
@@ -76,8 +78,8 @@ def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1):
             d = algebraic(A_l, N, delta, pou="count", coarse="harmonic")
         except ValueError:  # a small, densely coupled level: one overlap step would cover it all
             d = algebraic(A_l, N, 0, pou="count", coarse="harmonic")
-        from .problems import operator_problem
-        out.append(Level(A_l, d, operator_problem(A_l)))
+        problem_l = operator_problem(A_l)
+        out.append(Level(A_l, d, problem_l))
     return out
 
 
@@ -95,5 +97,5 @@ def levels_of(problem, spec, levels=2, top_size=TOP_SIZE):
     d, below = cache[key]
     depth = (levels, top_size) if levels > 2 else (2, None)
     if depth not in below:
-        below[depth] = coarse_levels(d, problem.A, levels, top_size)
+        below[depth] = coarse_levels(d, problem, levels, top_size)
     return d, below[depth]

@@ -109,6 +109,14 @@ def same_structure(d, e):
 
 
 # --------------------------------------------------------------- initialisation
+def _counter_normal(seed, stream, count, size, rows=None):
+    """Standard normals (len(rows), size) of rows ``rows`` (default all ``count``): entry (i, j) is a
+    function of (seed, stream, i, j) alone (see problems.samplers.Noise)."""
+    from .problems.samplers import Noise
+    noise = Noise(seed, stream, 0, count, size)
+    return (noise if rows is None else noise[np.asarray(rows)]).at(np.arange(size))
+
+
 def _normal(shape, scale, generator, dtype, device):
     return (torch.randn(shape, generator=generator, dtype=torch.float64) * scale).to(dtype=dtype, device=device)
 
@@ -292,7 +300,7 @@ class DDAttention(_Attention):
         self.coarse_model = None
         if self.coarse and d.coarse_size and self.levels > 2:
             below = coarse_levels if coarse_levels is not None else \
-                _coarse_levels(d, self.problem.A, self.levels, top_size)
+                _coarse_levels(d, self.problem, self.levels, top_size)
             self.coarse_model = self._coarse_module(
                 below[0].decomposition, r=self.r, r0=r0, symmetric=symmetric, coarse=True, init=init,
                 init_scale=init_scale, seed=seed + 1, dtype=dtype, device=device,
@@ -349,13 +357,17 @@ class DDAttention(_Attention):
         """
         if not hasattr(self, "_scales"):
             d, p = self.decomposition, self.problem
-            local = natural_scale(local_top_inverse_eigenvalue(p, d), d.max_size)
+            local = natural_scale(self._max_over_ranks(local_top_inverse_eigenvalue(p, d, self.held)), d.max_size)
             dense = d.coarse_size and self.coarse_model is None
             coarse = natural_scale(coarse_top_inverse_eigenvalue(p, d), d.coarse_size) if dense else 1.0
             self._scales = {"Q": local, "K": local, "Q0": coarse, "K0": coarse}
             if self.coarse_model is not None:
                 self._scales.update({f"coarse_model.{k}": v for k, v in self.coarse_model.natural_scales().items()})
         return self._scales
+
+    def _max_over_ranks(self, value):
+        """The maximum over the ranks holding this operator's subdomains (serially: the value)."""
+        return value
 
     def replicated_parameters(self):
         """Parameters every rank holds whole (their gradients are summed over ranks): the coarse levels."""
@@ -366,9 +378,9 @@ class DDAttention(_Attention):
     def _initial_factors(self, init_scale, seed, dtype, device):
         """The held subdomains' (N_held, L, r) factors and the (n_0, r0) coarse ones (K's None if symmetric).
 
-        Random factors are drawn for all N subdomains in one stream, then the held ones
-        kept, so every rank's share equals the serial model's; Schwarz factors are
-        computed for the held subdomains only.
+        Random factors are a counter-based function of (seed, factor, subdomain, entry),
+        so a rank draws only its own subdomains and its share equals the serial model's;
+        Schwarz factors are computed for the held subdomains only.
         """
         d = self.decomposition
         if self.init == "schwarz":
@@ -376,17 +388,15 @@ class DDAttention(_Attention):
             Q, Q0 = (torch.as_tensor(a, dtype=dtype, device=device)
                      for a in schwarz_factors(self.problem, d, self.r, r0, subdomains=self.held))
             return Q, None if self.symmetric else Q.clone(), Q0, Q0.clone()
-        g = torch.Generator().manual_seed(seed)
         scales = self.natural_scales()
         std, std0 = init_scale * scales["Q"], init_scale * scales["Q0"]
-        mask = torch.as_tensor(d.padded_indices(pad=-1) >= 0, dtype=dtype, device=device)[..., None]
-        Q = _normal((d.N, d.max_size, self.r), std, g, dtype, device) * mask
-        K = _normal((d.N, d.max_size, self.r), std, g, dtype, device) * mask
+        held, L = self.held, d.max_size
+        mask = (np.arange(L)[None, :] < d.sizes[held][:, None])[..., None]
+        Q, K = (_counter_normal(seed, stream, d.N, L * self.r, held).reshape(len(held), L, self.r) * mask * std
+                for stream in (0, 1))
         top = 0 if self.coarse_model is not None else d.coarse_size
-        Q0 = _normal((top, self.r0), std0, g, dtype, device)
-        K0 = _normal((top, self.r0), std0, g, dtype, device)
-        held = torch.as_tensor(self.held, device=Q.device)
-        return Q[held], K[held], Q0, K0
+        Q0, K0 = (_counter_normal(seed, stream, top, self.r0).reshape(top, self.r0) * std0 for stream in (2, 3))
+        return tuple(torch.as_tensor(a).to(dtype=dtype, device=device) for a in (Q, K, Q0, K0))
 
     def refactor(self, decomposition, problem, coarse_levels=()):
         """Take new values of A with the same structure: Phi, coarse operators and Schwarz factors anew.

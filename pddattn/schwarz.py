@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 __all__ = ["local_blocks", "local_inverse_factors", "coarse_matrix", "coarse_inverse_factor",
-           "schwarz_factors", "natural_scale", "local_top_inverse_eigenvalue", "coarse_top_inverse_eigenvalue"]
+           "schwarz_factors", "natural_scale", "galerkin", "local_top_inverse_eigenvalue", "coarse_top_inverse_eigenvalue"]
 
 _BATCH_BYTES = 1 << 28  # dense blocks per eigendecomposition batch
 
@@ -35,26 +35,25 @@ def _closed_form(problem, d):
     return problem.constant and problem.dim == 1 and d.contiguous
 
 
-def local_blocks(A, d, subdomains, pad_value):
-    """Dense (len(subdomains), L, L) blocks R_i A R_i^T, padding diagonal = pad_value."""
-    A = sp.csr_matrix(A)
+def local_blocks(problem, d, subdomains):
+    """Dense (len(subdomains), L, L) blocks R_i A R_i^T from the rows of A they need.
+
+    The padding diagonal lies above every eigenvalue of its block (Gershgorin
+    on the block), a value of the block alone, as the factors must be.
+    """
     L = d.max_size
     out = np.zeros((len(subdomains), L, L))
     for row, i in enumerate(subdomains):
         s = d.subdomains[i]
-        out[row, : len(s), : len(s)] = A[s][:, s].toarray()
-        out[row, range(len(s), L), range(len(s), L)] = pad_value
+        block = problem.block(s).toarray()
+        out[row, : len(s), : len(s)] = block
+        out[row, range(len(s), L), range(len(s), L)] = 2.0 * float(np.abs(block).sum(axis=1).max()) + 1.0
     return out
 
 
 def _batches(d, count):
     step = max(1, _BATCH_BYTES // (8 * d.max_size**2))
     return [(a, min(a + step, count)) for a in range(0, count, step)]
-
-
-def _pad_value(A):
-    """Above every eigenvalue of every principal block (Gershgorin bound on A)."""
-    return 2.0 * float(abs(sp.csr_matrix(A)).sum(axis=1).max()) + 1.0
 
 
 def _dirichlet_inverse_factor(size, r, h):
@@ -82,9 +81,8 @@ def local_inverse_factors(problem, d, r, closed_form=True, subdomains=None):
             f = cache.setdefault(int(size), _dirichlet_inverse_factor(int(size), r, h))
             Q[row, : f.shape[0], : f.shape[1]] = f
         return Q
-    pad = _pad_value(problem.A)
     for a, b in _batches(d, len(held)):
-        mu, V = np.linalg.eigh(local_blocks(problem.A, d, held[a:b], pad))
+        mu, V = np.linalg.eigh(local_blocks(problem, d, held[a:b]))
         k = min(r, d.max_size)
         Q[a:b, :, :k] = V[:, :, :k] / np.sqrt(mu[:, None, :k])
     Q *= (np.arange(d.max_size)[None, :, None] < sizes[:, :, None])   # padding rows
@@ -94,7 +92,17 @@ def local_inverse_factors(problem, d, r, closed_form=True, subdomains=None):
 
 def coarse_matrix(problem, d):
     """A_0 = Phi^T A Phi as a dense array (n_0 x n_0)."""
-    return (d.phi.T @ problem.A @ d.phi).toarray()
+    return galerkin(problem, d.phi).toarray()
+
+
+def galerkin(problem, phi, rows_per_block=1 << 16):
+    """Phi^T A Phi (sparse) from blocks of A's rows: never more than a block of A at once."""
+    phi = sp.csr_matrix(phi)
+    out = sp.csr_matrix((phi.shape[1], phi.shape[1]))
+    for lo in range(0, problem.n, rows_per_block):
+        rows = np.arange(lo, min(lo + rows_per_block, problem.n))
+        out = out + phi[rows].T @ (problem.rows(rows) @ phi)
+    return out.tocsr()
 
 
 def coarse_inverse_factor(problem, d, r0):
@@ -115,19 +123,26 @@ def schwarz_factors(problem, d, r, r0, subdomains=None):
     return local_inverse_factors(problem, d, r, subdomains=subdomains), coarse_inverse_factor(problem, d, r0)
 
 
-def local_top_inverse_eigenvalue(problem, d):
-    """max_i 1 / lambda_min(A_i): the largest local inverse eigenvalue."""
+def local_top_inverse_eigenvalue(problem, d, subdomains=None):
+    """max_i 1 / lambda_min(A_i) over ``subdomains`` (default all): the largest local inverse eigenvalue.
+
+    Each block's value depends on that block alone (a fixed Lanczos start), so
+    a rank computes its own subdomains and a max over ranks equals the serial one.
+    """
     if _closed_form(problem, d):
         h, size = 1.0 / (problem.n + 1), d.max_size
         return h**2 / (4.0 * np.sin(np.pi / (2 * (size + 1))) ** 2)
     from scipy.sparse.linalg import eigsh
-    A, top = sp.csr_matrix(problem.A), 0.0
-    for s in d.subdomains:
-        block = A[s][:, s]
+    top = 0.0
+    for i in range(d.N) if subdomains is None else subdomains:
+        s = d.subdomains[i]
+        block = problem.block(s)
         if len(s) <= 64:
             low = np.linalg.eigvalsh(block.toarray())[0]
-        else:  # shift-invert at 0: the smallest eigenvalue of the sparse block
-            low = eigsh(block.tocsc(), k=1, sigma=0, which="LM", return_eigenvectors=False, tol=1e-6)[0]
+        else:  # shift-invert at 0: the smallest eigenvalue of the sparse block; ARPACK's own start
+            # vector would depend on its earlier calls
+            low = eigsh(block.tocsc(), k=1, sigma=0, which="LM", return_eigenvectors=False, tol=1e-6,
+                        v0=np.ones(len(s)))[0]
         top = max(top, 1.0 / low)
     return top
 

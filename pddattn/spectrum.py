@@ -130,9 +130,9 @@ def fit_probe(model, A, layout=None):
     Stored in checkpoints at training and compared by DDAttentionPC with the
     operator it is given: a model of another matrix gives another value. The
     vectors are counter-based noise (a function of the node only), so the
-    probe is the same serially and on any layout. ``A`` is a scipy matrix
-    (its own rows are used) or a function from own rows of x (node-major)
-    to own rows of A x.
+    probe is the same serially and on any layout. ``A`` is a Problem or a
+    scipy matrix (its own rows are used) or a function from own rows of x
+    (node-major) to own rows of A x.
     """
     from .problems.samplers import Noise
     rows = model.own_rows
@@ -141,7 +141,7 @@ def fit_probe(model, A, layout=None):
     if callable(A):
         ax = A(x)
     else:
-        local = A[rows]
+        local = A.rows(rows) if hasattr(A, "rows") else A[rows]
         cols = np.unique(local.indices)
         ax = local[:, cols] @ noise.at(cols).T
     p = next(model.parameters())

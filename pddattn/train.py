@@ -372,7 +372,7 @@ def train(cfg, out=None, resume=False, layout=None, problem=None):
     if best is not None and best[0] < kappa:
         _load_parameters(model, best[2])
         error, kappa = evaluate(model, data, layout), best[0]
-    probe = fit_probe(model, problem.A, layout)  # DDAttentionPC checks a model against its operator with it
+    probe = fit_probe(model, problem, layout)  # DDAttentionPC checks a model against its operator with it
     save()
     summary = {"model": cfg.model, "parameters": params, "steps": step, "time": elapsed, "test_error": error,
                "history": log.rows, "data": cfg.data_kind(problem), "probe": probe}

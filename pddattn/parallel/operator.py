@@ -82,6 +82,10 @@ class DistributedDDAttention(DDAttention):
             return DDAttention(decomposition, **kwargs)
         return DistributedDDAttention(decomposition, layout=layout, **kwargs)
 
+    def _max_over_ranks(self, value):
+        from mpi4py import MPI
+        return self._pending_layout.domain_comm.allreduce(value, op=MPI.MAX)  # set before the base constructor
+
     def free(self):
         """Release the exchange plans' communicators, on this level and below."""
         self.plan.free()

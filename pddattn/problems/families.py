@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .coefficients import coefficient_field, parse_coefficient
+from .stencils import stencil_rows
 
 __all__ = ["FAMILIES", "Problem", "make_problem", "problem_from_spec", "parse_grid", "read_matrix",
            "write_petsc_binary", "check_spd"]
@@ -44,47 +45,6 @@ def parse_grid(text):
     if not 1 <= len(grid) <= 2 or min(grid) < 1:
         raise ValueError(f"grid must be 1 or 2 positive sizes (1023 or 127x127), got {text!r}")
     return grid
-
-
-def _tridiag(k_half, h):
-    """-(k u')' on len(k_half) - 1 nodes from k at the len(k_half) cell midpoints."""
-    main = (k_half[:-1] + k_half[1:]) / h**2
-    off = -k_half[1:-1] / h**2
-    return sp.diags([off, main, off], [-1, 0, 1], format="csr")
-
-
-def _diffusion1d(n, k):
-    h = 1.0 / (n + 1)
-    mid = ((np.arange(n + 1) + 0.5) * h)[:, None]
-    return _tridiag(k(mid), h)
-
-
-def _diffusion2d(nx, ny, k):
-    """Sum over the x- and y-edges of k_e (u_p - u_q)^2 / h^2, node p = j nx + i."""
-    hx, hy = 1.0 / (nx + 1), 1.0 / (ny + 1)
-    rows, cols, vals, diag = [], [], [], np.zeros(nx * ny)
-    for axis, (m, other, h) in enumerate(((nx, ny, hx), (ny, nx, hy))):
-        a = np.arange(m + 1)  # edge e between node e - 1 and e along this axis (-1, m: boundary)
-        b = np.arange(other)
-        E, B = np.meshgrid(a, b, indexing="ij")
-        along, across = (E + 0.5) * h, (B + 1.0) / (other + 1)
-        pts = np.stack([along, across] if axis == 0 else [across, along], axis=-1).reshape(-1, 2)
-        ke = k(pts).reshape(m + 1, other) / h**2
-        node = (lambda e, c: c * nx + e) if axis == 0 else (lambda e, c: e * nx + c)
-        left_ok, right_ok = E >= 1, E <= m - 1
-        lft, rgt = node(E - 1, B), node(E, B)
-        np.add.at(diag, lft[left_ok], ke[left_ok])
-        np.add.at(diag, rgt[right_ok], ke[right_ok])
-        both = left_ok & right_ok
-        rows += [lft[both], rgt[both]]
-        cols += [rgt[both], lft[both]]
-        vals += [-ke[both], -ke[both]]
-    rows.append(np.arange(nx * ny))
-    cols.append(np.arange(nx * ny))
-    vals.append(diag)
-    A = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                      shape=(nx * ny, nx * ny))
-    return A.tocsr()
 
 
 def read_matrix(path):
@@ -159,22 +119,43 @@ class Problem:
     seed : int
         Seed of random coefficient fields.
     A : scipy.sparse.csr_matrix
+        The whole matrix, assembled on first use for a family (a rank that
+        needs only some rows asks :meth:`rows`).
     matrix : str or None
         Path of the matrix file; ``checksum`` its SHA-256.
+    stencil : callable, optional
+        rows -> CSR rows of A, for the families (stencils.stencil_rows).
     """
 
     family: str
     grid: tuple
     coefficient: str
     seed: int
-    A: sp.csr_matrix
+    _A: sp.csr_matrix | None
     matrix: str | None = None
     checksum: str | None = None
     _factor: object = dataclasses.field(default=None, repr=False)
+    stencil: object = dataclasses.field(default=None, repr=False)
+
+    @property
+    def A(self):
+        if self._A is None:
+            self._A = self.stencil(np.arange(self.n))
+        return self._A
 
     @property
     def n(self):
-        return self.A.shape[0]
+        return int(np.prod(self.grid)) if self._A is None else self._A.shape[0]
+
+    def rows(self, rows):
+        """The rows ``rows`` (global indices) of A as CSR (len(rows), n), without the whole A if it is not built."""
+        if self._A is None:
+            return self.stencil(rows)
+        return self._A[np.asarray(rows, dtype=np.int64)]
+
+    def block(self, nodes):
+        """A restricted to ``nodes`` (rows and columns), R A R^T as CSR."""
+        return self.rows(nodes)[:, nodes]
 
     @property
     def dim(self):
@@ -235,8 +216,7 @@ def make_problem(family="laplace1d", grid=(1023,), coefficient="const", seed=0, 
         raise ValueError(f"{family} has a constant coefficient; use "
                          f"{'diffusion1d' if dim == 1 else 'diffusion2d'} for --coefficient {coefficient}")
     k = coefficient_field(coefficient, seed, dim)
-    A = _diffusion1d(grid[0], k) if dim == 1 else _diffusion2d(grid[0], grid[1], k)
-    return Problem(family, grid, coefficient, int(seed), A)
+    return Problem(family, grid, coefficient, int(seed), None, stencil=lambda rows: stencil_rows(grid, k, rows))
 
 
 def spec_label(spec):

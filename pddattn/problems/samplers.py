@@ -149,9 +149,8 @@ class WhiteSampler:
 
     def evaluate_rows(self, coef, rows, comm=None):
         """(f, u) at the given nodes; ``comm`` (the ranks that hold the other rows) for solve data."""
-        A = self.problem.A
         if self.kind == "probe":
-            local = A[rows]
+            local = self.problem.rows(rows)  # A's own rows only
             cols = np.unique(local.indices)
             u_cols = coef.at(cols)
             f = (local[:, cols] @ u_cols.T).T
