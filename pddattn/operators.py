@@ -114,7 +114,11 @@ def _counter_normal(seed, stream, count, size, rows=None):
     function of (seed, stream, i, j) alone (see problems.samplers.Noise)."""
     from .problems.samplers import Noise
     noise = Noise(seed, stream, 0, count, size)
-    return (noise if rows is None else noise[np.asarray(rows)]).at(np.arange(size))
+    noise = noise if rows is None else noise[np.asarray(rows)]
+    step = max(1, (1 << 18) // max(size, 1))  # a few MB of counters at a time
+    columns = np.arange(size)
+    parts = [noise[a:a + step].at(columns) for a in range(0, len(noise), step)]
+    return np.concatenate(parts) if parts else np.zeros((0, size))
 
 
 def _normal(shape, scale, generator, dtype, device):

@@ -132,19 +132,25 @@ def local_top_inverse_eigenvalue(problem, d, subdomains=None):
     if _closed_form(problem, d):
         h, size = 1.0 / (problem.n + 1), d.max_size
         return h**2 / (4.0 * np.sin(np.pi / (2 * (size + 1))) ** 2)
-    from scipy.sparse.linalg import eigsh
-    top = 0.0
+    top, seen = 0.0, {}
     for i in range(d.N) if subdomains is None else subdomains:
         s = d.subdomains[i]
         block = problem.block(s)
-        if len(s) <= 64:
-            low = np.linalg.eigvalsh(block.toarray())[0]
-        else:  # shift-invert at 0: the smallest eigenvalue of the sparse block; ARPACK's own start
-            # vector would depend on its earlier calls
-            low = eigsh(block.tocsc(), k=1, sigma=0, which="LM", return_eigenvectors=False, tol=1e-6,
-                        v0=np.ones(len(s)))[0]
-        top = max(top, 1.0 / low)
+        key = (len(s), block.indptr.tobytes(), block.indices.tobytes(), block.data.tobytes())
+        if key not in seen:  # equal blocks (a constant coefficient's interior boxes) once
+            seen[key] = _smallest_eigenvalue(block)
+        top = max(top, 1.0 / seen[key])
     return top
+
+
+def _smallest_eigenvalue(block):
+    """lambda_min of a sparse SPD block: dense for small ones, else shift-invert Lanczos at 0."""
+    from scipy.sparse.linalg import eigsh
+    if block.shape[0] <= 64:
+        return np.linalg.eigvalsh(block.toarray())[0]
+    # A fixed start vector: ARPACK's own would depend on its earlier calls.
+    return eigsh(block.tocsc(), k=1, sigma=0, which="LM", return_eigenvectors=False, tol=1e-6,
+                 v0=np.ones(block.shape[0]))[0]
 
 
 def coarse_top_inverse_eigenvalue(problem, d):

@@ -75,8 +75,10 @@ class GhostExchange:
 
     def __init__(self, owner, reader, node, rank, comm=None, stats=None):
         self.own = np.flatnonzero(owner == rank)
-        pairs = np.unique(np.stack([np.asarray(reader), np.asarray(node)]), axis=1)  # each read once
-        reader, node = pairs
+        reader, node = np.asarray(reader, dtype=np.int64), np.asarray(node, dtype=np.int64)
+        mine = (reader == rank) | (owner[node] == rank)  # only reads by this rank or of its rows matter
+        # Each read once, sorted by reader then row: one integer key per pair sorts fast.
+        reader, node = np.divmod(np.unique(reader[mine] * len(owner) + node[mine]), len(owner))
         mine = (reader == rank) & (owner[node] != rank)
         ghosts = node[mine]
         self.ghosts = ghosts[np.lexsort((ghosts, owner[ghosts]))]     # by owner, then row

@@ -112,7 +112,15 @@ class Noise:
 
     def at(self, rows):
         """The (len(self), len(rows)) block of samples at global nodes ``rows``."""
-        c = (self.samples.astype(np.uint64)[:, None] << np.uint64(32)) | np.asarray(rows, dtype=np.uint64)[None, :]
+        rows = np.asarray(rows, dtype=np.uint64)
+        out = np.empty((len(self.samples), len(rows)))
+        step = max(1, (1 << 18) // max(len(self.samples), 1))  # bounded counter temporaries
+        for lo in range(0, len(rows), step):
+            out[:, lo:lo + step] = self._normals(rows[lo:lo + step])
+        return out
+
+    def _normals(self, rows):
+        c = (self.samples.astype(np.uint64)[:, None] << np.uint64(32)) | rows[None, :]
         with np.errstate(over="ignore"):
             a = _mix(c ^ self.key)
             b = _mix(a ^ np.uint64(0xD1B54A32D192ED03))

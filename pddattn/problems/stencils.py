@@ -19,14 +19,24 @@ import scipy.sparse as sp
 __all__ = ["stencil_rows"]
 
 
+_BLOCK = 1 << 16  # rows assembled at once: the temporaries stay a few MB
+
+
 def stencil_rows(grid, k, rows):
     """The rows ``rows`` (global node indices) of the diffusion matrix on ``grid``, as CSR (len(rows), n)."""
     rows = np.asarray(rows, dtype=np.int64)
-    cols, vals, inside = (_rows_1d if len(grid) == 1 else _rows_2d)(grid, k, rows)
-    counts = inside.sum(axis=1)
-    indptr = np.concatenate([[0], np.cumsum(counts)])
+    rule = _rows_1d if len(grid) == 1 else _rows_2d
+    data, indices, counts = [], [], []
+    for lo in range(0, len(rows), _BLOCK):
+        cols, vals, inside = rule(grid, k, rows[lo:lo + _BLOCK])
+        data.append(vals[inside])
+        indices.append(cols[inside])
+        counts.append(inside.sum(axis=1))
+    indptr = np.concatenate([[0], np.cumsum(np.concatenate(counts))]) if counts else np.zeros(1, dtype=np.int64)
     n = int(np.prod(grid))
-    return sp.csr_matrix((vals[inside], cols[inside], indptr), shape=(len(rows), n))
+    return sp.csr_matrix((np.concatenate(data) if data else np.zeros(0),
+                          np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64), indptr),
+                         shape=(len(rows), n))
 
 
 def _rows_1d(grid, k, i):
