@@ -311,7 +311,8 @@ class DDAttentionPC:
                  f"local rank r={m.r} (largest subdomain {d.max_size}{': full' if m.r >= d.max_size else ''}), "
                  f"coarse {d.coarse} n_0={d.coarse_size}, {_levels_text(m)}",
                  f"{'symmetric (SPSD)' if m.symmetric else 'non-symmetric'}, {m.num_parameters():,} parameters",
-                 f"layout: {'PETSc Scatter to the model rows' if self._scatter else 'Vec layout = model layout'}"]
+                 f"layout: {'PETSc Scatter to the model rows' if self._scatter else 'Vec layout = model layout'}",
+                 f"set-ups: {self.setups['built']} built, {self.setups['refactored']} refactored on new values"]
         if "training" in self.info:
             t = self.info["training"]
             lines.append(f"trained in setUp: {t['steps']} condition-loss steps, kappa estimate {t['start']:.3g} -> "
