@@ -292,7 +292,7 @@ class DDAttention(_Attention):
         if not isinstance(decomposition, Decomposition):
             raise TypeError("decomposition must be a pddattn.Decomposition")
         self.problem = _default_problem(problem, decomposition.n)
-        if init not in INITS:
+        if init not in INITS + ("exact",):
             raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
         d = self.decomposition = decomposition
         self.n, self.r = d.n, _check_rank("local rank r", r)
@@ -312,12 +312,32 @@ class DDAttention(_Attention):
             self.r0 = self.coarse_model.r0
         dtype = dtype or torch.get_default_dtype()
         self._set_buffers(dtype, device)
+        if init == "exact":  # full-rank additive Schwarz through sparse factorizations: nothing to learn
+            self.r, self.r0 = d.max_size, d.coarse_size if self.coarse_model is None else self.r0
+            self.Q = self.K = self.Q0 = self.K0 = None
+            self._factorize()
+            return
         Q, K, Q0, K0 = self._initial_factors(init_scale, seed, dtype, device)
         self.Q = nn.Parameter(Q.contiguous())
         self.K = None if self.symmetric else nn.Parameter(K.contiguous())
         dense_top = self.coarse and self.coarse_model is None
         self.Q0 = nn.Parameter(Q0) if dense_top else None
         self.K0 = nn.Parameter(K0) if dense_top and not self.symmetric else None
+
+    def _factorize(self):
+        """init='exact': one sparse LU of this rank's blocks diag(A_i); the top level's A_0 (see exact.py)."""
+        from .exact import BlockDiagonalSolve, SparseSolve
+        from .schwarz import galerkin
+        d = self.decomposition
+        self._local_solve = BlockDiagonalSolve(self.problem, d, self.held, self.index.cpu().numpy(),
+                                               self.weight[..., 0].cpu().numpy())
+        dense_top = self.coarse and d.coarse_size and self.coarse_model is None
+        self._top_solve = SparseSolve(galerkin(self.problem, d.phi)) if dense_top else None
+
+    @property
+    def exact(self):
+        """True when the parts are applied by sparse factorizations (init='exact')."""
+        return self.init == "exact"
 
     def _coarse_module(self, decomposition, **kwargs):
         """The next level's operator (the MPI operator makes a distributed one)."""
@@ -418,7 +438,7 @@ class DDAttention(_Attention):
         coarse_levels : list of hierarchy.Level
             The levels below, built on the new values.
         """
-        if self.init != "schwarz" or not same_structure(self.decomposition, decomposition):
+        if self.init not in ("schwarz", "exact") or not same_structure(self.decomposition, decomposition):
             return False
         if self.coarse_model is not None:  # the levels below change first, or nothing does
             if not coarse_levels or not self.coarse_model.refactor(coarse_levels[0].decomposition,
@@ -426,6 +446,9 @@ class DDAttention(_Attention):
                 return False
         self.decomposition, self.problem, self._phi = decomposition, problem, None
         self.__dict__.pop("_scales", None)
+        if self.exact:
+            self._factorize()
+            return True
         Q, K, Q0, K0 = self._initial_factors(None, None, self.Q.dtype, self.Q.device)
         with torch.no_grad():
             for mine, new in ((self.Q, Q), (self.K, K), (self.Q0, Q0), (self.K0, K0)):
@@ -447,17 +470,24 @@ class DDAttention(_Attention):
 
     def local_term(self, x_ext, transpose=False):
         """sum over held subdomains of R_i^T D_i^1/2 Q_i K_i^T D_i^1/2 R_i, node-major."""
+        if self.exact:  # Q_i K_i^T = A_i^-1, symmetric
+            return self._local_solve(x_ext)
         Q, K, _, _ = self.factors(transpose)
         return subdomain_attention(x_ext, self.index, self.weight, Q, K)
 
     def coarse_term(self, x_own, transpose=False, reduce=None):
         """Phi Q_0 K_0^T Phi^T x on the owned rows; ``reduce`` sums Phi^T x over ranks."""
-        _, _, Q0, K0 = self.factors(transpose)
         phi, phi_t = self.coarse_basis()
         c = coarse_restrict(x_own, phi, phi_t)
         if reduce is not None:
             c = reduce(c)
-        z = Q0 @ (K0.T @ c) if self.coarse_model is None else self.coarse_model.matvec(c, transpose)
+        if self.coarse_model is not None:
+            z = self.coarse_model.matvec(c, transpose)
+        elif self.exact:
+            z = self._top_solve(c)
+        else:
+            _, _, Q0, K0 = self.factors(transpose)
+            z = Q0 @ (K0.T @ c)
         return coarse_interpolate(z, phi, phi_t)
 
     def matvec(self, x, transpose=False):
@@ -472,6 +502,8 @@ class DDAttention(_Attention):
     def num_parameters(self):
         """sum_i 2 n_i r + 2 n_0 r0 (halved when symmetric) of the whole operator, padding excluded."""
         d = self.decomposition
+        if self.exact:
+            return 0  # nothing learned: A_i and A_0 are factored
         if self.coarse_model is not None:
             local = int(d.sizes.sum()) * self.r
             return (local if self.symmetric else 2 * local) + self.coarse_model.num_parameters()
@@ -492,6 +524,8 @@ class DDAttention(_Attention):
         -------
         list of (level, flops), then ("top", flops) when there is a dense top.
         """
+        if self.exact:
+            raise ValueError("level_flops counts the dense factors; init='exact' applies sparse factorizations")
         out, model, level = [], self, 0
         while True:
             held, length, rank = model.Q.shape

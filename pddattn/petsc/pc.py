@@ -46,6 +46,8 @@ OPTIONS = [
     ("pddattn_train_lr", 1e-4, "learning rate of that training (scale-aware Adam)"),
     ("pddattn_levels", 2, "levels: 2 = dense coarse block; L > 2 = multilevel DD attention"),
     ("pddattn_top_size", 64, "target size of the dense top level when levels > 2"),
+    ("pddattn_factors", "sparse", "full-rank untrained parts: sparse (LU of the A_i and of the top block) or "
+                                  "dense (the Schwarz factors Q_i Q_i^T = A_i^-1)"),
 ]
 PROBE_TOLERANCE = 1e-3  # relative difference of the fit probe that marks another operator
 
@@ -88,7 +90,10 @@ class DDAttentionPC:
         prefix = pc.getOptionsPrefix() or ""
         o = PETSc.Options(prefix)
         values = {"prefix": prefix, "model": o.getString("pddattn_model", ""),
-                  "subdomains": o.getString("pddattn_subdomains", ""), "coarse": o.getString("pddattn_coarse", "harmonic")}
+                  "subdomains": o.getString("pddattn_subdomains", ""), "coarse": o.getString("pddattn_coarse", "harmonic"),
+                  "factors": o.getString("pddattn_factors", "sparse")}
+        if values["factors"] not in ("sparse", "dense"):
+            raise ConfigurationError(f"-{prefix}pddattn_factors must be sparse or dense, got {values['factors']!r}")
         for name in ("overlap", "rank", "train_steps", "levels", "top_size"):
             default = next(d for n, d, _ in OPTIONS if n == f"pddattn_{name}")
             try:
@@ -220,7 +225,10 @@ class DDAttentionPC:
             top = below[-1].decomposition
             r = opts["rank"] or max(d.max_size, top.max_size)
             arch.update(rank=r, coarse_rank=top.coarse_size, levels=opts["levels"], top_size=opts["top_size"])
-        model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64, init="schwarz")
+        # Untrained at full rank, M^-1 is additive Schwarz: sparse factorizations apply it exactly (exact.py).
+        exact = opts["factors"] == "sparse" and not opts["rank"] and not opts["train_steps"]
+        model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64,
+                                        init="exact" if exact else "schwarz")
         info = {"source": "built from the operator", "arch": arch, "grid": grid}
         if opts["train_steps"]:
             if model.rank_bound() < problem.n:
@@ -310,7 +318,9 @@ class DDAttentionPC:
                  f"ranks holding them: {m.layout.domain_size if hasattr(m, 'layout') else 1}",
                  f"local rank r={m.r} (largest subdomain {d.max_size}{': full' if m.r >= d.max_size else ''}), "
                  f"coarse {d.coarse} n_0={d.coarse_size}, {_levels_text(m)}",
-                 f"{'symmetric (SPSD)' if m.symmetric else 'non-symmetric'}, {m.num_parameters():,} parameters",
+                 f"{'symmetric (SPSD)' if m.symmetric else 'non-symmetric'}, "
+                 + ("exact parts by sparse LU (A_i of the held subdomains, top block), nothing learned"
+                    if getattr(m, "exact", False) else f"{m.num_parameters():,} parameters"),
                  f"layout: {'PETSc Scatter to the model rows' if self._scatter else 'Vec layout = model layout'}",
                  f"set-ups: {self.setups['built']} built, {self.setups['refactored']} refactored on new values"]
         if "training" in self.info:
