@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .problems.families import principal_block
+
 __all__ = ["COARSE_SPACES", "attach_coarse", "hat_basis", "q1_basis", "harmonic_basis", "interior_blocks"]
 
 COARSE_SPACES = ("hat", "q1", "harmonic", "none")
@@ -62,7 +64,7 @@ def _interface_groups(A, core_of):
     groups = []
     for key in sorted(keys, key=lambda k: (min(keys[k]), sorted(k))):
         nodes = np.array(keys[key])
-        count, label = connected_components(A[nodes][:, nodes], directed=False)
+        count, label = connected_components(principal_block(A[nodes], nodes), directed=False)
         groups += [nodes[label == c] for c in range(count)]
     groups.sort(key=lambda g: g[0])
     return gamma, groups
@@ -83,18 +85,17 @@ def harmonic_basis(A, decomposition):
         group_of[nodes] = g
     rows, cols, vals = [gamma], [group_of[gamma]], [np.ones(len(gamma))]
     is_gamma = group_of >= 0
+    # A Phi_Gamma once: row p holds A_p,Gamma Phi_Gamma, so a core's right-hand side is a row slice.
+    a_phi_gamma = A @ sp.csr_matrix((np.ones(len(gamma)), (gamma, group_of[gamma])), shape=(n, n0))
     for nodes in decomposition.cores:
         interior = nodes[~is_gamma[nodes]]
         if not len(interior):
             continue
-        coupling = A[interior]                           # rows of the interior, all columns
-        to_gamma = coupling[:, np.flatnonzero(is_gamma)]
-        if not to_gamma.nnz:
+        rhs = -a_phi_gamma[interior]                     # -A_I,Gamma Phi_Gamma
+        if not rhs.nnz:
             continue
-        G = sp.csr_matrix((np.ones(len(gamma)), (np.arange(len(gamma)), group_of[gamma])), shape=(len(gamma), n0))
-        rhs = -(to_gamma @ G)                            # -A_I,Gamma Phi_Gamma
         used = np.flatnonzero(np.asarray(abs(rhs).sum(axis=0)).ravel())
-        local = splu(sp.csc_matrix(coupling[:, interior]))
+        local = splu(sp.csc_matrix(principal_block(A[interior], interior)))
         ext = local.solve(rhs[:, used].toarray())
         r, c = np.nonzero(ext)
         rows.append(interior[r])

@@ -491,13 +491,21 @@ class DDAttention(_Attention):
         return coarse_interpolate(z, phi, phi_t)
 
     def matvec(self, x, transpose=False):
-        """M^-1 (or its transpose) applied to the columns of x, shape (n, B)."""
-        if not self.whole:
-            raise RuntimeError("this module holds only some subdomains; use DistributedDDAttention")
-        y = self.local_term(x, transpose)
-        if self.coarse and self.decomposition.coarse_size:
+        """M^-1 (or its transpose) applied to the columns of x, shape (n, B): local part plus coarse part."""
+        y = self.local_matvec(x, transpose)
+        if self.has_coarse:
             y = y + self.coarse_term(x, transpose)
         return y
+
+    @property
+    def has_coarse(self):
+        return bool(self.coarse and self.decomposition.coarse_size)
+
+    def local_matvec(self, x, transpose=False):
+        """sum_i R_i^T D_i^1/2 Q_i K_i^T D_i^1/2 R_i x on this module's rows (the one-level part M_1)."""
+        if not self.whole:
+            raise RuntimeError("this module holds only some subdomains; use DistributedDDAttention")
+        return self.local_term(x, transpose)
 
     def num_parameters(self):
         """sum_i 2 n_i r + 2 n_0 r0 (halved when symmetric) of the whole operator, padding excluded."""

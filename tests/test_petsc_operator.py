@@ -36,7 +36,9 @@ def plain(problem):
 
 
 def make_pc(A, dm, prefix, **options):
+    """A DDAttentionPC from options; the additive correction unless asked (what the references here are)."""
     from pddattn.petsc import DDAttentionPC
+    options.setdefault("coarse_correction", "additive")
     for key, value in options.items():
         PETSc.Options(prefix)[f"pddattn_{key}"] = value
     pc = PETSc.PC().create(comm=PETSc.COMM_WORLD)
@@ -82,6 +84,25 @@ def test_built_from_the_operator_is_two_level_additive_schwarz(where, options, b
     x = np.random.default_rng(3).standard_normal(PROBLEM.n)
     y = apply_natural(pc, A, natural, x)
     assert worst(np.abs(y - M @ x).max() / np.abs(M @ x).max()) <= 1e-10
+
+
+def test_the_balanced_correction_is_the_symmetric_multiplicative_two_level_schwarz():
+    """M = P0 + (I - P0 A) M1 (I - A P0), P0 = Phi A_0^-1 Phi^T, M1 the local part; CG can use it."""
+    from pddattn.decomposition import algebraic
+    A, dm, natural = plain(PROBLEM)
+    pc = make_pc(A, dm, "bal_", subdomains="5", overlap=2, coarse_correction="balanced")
+    pc.setUp()
+    d = algebraic(PROBLEM.A, 5, 2, "count", "harmonic")
+    dense = PROBLEM.A.toarray()
+    Phi = d.coarse_basis_dense()
+    P0 = Phi @ np.linalg.solve(Phi.T @ dense @ Phi, Phi.T)
+    M1 = dense_schwarz(d, PROBLEM) - P0
+    E = np.eye(PROBLEM.n) - dense @ P0
+    M = P0 + E.T @ M1 @ E
+    x = np.random.default_rng(4).standard_normal(PROBLEM.n)
+    y = apply_natural(pc, A, natural, x)
+    assert worst(np.abs(y - M @ x).max() / np.abs(M @ x).max()) <= 1e-10
+    assert np.abs(M - M.T).max() <= 1e-8 * np.abs(M).max()
 
 
 def test_default_subdomains_follow_the_dmda_process_grid():

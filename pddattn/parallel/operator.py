@@ -134,12 +134,9 @@ class DistributedDDAttention(DDAttention):
         z_own = self.coarse_model.matvec(c_own, transpose)
         return coarse_interpolate(halo_exchange(z_own, self.transfer), phi, phi_t)
 
-    def matvec(self, x, transpose=False):
-        """This rank's rows of M^-1 x (or M^-T x) for its own rows x, shape (m_own, B)."""
-        y = reverse_exchange(self.local_term(halo_exchange(x, self.plan), transpose), self.plan)
-        if self.coarse and self.decomposition.coarse_size:
-            y = y + self.coarse_term(x, transpose)
-        return y
+    def local_matvec(self, x, transpose=False):
+        """This rank's rows of the one-level part for its own rows x: ghosts in, local term, contributions home."""
+        return reverse_exchange(self.local_term(halo_exchange(x, self.plan), transpose), self.plan)
 
     def replicated_parameters(self):
         """Parameters every rank holds whole: the dense top level (and any replicated coarse level)."""

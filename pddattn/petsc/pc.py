@@ -46,6 +46,9 @@ OPTIONS = [
     ("pddattn_train_lr", 1e-4, "learning rate of that training (scale-aware Adam)"),
     ("pddattn_levels", 2, "levels: 2 = dense coarse block; L > 2 = multilevel DD attention"),
     ("pddattn_top_size", 64, "target size of the dense top level when levels > 2"),
+    ("pddattn_coarse_correction", "auto", "additive (the paper's M^-1) or balanced: P0 + (I - P0 A) M1 (I - A P0), "
+                                          "symmetric, for CG; auto: balanced when built from the operator, "
+                                          "additive for a trained model (what it was trained as)"),
     ("pddattn_factors", "sparse", "full-rank untrained parts: sparse (LU of the A_i and of the top block) or "
                                   "dense (the Schwarz factors Q_i Q_i^T = A_i^-1)"),
 ]
@@ -62,7 +65,7 @@ class DDAttentionPC:
 
     def __init__(self):
         self.model = self.key = self.info = self.layout = None
-        self._scatter = self._xm = self._ym = None
+        self._scatter = self._xm = self._ym = self._work = None
         self.setups = {"built": 0, "refactored": 0}
 
     def create(self, pc):
@@ -78,10 +81,10 @@ class DDAttentionPC:
         self.model = self.key = self.info = self.layout = None
 
     def _free_vectors(self):
-        for obj in (self._scatter, self._xm, self._ym):
+        for obj in (self._scatter, self._xm, self._ym, *(self._work or ())):
             if obj is not None:
                 obj.destroy()
-        self._scatter = self._xm = self._ym = None
+        self._scatter = self._xm = self._ym = self._work = None
 
     # ----------------------------------------------------------------- options
     def _options(self, pc):
@@ -91,7 +94,13 @@ class DDAttentionPC:
         o = PETSc.Options(prefix)
         values = {"prefix": prefix, "model": o.getString("pddattn_model", ""),
                   "subdomains": o.getString("pddattn_subdomains", ""), "coarse": o.getString("pddattn_coarse", "harmonic"),
-                  "factors": o.getString("pddattn_factors", "sparse")}
+                  "factors": o.getString("pddattn_factors", "sparse"),
+                  "correction": o.getString("pddattn_coarse_correction", "auto")}
+        if values["correction"] == "auto":
+            values["correction"] = "additive" if values["model"] else "balanced"
+        if values["correction"] not in ("additive", "balanced"):
+            raise ConfigurationError(f"-{prefix}pddattn_coarse_correction must be additive or balanced, got "
+                                     f"{values['correction']!r}")
         if values["factors"] not in ("sparse", "dense"):
             raise ConfigurationError(f"-{prefix}pddattn_factors must be sparse or dense, got {values['factors']!r}")
         for name in ("overlap", "rank", "train_steps", "levels", "top_size"):
@@ -294,17 +303,39 @@ class DDAttentionPC:
             out.append(self._vec_to_model(y))
         return np.stack(out, axis=1)
 
-    def _apply(self, x, y, transpose):
+    def _model_apply(self, part, x, y):
+        """y = part(x) for a part of the model (its layout) applied to a PETSc Vec."""
         with torch.no_grad():
             values = torch.from_numpy(self._vec_to_model(x).reshape(-1, 1))
-            result = self.model.matvec(values, transpose=transpose).numpy().reshape(-1)
+            result = part(values).numpy().reshape(-1)
         self._model_to_vec(result, y)
 
+    def _apply(self, pc, x, y, transpose):
+        m = self.model
+        if self.info["options"]["correction"] == "additive" or not m.has_coarse:
+            self._model_apply(lambda v: m.matvec(v, transpose=transpose), x, y)
+            return
+        # Balanced: M = P0 + (I - P0 A) M1 (I - A P0), P0 = Phi M_0^-1 Phi^T (for the transpose, the transposes).
+        _, P = pc.getOperators()
+        mult = P.multTranspose if transpose else P.mult
+        coarse = lambda v: m.coarse_term(v, transpose)  # noqa: E731
+        if self._work is None:
+            self._work = [x.duplicate() for _ in range(3)]
+        z0, r, w = self._work
+        self._model_apply(coarse, x, z0)                                     # z0 = P0 x
+        mult(z0, r)
+        r.aypx(-1.0, x)                                                      # r = x - A z0
+        self._model_apply(lambda v: m.local_matvec(v, transpose), r, y)      # y = M1 r
+        mult(y, w)
+        self._model_apply(coarse, w, r)                                      # r = P0 A M1 r
+        y.axpy(1.0, z0)
+        y.axpy(-1.0, r)
+
     def apply(self, pc, x, y):
-        self._apply(x, y, transpose=False)
+        self._apply(pc, x, y, transpose=False)
 
     def applyTranspose(self, pc, x, y):
-        self._apply(x, y, transpose=True)
+        self._apply(pc, x, y, transpose=True)
 
     def view(self, pc, viewer):
         if self.model is None:
@@ -322,6 +353,7 @@ class DDAttentionPC:
                  + ("exact parts by sparse LU (A_i of the held subdomains, top block), nothing learned"
                     if getattr(m, "exact", False) else f"{m.num_parameters():,} parameters"),
                  f"layout: {'PETSc Scatter to the model rows' if self._scatter else 'Vec layout = model layout'}",
+                 f"coarse correction: {self.info['options']['correction']}",
                  f"set-ups: {self.setups['built']} built, {self.setups['refactored']} refactored on new values"]
         if "training" in self.info:
             t = self.info["training"]
