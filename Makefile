@@ -21,7 +21,7 @@ MPI_TIMEOUT := 900
 OUT ?= runs
 
 .PHONY: setup demo test test-serial test-mpi bench bench-speed bench-scaling bench-reproduce bench-petsc \
-        bench-2d bench-kappa bench-stability bench-petsc2d bench-multilevel clean
+        bench-2d bench-kappa bench-stability bench-petsc2d bench-multilevel bench-setup bench-solve clean
 
 setup: $(VENV)/.installed
 
@@ -61,7 +61,7 @@ test-mpi: setup
 	done
 
 bench: bench-speed bench-reproduce bench-scaling bench-petsc bench-2d bench-kappa bench-stability \
-       bench-petsc2d bench-multilevel
+       bench-petsc2d bench-multilevel bench-setup bench-solve
 
 bench-speed: setup
 	$(PY) benchmarks/step_time.py --out benchmarks/results
@@ -89,6 +89,14 @@ bench-petsc2d: setup
 
 bench-multilevel: setup
 	$(PY) benchmarks/multilevel.py --out benchmarks/results
+
+bench-setup: setup
+	$(PY) benchmarks/setup_cost.py --out benchmarks/results
+
+# pyamg is an optional benchmark dependency (the [bench] extra), installed here only.
+bench-solve: setup
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) benchmarks/solve_time.py --out benchmarks/results
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache build *.egg-info
