@@ -47,7 +47,13 @@ def q1_basis(grid, box_bounds):
 
 
 def _interface_groups(A, core_of):
-    """Gamma's groups: (list of node arrays) by touched core set, split into connected pieces."""
+    """Gamma's groups: (list of node arrays) by touched core set, split into connected pieces.
+
+    A node's key is its own core and the lower-index cores its row of A touches;
+    nodes with equal keys and coupled through A form one group. All at once: the
+    keys as rows of a padded array (np.unique), the pieces as the connected
+    components of A restricted to Gamma with only same-key edges kept.
+    """
     from scipy.sparse.csgraph import connected_components
     A = sp.csr_matrix(A)
     n = A.shape[0]
@@ -56,16 +62,33 @@ def _interface_groups(A, core_of):
     lowest = np.full(n, np.iinfo(np.int64).max)
     np.minimum.at(lowest, rows, neighbour_core)
     gamma = np.flatnonzero(lowest < core_of)
-    keys = {}
-    for p in gamma:
-        near = neighbour_core[A.indptr[p]:A.indptr[p + 1]]
-        touched = frozenset(near[near < core_of[p]].tolist()) | {int(core_of[p])}
-        keys.setdefault(touched, []).append(p)
-    groups = []
-    for key in sorted(keys, key=lambda k: (min(keys[k]), sorted(k))):
-        nodes = np.array(keys[key])
-        count, label = connected_components(principal_block(A[nodes], nodes), directed=False)
-        groups += [nodes[label == c] for c in range(count)]
+    if not len(gamma):
+        return gamma, []
+    # Touched lower cores of each Gamma node, as a sparse pattern, plus its own core.
+    lower = neighbour_core < core_of[rows]
+    on_gamma = np.zeros(n, dtype=bool)
+    on_gamma[gamma] = True
+    pick = lower & on_gamma[rows]
+    position = np.full(n, -1)
+    position[gamma] = np.arange(len(gamma))
+    touched = sp.csr_matrix((np.ones(int(pick.sum()) + len(gamma)),
+                             (np.concatenate([position[rows[pick]], np.arange(len(gamma))]),
+                              np.concatenate([neighbour_core[pick], core_of[gamma]]))),
+                            shape=(len(gamma), int(core_of.max()) + 1))
+    touched.sum_duplicates()
+    touched.sort_indices()
+    width = int(np.diff(touched.indptr).max())
+    keys = np.full((len(gamma), width), -1, dtype=np.int64)
+    slot = np.arange(touched.nnz) - np.repeat(touched.indptr[:-1], np.diff(touched.indptr))
+    keys[np.repeat(np.arange(len(gamma)), np.diff(touched.indptr)), slot] = touched.indices
+    _, key = np.unique(keys, axis=0, return_inverse=True)
+    key = key.ravel()
+    block = principal_block(A[gamma], gamma).tocoo()
+    same = key[block.row] == key[block.col]
+    graph = sp.csr_matrix((np.ones(int(same.sum())), (block.row[same], block.col[same])), shape=(len(gamma),) * 2)
+    count, label = connected_components(graph, directed=False)
+    order = np.argsort(label, kind="stable")
+    groups = np.split(gamma[order], np.cumsum(np.bincount(label, minlength=count))[:-1])
     groups.sort(key=lambda g: g[0])
     return gamma, groups
 
