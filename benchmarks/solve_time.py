@@ -20,7 +20,7 @@ torch and petsc4py is measured apart and shown in the table's header.
 Boxes of 16 x 16 nodes, overlap 2, harmonic coarse space (H/h = 16, H/delta = 8).
 
     python benchmarks/solve_time.py --out benchmarks/results                  # 255^2, 511^2, 1023^2; 1 rank
-    python benchmarks/solve_time.py --grids 255,511 --ranks 4 --out /tmp/st   # 4 ranks
+    python benchmarks/solve_time.py --grids 255,511 --ranks 4 --merge --out benchmarks/results   # add 4 ranks
     python benchmarks/solve_time.py --quick --out /tmp/st                     # smoke test
 
 Writes solve_time.json, solve_time.md and solve_time.png (total seconds against unknowns).
@@ -201,6 +201,7 @@ def main():
     parser.add_argument("--ranks", default="1")
     parser.add_argument("--pcs", default=",".join(PCS))
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--merge", action="store_true", help="add these cells to the stored solve_time.json")
     parser.add_argument("--worker")
     parser.add_argument("--family")
     parser.add_argument("--coefficient")
@@ -210,6 +211,9 @@ def main():
         return worker_pyamg(args) if args.worker == "pyamg-sa" else worker_petsc(args)
     grids = [63] if args.quick else [int(g) for g in args.grids.split(",")]
     results = {"import_gb": import_cost(), "cells": []}
+    stored = args.out / "solve_time.json"
+    if args.merge and stored.exists():
+        results["cells"] = json.loads(stored.read_text())["cells"]
     for ranks in [int(r) for r in args.ranks.split(",")]:
         for grid in grids:
             for family, coefficient in PROBLEMS[:1] if args.quick else PROBLEMS:
@@ -217,6 +221,8 @@ def main():
                     if (pc == "dd-dense" and grid > 255) or (pc == "pyamg-sa" and ranks > 1):
                         continue
                     r = cell(pc, family, coefficient, grid, ranks)
+                    results["cells"] = [c for c in results["cells"] if (c["problem"], c["pc"], c["grid"], c["ranks"])
+                                        != (f"{family} {coefficient}", pc, grid, ranks)]
                     results["cells"].append({"problem": f"{family} {coefficient}", "pc": pc, "grid": grid,
                                              "ranks": ranks, "result": r})
                     print(f"{grid}^2 P={ranks} {family} {coefficient} {pc}: {r}", flush=True)
