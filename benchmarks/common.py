@@ -19,7 +19,7 @@ def run_one(base, problem=None, **changes):
     summary["wall"] = time.perf_counter() - wall
     problem = problem or model.problem
     if cfg.model == "global":
-        summary["capacity"] = global_capacity(cfg, problem, model.train_data)
+        summary["capacity"] = global_capacity(cfg, problem, model.train_data)[0]
     else:
         summary["schwarz_start"] = schwarz_start_error(cfg, problem, model.train_data)
     summary["config"] = {k: getattr(cfg, k) for k in CONFIG_KEYS}
@@ -57,7 +57,7 @@ def references_for(config):
     model = model_from_architecture(arch, problem=problem)
     data = TrainData(cfg, model, SerialLayout(), sampler)
     if cfg.model == "global":
-        return {"capacity": global_capacity(cfg, problem, data)}
+        return {"capacity": global_capacity(cfg, problem, data)[0]}
     return {"schwarz_start": schwarz_start_error(cfg, problem, data)}
 
 

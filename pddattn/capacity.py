@@ -9,6 +9,11 @@ with the training metric (mean relative L2 error on the test set), which it
 minimises up to the per-sample normalisation; a trained model may therefore
 end a hair below it, never far.
 
+Without a matrix (the user's pairs alone) the capacity is the best rank-r
+linear map fitted to the training pairs, reduced-rank regression
+(regression.py), evaluated on the test pairs: the best any rank-r operator
+learnt from these pairs can do, in the Frobenius norm of the fit.
+
 *Schwarz start* of DD attention: the error of the same architecture
 initialised as truncated two-level additive Schwarz (no training), the
 classical preconditioner DD attention starts from.
@@ -20,7 +25,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-__all__ = ["truncated_inverse_error", "global_capacity", "schwarz_start_error"]
+__all__ = ["truncated_inverse_error", "global_capacity", "regression_capacity", "schwarz_start_error"]
 
 
 def truncated_inverse_error(problem, f, u, r):
@@ -31,10 +36,24 @@ def truncated_inverse_error(problem, f, u, r):
     return float(np.mean(np.linalg.norm(Y - U, axis=0) / np.linalg.norm(U, axis=0)))
 
 
+REGRESSION_PAIRS = 4096  # training pairs the regression is fitted to (its cost is O(n S^2 + S^3))
+
+
 def global_capacity(cfg, problem, data):
-    """Capacity of a rank-cfg.rank global model on the run's test set (serial data)."""
+    """(capacity, what it is) of a rank-cfg.rank global model on the run's test set (serial data)."""
     f, u = data.test
-    return truncated_inverse_error(problem, f, u, cfg.rank)
+    if problem.has_operator:
+        return truncated_inverse_error(problem, f, u, cfg.rank), "truncated A^-1, best rank-r"
+    return regression_capacity(data.sampler.pairs, f, u, cfg.rank)
+
+
+def regression_capacity(pairs, f_test, u_test, r, limit=REGRESSION_PAIRS):
+    """(error, what it is) of the rank-r reduced-rank regression on up to ``limit`` training pairs."""
+    from .regression import reduced_rank_error
+    count = min(pairs.train_count, limit)
+    F, U = pairs.read("train", np.arange(count), np.arange(pairs.n))
+    Ft, Ut = (np.asarray(t.detach().cpu().double() if isinstance(t, torch.Tensor) else t) for t in (f_test, u_test))
+    return reduced_rank_error(F.T, U.T, Ft, Ut, r), f"rank-r regression on {count} pairs"
 
 
 def schwarz_start_error(cfg, problem, data):

@@ -20,6 +20,7 @@ import sys
 
 from .parallel.layout import CollectiveError, ConfigurationError, make_layout
 from .problems import COEFFICIENTS, DATA_KINDS, FAMILIES
+from .problems.pairs import is_data_file
 from .train import TrainConfig
 
 # Errors every rank raises alike (validated before any communication): a clean exit.
@@ -45,8 +46,9 @@ def _subdomains_arg(text):
 def _add_model_options(p, model=True):
     g = p.add_argument_group("model")
     if model:
-        g.add_argument("--model", choices=("dd", "global"), default=None, help="operator to train (default dd)")
-    g.add_argument("--problem", choices=FAMILIES, help="the operator A (default laplace1d)")
+        g.add_argument("--model", choices=("dd", "global", "fno"), default=None,
+                       help="operator to train (default dd; fno: the FNO baseline, extra [fno])")
+    g.add_argument("--problem", choices=FAMILIES, help="the operator A (default laplace1d; data: none, the pairs of --data FILE alone)")
     g.add_argument("--n", type=int, help=f"interior nodes of a 1D grid (default {_DEFAULTS.n})")
     g.add_argument("--grid", help="grid shape, 1023 or 127x127 (default: --n)")
     g.add_argument("--coefficient", help=f"coefficient field: const, smooth:C, jump:C, lognormal:S "
@@ -69,6 +71,9 @@ def _add_model_options(p, model=True):
     g.add_argument("--one-level", dest="coarse", action="store_false", default=None, help="drop the coarse term")
     g.add_argument("--init", choices=("random", "schwarz"), help="initial factors (default random)")
     g.add_argument("--init-scale", type=float, help="random init std in natural units (default 0.1)")
+    g.add_argument("--fno-width", type=int, help=f"FNO hidden channels (default {_DEFAULTS.fno_width})")
+    g.add_argument("--fno-modes", type=int, help=f"FNO Fourier modes per axis (default {_DEFAULTS.fno_modes})")
+    g.add_argument("--fno-layers", type=int, help=f"FNO Fourier layers (default {_DEFAULTS.fno_layers})")
 
 
 def _add_training_options(p):
@@ -76,9 +81,14 @@ def _add_training_options(p):
     g.add_argument("--loss", choices=("error", "condition"),
                    help="error: ||M f - u|| on the data (default); condition: log kappa(M A) by Lanczos, "
                         "for symmetric preconditioners on one domain rank")
-    g.add_argument("--data", choices=DATA_KINDS,
-                   help="fourier (constant coefficients), probe (f = A u) or solve (u = A^-1 f); default: fourier "
-                        "where A has sine modes, else solve")
+    g.add_argument("--data", metavar="KIND_OR_FILE",
+                   help=f"made data ({', '.join(DATA_KINDS)}: fourier for constant coefficients, probe f = A u, "
+                        "solve u = A^-1 f; default fourier where A has sine modes, else solve) or the user's "
+                        "pairs: a .npz with f and u (optional f_test, u_test), shape (samples, n) or (samples, ny, "
+                        "nx), or a folder with f.npy and u.npy (read memory-mapped); without --problem or "
+                        "--matrix no A is used")
+    g.add_argument("--test-fraction", type=float, help="held-out share of a pairs file without f_test/u_test "
+                                                       f"(default {_DEFAULTS.test_fraction}, split by --seed)")
     g.add_argument("--modes", type=int, help="K, Fourier modes (default n: many-mode data)")
     g.add_argument("--alpha", type=float, help="spectral decay of the coefficients (default 0)")
     g.add_argument("--steps", type=int, help=f"optimiser steps (default {_DEFAULTS.steps})")
@@ -111,10 +121,14 @@ def build_parser():
     c.add_argument("--global-lr", type=float, help="lr of the global model (default --lr)")
     c.add_argument("--dd-lr", type=float, help="lr of the DD model (default --lr)")
     c.add_argument("--global-steps", type=int, help="steps of the global model (default --steps)")
+    c.add_argument("--baseline", default="global", help="baselines next to DD: global, fno or global,fno "
+                                                         "(default global; fno needs the extra [fno])")
+    c.add_argument("--fno-lr", type=float, help="AdamW lr of the FNO (default 1e-3, chosen by a sweep: "
+                                                "docs/results.md)")
     c.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
     from .petsc.verdict import RULE
     s = sub.add_parser("solve", help="PETSc KSP solve of A u = f; PETSc options pass through", epilog=RULE)
-    s.add_argument("--problem", choices=FAMILIES, help="problem family (default: the model's, else laplace1d)")
+    s.add_argument("--problem", choices=[f for f in FAMILIES if f != "data"], help="problem family (default: the model's, else laplace1d)")
     s.add_argument("--n", type=int, default=None, help="1D grid nodes (default: the model's, else 1023)")
     s.add_argument("--grid", help="grid, 1023 or 127x127 (default: the model's)")
     s.add_argument("--coefficient", help="const, smooth:C, jump:C, lognormal:S (default: the model's, else const)")
@@ -145,6 +159,8 @@ def config_from_args(args, base=None):
     base = base or TrainConfig()
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if is_data_file(given.get("data")) and not given.get("problem") and not given.get("matrix"):
+        given["problem"] = "data"  # the user's pairs alone: no A
     return dataclasses.replace(base, **given), given
 
 
@@ -174,11 +190,12 @@ def _cmd_train(args, layout):
 
 
 def _cmd_compare(args, layout):
-    from .compare import compare, format_table, plot_curves
+    from .compare import compare, format_table, parse_baselines, plot_curves
     if layout.world_size > 1:
         raise ConfigurationError("compare runs on one process; use `mpirun ... pddattn train` for MPI runs")
     cfg, _ = config_from_args(args)
-    results = compare(cfg, args.global_rank, args.global_lr, args.dd_lr, out=args.out, global_steps=args.global_steps)
+    results = compare(cfg, args.global_rank, args.global_lr, args.dd_lr, out=args.out, global_steps=args.global_steps,
+                      baselines=parse_baselines(args.baseline), fno_lr=args.fno_lr)
     print(format_table(results))
     png = plot_curves(results, os.path.join(args.out, "curves.png"))
     print(f"wrote {os.path.join(args.out, 'results.json')}" +

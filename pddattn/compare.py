@@ -7,10 +7,15 @@ operator can do on this data, capacity.py), for DD the error of its
 *Schwarz start* (the same architecture as truncated two-level additive
 Schwarz, untrained). The headline gives DD's advantage over the trained
 baseline and over the baseline's capacity, both: the first alone would
-reward an under-trained baseline.
+reward an under-trained baseline. Without a matrix (the user's pairs alone,
+``--data FILE``) the capacity is the best rank-r linear map fitted to the
+training pairs (reduced-rank regression, regression.py) and DD has no
+Schwarz start. ``--baseline fno`` adds the Fourier Neural Operator (fno.py),
+trained on the same batches and test set with its own recipe.
 
     pddattn compare --out runs/compare          # defaults: a few minutes on 2 cores
     pddattn compare --problem diffusion2d --grid 63x63 --subdomains 4x4 --coefficient jump:1e4
+    pddattn compare --data pairs.npz --subdomains 4x4 --baseline global,fno
 """
 from __future__ import annotations
 
@@ -21,9 +26,22 @@ from pathlib import Path
 from .capacity import global_capacity, schwarz_start_error
 from .train import train
 
-__all__ = ["THRESHOLDS", "compare", "reached", "format_table", "plot_curves", "pyplot"]
+__all__ = ["THRESHOLDS", "BASELINES", "FNO_LR", "compare", "parse_baselines", "reached", "format_table",
+           "plot_curves", "pyplot"]
 
 THRESHOLDS = (1e-1, 1e-2, 1e-3)
+BASELINES = ("global", "fno")
+FNO_LR = 1e-3  # AdamW; chosen by the sweep in benchmarks/fno_compare.py (docs/results.md)
+
+
+def parse_baselines(text):
+    """'global', 'fno' or 'global,fno' as a tuple; ConfigurationError otherwise."""
+    from .parallel.layout import ConfigurationError
+    names = tuple(dict.fromkeys(t.strip() for t in str(text).split(",") if t.strip()))
+    bad = [t for t in names if t not in BASELINES]
+    if not names or bad:
+        raise ConfigurationError(f"--baseline must be global, fno or global,fno, got {text!r}")
+    return names
 
 
 def reached(history, threshold):
@@ -35,20 +53,25 @@ def reached(history, threshold):
 
 
 def compare(base, global_rank=64, global_lr=None, dd_lr=None, out="runs/compare", layout=None, echo=print,
-            global_steps=None):
-    """Train both models from ``base`` (a TrainConfig); write and return results.json's dict."""
+            global_steps=None, baselines=("global",), fno_lr=None):
+    """Train DD and the ``baselines`` from ``base`` (a TrainConfig); write and return results.json's dict."""
     from .parallel.layout import ConfigurationError
     if base.steps < 1 or (global_steps is not None and global_steps < 1):
-        raise ConfigurationError("compare trains both models: --steps (and --global-steps) must be >= 1; "
+        raise ConfigurationError("compare trains every model: --steps (and --global-steps) must be >= 1; "
                                  "`pddattn train --steps 0` saves an untrained model")
     out = Path(out)
-    runs = {
-        "global": dataclasses.replace(base, model="global", rank=global_rank, lr=global_lr or base.lr,
-                                      steps=global_steps or base.steps),
-        "dd": dataclasses.replace(base, model="dd", lr=dd_lr or base.lr),
-    }
-    problem, _, _ = runs["dd"].validate().build()
+    runs = {}
+    if "global" in baselines:
+        runs["global"] = dataclasses.replace(base, model="global", rank=global_rank, lr=global_lr or base.lr,
+                                             steps=global_steps or base.steps)
+    if "fno" in baselines:
+        runs["fno"] = dataclasses.replace(base, model="fno", lr=fno_lr or FNO_LR)
+    runs["dd"] = dataclasses.replace(base, model="dd", lr=dd_lr or base.lr)
+    for cfg in runs.values():
+        cfg.validate()  # every model's configuration (the FNO's extra included) before any training
+    problem, _, _ = runs["dd"].build()
     results = {"config": {name: cfg.to_dict() for name, cfg in runs.items()}, "problem": problem.spec(),
+               "data": problem.pairs.describe() if problem.pairs is not None else {"kind": base.data_kind(problem)},
                "models": {}}
     for name, cfg in runs.items():
         echo(f"training {name} ...")
@@ -56,18 +79,31 @@ def compare(base, global_rank=64, global_lr=None, dd_lr=None, out="runs/compare"
         for t in THRESHOLDS:
             row[f"reach_{t:g}"] = dict(zip(("step", "time"), reached(row["history"], t)))
         if name == "global":
-            row["capacity"] = global_capacity(cfg, problem, model.train_data)
-        else:
-            row["schwarz_start"] = schwarz_start_error(cfg, problem, model.train_data)
+            row["capacity"], row["capacity_kind"] = global_capacity(cfg, problem, model.train_data)
+        elif name == "dd":
+            row["schwarz_start"] = schwarz_start_error(cfg, problem, model.train_data) if problem.has_operator \
+                else None
         results["models"][name] = row
-    g, d = results["models"]["global"], results["models"]["dd"]
-    results["ratios"] = {"error_global_over_dd": g["test_error"] / d["test_error"],
-                         "capacity_over_dd": g["capacity"] / d["test_error"],
-                         "global_over_capacity": g["test_error"] / g["capacity"],
-                         "parameters_dd_over_global": d["parameters"] / g["parameters"],
-                         "time_dd_over_global": d["time"] / g["time"]}
+    results["ratios"] = _ratios(results["models"])
     (out / "results.json").write_text(json.dumps(results, indent=1))
     return results
+
+
+def _ratios(models):
+    d, out = models["dd"], {}
+    if "global" in models:
+        g = models["global"]
+        out.update({"error_global_over_dd": g["test_error"] / d["test_error"],
+                    "capacity_over_dd": g["capacity"] / d["test_error"],
+                    "global_over_capacity": g["test_error"] / g["capacity"],
+                    "parameters_dd_over_global": d["parameters"] / g["parameters"],
+                    "time_dd_over_global": d["time"] / g["time"]})
+    if "fno" in models:
+        f = models["fno"]
+        out.update({"error_fno_over_dd": f["test_error"] / d["test_error"],
+                    "parameters_dd_over_fno": d["parameters"] / f["parameters"],
+                    "time_dd_over_fno": d["time"] / f["time"]})
+    return out
 
 
 def format_table(results):
@@ -78,21 +114,38 @@ def format_table(results):
     head.append("total s")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in results["models"].items():
-        ref = ("capacity (best rank-r)", m["capacity"]) if "capacity" in m else ("Schwarz start", m["schwarz_start"])
-        cells = [name, f"{m['parameters']:,}", f"{m['test_error']:.2e}", ref[0], f"{ref[1]:.2e}"]
+        ref = _reference(m)
+        cells = [name, f"{m['parameters']:,}", f"{m['test_error']:.2e}", ref[0],
+                 "-" if ref[1] is None else f"{ref[1]:.2e}"]
         for t in THRESHOLDS:
             r = m[f"reach_{t:g}"]
             cells += ["-" if r["step"] is None else str(r["step"]),
                       "-" if r["time"] is None else f"{r['time']:.1f}"]
         cells.append(f"{m['time']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
-    r, g = results["ratios"], results["models"]["global"]
-    lines += ["", f"DD error is {r['error_global_over_dd']:.1f}x lower than the trained global model and "
+    r, lines = results["ratios"], lines + [""]
+    if "global" in results["models"]:
+        g = results["models"]["global"]
+        lines += [f"DD error is {r['error_global_over_dd']:.1f}x lower than the trained global model and "
                   f"{r['capacity_over_dd']:.1f}x lower than the global model's capacity, with "
                   f"{r['parameters_dd_over_global']:.3f}x the parameters; training time ratio DD/global = "
                   f"{r['time_dd_over_global']:.2f}",
-              f"the global model ended {r['global_over_capacity']:.2f}x above its capacity after {g['steps']} steps"]
+                  f"the global model ended {r['global_over_capacity']:.2f}x above its capacity "
+                  f"({g['capacity_kind']}) after {g['steps']} steps"]
+    if "fno" in results["models"]:
+        lines.append(f"DD error is {r['error_fno_over_dd']:.1f}x lower than the FNO's (below 1: higher), with "
+                     f"{r['parameters_dd_over_fno']:.3f}x its parameters; training time ratio DD/FNO = "
+                     f"{r['time_dd_over_fno']:.2f}")
     return "\n".join(lines)
+
+
+def _reference(m):
+    """(name, error) of a model's reference: the global model's capacity, DD's Schwarz start, none for FNO."""
+    if "capacity" in m:
+        return f"capacity ({m.get('capacity_kind', 'best rank-r')})", m["capacity"]
+    if "schwarz_start" in m:
+        return ("Schwarz start", m["schwarz_start"]) if m["schwarz_start"] is not None else ("none (no A)", None)
+    return "none", None
 
 
 def pyplot():
@@ -115,23 +168,25 @@ def plot_curves(results, path):
     if plt is None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for (name, m), colour in zip(results["models"].items(), ("tab:blue", "tab:orange")):
+    colours = {"global": "tab:blue", "dd": "tab:orange", "fno": "tab:green"}
+    for name, m in results["models"].items():
+        colour = colours[name]
         label = f"{name} ({m['parameters']:,} params)"
         errors = [r["test_error"] for r in m["history"]]
         for ax, key in zip(axes, ("step", "time")):
             ax.semilogy([r[key] for r in m["history"]], errors, label=label, color=colour)
-            if "capacity" in m:
-                ax.axhline(m["capacity"], color=colour, ls="--", lw=1, label=f"{name} capacity (best rank-r)")
-            else:
-                ax.axhline(m["schwarz_start"], color=colour, ls=":", lw=1, label=f"{name} Schwarz start")
+            ref, value = _reference(m)
+            if value is not None:
+                ax.axhline(value, color=colour, ls="--" if "capacity" in m else ":", lw=1, label=f"{name} {ref}")
     for ax, xlabel in zip(axes, ("training step", "training wall time [s]")):
         ax.set_xlabel(xlabel)
         ax.set_ylabel("mean relative L2 test error")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     p = results["problem"]
-    fig.suptitle(f"DD attention vs global low-rank attention: {p['family']} {'x'.join(map(str, p['grid']))} "
-                 f"{p['coefficient']}")
+    what = "the user's pairs" if p["family"] == "data" else f"{p['family']} {p['coefficient']}"
+    fig.suptitle(f"DD attention vs {' and '.join(n for n in results['models'] if n != 'dd')}: {what} on "
+                 f"{'x'.join(map(str, p['grid']))}")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

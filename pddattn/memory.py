@@ -29,6 +29,9 @@ def format_bytes(b):
 
 
 def _nodes(cfg):
+    from .problems.pairs import is_data_file
+    if is_data_file(cfg.data) and cfg.problem == "data" and not cfg.grid:
+        return None  # the grid comes from the pairs' shape
     if cfg.grid:
         try:
             return math.prod(int(v) for v in str(cfg.grid).lower().split("x"))

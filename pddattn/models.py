@@ -18,7 +18,7 @@ from .problems import make_problem, parse_grid, problem_from_spec
 __all__ = ["MODELS", "problem_of", "decomposition_spec", "architecture", "upgrade_architecture",
            "model_from_architecture"]
 
-MODELS = ("dd", "global")
+MODELS = ("dd", "global", "fno")
 _DEFAULT_DECOMPOSITION = {1: "intervals", 2: "boxes"}
 _DEFAULT_COARSE = {"intervals": "hat", "boxes": "q1", "algebraic": "harmonic"}
 
@@ -56,6 +56,10 @@ def architecture(cfg, problem=None):
     if cfg["model"] == "global":
         return {"model": "global", "n": problem.n, "problem": problem.spec(), "rank": cfg["rank"],
                 "symmetric": cfg["symmetric"]}
+    if cfg["model"] == "fno":  # the data scales are added by TrainConfig.build
+        return {"model": "fno", "n": problem.n, "problem": problem.spec(), "grid": list(problem.grid),
+                "width": cfg.get("fno_width", 32), "modes": cfg.get("fno_modes", 16),
+                "layers": cfg.get("fno_layers", 4)}
     levels, top_size = cfg.get("levels", 2), cfg.get("top_size", TOP_SIZE)
     d, below = levels_of(problem, decomposition_spec(cfg, problem), levels, top_size)
     arch = {"model": "dd", "n": problem.n, "problem": problem.spec(), "decomposition": d.to_dict(),
@@ -98,10 +102,16 @@ def model_from_architecture(arch, layout=None, *, problem=None, dtype=None, devi
         problem = problem or problem_from_spec(arch["problem"])
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
+    if kind in ("global", "fno") and layout.domain_size > 1:
+        raise ConfigurationError(f"the {kind} model runs data-parallel only: pass --data-parallel "
+                                 f"{layout.world_size} (one replica per rank)")
+    if kind == "fno":
+        from .fno import FNOOperator, fno_missing
+        if fno_missing():
+            raise ConfigurationError(fno_missing())
+        return FNOOperator(arch["grid"], arch["width"], arch["modes"], arch["layers"], arch.get("scales", (1.0, 1.0)),
+                           seed=seed, dtype=dtype, device=device, problem=problem)
     if kind == "global":
-        if layout.domain_size > 1:
-            raise ConfigurationError("the global model runs data-parallel only: pass --data-parallel "
-                                     f"{layout.world_size} (one replica per rank)")
         return GlobalAttention(arch["n"], arch["rank"], symmetric=arch["symmetric"], init_scale=init_scale,
                                seed=seed, dtype=dtype, device=device, problem=problem)
     levels, top_size = arch.get("levels", 2), arch.get("top_size", TOP_SIZE)

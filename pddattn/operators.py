@@ -24,8 +24,8 @@ from torch import nn
 
 from .decomposition import Decomposition
 from .hierarchy import TOP_SIZE, coarse_levels as _coarse_levels
-from .schwarz import (coarse_top_inverse_eigenvalue, local_top_inverse_eigenvalue, natural_scale,
-                      schwarz_factors)
+from .schwarz import (coarse_top_inverse_eigenvalue, global_top_inverse_eigenvalue, local_top_inverse_eigenvalue,
+                      natural_scale, schwarz_factors)
 
 __all__ = ["GlobalAttention", "DDAttention", "subdomain_attention", "coarse_restrict",
            "coarse_interpolate", "INITS"]
@@ -215,7 +215,7 @@ class GlobalAttention(_Attention):
     def natural_scales(self):
         """Natural magnitude of each factor's entries: from the top eigenvalue of A^-1."""
         if not hasattr(self, "_scales"):
-            self._scales = natural_scale(1.0 / self.problem.smallest_eigenpairs(1)[0][0], self.n)
+            self._scales = natural_scale(global_top_inverse_eigenvalue(self.problem), self.n)
         s = self._scales
         return {"Q": s, "K": s}
 

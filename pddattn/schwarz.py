@@ -123,12 +123,31 @@ def schwarz_factors(problem, d, r, r0, subdomains=None):
     return local_inverse_factors(problem, d, r, subdomains=subdomains), coarse_inverse_factor(problem, d, r0)
 
 
+def data_gain(problem):
+    """||A^-1||_2 estimated from the user's pairs, for a problem without a matrix (family 'data')."""
+    if problem.pairs is None:
+        raise ValueError("a problem without a matrix needs its pairs (--data FILE) to set the factors' scale")
+    return problem.pairs.gain()
+
+
+def global_top_inverse_eigenvalue(problem):
+    """1 / lambda_min(A); without a matrix, the data's estimate of it."""
+    if not problem.has_operator:
+        return data_gain(problem)
+    return 1.0 / problem.smallest_eigenpairs(1)[0][0]
+
+
 def local_top_inverse_eigenvalue(problem, d, subdomains=None):
     """max_i 1 / lambda_min(A_i) over ``subdomains`` (default all): the largest local inverse eigenvalue.
 
     Each block's value depends on that block alone (a fixed Lanczos start), so
     a rank computes its own subdomains and a max over ranks equals the serial one.
+    Without a matrix, the data's ||A^-1|| scaled as a second-order elliptic
+    operator's, lambda_min(A_i) / lambda_min(A) ~ (n / n_i)^(2 / dim): it only
+    sets the factors' initial size and learning rates.
     """
+    if not problem.has_operator:
+        return data_gain(problem) * (d.max_size / problem.n) ** (2.0 / problem.dim)
     if _closed_form(problem, d):
         h, size = 1.0 / (problem.n + 1), d.max_size
         return h**2 / (4.0 * np.sin(np.pi / (2 * (size + 1))) ** 2)
@@ -154,7 +173,9 @@ def _smallest_eigenvalue(block):
 
 
 def coarse_top_inverse_eigenvalue(problem, d):
-    """1 / lambda_min(A_0)."""
+    """1 / lambda_min(A_0); without a matrix, the data's ||A^-1|| n_0 / n (Phi interpolates: ||Phi v||^2 ~ n / n_0)."""
     if not d.coarse_size:
         return 1.0
+    if not problem.has_operator:
+        return data_gain(problem) * d.coarse_size / problem.n
     return 1.0 / np.linalg.eigvalsh(coarse_matrix(problem, d))[0]

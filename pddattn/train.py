@@ -44,7 +44,8 @@ from .memory import check_memory
 from .models import MODELS, architecture, model_from_architecture, problem_of
 from .operators import INITS
 from .parallel.layout import ConfigurationError, SerialLayout, block_range
-from .problems import make_sampler
+from .problems import make_sampler, parse_grid
+from .problems.pairs import PairsSampler, is_data_file, load_pairs
 from .problems.samplers import evaluate_rows
 from .spectrum import condition_loss, condition_number, fit_probe
 
@@ -80,7 +81,9 @@ class TrainConfig:
     init: str = "random"
     init_scale: float = 0.1
     loss: str = "error"                 # or "condition": kappa(M A), for preconditioners
-    data: str | None = None             # fourier, probe, solve; None: fourier if A has sine modes, else solve
+    data: str | None = None             # fourier, probe, solve, or pairs FILE; None: fourier if A has sine modes, else solve
+    test_fraction: float = 0.1          # held-out share of a pairs file without f_test and u_test
+    data_sha256: str | None = None      # of the pairs file, recorded by build() (checkpoints name it)
     modes: int | None = None            # None: all n modes
     alpha: float = 0.0
     steps: int = 10000
@@ -96,6 +99,9 @@ class TrainConfig:
     target: float = 0.0                 # stop once the test error is at or below it
     checkpoint_every: int = 1000
     data_parallel: int = 1
+    fno_width: int = 32                 # the FNO baseline (model "fno"): hidden channels,
+    fno_modes: int = 16                 # Fourier modes per axis,
+    fno_layers: int = 4                 # Fourier layers
 
     def validate(self):
         """Raise ConfigurationError naming the first bad field and what is allowed."""
@@ -129,20 +135,71 @@ class TrainConfig:
         need(self.device == "cpu" or self.device.startswith(("cuda", "mps", "xpu")),
              f"unknown device {self.device!r}; use cpu, cuda, cuda:N, mps or xpu")
         need(not device_missing(self.device), device_missing(self.device))
+        self._validate_data(need)
+        if self.model == "fno":
+            from .fno import fno_missing
+            need(not fno_missing(), fno_missing())
+            need(self.loss == "error", "--loss condition is for DD preconditioners, not the FNO")
+            for name in ("fno_width", "fno_modes", "fno_layers"):
+                value = getattr(self, name)
+                need(isinstance(value, int) and value >= 1, f"--{name.replace('_', '-')} must be a positive "
+                                                            f"integer, got {value!r}")
         return self
+
+    def _validate_data(self, need):
+        """What a pairs file (or the lack of a matrix) rules out, before anything is built."""
+        need(0 < self.test_fraction < 1, f"--test-fraction must be in (0, 1), got {self.test_fraction}")
+        if not is_data_file(self.data):
+            need(self.problem != "data", "--problem data learns from the user's pairs: give --data FILE "
+                                         "(a .npz with f and u, or a folder with f.npy and u.npy)")
+            return
+        need(self.modes is None and not self.alpha, "--modes and --alpha shape made data; they do not apply to "
+                                                    f"the pairs in --data {self.data}")
+        if self.problem == "data":
+            need(self.init == "random", "--init schwarz needs the matrix A; with --data FILE alone the factors "
+                                        "start random (give --problem/--grid or --matrix for a Schwarz start)")
+            need(self.loss == "error", "--loss condition needs the matrix A; --data FILE alone gives pairs only")
+            need(self.decomposition in (None, "intervals", "boxes") and self.coarse_space in (None, "hat", "q1",
+                                                                                             "none"),
+                 "algebraic subdomains and harmonic coarse spaces are built from A; with --data FILE alone use "
+                 "intervals/hat (1D) or boxes/q1 (2D)")
+
+    def pairs(self):
+        """The user's pairs (a PairsData) when --data names a file or folder, else None."""
+        if not is_data_file(self.data):
+            return None
+        return load_pairs(self.data, parse_grid(self.grid) if self.grid else None, self.test_fraction, self.seed)
 
     def build(self, problem=None):
         """(problem, architecture, sampler): A built once and handed down; one-line errors."""
         try:
-            problem = problem or problem_of(self.to_dict())
+            pairs = self.pairs()
+            if pairs is not None:
+                self._check_recorded(pairs)
+                problem = problem or problem_of({**self.to_dict(), "grid": self.grid or pairs.grid})
+                _check_pairs_fit(pairs, problem)
+                problem.pairs, self.data_sha256 = pairs, pairs.sha256
+                sampler = PairsSampler(pairs, self.seed)
+            else:
+                problem = problem or problem_of(self.to_dict())
+                sampler = make_sampler(self.data_kind(problem), problem, self.modes, self.alpha, self.seed)
             arch = architecture(self.to_dict(), problem)
-            sampler = make_sampler(self.data_kind(problem), problem, self.modes, self.alpha, self.seed)
+            if self.model == "fno":
+                from .fno import data_scales
+                arch["scales"] = list(data_scales(sampler))
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
         return problem, arch, sampler
 
+    def _check_recorded(self, pairs):
+        if self.data_sha256 and self.data_sha256 != pairs.sha256:
+            raise ValueError(f"--data {self.data} has changed since this run was started (SHA-256 "
+                             f"{pairs.sha256[:16]}..., recorded {self.data_sha256[:16]}...)")
+
     def data_kind(self, problem):
-        """The data kind: as given, else fourier where A has sine modes and solve otherwise."""
+        """The data kind: as given ('pairs' for a file), else fourier where A has sine modes and solve otherwise."""
+        if is_data_file(self.data):
+            return "pairs"
         if self.data:
             return self.data
         return "fourier" if problem.constant and problem.family != "matrix" else "solve"
@@ -154,6 +211,15 @@ class TrainConfig:
     def from_dict(cls, d):
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in fields})
+
+
+def _check_pairs_fit(pairs, problem):
+    """The pairs and a named problem must be on the same nodes."""
+    if pairs.n != problem.n or (problem.dim == 2 and tuple(pairs.grid) != tuple(problem.grid)
+                                and len(pairs.grid) == 2):
+        raise ValueError(f"the pairs in {pairs.path} are on a {'x'.join(map(str, pairs.grid))} grid ({pairs.n} "
+                         f"nodes), the {problem.family} problem on {'x'.join(map(str, problem.grid))} "
+                         f"({problem.n}); give the problem's --grid")
 
 
 def lr_factor(step, cfg):
@@ -193,6 +259,9 @@ def make_optimizer(model, lr, beta2=0.95):
     scales = model.natural_scales()
     groups = [{"params": [p], "lr": lr * scales[name], "base_lr": lr * scales[name], "name": name}
               for name, p in model.named_parameters()]
+    if getattr(model, "recipe", None) == "fno":  # its own recipe: AdamW, absolute lr (see fno.py)
+        from .fno import WEIGHT_DECAY
+        return torch.optim.AdamW(groups, betas=(0.9, 0.999), weight_decay=WEIGHT_DECAY)
     device = next(model.parameters()).device.type
     return torch.optim.Adam(groups, betas=(0.9, beta2), fused=device in ("cpu", "cuda"))
 
@@ -220,10 +289,13 @@ class TrainData:
         self.rows = model.own_rows
         self.dtype, self.device = DTYPES[cfg.dtype], torch.device(cfg.device)
         self.batch, self.layout = cfg.batch, layout
-        test_rows = block_range(cfg.test_size, layout.data_size, layout.replica)
-        coef = self.sampler.coefficients(cfg.test_size, TEST_STREAM, 0)[test_rows.start:test_rows.stop]
+        pairs = getattr(sampler, "pairs", None)
+        self.test_size = cfg.test_size if pairs is None else pairs.test_count  # a pairs file brings its test set
+        if pairs is not None:
+            _check_finite(pairs, self.rows, layout)
+        test_rows = block_range(self.test_size, layout.data_size, layout.replica)
+        coef = self.sampler.coefficients(self.test_size, TEST_STREAM, 0)[test_rows.start:test_rows.stop]
         self.test = self._tensors(coef)
-        self.test_size = cfg.test_size
 
     def _tensors(self, coef):
         f, u = evaluate_rows(self.sampler, coef, self.rows, self.layout.domain_comm)
@@ -234,6 +306,16 @@ class TrainData:
         rows = self.layout.samples(self.batch)
         coef = self.sampler.coefficients(self.batch, TRAIN_STREAM, step)[rows.start:rows.stop]
         return self._tensors(coef)
+
+
+def _check_finite(pairs, rows, layout):
+    """One line on every rank when any rank's nodes of the pairs hold a NaN or inf."""
+    bad = pairs.first_bad(rows)
+    if layout.world_size > 1:
+        bad = min((b for b in layout.comm.allgather(bad) if b), default=None, key=lambda b: (b[1], b[0]))
+    if bad:
+        raise ConfigurationError(f"--data {pairs.path}: {bad[0]} holds a NaN or inf (sample {bad[1]}); "
+                                 f"the pairs must be finite")
 
 
 def evaluate(model, data, layout, chunk=256):
@@ -372,7 +454,8 @@ def train(cfg, out=None, resume=False, layout=None, problem=None):
     if best is not None and best[0] < kappa:
         _load_parameters(model, best[2])
         error, kappa = evaluate(model, data, layout), best[0]
-    probe = fit_probe(model, problem, layout)  # DDAttentionPC checks a model against its operator with it
+    # DDAttentionPC checks a model against its operator with it (none without a matrix)
+    probe = fit_probe(model, problem, layout) if problem.has_operator and cfg.model != "fno" else None
     save()
     summary = {"model": cfg.model, "parameters": params, "steps": step, "time": elapsed, "test_error": error,
                "history": log.rows, "data": cfg.data_kind(problem), "probe": probe}
@@ -399,7 +482,8 @@ def train_step(model, optimizer, batch, step, cfg, layout):
         num, den = relative_errors(model.matvec(f), u, layout)
         # This rank's part of its replica's mean loss; the domain group's parts sum to
         # it, and sync_gradients averages the replicas.
-        loss = (num / den).sum() / f.shape[1]
+        per_sample = num / den if getattr(model, "recipe", None) != "fno" else (num / den).sqrt()  # FNO: relative L2
+        loss = per_sample.sum() / f.shape[1]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     layout.sync_gradients(model)

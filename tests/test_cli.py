@@ -136,7 +136,7 @@ def test_a_users_matrix_trains_algebraically_and_a_changed_file_is_refused(tmp_p
 def test_compare_in_2d_reports_capacity_and_schwarz_start(tmp_path):
     p = run("compare", *TINY2D, "--global-rank", "8", "--out", str(tmp_path / "cmp"))
     assert p.returncode == 0, p.stderr
-    assert "capacity (best rank-r)" in p.stdout and "Schwarz start" in p.stdout
+    assert "capacity (truncated A^-1, best rank-r)" in p.stdout and "Schwarz start" in p.stdout
     assert "lower than the global model's capacity" in p.stdout
     results = json.loads((tmp_path / "cmp" / "results.json").read_text())
     g = results["models"]["global"]

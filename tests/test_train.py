@@ -65,7 +65,8 @@ def test_schedule_warms_up_and_decays_to_zero():
 @pytest.mark.parametrize("field,value,match", [
     ("model", "mlp", "unknown model 'mlp'"), ("rank", 0, "--rank must be a positive integer"),
     ("overlap", 1000, "too large"), ("lr", -1.0, "--lr must be a positive number"),
-    ("modes", 5000, r"modes must be an integer in 1..n=1023"), ("data", "noise", "unknown data kind"),
+    ("modes", 5000, r"modes must be an integer in 1..n=1023"), ("data", "noise",
+                                                                 r"no such file or folder \(give a data kind"),
     ("dtype", "float16", "unknown dtype"), ("subdomains", 0, "N \\(number of subdomains\\)"),
 ])
 def test_bad_configs_raise_configuration_errors(field, value, match):

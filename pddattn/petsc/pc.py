@@ -190,13 +190,17 @@ class DDAttentionPC:
         if arch["n"] != A.shape[0]:
             raise CheckpointError(f"{path} is a model for n={arch['n']}, but the operator has n={A.shape[0]}")
         carried = P.getName() or ""
-        if carried.startswith("pddattn ") and carried[len("pddattn "):] != spec_label(arch["problem"]):
+        learnt_from_pairs = arch["problem"]["family"] == "data"  # no A to name: the probe below decides
+        if carried.startswith("pddattn ") and carried[len("pddattn "):] != spec_label(arch["problem"]) \
+                and not learnt_from_pairs:
             raise CheckpointError(f"{path} is a model of {spec_label(arch['problem'])}, but the operator is "
                                   f"{carried[len('pddattn '):]}")
         try:
             problem = problem_from_spec(arch["problem"])
         except ValueError:  # e.g. the training matrix file is not here: the probe decides
             problem = _operator_problem(A, None)
+        if not problem.has_operator:  # learnt from pairs alone: the operator handed to the PC is the A
+            problem = _operator_problem(A, arch["problem"]["grid"])
         model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64)
         restore(payload, model)
         self._stored_probe = payload.get("progress", {}).get("probe")

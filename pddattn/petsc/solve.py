@@ -110,7 +110,11 @@ def _solve_problem(args, layout):
         if model_path and not given:
             from ..checkpoint import architecture_of, read_collective
             from ..problems import problem_from_spec
-            return problem_from_spec(architecture_of(read_collective(model_path, layout))["problem"])
+            spec = architecture_of(read_collective(model_path, layout))["problem"]
+            if spec["family"] == "data":
+                raise ValueError(f"{model_path} was learnt from pairs alone (no matrix): give the operator to "
+                                 f"solve, --problem with --n/--grid, or --matrix")
+            return problem_from_spec(spec)
         if args.matrix:
             _check_input_file(args.matrix, "matrix file", PETSc.COMM_WORLD)
         return problem_of({"problem": args.problem or "laplace1d", "n": args.n or 1023, "grid": args.grid,

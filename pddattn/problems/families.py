@@ -28,7 +28,7 @@ from .stencils import stencil_rows
 __all__ = ["FAMILIES", "Problem", "principal_block", "make_problem", "problem_from_spec", "parse_grid", "read_matrix",
            "write_petsc_binary", "check_spd"]
 
-FAMILIES = ("laplace1d", "diffusion1d", "poisson2d", "diffusion2d", "matrix")
+FAMILIES = ("laplace1d", "diffusion1d", "poisson2d", "diffusion2d", "matrix", "data")
 _PETSC_MAT_CLASSID = 1211216
 
 
@@ -150,11 +150,24 @@ class Problem:
     _factor: object = dataclasses.field(default=None, repr=False)
     stencil: object = dataclasses.field(default=None, repr=False)
 
+    pairs: object = dataclasses.field(default=None, repr=False, compare=False)
+
     @property
     def A(self):
         if self._A is None:
-            self._A = self.stencil(np.arange(self.n))
+            self._A = self._stencil()(np.arange(self.n))
         return self._A
+
+    @property
+    def has_operator(self):
+        """False for family 'data': a grid and the user's pairs, no matrix."""
+        return self.family != "data"
+
+    def _stencil(self):
+        if self.stencil is None:
+            raise ValueError("this needs the matrix A, but the problem is the user's pairs alone (family 'data'); "
+                             "give --problem and --grid (or --matrix) with --data to use A")
+        return self.stencil
 
     @property
     def n(self):
@@ -163,7 +176,7 @@ class Problem:
     def rows(self, rows):
         """The rows ``rows`` (global indices) of A as CSR (len(rows), n), without the whole A if it is not built."""
         if self._A is None:
-            return self.stencil(rows)
+            return self._stencil()(rows)
         return self._A[np.asarray(rows, dtype=np.int64)]
 
     def block(self, nodes):
@@ -214,6 +227,10 @@ def make_problem(family="laplace1d", grid=(1023,), coefficient="const", seed=0, 
     if family not in FAMILIES:
         raise ValueError(f"unknown problem family {family!r}; choose one of {FAMILIES}")
     parse_coefficient(coefficient)
+    if family == "data":
+        if grid is None:
+            raise ValueError("--problem data needs a grid: --grid, or the shape of the pairs in --data FILE")
+        return Problem("data", parse_grid(grid), "const", int(seed), None)
     if family == "matrix" or matrix is not None:
         if matrix is None:
             raise ValueError("--problem matrix needs --matrix FILE")
