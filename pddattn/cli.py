@@ -58,7 +58,7 @@ def _add_model_options(p, model=True):
     g.add_argument("--subdomains", type=_subdomains_arg, help=f"N, or Nx x Ny for boxes, e.g. 32 or 4x4 (default {_DEFAULTS.subdomains})")
     g.add_argument("--decomposition", choices=("intervals", "boxes", "algebraic"),
                    help="subdomain builder (default: intervals in 1D, boxes in 2D, algebraic for a matrix)")
-    g.add_argument("--coarse", dest="coarse_space", choices=("hat", "q1", "harmonic", "none"),
+    g.add_argument("--coarse", dest="coarse_space", choices=("hat", "q1", "harmonic", "nicolaides", "none"),
                    help="coarse space (default: hat for intervals, q1 for boxes, harmonic for algebraic)")
     g.add_argument("--overlap", type=int, help=f"delta, overlap in nodes (default {_DEFAULTS.overlap})")
     g.add_argument("--rank", type=int, help=f"rank of each block (default {_DEFAULTS.rank})")
@@ -66,6 +66,8 @@ def _add_model_options(p, model=True):
                                                                  "the top level's with --levels)")
     g.add_argument("--levels", type=int, help="2: dense coarse block (default); L > 2: multilevel DD attention")
     g.add_argument("--top-size", type=int, help="target size of the dense top level with --levels > 2 (default 64)")
+    g.add_argument("--level-coarse", choices=("harmonic", "nicolaides"),
+                   help="coarse space of the coarse levels with --levels > 2 (default harmonic)")
     g.add_argument("--pou", choices=("count", "smooth"), help="partition of unity (default count)")
     g.add_argument("--symmetric", action="store_true", default=None, help="tie K = Q (SPSD operator)")
     g.add_argument("--one-level", dest="coarse", action="store_false", default=None, help="drop the coarse term")

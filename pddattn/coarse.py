@@ -12,6 +12,10 @@
                interiors, Phi_I = -A_II^-1 A_I,Gamma Phi_Gamma (one local solve per core).
                In 1D this is the discrete harmonic extension for any coefficient, so
                A^-1 = Phi (Phi^T A Phi)^-1 Phi^T + sum_j A_{I_j}^-1 exactly.
+    nicolaides any decomposition: n_0 = N, column i is R_i^T D_i 1, the partition of unity's
+               share of the constant on subdomain i (Nicolaides 1987). A fixed number of
+               functions per subdomain: the coarse levels of the multilevel hierarchy
+               use it so that they shrink by the subdomain size at every level.
     none       n_0 = 0 (one-level).
 """
 from __future__ import annotations
@@ -21,9 +25,10 @@ import scipy.sparse as sp
 
 from .problems.families import principal_block
 
-__all__ = ["COARSE_SPACES", "attach_coarse", "hat_basis", "q1_basis", "harmonic_basis", "interior_blocks"]
+__all__ = ["COARSE_SPACES", "attach_coarse", "hat_basis", "q1_basis", "harmonic_basis", "nicolaides_basis",
+           "interior_blocks"]
 
-COARSE_SPACES = ("hat", "q1", "harmonic", "none")
+COARSE_SPACES = ("hat", "q1", "harmonic", "nicolaides", "none")
 
 
 def hat_basis(n, bounds):
@@ -128,6 +133,15 @@ def harmonic_basis(A, decomposition):
     return phi, np.sort(gamma)
 
 
+def nicolaides_basis(decomposition):
+    """Phi[:, i] = R_i^T D_i 1 (CSR n x N): the columns sum to one at every node."""
+    d = decomposition
+    weights, index = d.pou_weights(), d.padded_indices(pad=-1)
+    keep = index >= 0
+    cols = np.broadcast_to(np.arange(d.N)[:, None], index.shape)
+    return sp.csr_matrix((weights[keep], (index[keep], cols[keep])), shape=(d.n, d.N))
+
+
 def attach_coarse(d, kind, A=None):
     """Set d.phi to the coarse basis ``kind`` and return d; ValueError when it does not apply."""
     if kind not in COARSE_SPACES:
@@ -147,6 +161,8 @@ def attach_coarse(d, kind, A=None):
         if A is None:
             raise ValueError("the harmonic coarse space is computed from A; pass the matrix")
         d.phi, d.interface = harmonic_basis(A, d)
+    elif kind == "nicolaides":
+        d.phi, d.interface = nicolaides_basis(d), np.zeros(0, dtype=np.int64)
     else:
         d.phi, d.interface = sp.csr_matrix((d.n, 0)), np.zeros(0, dtype=np.int64)
     d.coarse = d.spec["coarse"] = kind

@@ -25,7 +25,7 @@ import json
 
 import scipy.sparse as sp
 
-__all__ = ["Level", "coarse_levels", "levels_of", "TOP_SIZE"]
+__all__ = ["Level", "coarse_levels", "levels_of", "TOP_SIZE", "LEVEL_COARSE"]
 
 TOP_SIZE = 64  # rows of the dense top level (the default of --top-size)
 
@@ -39,7 +39,10 @@ class Level:
     problem: object = None  # A_l as a Problem (family 'operator'), what the level's operator is built on
 
 
-def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1):
+LEVEL_COARSE = ("harmonic", "nicolaides")
+
+
+def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1, coarse="harmonic"):
     """The coarse levels 1 .. levels-2 below a decomposition of A (empty for levels <= 2).
 
     Parameters
@@ -54,12 +57,18 @@ def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1):
         The target size of the dense top level A_{L-1}.
     delta : int
         Overlap of the coarse decompositions, in steps of A_l's graph.
+    coarse : {'harmonic', 'nicolaides'}
+        The coarse space of the coarse decompositions: GDSW-type (as many
+        functions as interface pieces) or Nicolaides (one per subdomain, so
+        level l + 1 has exactly N_l rows).
     """
     from .decomposition import algebraic
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
         raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
     if isinstance(top_size, bool) or not isinstance(top_size, int) or top_size < 1:
         raise ValueError(f"top size must be a positive integer, got {top_size!r}")
+    if coarse not in LEVEL_COARSE:
+        raise ValueError(f"the coarse levels' space must be one of {LEVEL_COARSE}, got {coarse!r}")
     from .problems import operator_problem
     from .schwarz import galerkin
     out, d, problem_l = [], decomposition, A
@@ -75,15 +84,15 @@ def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1):
         factor = max((n_l / top_size) ** (1.0 / (levels - 2 - depth)), 1.0)
         N = max(2, min(n_l // 2, round(n_l / factor)))
         try:
-            d = algebraic(A_l, N, delta, pou="count", coarse="harmonic")
+            d = algebraic(A_l, N, delta, pou="count", coarse=coarse)
         except ValueError:  # a small, densely coupled level: one overlap step would cover it all
-            d = algebraic(A_l, N, 0, pou="count", coarse="harmonic")
+            d = algebraic(A_l, N, 0, pou="count", coarse=coarse)
         problem_l = operator_problem(A_l)
         out.append(Level(A_l, d, problem_l))
     return out
 
 
-def levels_of(problem, spec, levels=2, top_size=TOP_SIZE):
+def levels_of(problem, spec, levels=2, top_size=TOP_SIZE, level_coarse="harmonic"):
     """(level 0's decomposition, its coarse levels) for ``spec`` on ``problem``, built once per problem.
 
     Every later call with the same spec, levels and top size returns the same
@@ -95,7 +104,7 @@ def levels_of(problem, spec, levels=2, top_size=TOP_SIZE):
     if key not in cache:
         cache[key] = (decomposition_from_spec(spec, problem), {})
     d, below = cache[key]
-    depth = (levels, top_size) if levels > 2 else (2, None)
+    depth = (levels, top_size, level_coarse) if levels > 2 else (2, None, None)
     if depth not in below:
-        below[depth] = coarse_levels(d, problem, levels, top_size)
+        below[depth] = coarse_levels(d, problem, levels, top_size, coarse=level_coarse)
     return d, below[depth]

@@ -60,14 +60,15 @@ def architecture(cfg, problem=None):
         return {"model": "fno", "n": problem.n, "problem": problem.spec(), "grid": list(problem.grid),
                 "width": cfg.get("fno_width", 32), "modes": cfg.get("fno_modes", 16),
                 "layers": cfg.get("fno_layers", 4)}
-    levels, top_size = cfg.get("levels", 2), cfg.get("top_size", TOP_SIZE)
-    d, below = levels_of(problem, decomposition_spec(cfg, problem), levels, top_size)
+    levels, top_size, level_coarse = cfg.get("levels", 2), cfg.get("top_size", TOP_SIZE), cfg.get("level_coarse",
+                                                                                                    "harmonic")
+    d, below = levels_of(problem, decomposition_spec(cfg, problem), levels, top_size, level_coarse)
     arch = {"model": "dd", "n": problem.n, "problem": problem.spec(), "decomposition": d.to_dict(),
             "rank": cfg["rank"], "coarse_rank": d.coarse_size if cfg.get("coarse_rank") is None else cfg["coarse_rank"],
             "symmetric": cfg["symmetric"], "coarse": d.coarse_size > 0}
     if levels > 2:  # the coarse rank is then the top level's (default: full)
         top = below[-1].decomposition
-        arch.update(levels=levels, top_size=top_size,
+        arch.update(levels=levels, top_size=top_size, level_coarse=level_coarse,
                     coarse_rank=top.coarse_size if cfg.get("coarse_rank") is None else cfg["coarse_rank"])
     return arch
 
@@ -116,7 +117,7 @@ def model_from_architecture(arch, layout=None, *, problem=None, dtype=None, devi
                                seed=seed, dtype=dtype, device=device, problem=problem)
     levels, top_size = arch.get("levels", 2), arch.get("top_size", TOP_SIZE)
     try:
-        d, below = levels_of(problem, arch["decomposition"], levels, top_size)
+        d, below = levels_of(problem, arch["decomposition"], levels, top_size, arch.get("level_coarse", "harmonic"))
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
     check_distribution(d, layout.world_size, layout.data_size)

@@ -75,6 +75,7 @@ class TrainConfig:
     coarse_rank: int | None = None      # None: full coarse rank n_0 = N - 1 (the top level's with --levels)
     levels: int = 2                     # 2: dense coarse block; L > 2: multilevel (hierarchy.py)
     top_size: int = 64                  # target size of the dense top level when levels > 2
+    level_coarse: str = "harmonic"      # coarse space of the coarse levels: harmonic or nicolaides
     pou: str = "count"
     symmetric: bool = False
     coarse: bool = True
@@ -118,6 +119,8 @@ class TrainConfig:
         need(isinstance(self.levels, int) and self.levels >= 2, f"--levels must be an integer >= 2, got {self.levels!r}")
         need(isinstance(self.top_size, int) and self.top_size >= 1, f"--top-size must be a positive integer, "
                                                                      f"got {self.top_size!r}")
+        need(self.level_coarse in ("harmonic", "nicolaides"), f"--level-coarse must be harmonic or nicolaides, "
+                                                               f"got {self.level_coarse!r}")
         for name in ("n", "rank", "batch", "eval_every", "test_size", "checkpoint_every", "overlap"):
             value = getattr(self, name)
             low = 0 if name == "overlap" else 1
@@ -159,10 +162,10 @@ class TrainConfig:
             need(self.init == "random", "--init schwarz needs the matrix A; with --data FILE alone the factors "
                                         "start random (give --problem/--grid or --matrix for a Schwarz start)")
             need(self.loss == "error", "--loss condition needs the matrix A; --data FILE alone gives pairs only")
-            need(self.decomposition in (None, "intervals", "boxes") and self.coarse_space in (None, "hat", "q1",
-                                                                                             "none"),
-                 "algebraic subdomains and harmonic coarse spaces are built from A; with --data FILE alone use "
-                 "intervals/hat (1D) or boxes/q1 (2D)")
+            geometric = self.coarse_space in (None, "hat", "q1", "nicolaides", "none")
+            need(self.decomposition in (None, "intervals", "boxes") and geometric and self.levels == 2,
+                 "algebraic subdomains, harmonic coarse spaces and coarse levels are built from A; with --data "
+                 "FILE alone use intervals/hat (1D) or boxes/q1 (2D), two levels")
 
     def pairs(self):
         """The user's pairs (a PairsData) when --data names a file or folder, else None."""

@@ -120,3 +120,16 @@ def test_level_flops_are_what_torch_executes(levels, batch):
             assert measured_flops(lambda: m.Q0 @ (m.K0.T @ c))["mm"] == counted["top"]
         m, level = m.coarse_model, level + 1
     assert measured_flops(lambda: model.matvec(x))["bmm"] == sum(v for k, v in counted.items() if k != "top")
+
+
+def test_nicolaides_coarse_levels_shrink_by_the_subdomain_count():
+    """Columns R_i^T D_i 1 sum to one; each coarse level has exactly its decomposition's N rows."""
+    p = make_problem("poisson2d", (31, 31))
+    d = boxes((31, 31), (4, 4), 2, coarse="harmonic", A=p.A)
+    below = coarse_levels(d, p, 4, top_size=8, coarse="nicolaides")
+    for upper, lower in zip(below[:-1], below[1:]):
+        assert lower.A.shape[0] == upper.decomposition.N
+    phi = below[0].decomposition.phi
+    assert np.allclose(np.asarray(phi.sum(axis=1)).ravel(), 1.0)
+    with pytest.raises(ValueError, match="coarse levels' space must be one of"):
+        coarse_levels(d, p, 3, coarse="q1")

@@ -191,8 +191,19 @@ def test_training_in_setup_lowers_kappa():
     A = petsc_matrix(p.A, PETSc.COMM_WORLD)
     pc = make_pc(A, None, "tr_", subdomains="4", overlap=1, train_steps=20)
     pc.setUp()
-    t = pc.getPythonContext().info["training"]
+    context = pc.getPythonContext()
+    t = context.info["training"]
     assert 1 < t["end"] < t["start"]  # strictly: a run that kept its start (lr 1e-2 did) fails
+    assert 0 < t["seconds"] <= context.info["seconds"]  # its cost is part of the set-up's, and shown by view
+
+    class Lines:
+        text = []
+
+        def printfASCII(self, line):
+            self.text.append(line)
+    context.view(pc, Lines())
+    assert any("condition-loss steps in" in line for line in Lines.text)
+    assert any("the last took" in line for line in Lines.text)
 
 
 def test_training_a_singular_model_in_setup_is_refused_on_every_rank():

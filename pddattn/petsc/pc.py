@@ -26,9 +26,12 @@ grid's natural ordering) and back.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
+from ..hierarchy import LEVEL_COARSE
 from ..problems.families import spec_label
 from . import teardown
 from .matrices import gather_operator
@@ -46,6 +49,7 @@ OPTIONS = [
     ("pddattn_train_lr", 1e-4, "learning rate of that training (scale-aware Adam)"),
     ("pddattn_levels", 2, "levels: 2 = dense coarse block; L > 2 = multilevel DD attention"),
     ("pddattn_top_size", 64, "target size of the dense top level when levels > 2"),
+    ("pddattn_level_coarse", "harmonic", "coarse space of the coarse levels when levels > 2: harmonic or nicolaides"),
     ("pddattn_coarse_correction", "auto", "additive (the paper's M^-1) or balanced: P0 + (I - P0 A) M1 (I - A P0), "
                                           "symmetric, for CG; auto: balanced when built from the operator, "
                                           "additive for a trained model (what it was trained as)"),
@@ -58,6 +62,10 @@ PROBE_TOLERANCE = 1e-3  # relative difference of the fit probe that marks anothe
 def _petsc():
     from petsc4py import PETSc
     return PETSc
+
+
+def _default(name):
+    return next(d for n, d, _ in OPTIONS if n == name)
 
 
 class DDAttentionPC:
@@ -95,12 +103,16 @@ class DDAttentionPC:
         values = {"prefix": prefix, "model": o.getString("pddattn_model", ""),
                   "subdomains": o.getString("pddattn_subdomains", ""), "coarse": o.getString("pddattn_coarse", "harmonic"),
                   "factors": o.getString("pddattn_factors", "sparse"),
-                  "correction": o.getString("pddattn_coarse_correction", "auto")}
+                  "correction": o.getString("pddattn_coarse_correction", "auto"),
+                  "level_coarse": o.getString("pddattn_level_coarse", _default("pddattn_level_coarse"))}
         if values["correction"] == "auto":
             values["correction"] = "additive" if values["model"] else "balanced"
         if values["correction"] not in ("additive", "balanced"):
             raise ConfigurationError(f"-{prefix}pddattn_coarse_correction must be additive or balanced, got "
                                      f"{values['correction']!r}")
+        if values["level_coarse"] not in LEVEL_COARSE:
+            raise ConfigurationError(f"-{prefix}pddattn_level_coarse must be one of {LEVEL_COARSE}, got "
+                                     f"{values['level_coarse']!r}")
         if values["factors"] not in ("sparse", "dense"):
             raise ConfigurationError(f"-{prefix}pddattn_factors must be sparse or dense, got {values['factors']!r}")
         for name in ("overlap", "rank", "train_steps", "levels", "top_size"):
@@ -141,13 +153,14 @@ class DDAttentionPC:
         key = (int(P.handle), P.stateGet(), P.getSize()[0])
         if self.model is not None and key == self.key:
             return  # same operator, same values: reuse
-        opts = self._options(pc)
+        opts, t0 = self._options(pc), time.perf_counter()
         A, petsc_of_natural, grid = gather_operator(P, pc.getDM())
         if self.layout is None:
             self.layout = Layout(comm=pc.comm.tompi4py())
         if self._refactor(opts, key, A, grid):
             self.key = key
             self.setups["refactored"] += 1
+            self.info["seconds"] = time.perf_counter() - t0
             return
         if self.model is not None:
             self.model.free()
@@ -161,6 +174,7 @@ class DDAttentionPC:
         self._setup_scatter(P, petsc_of_natural[model.own_rows])
         if opts["model"]:
             self._check_fit(opts, P)
+        info["seconds"] = time.perf_counter() - t0
         deficiency = rank_deficiency(model)
         if deficiency:
             PETSc.Sys.Print(f"DDAttentionPC: {deficiency}", comm=pc.comm)
@@ -174,7 +188,8 @@ class DDAttentionPC:
             return False  # a stored or trained model does not follow A's values: build anew
         problem = _operator_problem(A, grid)
         arch = self.info["arch"]
-        d, below = levels_of(problem, arch["decomposition"], arch.get("levels", 2), arch.get("top_size", TOP_SIZE))
+        d, below = levels_of(problem, arch["decomposition"], arch.get("levels", 2), arch.get("top_size", TOP_SIZE),
+                             arch.get("level_coarse", "harmonic"))
         ok = self.model.refactor(d, problem, below)
         return bool(self.layout.comm.allreduce(int(ok), op=_mpi_min()) if self.layout.world_size > 1 else ok)
 
@@ -228,7 +243,7 @@ class DDAttentionPC:
         spec = {"kind": kind, "N": N, "delta": opts["overlap"], "pou": "count", "coarse": opts["coarse"]}
         from ..hierarchy import levels_of
         try:
-            d, below = levels_of(problem, spec, opts["levels"], opts["top_size"])
+            d, below = levels_of(problem, spec, opts["levels"], opts["top_size"], opts["level_coarse"])
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
         r = opts["rank"] or d.max_size
@@ -237,7 +252,8 @@ class DDAttentionPC:
         if opts["levels"] > 2:
             top = below[-1].decomposition
             r = opts["rank"] or max(d.max_size, top.max_size)
-            arch.update(rank=r, coarse_rank=top.coarse_size, levels=opts["levels"], top_size=opts["top_size"])
+            arch.update(rank=r, coarse_rank=top.coarse_size, levels=opts["levels"], top_size=opts["top_size"],
+                        level_coarse=opts["level_coarse"])
         # Untrained at full rank, M^-1 is additive Schwarz: sparse factorizations apply it exactly (exact.py).
         exact = opts["factors"] == "sparse" and not opts["rank"] and not opts["train_steps"]
         model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64,
@@ -250,7 +266,7 @@ class DDAttentionPC:
                     f"kappa(M A)), but local rank {r} gives rank at most {model.rank_bound():,} < n = {problem.n:,}; "
                     f"leave -{opts['prefix']}pddattn_rank at 0 (full)")
             info["training"] = _train_on_operator(model, problem, spec, r, opts["train_steps"],
-                                                  opts["train_lr"])
+                                                  opts["train_lr"], opts["level_coarse"])
         return model, info
 
     def _setup_scatter(self, P, petsc_rows):
@@ -358,11 +374,12 @@ class DDAttentionPC:
                     if getattr(m, "exact", False) else f"{m.num_parameters():,} parameters"),
                  f"layout: {'PETSc Scatter to the model rows' if self._scatter else 'Vec layout = model layout'}",
                  f"coarse correction: {self.info['options']['correction']}",
-                 f"set-ups: {self.setups['built']} built, {self.setups['refactored']} refactored on new values"]
+                 f"set-ups: {self.setups['built']} built, {self.setups['refactored']} refactored on new values; "
+                 f"the last took {self.info.get('seconds', 0.0):.3f} s"]
         if "training" in self.info:
             t = self.info["training"]
-            lines.append(f"trained in setUp: {t['steps']} condition-loss steps, kappa estimate {t['start']:.3g} -> "
-                         f"{t['end']:.3g}")
+            lines.append(f"trained in setUp: {t['steps']} condition-loss steps in {t['seconds']:.2f} s, kappa "
+                         f"estimate {t['start']:.3g} -> {t['end']:.3g}")
         for line in lines:
             viewer.printfASCII(f"  {line}\n")
 
@@ -406,7 +423,7 @@ def _describe(spec):
     return spec_label(spec)
 
 
-def _train_on_operator(model, problem, spec, r, steps, lr):
+def _train_on_operator(model, problem, spec, r, steps, lr, level_coarse="harmonic"):
     """Condition-loss training on the operator, serially on every rank alike, copied into ``model``.
 
     The default lr 1e-4 is what a short run needs: on diffusion2d jump:1e4 at 63^2
@@ -418,13 +435,14 @@ def _train_on_operator(model, problem, spec, r, steps, lr):
                       if isinstance(spec["N"], list) else spec["N"], overlap=spec["delta"], coarse_space=spec["coarse"],
                       rank=r, symmetric=True, init="schwarz", loss="condition", data="probe", steps=steps,
                       eval_every=max(steps // 5, 1), test_size=4, batch=4, dtype="float64", lr=lr, warmup=0,
-                      checkpoint_every=10**9, levels=model.levels, top_size=model.top_size)
+                      checkpoint_every=10**9, levels=model.levels, top_size=model.top_size, level_coarse=level_coarse)
+    t0 = time.perf_counter()
     serial, summary = train(cfg, out=None, problem=problem)
     start = summary["history"][0]["condition"]
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.copy_(model.from_global(name, dict(serial.named_parameters())[name].detach()))
-    return {"steps": steps, "start": start, "end": summary["condition"]}
+    return {"steps": steps, "start": start, "end": summary["condition"], "seconds": time.perf_counter() - t0}
 
 
 def rank_deficiency(model):
