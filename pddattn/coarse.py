@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .problems.families import principal_block
+from .problems.families import block_diagonal, principal_block
 
 __all__ = ["COARSE_SPACES", "attach_coarse", "hat_basis", "q1_basis", "harmonic_basis", "nicolaides_basis",
            "interior_blocks"]
@@ -100,7 +100,6 @@ def _interface_groups(A, core_of):
 
 def harmonic_basis(A, decomposition):
     """(Phi, Gamma): the GDSW-type basis for any SPD A and cores (module docstring), and the interface."""
-    from scipy.sparse.linalg import splu
     A = sp.csr_matrix(A)
     n = A.shape[0]
     core_of = np.empty(n, dtype=np.int64)
@@ -115,20 +114,11 @@ def harmonic_basis(A, decomposition):
     is_gamma = group_of >= 0
     # A Phi_Gamma once: row p holds A_p,Gamma Phi_Gamma, so a core's right-hand side is a row slice.
     a_phi_gamma = A @ sp.csr_matrix((np.ones(len(gamma)), (gamma, group_of[gamma])), shape=(n, n0))
-    for nodes in decomposition.cores:
-        interior = nodes[~is_gamma[nodes]]
-        if not len(interior):
-            continue
-        rhs = -a_phi_gamma[interior]                     # -A_I,Gamma Phi_Gamma
-        if not rhs.nnz:
-            continue
-        used = np.flatnonzero(np.asarray(abs(rhs).sum(axis=0)).ravel())
-        local = splu(sp.csc_matrix(principal_block(A[interior], interior)))
-        ext = local.solve(rhs[:, used].toarray())
-        r, c = np.nonzero(ext)
-        rows.append(interior[r])
-        cols.append(used[c])
-        vals.append(ext[r, c])
+    ext = _interior_extensions(A, decomposition.cores, is_gamma, a_phi_gamma)
+    if ext is not None:
+        rows.append(ext[0])
+        cols.append(ext[1])
+        vals.append(ext[2])
     phi = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n0))
     return phi, np.sort(gamma)
 
@@ -140,6 +130,44 @@ def nicolaides_basis(decomposition):
     keep = index >= 0
     cols = np.broadcast_to(np.arange(d.N)[:, None], index.shape)
     return sp.csr_matrix((weights[keep], (index[keep], cols[keep])), shape=(d.n, d.N))
+
+
+def _interior_extensions(A, cores, is_gamma, a_phi_gamma):
+    """(rows, cols, values) of Phi_I = -A_II^-1 A_I,Gamma Phi_Gamma for every core's interior, or None.
+
+    All cores in one sparse LU of the block diagonal diag(A_II): core c's used
+    coarse columns go to slots 0..k_c - 1 of one dense right-hand side of
+    max_c k_c columns, so one solve serves every core (the blocks do not couple).
+    """
+    from .exact import sparse_lu
+    interiors, slot_cols, rhs_parts = [], [], []
+    for nodes in cores:
+        interior = nodes[~is_gamma[nodes]]
+        if not len(interior):
+            continue
+        rhs = a_phi_gamma[interior]
+        if not rhs.nnz:
+            continue
+        interiors.append(interior)
+        slot_cols.append(np.flatnonzero(np.asarray(abs(rhs).sum(axis=0)).ravel()))
+        rhs_parts.append(rhs)
+    if not interiors:
+        return None
+    width = max(len(c) for c in slot_cols)
+    at = np.concatenate(interiors)
+    offsets = np.concatenate([[0], np.cumsum([len(i) for i in interiors])])
+    B = np.zeros((len(at), width))
+    for k, (rhs, used) in enumerate(zip(rhs_parts, slot_cols)):
+        B[offsets[k]:offsets[k + 1], :len(used)] = -rhs[:, used].toarray()
+    X = sparse_lu(block_diagonal(lambda nodes: A[nodes], interiors)).solve(B)
+    out_r, out_c, out_v = [], [], []
+    for k, used in enumerate(slot_cols):
+        part = X[offsets[k]:offsets[k + 1], :len(used)]
+        r, c = np.nonzero(part)
+        out_r.append(interiors[k][r])
+        out_c.append(used[c])
+        out_v.append(part[r, c])
+    return np.concatenate(out_r), np.concatenate(out_c), np.concatenate(out_v)
 
 
 def attach_coarse(d, kind, A=None):

@@ -88,12 +88,20 @@ class SparseMatrix:
 
     def __init__(self, rows, cols, vals, shape, dtype, device):
         import scipy.sparse as sp
-        coo = torch.sparse_coo_tensor(np.stack([rows, cols]), vals, shape, dtype=dtype, device=device,
-                                      check_invariants=True).coalesce()
-        with warnings.catch_warnings():  # "sparse CSR support is in beta": we use only S @ dense
-            warnings.simplefilter("ignore", UserWarning)
-            self.torch = coo.to_sparse_csr()
+        self._coo, self._torch = (rows, cols, vals, shape, dtype, device), None
         self.scipy = sp.csr_matrix((np.asarray(vals, dtype=np.float64), (rows, cols)), shape=shape)
+
+    @property
+    def torch(self):
+        """The torch CSR tensor, made on first use (a PC that never trains never pays its coalesce)."""
+        if self._torch is None:
+            rows, cols, vals, shape, dtype, device = self._coo
+            coo = torch.sparse_coo_tensor(np.stack([rows, cols]), vals, shape, dtype=dtype, device=device,
+                                          check_invariants=True).coalesce()
+            with warnings.catch_warnings():  # "sparse CSR support is in beta": we use only S @ dense
+                warnings.simplefilter("ignore", UserWarning)
+                self._torch = coo.to_sparse_csr()
+        return self._torch
 
     def __matmul__(self, x):
         if not torch.is_grad_enabled() and x.device.type == "cpu":

@@ -67,3 +67,15 @@ def test_the_distributed_sparse_path_equals_serial(levels):
     assert MPI.COMM_WORLD.allreduce(error, op=MPI.MAX) < 1e-12
     dist.free()
     layout.free()
+
+
+def test_the_block_diagonal_of_overlapping_subdomains_is_block_diag_of_their_blocks():
+    import scipy.sparse as sp
+    from pddattn.decomposition import boxes
+    from pddattn.problems import make_problem
+    from pddattn.problems.families import block_diagonal
+    p = make_problem("diffusion2d", (23, 19), "jump:1e4")
+    d = boxes((23, 19), (3, 2), 2, coarse="q1")
+    a = block_diagonal(p.rows, d.subdomains)
+    b = sp.block_diag([p.block(s) for s in d.subdomains], format="csc")
+    assert (a != b).nnz == 0 and a.nnz == b.nnz  # bitwise: no arithmetic on the values
