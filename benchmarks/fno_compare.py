@@ -5,7 +5,9 @@
 
 For each problem and budget (about 20k, 100k, 500k parameters) each model
 gets the configuration whose parameter count is closest to the budget: DD
-attention (subdomains and local rank; full coarse rank), the global model
+attention (subdomains and local rank; full coarse rank), from the same random
+start as the others (``dd``) and from its Schwarz start (``dd-schwarz``: it
+uses A, which the FNO cannot), the global model
 (rank r = budget / 2n), the FNO (width and modes, 4 layers, preferring the
 usual 16 modes). All three train on the same batches and test set (same
 seed), the same number of steps and batch; the global model and the FNO
@@ -121,6 +123,8 @@ def main(argv=None):
     p.add_argument("--skip-fno-above", type=int, default=5000,
                    help="grids with more nodes than this skip the FNO (CPU time; the step time is measured)")
     p.add_argument("--report", action="store_true", help="only write the table and plots from the JSON so far")
+    p.add_argument("--redo-skipped", action="store_true", help="run the cells skipped before (with a larger "
+                                                                "--skip-fno-above)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,13 +157,13 @@ def run_cells(args, results, path):
             path.write_text(json.dumps(results, indent=1))
         lrs = results["sweeps"][key_sweep]
         for budget in budgets:
-            for model in ("dd", "global", "fno"):
+            for model in ("dd", "dd-schwarz", "global", "fno"):
                 key = f"{name}/{budget}/{model}"
-                if key in results["cells"]:
+                if key in results["cells"] and not (args.redo_skipped and "skipped" in results["cells"][key]):
                     continue
-                if model == "dd":
+                if model.startswith("dd"):
                     N, r, _ = dd_choice(base, budget)
-                    changes = dict(subdomains=N, rank=r)
+                    changes = dict(subdomains=N, rank=r, **({"init": "schwarz"} if model == "dd-schwarz" else {}))
                 elif model == "global":
                     changes = dict(rank=max(1, round(budget / (2 * problem.n))), lr=lrs["global"]["lr"])
                 else:
@@ -173,7 +177,7 @@ def run_cells(args, results, path):
                                                         f"steps on this 2-core CPU", "config": changes}
                 else:
                     print(f"{key}: {changes}", flush=True)
-                    results["cells"][key] = run_cell(base, model, problem, **changes)
+                    results["cells"][key] = run_cell(base, model.split("-")[0], problem, **changes)
                     c = results["cells"][key]
                     print(f"  {c['parameters']:,} parameters, test error {c['test_error']:.3e}, {c['time']:.1f} s",
                           flush=True)
@@ -206,7 +210,7 @@ def plots(results, out):
     if plt is None:
         return
     names = dict.fromkeys(k.split("/")[0] for k in results["cells"])
-    colours = {"dd": "tab:orange", "global": "tab:blue", "fno": "tab:green"}
+    colours = {"dd": "tab:orange", "dd-schwarz": "tab:red", "global": "tab:blue", "fno": "tab:green"}
     for name in names:
         fig, ax = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
         for key, c in results["cells"].items():
