@@ -98,8 +98,8 @@ class PairsData:
                              f"pairs need f and u")
         if ("f_test" in arrays) != ("u_test" in arrays):
             raise ValueError(f"{source} has only one of f_test and u_test; give both or neither")
-        flat = {k: _flat(k, a, source)[0] for k, a in arrays.items()}
-        self.grid = _flat("f", arrays["f"], source)[1]
+        shaped = {k: _flat(k, a, source) for k, a in arrays.items()}
+        flat, self.grid = {k: v[0] for k, v in shaped.items()}, shaped["f"][1]
         self._check_shapes(arrays, source)
         self.grid = self._grid(grid, source)
         self.arrays = flat
@@ -165,7 +165,9 @@ class PairsData:
         out = []
         for k in (f, u):
             block = np.empty((len(index), len(rows)))
-            block[order] = self.arrays[k][index[order]][:, rows] if len(rows) else 0.0
+            # One fancy index on both axes: a memory map is touched only at these samples' ``rows``
+            # (indexing the samples first would read every node of them).
+            block[order] = self.arrays[k][np.ix_(index[order], np.asarray(rows))] if len(rows) else 0.0
             out.append(block)
         return tuple(out)
 
