@@ -135,39 +135,42 @@ def nicolaides_basis(decomposition):
 def _interior_extensions(A, cores, is_gamma, a_phi_gamma):
     """(rows, cols, values) of Phi_I = -A_II^-1 A_I,Gamma Phi_Gamma for every core's interior, or None.
 
-    All cores in one sparse LU of the block diagonal diag(A_II): core c's used
-    coarse columns go to slots 0..k_c - 1 of one dense right-hand side of
-    max_c k_c columns, so one solve serves every core (the blocks do not couple).
+    All cores in one sparse factorization of the block diagonal diag(A_II):
+    core c's used coarse columns go to slots 0..k_c - 1 of one dense
+    right-hand side of max_c k_c columns, so one solve serves every core (the
+    blocks do not couple). No loop over cores: the slots come from one sort of
+    the (core, column) pairs.
     """
-    from .exact import sparse_lu
-    interiors, slot_cols, rhs_parts = [], [], []
-    for nodes in cores:
-        interior = nodes[~is_gamma[nodes]]
-        if not len(interior):
-            continue
-        rhs = a_phi_gamma[interior]
-        if not rhs.nnz:
-            continue
-        interiors.append(interior)
-        slot_cols.append(np.flatnonzero(np.asarray(abs(rhs).sum(axis=0)).ravel()))
-        rhs_parts.append(rhs)
-    if not interiors:
+    from .exact import sparse_factor
+    if not len(cores):
         return None
-    width = max(len(c) for c in slot_cols)
-    at = np.concatenate(interiors)
-    offsets = np.concatenate([[0], np.cumsum([len(i) for i in interiors])])
-    B = np.zeros((len(at), width))
-    for k, (rhs, used) in enumerate(zip(rhs_parts, slot_cols)):
-        B[offsets[k]:offsets[k + 1], :len(used)] = -rhs[:, used].toarray()
-    X = sparse_lu(block_diagonal(lambda nodes: A[nodes], interiors)).solve(B)
-    out_r, out_c, out_v = [], [], []
-    for k, used in enumerate(slot_cols):
-        part = X[offsets[k]:offsets[k + 1], :len(used)]
-        r, c = np.nonzero(part)
-        out_r.append(interiors[k][r])
-        out_c.append(used[c])
-        out_v.append(part[r, c])
-    return np.concatenate(out_r), np.concatenate(out_c), np.concatenate(out_v)
+    label = np.repeat(np.arange(len(cores)), [len(c) for c in cores])
+    nodes = np.concatenate(cores)
+    inside = ~is_gamma[nodes]
+    nodes, label = nodes[inside], label[inside]
+    rhs = sp.csr_matrix(a_phi_gamma)[nodes].tocoo()
+    coupled = np.bincount(label[rhs.row], minlength=len(cores)) > 0  # cores whose interior sees Gamma
+    if not coupled.any():
+        return None
+    keep = coupled[label]
+    nodes, label = nodes[keep], label[keep]
+    rhs = sp.csr_matrix(a_phi_gamma)[nodes].tocoo()
+    n0 = a_phi_gamma.shape[1]
+    pairs, pair_of = np.unique(label[rhs.row] * n0 + rhs.col, return_inverse=True)
+    pair_core = pairs // n0
+    slot = np.arange(len(pairs)) - np.searchsorted(pair_core, pair_core)  # rank of the column within its core
+    B = np.zeros((len(nodes), int(slot.max()) + 1))
+    B[rhs.row, slot[pair_of.ravel()]] = -rhs.data
+    sizes = np.bincount(label, minlength=len(cores))
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    interiors = [nodes[starts[c]:starts[c + 1]] for c in np.flatnonzero(sizes)]
+    X = sparse_factor(block_diagonal(lambda rows: A[rows], interiors)).solve(B)
+    # Slot s of a row of core c holds coarse column pairs[first_c + s] % n0, for s < k_c.
+    first, count = np.searchsorted(pair_core, np.arange(len(cores))), np.bincount(pair_core, minlength=len(cores))
+    r, s = np.nonzero(X)
+    ok = s < count[label[r]]
+    r, s = r[ok], s[ok]
+    return nodes[r], pairs[first[label[r]] + s] % n0, X[r, s]
 
 
 def attach_coarse(d, kind, A=None):

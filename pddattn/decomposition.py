@@ -153,6 +153,33 @@ class Decomposition:
         total[self.n] = 1.0  # the padding slot
         return np.where(valid, w / total[idx], 0.0)
 
+    # What an operator reads of the subdomains it holds; a rank's DecompositionShare
+    # (parallel/share.py) answers the same calls from its own part alone.
+    def held_sizes(self, held):
+        return self.sizes[held]
+
+    def held_subdomains(self, held):
+        return [self.subdomains[i] for i in held]
+
+    def held_indices(self, held, pad=-1):
+        return self.padded_indices(pad=pad)[held]
+
+    def held_pou_weights(self, held):
+        return self.pou_weights()[held]
+
+    def phi_rows(self, rows):
+        return self.phi[rows]
+
+    def coarse_operator(self, problem):
+        """A_0 = Phi^T A Phi, from blocks of the problem's rows."""
+        from .schwarz import galerkin
+        return galerkin(problem, self.phi)
+
+    def exchange_plan(self, holdings, rank, comm=None, stats=None):
+        """The ghost exchange of rank ``rank``'s subdomains, from the index sets every rank holds."""
+        from .parallel.ghosts import GhostExchange
+        return GhostExchange.of_decomposition(self, holdings, rank, comm, stats)
+
     def interior_blocks(self):
         """Core interiors (cores minus the nodes where Phi is 1), see coarse.interior_blocks."""
         from .coarse import interior_blocks

@@ -320,8 +320,11 @@ class DDAttention(_Attention):
                  init_scale=0.1, seed=0, dtype=None, device=None, subdomains=None, problem=None, rows=None,
                  levels=2, top_size=TOP_SIZE, coarse_levels=None):
         super().__init__()
-        if not isinstance(decomposition, Decomposition):
-            raise TypeError("decomposition must be a pddattn.Decomposition")
+        from .parallel.share import DecompositionShare
+        if not isinstance(decomposition, (Decomposition, DecompositionShare)):
+            raise TypeError("decomposition must be a pddattn.Decomposition (or a rank's DecompositionShare)")
+        if isinstance(decomposition, DecompositionShare) and init != "exact":
+            raise ValueError("a DecompositionShare serves the exact operator (init='exact') only, so far")
         self.problem = _default_problem(problem, decomposition.n)
         if init not in INITS + ("exact",):
             raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
@@ -358,12 +361,11 @@ class DDAttention(_Attention):
     def _factorize(self):
         """init='exact': one sparse LU of this rank's blocks diag(A_i); the top level's A_0 (see exact.py)."""
         from .exact import BlockDiagonalSolve, SparseSolve
-        from .schwarz import galerkin
         d = self.decomposition
-        self._local_solve = BlockDiagonalSolve(self.problem, d, self.held, self.index.cpu().numpy(),
+        self._local_solve = BlockDiagonalSolve(self.problem.rows, d.held_subdomains(self.held), self.index.cpu().numpy(),
                                                self.weight[..., 0].cpu().numpy())
         dense_top = self.coarse and d.coarse_size and self.coarse_model is None
-        self._top_solve = SparseSolve(galerkin(self.problem, d.phi)) if dense_top else None
+        self._top_solve = SparseSolve(d.coarse_operator(self.problem)) if dense_top else None
 
     @property
     def exact(self):
@@ -386,12 +388,12 @@ class DDAttention(_Attention):
 
     def _set_buffers(self, dtype, device):
         d = self.decomposition
-        index = d.padded_indices(pad=-1)[self.held]
+        index = d.held_indices(self.held, pad=-1)
         valid = index >= 0
         if self.rows is not None:
             index[valid] = self.rows.positions(index[valid])
         index[~valid] = 0  # padding reads and writes row 0 with weight D^1/2 = 0
-        weight = np.sqrt(d.pou_weights()[self.held])[..., None]
+        weight = np.sqrt(d.held_pou_weights(self.held))[..., None]
         self.register_buffer("index", torch.as_tensor(index, dtype=torch.long, device=device), persistent=False)
         self.register_buffer("weight", torch.as_tensor(weight, dtype=dtype, device=device), persistent=False)
         self._phi = None
@@ -400,7 +402,7 @@ class DDAttention(_Attention):
         """(Phi, Phi^T) on the owned rows as sparse tensors, built once per dtype and device."""
         key = (self.weight.dtype, self.weight.device)
         if self._phi is None or self._phi[0] != key:
-            own = self.decomposition.phi[self.own_rows].tocoo()
+            own = self.decomposition.phi_rows(self.own_rows).tocoo()
             self._phi = (key, sparse_pair(own.row, own.col, own.data, own.shape, *key))
         return self._phi[1]
 
@@ -579,6 +581,8 @@ class DDAttention(_Attention):
     def rank_bound(self):
         """An upper bound on the rank of M^-1: local ranks plus the coarse level's."""
         d = self.decomposition
+        if self.exact:
+            return d.n  # A_i^-1 and A_0^-1: SPD, so M^-1 is
         local = int(np.minimum(self.r, d.sizes).sum())
         if not (self.coarse and d.coarse_size):
             return min(local, d.n)

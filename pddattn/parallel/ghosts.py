@@ -108,11 +108,63 @@ class GhostExchange:
         node = np.concatenate([d.subdomains[i] for held in holdings for i in held])
         return cls(owners(d, holdings), reader, node, rank, comm, stats)
 
+    @classmethod
+    def from_reads(cls, own, reads, owner_of, comm=None, stats=None):
+        """The plan of one rank that knows only its own rows and the rows it reads.
+
+        Each rank tells the owners of its ghosts which rows it reads (one
+        Alltoall of counts, one Alltoallv of row numbers), so no rank needs
+        another's index sets or an owner array of all n rows.
+
+        Parameters
+        ----------
+        own : int array
+            This rank's rows, sorted.
+        reads : int array
+            The rows it reads (its own among them or not), any order, repeats allowed.
+        owner_of : callable
+            Global rows -> their owning ranks (arithmetic: cores from counts).
+        comm : mpi4py.MPI.Comm or None
+        """
+        plan = cls.__new__(cls)
+        plan.own = np.asarray(own, dtype=np.int64)
+        reads = np.unique(np.asarray(reads, dtype=np.int64))
+        ghosts = reads[~np.isin(reads, plan.own, assume_unique=True)]
+        owner = np.asarray(owner_of(ghosts), dtype=np.int64)
+        order = np.lexsort((ghosts, owner))
+        plan.ghosts, owner = ghosts[order], owner[order]
+        size = 1 if comm is None else comm.Get_size()
+        recv = np.bincount(owner, minlength=size).astype(np.int64)
+        if size > 1:
+            from mpi4py import MPI
+            send = np.empty(size, dtype=np.int64)
+            comm.Alltoall(recv, send)  # how many of my rows each rank reads
+            asked = np.empty(int(send.sum()), dtype=np.int64)
+            comm.Alltoallv([plan.ghosts, (recv, np.cumsum(recv) - recv), MPI.INT64_T],
+                           [asked, (send, np.cumsum(send) - send), MPI.INT64_T])
+        else:
+            send, asked = np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        plan.neighbours = sorted(set(np.flatnonzero(send).tolist()) | set(np.flatnonzero(recv).tolist()))
+        plan.send_counts = [int(send[q]) for q in plan.neighbours]
+        plan.recv_counts = [int(recv[q]) for q in plan.neighbours]
+        plan.send_rows = np.searchsorted(plan.own, asked)  # grouped by reader, rows sorted within
+        if len(asked) and not np.array_equal(plan.own[np.minimum(plan.send_rows, len(plan.own) - 1)], asked):
+            raise ValueError("a rank reads a row its owner does not have")
+        plan.m_own, plan.m_ext = len(plan.own), len(plan.own) + len(plan.ghosts)
+        plan.stats = stats or CommStats()
+        plan.comm = None
+        if comm is not None and size > 1:
+            plan.comm = comm.Create_dist_graph_adjacent(plan.neighbours, plan.neighbours, reorder=False)
+        return plan
+
     def positions(self, nodes):
         """Rows of x_ext holding the given global nodes (each must be own or ghost)."""
-        local = np.concatenate([self.own, self.ghosts])
-        order = np.argsort(local)
-        where = order[np.searchsorted(local, nodes, sorter=order)]
+        if getattr(self, "_sorted", None) is None:  # a plan's rows never change: sort them once
+            local = np.concatenate([self.own, self.ghosts])
+            self._sorted = (local, np.argsort(local))
+        local, order = self._sorted
+        nodes = np.asarray(nodes, dtype=np.int64)
+        where = order[np.minimum(np.searchsorted(local, nodes, sorter=order), max(len(local) - 1, 0))]
         if not np.array_equal(local[where], nodes):
             raise ValueError("a node is neither owned nor a ghost of this rank")
         return where

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-__all__ = ["block_range", "process_grid", "subdomain_holdings", "check_distribution", "Layout", "SerialLayout", "make_layout",
+__all__ = ["block_range", "process_grid", "subdomain_holdings", "holdings_of", "check_distribution", "Layout", "SerialLayout", "make_layout",
            "launched_under_mpi", "CollectiveError", "ConfigurationError"]
 
 # Environment variables set by common MPI launchers (Open MPI, MPICH/Hydra, PMIx, MVAPICH).
@@ -59,17 +59,23 @@ def process_grid(layout, P):
 
 
 def subdomain_holdings(decomposition, P):
-    """The subdomains each of P domain ranks holds, as index arrays.
-
-    Intervals and algebraic: balanced contiguous blocks of subdomains
-    (``block_range``). Boxes: a Px x Py process grid (``process_grid``),
-    rank p = py Px + px holding a box of boxes, as a DMDA distributes a grid.
-    """
+    """The subdomains each of P domain ranks holds, as index arrays (see :func:`holdings_of`)."""
     d = decomposition
-    if d.spec.get("kind") != "boxes" or P == 1:
-        return [np.arange(b.start, b.stop) for b in (block_range(d.N, P, p) for p in range(P))]
-    Nx, Ny = d.layout
-    Px, Py = process_grid(d.layout, P)
+    return holdings_of(d.spec.get("kind"), d.N, getattr(d, "layout", (d.N,)), P)
+
+
+def holdings_of(kind, N, layout, P):
+    """The subdomains each of P domain ranks holds, from the counts alone.
+
+    Intervals and algebraic: balanced contiguous blocks of the N subdomains
+    (``block_range``). Boxes (``layout`` = (Nx, Ny)): a Px x Py process grid
+    (``process_grid``), rank p = py Px + px holding a box of boxes, as a DMDA
+    distributes a grid.
+    """
+    if kind != "boxes" or P == 1:
+        return [np.arange(b.start, b.stop) for b in (block_range(N, P, p) for p in range(P))]
+    Nx, Ny = layout
+    Px, Py = process_grid(layout, P)
     return [(np.arange(block_range(Ny, Py, py).start, block_range(Ny, Py, py).stop)[:, None] * Nx
              + np.arange(block_range(Nx, Px, px).start, block_range(Nx, Px, px).stop)[None, :]).ravel()
             for py in range(Py) for px in range(Px)]

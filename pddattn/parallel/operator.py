@@ -65,7 +65,7 @@ class DistributedDDAttention(DDAttention):
         check_distribution(decomposition, layout.world_size, layout.data_size)
         holdings = subdomain_holdings(decomposition, layout.domain_size)
         stats = CommStats()
-        plan = GhostExchange.of_decomposition(decomposition, holdings, layout.domain_rank, layout.domain_comm, stats)
+        plan = decomposition.exchange_plan(holdings, layout.domain_rank, layout.domain_comm, stats)
         self._pending_layout = layout  # read by _coarse_module during the base constructor
         super().__init__(decomposition, subdomains=holdings[layout.domain_rank], rows=plan, **kwargs)
         self.layout, self.stats, self.plan = layout, stats, plan
@@ -120,7 +120,7 @@ class DistributedDDAttention(DDAttention):
             return super().coarse_basis()
         key = (self.weight.dtype, self.weight.device)
         if self._phi is None or self._phi[0] != key:
-            own = self.decomposition.phi[self.own_rows].tocoo()
+            own = self.decomposition.phi_rows(self.own_rows).tocoo()
             cols = self.transfer.positions(own.col)
             self._phi = (key, sparse_pair(own.row, cols, own.data, (own.shape[0], self.transfer.m_ext), *key))
         return self._phi[1]

@@ -34,7 +34,8 @@ import torch
 from ..hierarchy import LEVEL_COARSE
 from ..problems.families import spec_label
 from . import teardown
-from .matrices import gather_operator
+from ..parallel.layout import ConfigurationError
+from .matrices import dmda_grid, gather_operator
 
 __all__ = ["DDAttentionPC", "rank_deficiency", "OPTIONS", "PROBE_TOLERANCE"]
 
@@ -154,9 +155,13 @@ class DDAttentionPC:
         if self.model is not None and key == self.key:
             return  # same operator, same values: reuse
         opts, t0 = self._options(pc), time.perf_counter()
-        A, petsc_of_natural, grid = gather_operator(P, pc.getDM())
         if self.layout is None:
             self.layout = Layout(comm=pc.comm.tompi4py())
+        if _from_rows_applies(opts):
+            self._setup_from_rows(opts, key, P, pc)
+            self.info["seconds"] = time.perf_counter() - t0
+            return
+        A, petsc_of_natural, grid = gather_operator(P, pc.getDM())
         if self._refactor(opts, key, A, grid):
             self.key = key
             self.setups["refactored"] += 1
@@ -178,6 +183,34 @@ class DDAttentionPC:
         deficiency = rank_deficiency(model)
         if deficiency:
             PETSc.Sys.Print(f"DDAttentionPC: {deficiency}", comm=pc.comm)
+
+    def _setup_from_rows(self, opts, key, P, pc):
+        """The exact two-level PC from this rank's rows of P (local.py): structure once, values refactored."""
+        from .local import local_share
+        spec = _spec_of(opts, pc, dmda_grid(pc.getDM()), self.layout.world_size)
+        same = self.model is not None and self.info.get("from_rows") and key[0] == self.key[0] \
+            and key[2] == self.key[2] and opts == self.info["options"]
+        try:
+            if same:  # new values: the same plan, refactored in place unless the structure changed
+                share, problem = local_share(P, pc.getDM(), spec, self.layout, plan=self.model.decomposition.plan)
+                if self.model.refactor(share, problem):
+                    self.key = key
+                    self.setups["refactored"] += 1
+                    return
+            if self.model is not None:
+                self.model.free()
+                self.model = None
+            share, problem = local_share(P, pc.getDM(), spec, self.layout)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        self.model = _exact_model(share, problem, self.layout).eval()
+        self.key, self.setups["built"] = key, self.setups["built"] + 1
+        arch = {"model": "dd", "n": share.n, "problem": problem.spec(), "decomposition": share.to_dict(),
+                "rank": share.max_size, "coarse_rank": share.coarse_size, "symmetric": True,
+                "coarse": share.coarse_size > 0}
+        self.info = {"source": "built from the operator, from this rank's rows", "arch": arch, "options": opts,
+                     "from_rows": True, "rows_held": share.rows_held}
+        self._setup_scatter(P, share.numbering.to_petsc(self.model.own_rows))
 
     def _refactor(self, opts, key, A, grid):
         """New values of the same operator (same Mat, size, options, pattern): refactor the model in place."""
@@ -225,22 +258,9 @@ class DDAttentionPC:
         return model, {"source": f"model {path}", "arch": arch}
 
     def _from_operator(self, opts, A, grid, pc, layout):
-        from ..decomposition import parse_subdomains
         from ..models import model_from_architecture
-        from ..parallel.layout import ConfigurationError
         problem = _operator_problem(A, grid)
-        text = opts["subdomains"] or _default_subdomains(pc, grid, layout.world_size)
-        try:
-            layout_N = parse_subdomains(text)
-        except ValueError as exc:
-            raise ConfigurationError(f"-{opts['prefix']}{str(exc).replace('--subdomains', 'pddattn_subdomains')}") \
-                from None
-        kind = "boxes" if len(layout_N) == 2 else "algebraic"
-        if kind == "boxes" and problem.dim != 2:
-            raise ConfigurationError(f"-{opts['prefix']}pddattn_subdomains {text} needs a 2D DMDA on the PC (the "
-                                     f"grid of the boxes); without one give a number of algebraic subdomains")
-        N = list(layout_N) if kind == "boxes" else int(np.prod(layout_N))
-        spec = {"kind": kind, "N": N, "delta": opts["overlap"], "pou": "count", "coarse": opts["coarse"]}
+        spec = _spec_of(opts, pc, grid, layout.world_size)
         from ..hierarchy import levels_of
         try:
             d, below = levels_of(problem, spec, opts["levels"], opts["top_size"], opts["level_coarse"])
@@ -374,6 +394,9 @@ class DDAttentionPC:
                     if getattr(m, "exact", False) else f"{m.num_parameters():,} parameters"),
                  f"layout: {'PETSc Scatter to the model rows' if self._scatter else 'Vec layout = model layout'}",
                  f"coarse correction: {self.info['options']['correction']}",
+                 (f"set-up from this rank's rows: A held on {self.info['rows_held']:,} of {m.n:,} rows (its "
+                  f"subdomains and the ring of its rows), never gathered" if self.info.get("from_rows") else
+                  "set-up from the whole operator, gathered on every rank"),
                  f"set-ups: {self.setups['built']} built, {self.setups['refactored']} refactored on new values; "
                  f"the last took {self.info.get('seconds', 0.0):.3f} s"]
         if "training" in self.info:
@@ -385,6 +408,42 @@ class DDAttentionPC:
 
 
 # ---------------------------------------------------------------------- helpers
+def _from_rows_applies(opts):
+    """Whether the PC is the exact two-level one that local.py builds from a rank's rows."""
+    from .local import LOCAL_COARSE
+    return (not opts["model"] and not opts["train_steps"] and not opts["rank"] and opts["levels"] == 2
+            and opts["factors"] == "sparse" and opts["coarse"] in LOCAL_COARSE)
+
+
+def _spec_of(opts, pc, grid, size):
+    """The decomposition spec of the options: boxes of the DMDA's grid (4x4) or algebraic blocks (16)."""
+    from ..decomposition import parse_subdomains
+    from ..parallel.layout import ConfigurationError
+    text = opts["subdomains"] or _default_subdomains(pc, grid, size)
+    try:
+        layout_N = parse_subdomains(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"-{opts['prefix']}{str(exc).replace('--subdomains', 'pddattn_subdomains')}") \
+            from None
+    kind = "boxes" if len(layout_N) == 2 else "algebraic"
+    if kind == "boxes" and (grid is None or len(grid) != 2):
+        raise ConfigurationError(f"-{opts['prefix']}pddattn_subdomains {text} needs a 2D DMDA on the PC (the "
+                                 f"grid of the boxes); without one give a number of algebraic subdomains")
+    N = list(layout_N) if kind == "boxes" else int(np.prod(layout_N))
+    return {"kind": kind, "N": N, "delta": opts["overlap"], "pou": "count", "coarse": opts["coarse"]}
+
+
+def _exact_model(share, problem, layout):
+    """Two-level additive Schwarz from a share, applied by sparse factorizations (init='exact')."""
+    from ..operators import DDAttention
+    kwargs = dict(r=share.max_size, symmetric=True, coarse=share.coarse_size > 0, init="exact",
+                  dtype=torch.float64, problem=problem)
+    if layout.domain_size == 1:
+        return DDAttention(share, **kwargs)
+    from ..parallel.operator import DistributedDDAttention
+    return DistributedDDAttention(share, layout=layout, **kwargs)
+
+
 def _mpi_min():
     from mpi4py import MPI
     return MPI.MIN

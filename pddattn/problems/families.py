@@ -123,9 +123,10 @@ def block_diagonal(rows_of, subdomains):
     """diag(R_i A R_i^T) over sorted node sets, CSC, from one extraction of their rows.
 
     ``rows_of(nodes)`` gives A's rows ``nodes`` (a Problem's ``rows``, or a
-    matrix's row slice). The stacked copies of the nodes, S (one 1 per row),
-    give S A S^T; its entries between different subdomains are dropped. The
-    same matrix as ``sp.block_diag`` of the blocks, without a loop over them.
+    matrix's row slice). Row k of the stacked copies (node v of subdomain s)
+    keeps A's entries (v, c) with c in subdomain s, found by one sorted
+    search of the keys s n + c among the stacked keys s n + v. The same
+    matrix as ``sp.block_diag`` of the blocks, without a loop over them.
     """
     sizes = np.array([len(s) for s in subdomains], dtype=np.int64)
     if not sizes.sum():
@@ -133,10 +134,13 @@ def block_diagonal(rows_of, subdomains):
     nodes = np.concatenate(subdomains)
     owner = np.repeat(np.arange(len(subdomains)), sizes)
     unique, inverse = np.unique(nodes, return_inverse=True)
-    S = sp.csr_matrix((np.ones(len(nodes)), (np.arange(len(nodes)), inverse)), shape=(len(nodes), len(unique)))
-    C = (S @ principal_block(rows_of(unique), unique) @ S.T).tocoo()
-    keep = owner[C.row] == owner[C.col]
-    return sp.csc_matrix((C.data[keep], (C.row[keep], C.col[keep])), shape=(len(nodes), len(nodes)))
+    rows = sp.csr_matrix(rows_of(unique))[inverse.ravel()].tocoo()
+    width = max(int(rows.shape[1]), int(unique[-1]) + 1)
+    stacked = owner * width + nodes                   # sorted: subdomains in order, each sorted
+    key = owner[rows.row] * width + rows.col
+    where = np.minimum(np.searchsorted(stacked, key), len(stacked) - 1)
+    keep = stacked[where] == key
+    return sp.csc_matrix((rows.data[keep], (rows.row[keep], where[keep])), shape=(len(nodes), len(nodes)))
 
 
 @dataclasses.dataclass

@@ -1,0 +1,194 @@
+"""A rank's share of a decomposition: its subdomains' index sets, PoU weights and rows of Phi.
+
+A :class:`~pddattn.decomposition.Decomposition` holds every subdomain of the
+problem, so every rank that builds one holds O(n) index sets and the whole
+coarse basis. A :class:`DecompositionShare` holds what one rank needs:
+
+- the cores and subdomains it holds (``held``), and its own rows (their cores);
+- the partition of unity on its subdomains, summed over ranks by its exchange plan;
+- the rows of Phi at its own rows, and the replicated top operator A_0 = Phi^T A Phi;
+- the exchange plan of its subdomains (:meth:`GhostExchange.from_reads`).
+
+Global facts come from counts: where a node's core is and which rank holds
+it are arithmetic (:class:`CoreMap`), never another rank's index sets. The
+operators take a share where they take a decomposition (the same
+``held_indices`` / ``held_pou_weights`` / ``phi_rows`` / ``exchange_plan``
+methods), so the formula stays written once. petsc/local.py builds shares
+from the rows of a PETSc matrix.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from ..decomposition import split_sizes
+from .layout import holdings_of
+
+__all__ = ["CoreMap", "DecompositionShare", "count_weights"]
+
+
+class CoreMap:
+    """Which core a node is in, and which rank holds that core, by arithmetic on the counts.
+
+    Parameters
+    ----------
+    kind : {'boxes', 'algebraic', 'intervals'}
+    n : int
+    grid : tuple
+        (nx, ny) for boxes.
+    layout : tuple
+        (Nx, Ny) for boxes, (N,) otherwise.
+    P : int
+        Domain ranks.
+    """
+
+    def __init__(self, kind, n, grid, layout, P):
+        self.kind, self.n, self.grid, self.layout = kind, int(n), tuple(grid), tuple(layout)
+        self.N = int(np.prod(layout))
+        self.holdings = holdings_of(kind, self.N, self.layout, P)
+        self.holder = np.empty(self.N, dtype=np.int64)
+        for p, held in enumerate(self.holdings):
+            self.holder[held] = p
+        if kind == "boxes":
+            (nx, ny), (Nx, Ny) = self.grid, self.layout
+            self.bx = np.concatenate([[0], np.cumsum(split_sizes(nx, Nx))])
+            self.by = np.concatenate([[0], np.cumsum(split_sizes(ny, Ny))])
+        else:
+            self.bounds = np.concatenate([[0], np.cumsum(split_sizes(self.n, self.N))])
+
+    def core_of(self, nodes):
+        nodes = np.asarray(nodes, dtype=np.int64)
+        if self.kind != "boxes":
+            return np.searchsorted(self.bounds, nodes, side="right") - 1
+        nx = self.grid[0]
+        I = np.searchsorted(self.bx, nodes % nx, side="right") - 1
+        J = np.searchsorted(self.by, nodes // nx, side="right") - 1
+        return J * self.layout[0] + I
+
+    def owner_of(self, nodes):
+        """The rank owning each node: the holder of its core."""
+        return self.holder[self.core_of(nodes)]
+
+    def core(self, i):
+        """Core i's nodes, sorted."""
+        if self.kind != "boxes":
+            return np.arange(self.bounds[i], self.bounds[i + 1])
+        I, J = i % self.layout[0], i // self.layout[0]
+        nx = self.grid[0]
+        return (np.arange(self.by[J], self.by[J + 1])[:, None] * nx
+                + np.arange(self.bx[I], self.bx[I + 1])[None, :]).ravel()
+
+    def box(self, i, delta):
+        """Box i grown by delta grid layers (boxes only), sorted."""
+        I, J = i % self.layout[0], i // self.layout[0]
+        (nx, ny) = self.grid
+        x0, x1 = max(self.bx[I] - delta, 0), min(self.bx[I + 1] + delta, nx)
+        y0, y1 = max(self.by[J] - delta, 0), min(self.by[J + 1] + delta, ny)
+        return (np.arange(y0, y1)[:, None] * nx + np.arange(x0, x1)[None, :]).ravel()
+
+
+def count_weights(plan, subdomains):
+    """D_i of the 'count' partition of unity (1 / multiplicity) on each held subdomain's nodes.
+
+    The multiplicity of a node is summed over every rank's subdomains by the
+    plan: scattered into x_ext, sent home (reverse), and back out (forward).
+    """
+    sizes = [len(s) for s in subdomains]
+    every = plan.positions(np.concatenate(subdomains)) if subdomains else np.zeros(0, dtype=np.int64)
+    slots = np.split(every, np.cumsum(sizes)[:-1]) if subdomains else []
+    ext = np.bincount(every, minlength=plan.m_ext).astype(np.float64)
+    own = plan.reverse(torch.from_numpy(ext[:, None]))
+    total = plan.forward(own).numpy()[:, 0]
+    return [1.0 / total[s] for s in slots]
+
+
+class DecompositionShare:
+    """One rank's part of a decomposition (module docstring); built by petsc/local.py.
+
+    Attributes
+    ----------
+    n, N : int
+        Global sizes; ``spec`` as a Decomposition's (what checkpoints store).
+    held : int array
+        The subdomains this rank holds; ``cores``, ``subdomains``, ``weights``
+        (D_i on each subdomain's nodes) in that order.
+    own : int array
+        This rank's rows, sorted: the union of its cores.
+    phi : scipy CSR (len(own), n_0)
+        Phi's rows at ``own``.
+    A0 : scipy CSR (n_0, n_0)
+        The top operator Phi^T A Phi, the same on every rank.
+    plan : GhostExchange
+        The exchange of the held subdomains.
+    max_size : int
+        The largest subdomain over all ranks (L, the padded length).
+    """
+
+    def __init__(self, n, spec, core_map, held, cores, subdomains, weights, own, phi, A0, plan, max_size):
+        self.n, self.spec, self.core_map = int(n), dict(spec), core_map
+        self.N, self.layout = core_map.N, core_map.layout
+        self.held, self.cores, self.subdomains, self.weights = held, cores, subdomains, weights
+        self.own, self.phi, self.A0, self.plan = own, sp.csr_matrix(phi), A0, plan
+        self.max_size = int(max_size)
+        self.pou, self.delta, self.coarse = spec["pou"], int(spec["delta"]), spec["coarse"]
+        self.grid = core_map.grid
+
+    @property
+    def coarse_size(self):
+        return self.phi.shape[1]
+
+    def to_dict(self):
+        return dict(self.spec)
+
+    def __repr__(self):
+        return f"DecompositionShare(n={self.n}, N={self.N}, held={len(self.held)}, {self.spec})"
+
+    def _check(self, held):
+        if not np.array_equal(np.asarray(held), self.held):
+            raise ValueError("a share serves only the subdomains it holds")
+
+    def held_sizes(self, held):
+        self._check(held)
+        return np.array([len(s) for s in self.subdomains], dtype=np.int64)
+
+    def held_subdomains(self, held):
+        self._check(held)
+        return self.subdomains
+
+    def held_indices(self, held, pad=-1):
+        """R_i of the held subdomains as a (len(held), L) array of global nodes, ``pad`` past n_i."""
+        self._check(held)
+        out = np.full((len(held), self.max_size), pad, dtype=np.int64)
+        for row, s in enumerate(self.subdomains):
+            out[row, : len(s)] = s
+        return out
+
+    def held_pou_weights(self, held):
+        self._check(held)
+        out = np.zeros((len(held), self.max_size))
+        for row, w in enumerate(self.weights):
+            out[row, : len(w)] = w
+        return out
+
+    def phi_rows(self, rows):
+        """Phi at ``rows``, which must be this rank's own rows."""
+        if not np.array_equal(np.asarray(rows), self.own):
+            raise ValueError("a share holds Phi at its own rows only")
+        return self.phi
+
+    def coarse_operator(self, problem=None):
+        return self.A0
+
+    def exchange_plan(self, holdings, rank, comm=None, stats=None):
+        """The plan built with the share (the holdings must be its own)."""
+        self._check(holdings[rank])
+        if stats is not None:
+            self.plan.stats = stats
+        return self.plan
+
+    def nbytes(self):
+        """Bytes this share holds: index sets, weights, Phi's rows, A_0 and the plan's arrays."""
+        arrays = [*self.cores, *self.subdomains, *self.weights, self.own, self.plan.ghosts, self.plan.send_rows]
+        sparse = [self.phi, self.A0]
+        return sum(a.nbytes for a in arrays) + sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in sparse)

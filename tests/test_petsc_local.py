@@ -1,0 +1,103 @@
+"""The PC's set-up from each rank's rows (petsc/local.py) against the whole-operator construction.
+
+    mpirun -n 4 python -m pytest --with-mpi -m mpi tests/test_petsc_local.py
+
+A rank's share (its subdomains, count weights, rows of Phi, the top A_0)
+must equal the corresponding parts of the Decomposition built from the whole
+A, on DMDA boxes (PETSc's box ordering, uneven splits) and on algebraic
+blocks of a bare matrix; and no rank may hold more of A than its subdomains
+and the ring around its rows.
+"""
+import numpy as np
+import pytest
+
+from pddattn.decomposition import algebraic, boxes
+from pddattn.problems import make_problem
+
+PETSc = pytest.importorskip("petsc4py.PETSc")
+pytestmark = pytest.mark.mpi(min_size=1)
+
+from test_petsc import worst  # noqa: E402
+from test_petsc_operator import make_pc, on_dmda, plain  # noqa: E402
+
+GRID = (19, 17)
+PROBLEM = make_problem("diffusion2d", GRID, "jump:1e4", seed=1)
+
+
+def _layout():
+    from pddattn.parallel.layout import Layout
+    return Layout(comm=PETSc.COMM_WORLD.tompi4py())
+
+
+def _compare(share, d):
+    """The largest relative difference between a share and the whole decomposition's same parts."""
+    from pddattn.parallel.layout import subdomain_holdings
+    held = subdomain_holdings(d, share.plan.comm.Get_size() if share.plan.comm is not None else 1)
+    mine = held[PETSc.COMM_WORLD.getRank()] if len(held) > 1 else held[0]
+    assert np.array_equal(share.held, mine)
+    assert all(np.array_equal(a, d.subdomains[i]) for a, i in zip(share.subdomains, mine))
+    weights = d.pou_weights()
+    assert all(np.array_equal(w, weights[i, : len(w)]) for w, i in zip(share.weights, mine))
+    assert share.coarse_size == d.coarse_size and share.max_size == d.max_size
+    phi = d.phi[share.own]
+    worst_phi = abs(share.phi - phi).max() / max(abs(phi).max(), 1e-300) if phi.nnz else 0.0
+    if not d.coarse_size:
+        return worst_phi
+    A0 = (d.phi.T @ PROBLEM.A @ d.phi).tocsr()
+    return max(worst_phi, abs(share.A0 - A0).max() / abs(A0).max())
+
+
+@pytest.mark.parametrize("layout,delta,coarse", [((4, 3), 1, "harmonic"), ((3, 2), 2, "q1"), ((5, 4), 0, "harmonic"),
+                                                 ((2, 2), 2, "none")])
+def test_a_share_of_dmda_boxes_equals_the_whole_decomposition(layout, delta, coarse):
+    from pddattn.parallel.layout import process_grid
+    from pddattn.petsc.local import local_share
+    size = PETSc.COMM_WORLD.getSize()
+    if size > 1 and process_grid(layout, size) is None:
+        pytest.skip(f"{size} ranks do not tile {layout}")
+    A, dm, _ = on_dmda(PROBLEM)
+    spec = {"kind": "boxes", "N": list(layout), "delta": delta, "pou": "count", "coarse": coarse}
+    share, _ = local_share(A, dm, spec, _layout())
+    d = boxes(GRID, layout, delta, "count", coarse, PROBLEM.A)
+    assert worst(_compare(share, d)) <= 1e-12
+
+
+@pytest.mark.parametrize("N,delta", [(5, 2), (7, 0), (4, 1)])
+def test_a_share_of_algebraic_blocks_equals_the_whole_decomposition(N, delta):
+    from pddattn.petsc.local import local_share
+    A, _, _ = plain(PROBLEM)
+    spec = {"kind": "algebraic", "N": N, "delta": delta, "pou": "count", "coarse": "harmonic"}
+    share, _ = local_share(A, None, spec, _layout())
+    d = algebraic(PROBLEM.A, N, delta, "count", "harmonic")
+    assert worst(_compare(share, d)) <= 1e-12
+
+
+def test_the_dmda_numbering_is_the_application_ordering():
+    from pddattn.petsc.local import Numbering
+    _, dm, natural = on_dmda(PROBLEM)
+    numbering = Numbering(dm)
+    nodes = np.arange(PROBLEM.n)
+    petsc = np.asarray(dm.getAO().app2petsc(nodes.astype(PETSc.IntType)), dtype=np.int64)
+    assert np.array_equal(numbering.to_petsc(nodes), petsc)
+    assert np.array_equal(numbering.to_natural(petsc), nodes)
+
+
+@pytest.mark.parametrize("where", ["dmda", "plain"])
+def test_no_rank_holds_more_of_a_than_its_subdomains_and_their_ring(where):
+    """The PC holds A only at the union of its subdomains and the ring of its rows; never the whole."""
+    A, dm, natural = (on_dmda if where == "dmda" else plain)(PROBLEM)
+    size = PETSc.COMM_WORLD.getSize()
+    subdomains = f"{2 * size}x2" if where == "dmda" and size <= 4 else str(4 * size)
+    pc = make_pc(A, dm, f"held{where}_", subdomains=subdomains, overlap=1)
+    pc.setUp()
+    context = pc.getPythonContext()
+    share, problem = context.model.decomposition, context.model.problem
+    assert context.info["from_rows"] and problem._A is None  # the whole A was never assembled here
+    reads = np.unique(np.concatenate(share.subdomains))
+    ring = np.unique(PROBLEM.A[share.own].indices)  # the rows' neighbours, from the test's own matrix
+    assert share.rows_held == len(np.union1d(reads, ring))
+    elsewhere = np.setdiff1d(np.arange(PROBLEM.n), np.union1d(reads, ring))
+    if size > 1:
+        assert share.rows_held < PROBLEM.n and len(elsewhere)
+        with pytest.raises(ValueError, match="holds A's rows"):
+            problem.rows(elsewhere[:1])
