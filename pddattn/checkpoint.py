@@ -15,25 +15,41 @@ plain data only:
 
 Writes are atomic: the payload goes to a temporary file in the same folder,
 is fsynced, then renamed over the old file, so a crash mid-write leaves the
-previous checkpoint intact. Under MPI only world rank 0 writes (after the
-others' pieces are gathered to it) and the outcome is broadcast, so a failed
-write raises on every rank instead of leaving some waiting.
+previous checkpoint intact. Under MPI only world rank 0 writes the file and
+the outcome is broadcast, so a failed write raises on every rank instead of
+leaving some waiting.
+
+Sharded (version 3), when a model is distributed over more than one domain
+rank: no rank gathers the (N, L, r) tensors. Each domain rank of the first
+replica writes its held subdomains' rows (and their optimizer moments) to
+``checkpoint.pt.shards-STEP-TOKEN/domain-RANK.pt``; the file itself (the
+manifest) holds everything else, the replicated parameters among it, and
+names the shard folder, written last, so it names only complete shards; the
+previous save's folder is removed after. A checkpoint loads on any rank
+count: each rank takes the rows of the subdomains it holds from the shards
+(one shard in memory at a time); serially, all of them. ``global_state``
+assembles the whole tensors (tools, tests).
 """
 from __future__ import annotations
 
 import os
 import pickle
+import secrets
+import shutil
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .parallel.layout import CollectiveError
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "atomic_save", "read", "save", "load_model", "architecture_of"]
+__all__ = ["FORMAT", "VERSION", "CheckpointError", "atomic_save", "read", "save", "load_model", "architecture_of",
+           "global_state"]
 
 FORMAT, VERSION = "pddattn-checkpoint", 2
-READABLE = (1, 2)
+SHARDED_VERSION = 3  # written only by a model distributed over domain ranks
+READABLE = (1, 2, 3)
 
 
 class CheckpointError(CollectiveError):
@@ -80,6 +96,11 @@ def read(path):
     if payload.get("version") not in READABLE:
         raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}, this pddattn reads "
                               f"{READABLE}")
+    if "shards" in payload:
+        folder = path.parent / payload["shards"]["folder"]
+        if not folder.is_dir():
+            raise CheckpointError(f"{path} names its shard folder {folder.name}, which is missing")
+        payload["shards"]["where"] = str(folder)
     return payload
 
 
@@ -104,10 +125,12 @@ def _collective(layout, action):
 
 
 def save(path, model, optimizer, progress, config, layout):
-    """Gather the global state and write it atomically from the root.
+    """Write the global state atomically: gathered to the root, or sharded (module docstring).
 
     Collective over the layout: every rank must call it.
     """
+    if layout.domain_size > 1 and any(model.local_part(n) is not None for n, _ in model.named_parameters()):
+        return _save_sharded(Path(path), model, optimizer, progress, config, layout)
     state = {name: model.to_global(name, p.detach()) for name, p in model.named_parameters()}
     moments = {}
     step = 0
@@ -123,6 +146,115 @@ def save(path, model, optimizer, progress, config, layout):
     _collective(layout, lambda: atomic_save(payload, path))
 
 
+def _split_state(model, optimizer):
+    """(replicated state, replicated moments, local state, local moments, held ids, Adam step)."""
+    out = ({}, {}, {}, {}, {})
+    step = 0
+    for name, p in model.named_parameters():
+        st = optimizer.state.get(p, {}) if optimizer is not None else {}
+        step = int(st["step"]) if st else step
+        held = model.local_part(name)
+        state, moments = (out[0], out[1]) if held is None else (out[2], out[3])
+        state[name] = p.detach().cpu()
+        if st:
+            moments[name] = {k: st[k].detach().cpu() for k in ("exp_avg", "exp_avg_sq")}
+        if held is not None:
+            out[4][name] = torch.as_tensor(np.asarray(held, dtype=np.int64))
+    return (*out, step)
+
+
+def _agree(layout, error):
+    """Raise the first rank's error on every rank (an allgather of error strings)."""
+    errors = [e for e in layout.comm.allgather(error) if e]
+    if errors:
+        raise CheckpointError(errors[0])
+
+
+def _save_sharded(path, model, optimizer, progress, config, layout):
+    state, moments, local, local_moments, held, step = _split_state(model, optimizer)
+    token = layout.bcast(f"{int(progress.get('step', 0)):08d}-{secrets.token_hex(4)}")
+    folder = path.with_name(f"{path.name}.shards-{token}")
+    error = None
+    if layout.is_root:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            error = f"checkpoint I/O failed: {exc}"
+    _agree(layout, layout.bcast(error))
+    error = None
+    if layout.replica == 0:  # data replicas hold the same rows
+        shard = {"format": FORMAT, "held": held, "state": local, "moments": local_moments}
+        try:
+            atomic_save(shard, folder / f"domain-{layout.domain_rank:05d}.pt")
+        except OSError as exc:
+            error = f"checkpoint I/O failed on domain rank {layout.domain_rank}: {exc}"
+    _agree(layout, error)
+    payload = {
+        "format": FORMAT, "version": SHARDED_VERSION, "architecture": model.config(), "config": dict(config),
+        "state": state, "optimizer": {"step": step, "moments": moments}, "progress": dict(progress),
+        "shards": {"folder": folder.name, "count": layout.domain_size, "names": sorted(held)},
+    }
+
+    def write():
+        atomic_save(payload, path)
+        for old in path.parent.glob(f"{path.name}.shards-*"):  # earlier saves' shards, now unnamed
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
+    _collective(layout, write)
+
+
+def _shards(payload):
+    """Each shard of a sharded payload in turn (one in memory at a time)."""
+    info = payload["shards"]
+    for k in range(info["count"]):
+        file = Path(info["where"]) / f"domain-{k:05d}.pt"
+        try:
+            shard = torch.load(file, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            raise CheckpointError(f"cannot read checkpoint shard {file}: {str(exc).splitlines()[0]}") from None
+        shard["held"] = {name: ids.numpy() for name, ids in shard["held"].items()}
+        yield shard
+
+
+def _rows_from_shards(payload, wanted):
+    """({name: rows}, {name: {moment: rows}}) of the subdomains ``wanted[name]`` (global ids; None: all, in order)."""
+    pieces = {}  # (name, key) -> [(destination rows, part)], key "" for the parameter itself
+    for shard in _shards(payload):
+        for name, ids in shard["held"].items():
+            want = wanted.get(name)
+            if want is None:
+                dest, keep = ids, np.arange(len(ids))
+            else:
+                order = np.argsort(want)
+                at = np.minimum(np.searchsorted(want, ids, sorter=order), max(len(want) - 1, 0))
+                keep = np.flatnonzero(want[order[at]] == ids) if len(want) else np.zeros(0, dtype=np.int64)
+                dest = order[at[keep]]
+            for key, part in {"": shard["state"][name], **shard["moments"].get(name, {})}.items():
+                pieces.setdefault((name, key), []).append((dest, part[torch.as_tensor(keep)]))
+    state, moments = {}, {}
+    for (name, key), parts in pieces.items():
+        want = wanted.get(name)
+        rows = sum(len(d) for d, _ in parts) if want is None else len(want)
+        out = parts[0][1].new_zeros((rows,) + tuple(parts[0][1].shape[1:]))
+        for dest, part in parts:
+            out[torch.as_tensor(dest)] = part
+        if key:
+            moments.setdefault(name, {})[key] = out
+        else:
+            state[name] = out
+    return state, moments
+
+
+def global_state(path):
+    """The whole parameters {name: tensor} of a checkpoint file, sharded or not."""
+    payload = read(path)
+    state = dict(payload["state"])
+    if "shards" in payload:
+        whole, _ = _rows_from_shards(payload, {name: None for name in payload["shards"]["names"]})
+        state.update(whole)
+    return state
+
+
 def read_collective(path, layout):
     """Read on the root and broadcast: every rank gets the payload or the same error."""
     return _collective(layout, lambda: read(path))
@@ -130,12 +262,17 @@ def read_collective(path, layout):
 
 def restore(payload, model, optimizer=None):
     """Copy a payload's global state (and optimizer moments) into a model's local layout."""
-    missing = {n for n, _ in model.named_parameters()} - set(payload["state"])
+    sharded = set(payload.get("shards", {}).get("names", ()))
+    missing = {n for n, _ in model.named_parameters()} - set(payload["state"]) - sharded
     if missing:
         raise CheckpointError(f"checkpoint lacks parameters {sorted(missing)} for this model")
+    local, local_moments = {}, {}
+    if sharded:  # this model's rows of each sharded parameter: its held subdomains', or all
+        wanted = {name: model.local_part(name) for name in sharded}
+        local, local_moments = _rows_from_shards(payload, wanted)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            value = model.from_global(name, payload["state"][name])
+            value = local[name] if name in local else model.from_global(name, payload["state"][name])
             if value.shape != p.shape:
                 raise CheckpointError(f"checkpoint parameter {name} has shape {tuple(value.shape)}, "
                                       f"the model expects {tuple(p.shape)}")
@@ -145,13 +282,14 @@ def restore(payload, model, optimizer=None):
     step = payload["optimizer"]["step"]
     fused = bool(optimizer.defaults.get("fused"))
     for name, p in model.named_parameters():
-        m = payload["optimizer"]["moments"].get(name)
+        m = local_moments.get(name) or payload["optimizer"]["moments"].get(name)
         if m is not None:
             # The step counter as Adam makes it: float32 on the device when fused.
             counter = (torch.tensor(float(step), dtype=torch.float32, device=p.device) if fused
                        else torch.tensor(float(step)))
+            own = (lambda t: t) if name in local_moments else (lambda t: model.from_global(name, t))  # noqa: E731
             optimizer.state[p] = {"step": counter, **{
-                k: model.from_global(name, m[k]).to(dtype=p.dtype, device=p.device).clone() for k in m}}
+                k: own(m[k]).to(dtype=p.dtype, device=p.device).clone() for k in m}}
 
 
 def load_model(path, layout=None, dtype=torch.float64, device=None):

@@ -31,18 +31,21 @@ __all__ = ["COARSE_SPACES", "attach_coarse", "hat_basis", "q1_basis", "harmonic_
 COARSE_SPACES = ("hat", "q1", "harmonic", "nicolaides", "none")
 
 
-def hat_basis(n, bounds):
-    """Hats at bounds[1:-1] on n nodes, 0 at the virtual nodes -1 and n; CSR (n, len(bounds) - 2)."""
+def hat_basis(n, bounds, nodes=None):
+    """Hats at bounds[1:-1] on n nodes, 0 at the virtual nodes -1 and n; CSR (n, len(bounds) - 2).
+
+    ``nodes``: only those rows, in that order (a rank's own rows), CSR (len(nodes), n_0).
+    """
     points = np.concatenate([[-1], bounds[1:-1], [n]])
     n0 = len(points) - 2
-    j = np.arange(n)
+    j = np.arange(n) if nodes is None else np.asarray(nodes, dtype=np.int64)
     seg = np.searchsorted(points, j, side="right") - 1  # points[seg] <= j < points[seg + 1]
     t = (j - points[seg]) / (points[seg + 1] - points[seg])
     cols = np.stack([seg - 1, seg], axis=1)              # coarse node c sits at points[c + 1]
     vals = np.stack([1.0 - t, t], axis=1)
     keep = (cols >= 0) & (cols < n0) & (vals != 0)
-    rows = np.repeat(j[:, None], 2, axis=1)
-    return sp.csr_matrix((vals[keep], (rows[keep], cols[keep])), shape=(n, n0))
+    rows = np.repeat(np.arange(len(j))[:, None], 2, axis=1)
+    return sp.csr_matrix((vals[keep], (rows[keep], cols[keep])), shape=(len(j), n0))
 
 
 def q1_basis(grid, box_bounds):

@@ -195,6 +195,24 @@ def _ramp(dist, delta):
     return np.minimum(1.0, dist / (2.0 * delta + 1.0))
 
 
+def interval_ramp(a, b, n, delta):
+    """The smooth PoU's unnormalised weights on the interval a..b-1 of n nodes (distance to its outside)."""
+    m = np.arange(b - a, dtype=np.float64)
+    up = m + 1 if a > 0 else np.full(len(m), np.inf)
+    down = (b - a) - m if b < n else np.full(len(m), np.inf)
+    return _ramp(np.minimum(up, down), delta)
+
+
+def box_ramp(xs, ys, grid, delta):
+    """The same on the box xs[0]..xs[1]-1 x ys[0]..ys[1]-1 of the grid: across its nearest interior edge."""
+    (x0, x1), (y0, y1), (nx, ny) = xs, ys, grid
+    ix, iy = np.arange(x1 - x0, dtype=np.float64), np.arange(y1 - y0, dtype=np.float64)
+    dx = np.minimum(ix + 1 if x0 > 0 else np.inf, (x1 - x0) - ix if x1 < nx else np.inf)
+    dy = np.minimum(iy + 1 if y0 > 0 else np.inf, (y1 - y0) - iy if y1 < ny else np.inf)
+    dx, dy = np.broadcast_to(dx, ix.shape), np.broadcast_to(dy, iy.shape)  # a box with no interior edge
+    return _ramp(np.minimum(dy[:, None], dx[None, :]).ravel(), delta)
+
+
 def intervals(n, N, delta, pou="count", coarse="hat", A=None):
     """N intervals of near-equal size extended by delta nodes on each side (1D).
 
@@ -213,12 +231,7 @@ def intervals(n, N, delta, pou="count", coarse="hat", A=None):
         raise ValueError(f"overlap delta={delta} is too large for n={n}, N={N}: a subdomain would cover the "
                          f"whole domain; use 0 <= delta <= {limit}")
     starts, stops = np.maximum(bounds[:-1] - delta, 0), np.minimum(bounds[1:] + delta, n)
-    ramps = []
-    for a, b in zip(starts, stops):
-        m = np.arange(b - a, dtype=np.float64)
-        up = m + 1 if a > 0 else np.full(len(m), np.inf)
-        down = (b - a) - m if b < n else np.full(len(m), np.inf)
-        ramps.append(_ramp(np.minimum(up, down), delta))
+    ramps = [interval_ramp(a, b, n, delta) for a, b in zip(starts, stops)]
     spec = {"kind": "intervals", "N": N, "delta": delta, "pou": pou, "coarse": coarse}
     d = Decomposition(n, [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])],
                       [np.arange(a, b) for a, b in zip(starts, stops)], pou, ramps, spec=spec,
@@ -244,12 +257,7 @@ def boxes(grid, layout, delta, pou="count", coarse="q1", A=None):
             x0, x1 = max(bx[I] - delta, 0), min(bx[I + 1] + delta, nx)
             y0, y1 = max(by[J] - delta, 0), min(by[J + 1] + delta, ny)
             subs.append((np.arange(y0, y1)[:, None] * nx + np.arange(x0, x1)[None, :]).ravel())
-            # Distance to the nearest node outside the box: across the nearest interior edge.
-            ix, iy = np.arange(x1 - x0, dtype=np.float64), np.arange(y1 - y0, dtype=np.float64)
-            dx = np.minimum(ix + 1 if x0 > 0 else np.inf, (x1 - x0) - ix if x1 < nx else np.inf)
-            dy = np.minimum(iy + 1 if y0 > 0 else np.inf, (y1 - y0) - iy if y1 < ny else np.inf)
-            dx, dy = np.broadcast_to(dx, ix.shape), np.broadcast_to(dy, iy.shape)  # a box with no interior edge
-            ramps.append(_ramp(np.minimum(dy[:, None], dx[None, :]).ravel(), delta))
+            ramps.append(box_ramp((x0, x1), (y0, y1), (nx, ny), delta))
     spec = {"kind": "boxes", "N": [Nx, Ny], "delta": delta, "pou": pou, "coarse": coarse}
     d = Decomposition(nx * ny, cores, subs, pou, ramps, spec=spec, grid=(nx, ny), layout=(Nx, Ny),
                       box_bounds=(bx, by))

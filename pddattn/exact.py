@@ -19,7 +19,7 @@ import torch
 
 from .problems.families import block_diagonal
 
-__all__ = ["BlockDiagonalSolve", "SparseSolve", "sparse_factor", "sparse_lu"]
+__all__ = ["BlockDiagonalSolve", "SparseSolve", "application_cost", "sparse_factor", "sparse_lu"]
 
 
 def sparse_lu(A):
@@ -49,7 +49,11 @@ class _PetscCholesky:
         pc.setFactorOrdering("nd")
         self.ksp.setUp()
         self.b, self.x = self.M.createVecs()
-        self.nnz = A.nnz  # the factor's fill is PETSc's; the operator's count is what is known here
+        self.n, self.nnz = A.shape[0], int(pc.getFactorMatrix().getInfo()["nz_used"])  # upper triangle, diagonal in
+
+    def flops(self, columns=1):
+        """Of ``solve`` on that many columns, as PETSc counts its two triangular sweeps: 4 nnz - 3 n each."""
+        return columns * (4 * self.nnz - 3 * self.n)
 
     def solve(self, X):
         X = np.asarray(X, dtype=np.float64)
@@ -71,12 +75,26 @@ def sparse_factor(A):
     return _PetscCholesky(A)
 
 
+def _factor_nnz(factor):
+    """Stored entries of a factorization: PETSc's Cholesky triangle, or SuperLU's L and U."""
+    return factor.nnz if hasattr(factor, "nnz") else factor.L.nnz + factor.U.nnz
+
+
 class SparseSolve:
     """c -> A^-1 c for node-major torch tensors, by one sparse factorization computed at construction."""
 
     def __init__(self, A):
         self.n = A.shape[0]
         self.lu = sparse_factor(A) if self.n else None
+
+    def cost(self, columns=1):
+        """(flops, bytes) of one solve: the factor read in both sweeps (8-byte value, 4-byte index), the
+        right-hand side and solution once each. SuperLU's flops are 2 per stored entry and sweep."""
+        if not self.n:
+            return 0, 0
+        nnz = _factor_nnz(self.lu)
+        flops = self.lu.flops(columns) if hasattr(self.lu, "flops") else columns * 2 * nnz
+        return flops, 2 * 12 * nnz + columns * 3 * 8 * self.n
 
     def __call__(self, c):
         if not self.n:
@@ -106,6 +124,12 @@ class BlockDiagonalSolve:
         self.weight = np.asarray(weight)[valid][:, None]
         self.solve = SparseSolve(block_diagonal(rows_of, subdomains))
 
+    def cost(self, columns=1):
+        """(flops, bytes) of one application: the block solve, D^1/2 twice and the scatter-add."""
+        flops, moved = self.solve.cost(columns)
+        stacked = len(self.rows)
+        return flops + 3 * stacked * columns, moved + stacked * (8 + 8 + 3 * 8 * columns)
+
     def __call__(self, x_ext):
         X = x_ext.detach().cpu().double().numpy()
         rows = self.rows.numpy()
@@ -117,3 +141,40 @@ class BlockDiagonalSolve:
                                           shape=(X.shape[0], len(rows)))
         y = torch.from_numpy(np.asarray(self._scatter @ u))
         return y.to(dtype=x_ext.dtype, device=x_ext.device)
+
+
+def application_cost(model, balanced=True, a_nnz=0, columns=1):
+    """The cost model of one application of an exact DD preconditioner on this rank.
+
+    Parameters
+    ----------
+    model : DDAttention with init='exact' (two levels)
+    balanced : bool
+        The balanced correction P0 + (I - P0 A) M1 (I - A P0): two coarse
+        terms and two products with A per application; additive: one and none.
+    a_nnz : int
+        Entries of this rank's rows of A (the products with A).
+
+    Returns
+    -------
+    dict of name -> (flops, bytes): ``local`` (the block solve), ``coarse``
+    (Phi^T x, the top solve, Phi z; ``reduce`` bytes of its Allreduce apart),
+    ``A`` (the products with A), ``total``. ``logged`` is the part of
+    ``total`` flops that PETSc's own counter sees (its triangular solves).
+    """
+    if model.coarse_model is not None:
+        raise ValueError("the cost model covers the two-level exact operator")
+    local = model._local_solve.cost(columns)
+    top = model._top_solve.cost(columns) if model._top_solve is not None else (0, 0)
+    phi = model.decomposition.phi_rows(model.own_rows) if model.has_coarse else sp.csr_matrix((0, 0))
+    coarse = (top[0] + 4 * phi.nnz * columns, top[1] + 2 * 12 * phi.nnz + 2 * 8 * phi.shape[0] * columns)
+    times = 2 if balanced and model.has_coarse else 1
+    products = (2 * 2 * a_nnz * columns, 2 * 12 * a_nnz) if times == 2 else (0, 0)
+    parts = {"local": local, "coarse": tuple(times * v for v in coarse), "A": products}
+    parts["total"] = tuple(sum(p[k] for p in parts.values()) for k in (0, 1))
+    solver = model._local_solve.solve.lu
+    parts["logged"] = (solver.flops(columns) if hasattr(solver, "flops") else 0) + \
+        times * (model._top_solve.lu.flops(columns) if top[0] and hasattr(model._top_solve.lu, "flops") else 0)
+    parts["reduce_bytes"] = times * 8 * model.decomposition.coarse_size * columns
+    return parts
+

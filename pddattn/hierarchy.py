@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import scipy.sparse as sp
 
 __all__ = ["Level", "coarse_levels", "levels_of", "TOP_SIZE", "LEVEL_COARSE"]
@@ -70,13 +71,13 @@ def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1, coarse="
     if coarse not in LEVEL_COARSE:
         raise ValueError(f"the coarse levels' space must be one of {LEVEL_COARSE}, got {coarse!r}")
     from .problems import operator_problem
-    from .schwarz import galerkin
     out, d, problem_l = [], decomposition, A
     for depth in range(levels - 2):
         if d.coarse_size == 0:
             raise ValueError(f"level {depth} has no coarse space: --levels {levels} needs a coarse space "
                              "on every level but the top")
-        A_l = galerkin(problem_l, d.phi) if hasattr(problem_l, "rows") else sp.csr_matrix(d.phi.T @ problem_l @ d.phi)
+        A_l = d.coarse_operator(problem_l) if hasattr(problem_l, "rows") else sp.csr_matrix(d.phi.T @ problem_l @ d.phi)
+        A_l = sp.csr_matrix(A_l, copy=True)
         A_l.eliminate_zeros()
         n_l = A_l.shape[0]
         if n_l < 4:
@@ -92,19 +93,47 @@ def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1, coarse="
     return out
 
 
-def levels_of(problem, spec, levels=2, top_size=TOP_SIZE, level_coarse="harmonic"):
+def levels_of(problem, spec, levels=2, top_size=TOP_SIZE, level_coarse="harmonic", layout=None):
     """(level 0's decomposition, its coarse levels) for ``spec`` on ``problem``, built once per problem.
 
     Every later call with the same spec, levels and top size returns the same
-    objects, so a run builds each decomposition and coarse basis once.
+    objects, so a run builds each decomposition and coarse basis once. With a
+    ``layout`` of more than one domain rank, intervals and boxes on a family
+    with A are this rank's share only (parallel/setup.py: its subdomains,
+    weights and rows of Phi, A_1 summed over ranks); the coarse levels below
+    are built from A_1 as serially. Collective then: every rank calls alike.
     """
     from .decomposition import decomposition_from_spec
     cache = problem.__dict__.setdefault("_levels", {})
-    key = json.dumps(spec, sort_keys=True)
+    shared = _share_applies(problem, spec, layout)
+    key = json.dumps(spec, sort_keys=True) + (f"@{layout.domain_rank}/{layout.domain_size}" if shared else "")
     if key not in cache:
-        cache[key] = (decomposition_from_spec(spec, problem), {})
+        cache[key] = (_share(problem, spec, layout) if shared else decomposition_from_spec(spec, problem), {})
     d, below = cache[key]
     depth = (levels, top_size, level_coarse) if levels > 2 else (2, None, None)
     if depth not in below:
         below[depth] = coarse_levels(d, problem, levels, top_size, coarse=level_coarse)
     return d, below[depth]
+
+
+def _share_applies(problem, spec, layout):
+    """Whether a rank builds only its share: distributed, geometric subdomains, a family's stencil rows."""
+    from .parallel.setup import FAMILY_SHARE_KINDS
+    return (layout is not None and layout.domain_size > 1 and spec.get("kind") in FAMILY_SHARE_KINDS
+            and problem.has_operator and problem.stencil is not None)
+
+
+def _share(problem, spec, layout):
+    from .parallel.layout import ConfigurationError, check_distribution
+    from .parallel.setup import family_share
+    import types
+    N = spec["N"]
+    counts = types.SimpleNamespace(N=int(np.prod(N)), spec=spec, layout=tuple(N) if isinstance(N, list) else (N,))
+    check_distribution(counts, layout.world_size, layout.data_size)
+    try:
+        return family_share(problem, spec, layout, layout.domain_comm)
+    except ConfigurationError:
+        raise
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+

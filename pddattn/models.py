@@ -50,8 +50,12 @@ def decomposition_spec(cfg, problem):
             "pou": cfg.get("pou", "count"), "coarse": coarse}
 
 
-def architecture(cfg, problem=None):
-    """The architecture part of a training config (dict), as stored in checkpoints."""
+def architecture(cfg, problem=None, layout=None):
+    """The architecture part of a training config (dict), as stored in checkpoints.
+
+    ``layout``: the MPI layout the model will run on; a distributed one builds
+    this rank's share of the decomposition only (``hierarchy.levels_of``).
+    """
     problem = problem or problem_of(cfg)
     if cfg["model"] == "global":
         return {"model": "global", "n": problem.n, "problem": problem.spec(), "rank": cfg["rank"],
@@ -62,7 +66,7 @@ def architecture(cfg, problem=None):
                 "layers": cfg.get("fno_layers", 4)}
     levels, top_size, level_coarse = cfg.get("levels", 2), cfg.get("top_size", TOP_SIZE), cfg.get("level_coarse",
                                                                                                     "harmonic")
-    d, below = levels_of(problem, decomposition_spec(cfg, problem), levels, top_size, level_coarse)
+    d, below = levels_of(problem, decomposition_spec(cfg, problem), levels, top_size, level_coarse, layout)
     arch = {"model": "dd", "n": problem.n, "problem": problem.spec(), "decomposition": d.to_dict(),
             "rank": cfg["rank"], "coarse_rank": d.coarse_size if cfg.get("coarse_rank") is None else cfg["coarse_rank"],
             "symmetric": cfg["symmetric"], "coarse": d.coarse_size > 0}
@@ -117,7 +121,8 @@ def model_from_architecture(arch, layout=None, *, problem=None, dtype=None, devi
                                seed=seed, dtype=dtype, device=device, problem=problem)
     levels, top_size = arch.get("levels", 2), arch.get("top_size", TOP_SIZE)
     try:
-        d, below = levels_of(problem, arch["decomposition"], levels, top_size, arch.get("level_coarse", "harmonic"))
+        d, below = levels_of(problem, arch["decomposition"], levels, top_size, arch.get("level_coarse", "harmonic"),
+                             layout)
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
     check_distribution(d, layout.world_size, layout.data_size)

@@ -194,6 +194,10 @@ class _Attention(nn.Module):
         """This module's part of a global parameter-shaped tensor (serial: all of it)."""
         return tensor
 
+    def local_part(self, name):
+        """The subdomains whose rows of ``name`` this rank holds in a sharded layout; None: held whole."""
+        return None
+
     def replicated_parameters(self):
         """Parameters every rank of a domain group holds whole."""
         return tuple(name for name, _ in self.named_parameters())
@@ -323,8 +327,6 @@ class DDAttention(_Attention):
         from .parallel.share import DecompositionShare
         if not isinstance(decomposition, (Decomposition, DecompositionShare)):
             raise TypeError("decomposition must be a pddattn.Decomposition (or a rank's DecompositionShare)")
-        if isinstance(decomposition, DecompositionShare) and init != "exact":
-            raise ValueError("a DecompositionShare serves the exact operator (init='exact') only, so far")
         self.problem = _default_problem(problem, decomposition.n)
         if init not in INITS + ("exact",):
             raise ValueError(f"unknown init {init!r}; choose one of {INITS}")

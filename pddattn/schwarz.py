@@ -91,8 +91,8 @@ def local_inverse_factors(problem, d, r, closed_form=True, subdomains=None):
 
 
 def coarse_matrix(problem, d):
-    """A_0 = Phi^T A Phi as a dense array (n_0 x n_0)."""
-    return galerkin(problem, d.phi).toarray()
+    """A_0 = Phi^T A Phi as a dense array (n_0 x n_0); a rank's share holds it summed."""
+    return d.coarse_operator(problem).toarray()
 
 
 def galerkin(problem, phi, rows_per_block=1 << 16):

@@ -173,8 +173,11 @@ class TrainConfig:
             return None
         return load_pairs(self.data, parse_grid(self.grid) if self.grid else None, self.test_fraction, self.seed)
 
-    def build(self, problem=None):
-        """(problem, architecture, sampler): A built once and handed down; one-line errors."""
+    def build(self, problem=None, layout=None):
+        """(problem, architecture, sampler): A built once and handed down; one-line errors.
+
+        ``layout``: where the model will run (a distributed one builds a rank's share only).
+        """
         try:
             pairs = self.pairs()
             if pairs is not None:
@@ -186,7 +189,7 @@ class TrainConfig:
             else:
                 problem = problem or problem_of(self.to_dict())
                 sampler = make_sampler(self.data_kind(problem), problem, self.modes, self.alpha, self.seed)
-            arch = architecture(self.to_dict(), problem)
+            arch = architecture(self.to_dict(), problem, layout)
             if self.model == "fno":
                 from .fno import data_scales
                 arch["scales"] = list(data_scales(sampler))
@@ -393,7 +396,7 @@ def train(cfg, out=None, resume=False, layout=None, problem=None):
         raise ConfigurationError(f"--loss condition runs on one domain rank; use --data-parallel "
                                  f"{layout.world_size} (each replica runs its own Lanczos)")
     torch.manual_seed(cfg.seed)
-    problem, arch, sampler = cfg.build(problem)
+    problem, arch, sampler = cfg.build(problem, layout)
     model = model_from_architecture(arch, layout, problem=problem, dtype=DTYPES[cfg.dtype],
                                     device=cfg.device, init=cfg.init, init_scale=cfg.init_scale, seed=cfg.seed)
     optimizer = make_optimizer(model, cfg.lr, cfg.beta2)

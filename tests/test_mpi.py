@@ -161,6 +161,29 @@ def test_checkpoint_from_p_ranks_loads_serially_and_on_p_ranks():
     assert worst(err) <= 1e-14
 
 
+def test_a_distributed_checkpoint_is_sharded_and_loads_on_fewer_ranks():
+    """No rank gathers the (N, L, r) tensors: each writes its rows; P - 1 ranks read them back."""
+    tmp = shared_tmpdir()
+    _, dist, _, _ = _train_pair(tmp=tmp, steps=3)
+    payload = checkpoint.read(tmp / "checkpoint.pt")
+    if world().Get_size() == 1:
+        assert "shards" not in payload and payload["state"]["Q"].shape[0] == dist.decomposition.N
+        return
+    assert payload["version"] == 3 and "Q" not in payload["state"] and "Q" in payload["shards"]["names"]
+    assert len(list(Path(payload["shards"]["where"]).glob("domain-*.pt"))) == world().Get_size()
+    x = torch.randn(48, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    serial, _ = checkpoint.load_model(tmp / "checkpoint.pt")
+    fewer = world().Split(0 if world().Get_rank() < world().Get_size() - 1 else 1, world().Get_rank())
+    err = 0.0
+    if world().Get_rank() < world().Get_size() - 1:
+        model, _ = checkpoint.load_model(tmp / "checkpoint.pt", layout=Layout(comm=fewer))
+        lo, hi = model.own_range if fewer.Get_size() > 1 else (0, 48)
+        with torch.no_grad():
+            err = relative(model.matvec(x[lo:hi]), serial.matvec(x)[lo:hi])
+    fewer.Free()
+    assert worst(err) <= 1e-14
+
+
 def test_distributed_resume_continues_the_same_run():
     tmp = shared_tmpdir()
     cfg = TrainConfig(n=48, subdomains=12, overlap=3, rank=3, batch=8, steps=20, eval_every=5, test_size=8,

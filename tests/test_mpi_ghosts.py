@@ -124,6 +124,11 @@ def _parameter_error(serial, dist):
 def test_one_step_equals_serial(name):
     serial, dist, _, _ = _train_pair(name, "probe", 1)
     assert worst(_parameter_error(serial, dist)) <= 1e-12
+    if name.startswith("boxes") and world().Get_size() > 1:  # boxes on a family: each rank built its share only
+        from pddattn.parallel.share import DecompositionShare
+        share = dist.decomposition
+        assert isinstance(share, DecompositionShare) and np.array_equal(share.held, dist.held)
+        assert share.phi.shape[0] == len(dist.own_rows) < PROBLEM.n
 
 
 @pytest.mark.parametrize("name,data", [("boxes-q1", "probe"), ("boxes-harmonic", "solve"), ("algebraic", "probe")])

@@ -93,7 +93,7 @@ def test_no_rank_holds_more_of_a_than_its_subdomains_and_their_ring(where):
     context = pc.getPythonContext()
     share, problem = context.model.decomposition, context.model.problem
     assert context.info["from_rows"] and problem._A is None  # the whole A was never assembled here
-    reads = np.unique(np.concatenate(share.subdomains))
+    reads = np.unique(np.concatenate(list(share.subdomains)))
     ring = np.unique(PROBLEM.A[share.own].indices)  # the rows' neighbours, from the test's own matrix
     assert share.rows_held == len(np.union1d(reads, ring))
     elsewhere = np.setdiff1d(np.arange(PROBLEM.n), np.union1d(reads, ring))
@@ -101,3 +101,22 @@ def test_no_rank_holds_more_of_a_than_its_subdomains_and_their_ring(where):
         assert share.rows_held < PROBLEM.n and len(elsewhere)
         with pytest.raises(ValueError, match="holds A's rows"):
             problem.rows(elsewhere[:1])
+
+
+def test_the_cost_model_counts_the_flops_petsc_logs():
+    """The model's flops of the triangular solves equal PETSc's own counter over one application of each part."""
+    import torch
+    from pddattn.exact import application_cost
+    A, dm, _ = on_dmda(PROBLEM)
+    pc = make_pc(A, dm, "cost_", subdomains="4x4", overlap=2, coarse_correction="balanced")
+    pc.setUp()
+    model = pc.getPythonContext().model
+    x = torch.from_numpy(np.random.default_rng(5).standard_normal((len(model.own_rows), 1)))
+    cost = application_cost(model, balanced=True)
+    before = PETSc.Log.getFlops()
+    with torch.no_grad():
+        model.local_matvec(x)
+        model.coarse_term(x)
+        model.coarse_term(x)
+    assert PETSc.Log.getFlops() - before == cost["logged"] > 0
+    assert cost["total"][0] > cost["logged"] and cost["total"][1] > 0

@@ -33,6 +33,7 @@ The coarse term Phi M_1^-1 Phi^T x:
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..operators import DDAttention, coarse_interpolate, coarse_restrict, sparse_pair
@@ -96,11 +97,10 @@ class DistributedDDAttention(DDAttention):
     def _transfer_plan(self):
         """Fine rows -> coarse rows: each rank reads the coarse rows its fine rows' Phi touches."""
         d, coarse = self.decomposition, self.coarse_model
-        fine_owner = owners(d, subdomain_holdings(d, self.layout.domain_size))
-        coarse_holdings = subdomain_holdings(coarse.decomposition, self.layout.domain_size)
-        phi = d.phi.tocoo()
-        return GhostExchange(owners(coarse.decomposition, coarse_holdings), fine_owner[phi.row], phi.col,
-                             self.layout.domain_rank, self.layout.domain_comm, CommStats())
+        coarse_owner = owners(coarse.decomposition, subdomain_holdings(coarse.decomposition, self.layout.domain_size))
+        reads = np.unique(d.phi_rows(self.own_rows).indices)
+        return GhostExchange.from_reads(coarse.own_rows, reads, lambda rows: coarse_owner[rows],
+                                        self.layout.domain_comm, CommStats())
 
     @property
     def input_size(self):
@@ -193,6 +193,16 @@ class DistributedDDAttention(DDAttention):
         for held, part in parts:
             whole[torch.as_tensor(held)] = part
         return whole
+
+    def local_part(self, name):
+        """(held subdomains, this rank's rows) of a distributed parameter's layout; None when replicated.
+
+        What a sharded checkpoint stores per rank (checkpoint.py): the held
+        subdomains' rows of the (N, L, r) tensors of each distributed level.
+        """
+        if name.startswith("coarse_model.") and self.transfer is not None:
+            return self.coarse_model.local_part(name[len("coarse_model."):])
+        return None if name in self.replicated_parameters() else self.held
 
     def from_global(self, name, tensor):
         if name.startswith("coarse_model.") and self.transfer is not None:

@@ -25,7 +25,7 @@ import torch
 from ..decomposition import split_sizes
 from .layout import holdings_of
 
-__all__ = ["CoreMap", "DecompositionShare", "count_weights"]
+__all__ = ["CoreMap", "DecompositionShare", "Held", "pou_weights"]
 
 
 class CoreMap:
@@ -79,28 +79,52 @@ class CoreMap:
         return (np.arange(self.by[J], self.by[J + 1])[:, None] * nx
                 + np.arange(self.bx[I], self.bx[I + 1])[None, :]).ravel()
 
+    def extent(self, i, delta):
+        """((x0, y0), (x1, y1)): core i grown by delta grid layers, clipped (intervals: x only)."""
+        if self.kind == "boxes":
+            I, J = i % self.layout[0], i // self.layout[0]
+            (nx, ny) = self.grid
+            return ((max(self.bx[I] - delta, 0), max(self.by[J] - delta, 0)),
+                    (min(self.bx[I + 1] + delta, nx), min(self.by[J + 1] + delta, ny)))
+        return (max(self.bounds[i] - delta, 0), 0), (min(self.bounds[i + 1] + delta, self.n), 1)
+
     def box(self, i, delta):
         """Box i grown by delta grid layers (boxes only), sorted."""
-        I, J = i % self.layout[0], i // self.layout[0]
-        (nx, ny) = self.grid
-        x0, x1 = max(self.bx[I] - delta, 0), min(self.bx[I + 1] + delta, nx)
-        y0, y1 = max(self.by[J] - delta, 0), min(self.by[J + 1] + delta, ny)
-        return (np.arange(y0, y1)[:, None] * nx + np.arange(x0, x1)[None, :]).ravel()
+        (x0, y0), (x1, y1) = self.extent(i, delta)
+        return (np.arange(y0, y1)[:, None] * self.grid[0] + np.arange(x0, x1)[None, :]).ravel()
 
 
-def count_weights(plan, subdomains):
-    """D_i of the 'count' partition of unity (1 / multiplicity) on each held subdomain's nodes.
+def pou_weights(plan, subdomains, ramps=None):
+    """D_i on each held subdomain's nodes: 'count' (1 / multiplicity), or the ramps normalised.
 
-    The multiplicity of a node is summed over every rank's subdomains by the
-    plan: scattered into x_ext, sent home (reverse), and back out (forward).
+    The sum over every rank's subdomains at a node comes through the plan:
+    scattered into x_ext, sent home (reverse), and back out (forward).
     """
     sizes = [len(s) for s in subdomains]
     every = plan.positions(np.concatenate(subdomains)) if subdomains else np.zeros(0, dtype=np.int64)
     slots = np.split(every, np.cumsum(sizes)[:-1]) if subdomains else []
-    ext = np.bincount(every, minlength=plan.m_ext).astype(np.float64)
+    values = np.concatenate(ramps) if ramps is not None and subdomains else np.ones(len(every))
+    ext = np.bincount(every, weights=values, minlength=plan.m_ext).astype(np.float64)
     own = plan.reverse(torch.from_numpy(ext[:, None]))
     total = plan.forward(own).numpy()[:, 0]
-    return [1.0 / total[s] for s in slots]
+    parts = np.split(values, np.cumsum(sizes)[:-1]) if subdomains else []
+    return [w / total[slot] for w, slot in zip(parts, slots)]
+
+
+class Held(list):
+    """The held subdomains' arrays in held order; ``[i]`` takes a global subdomain index, as on a Decomposition."""
+
+    def __init__(self, held, arrays):
+        super().__init__(arrays)
+        self._at = {int(i): k for k, i in enumerate(held)}
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            raise TypeError("a rank's subdomains are indexed by global subdomain number")
+        try:
+            return list.__getitem__(self, self._at[int(i)])
+        except KeyError:
+            raise IndexError(f"this rank does not hold subdomain {int(i)}") from None
 
 
 class DecompositionShare:
@@ -121,18 +145,25 @@ class DecompositionShare:
         The top operator Phi^T A Phi, the same on every rank.
     plan : GhostExchange
         The exchange of the held subdomains.
-    max_size : int
-        The largest subdomain over all ranks (L, the padded length).
+    sizes : int array (N,)
+        n_i of every subdomain (an allgather of counts); ``max_size`` is L, the padded length.
+
+    ``subdomains[i]`` and ``cores[i]`` take global subdomain numbers of held
+    subdomains (as on a Decomposition) and iterate in held order.
     """
 
-    def __init__(self, n, spec, core_map, held, cores, subdomains, weights, own, phi, A0, plan, max_size):
+    def __init__(self, n, spec, core_map, held, cores, subdomains, weights, own, phi, A0, plan, sizes):
         self.n, self.spec, self.core_map = int(n), dict(spec), core_map
         self.N, self.layout = core_map.N, core_map.layout
-        self.held, self.cores, self.subdomains, self.weights = held, cores, subdomains, weights
+        self.held = np.asarray(held, dtype=np.int64)
+        self.cores, self.subdomains = Held(self.held, cores), Held(self.held, subdomains)
+        self.weights = weights
         self.own, self.phi, self.A0, self.plan = own, sp.csr_matrix(phi), A0, plan
-        self.max_size = int(max_size)
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        self.max_size = int(self.sizes.max(initial=0))
         self.pou, self.delta, self.coarse = spec["pou"], int(spec["delta"]), spec["coarse"]
         self.grid = core_map.grid
+        self.contiguous = core_map.kind == "intervals"  # cores and subdomains are node ranges
 
     @property
     def coarse_size(self):
@@ -150,17 +181,17 @@ class DecompositionShare:
 
     def held_sizes(self, held):
         self._check(held)
-        return np.array([len(s) for s in self.subdomains], dtype=np.int64)
+        return self.sizes[self.held]
 
     def held_subdomains(self, held):
         self._check(held)
-        return self.subdomains
+        return list(self.subdomains)
 
     def held_indices(self, held, pad=-1):
         """R_i of the held subdomains as a (len(held), L) array of global nodes, ``pad`` past n_i."""
         self._check(held)
         out = np.full((len(held), self.max_size), pad, dtype=np.int64)
-        for row, s in enumerate(self.subdomains):
+        for row, s in enumerate(list.__iter__(self.subdomains)):
             out[row, : len(s)] = s
         return out
 

@@ -390,7 +390,7 @@ class DDAttentionPC:
                  f"local rank r={m.r} (largest subdomain {d.max_size}{': full' if m.r >= d.max_size else ''}), "
                  f"coarse {d.coarse} n_0={d.coarse_size}, {_levels_text(m)}",
                  f"{'symmetric (SPSD)' if m.symmetric else 'non-symmetric'}, "
-                 + ("exact parts by sparse LU (A_i of the held subdomains, top block), nothing learned"
+                 + ("exact parts by sparse Cholesky (A_i of the held subdomains, top block), nothing learned"
                     if getattr(m, "exact", False) else f"{m.num_parameters():,} parameters"),
                  f"layout: {'PETSc Scatter to the model rows' if self._scatter else 'Vec layout = model layout'}",
                  f"coarse correction: {self.info['options']['correction']}",
@@ -399,6 +399,14 @@ class DDAttentionPC:
                   "set-up from the whole operator, gathered on every rank"),
                  f"set-ups: {self.setups['built']} built, {self.setups['refactored']} refactored on new values; "
                  f"the last took {self.info.get('seconds', 0.0):.3f} s"]
+        if getattr(m, "exact", False) and m.coarse_model is None:
+            from ..exact import application_cost
+            _, P = pc.getOperators()
+            nnz = int(P.getInfo(_petsc().Mat.InfoType.LOCAL)["nz_used"])
+            c = application_cost(m, self.info["options"]["correction"] == "balanced", nnz)
+            lines.append(f"cost model per application on this rank: {c['total'][0] / 1e6:.2f} Mflop, "
+                         f"{c['total'][1] / 1e6:.1f} MB streamed (local solves {c['local'][0] / 1e6:.2f} Mflop, "
+                         f"coarse {c['coarse'][0] / 1e6:.2f}, products with A {c['A'][0] / 1e6:.2f})")
         if "training" in self.info:
             t = self.info["training"]
             lines.append(f"trained in setUp: {t['steps']} condition-loss steps in {t['seconds']:.2f} s, kappa "

@@ -1,0 +1,227 @@
+"""A rank's share of a decomposition, built from the rows of A it can read: the one builder.
+
+Given a rank's held subdomains (from the counts), their node sets, the ring
+of nodes around its own rows and A's rows at the union U of both, this makes
+the :class:`~pddattn.parallel.share.DecompositionShare`: the exchange plan (a
+rank tells the owners what it reads), the partition of unity summed through
+it, Phi's rows at the own rows (hat and q1 from geometry; harmonic from the
+interface of the own cores and local solves on their interiors) and the
+replicated top A_0 = Phi^T A Phi as a sum of per-rank products. Two callers
+differ only in how they read rows: the PETSc PC extracts them from the
+distributed Mat (petsc/local.py), training assembles them from the stencil
+of a built-in family (:func:`family_share`). Equal to the whole
+decomposition's parts to rounding (tests/test_petsc_local.py, the MPI tests).
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from ..decomposition import box_ramp, interval_ramp, split_sizes
+from .ghosts import GhostExchange
+from .layout import ConfigurationError
+from .share import CoreMap, DecompositionShare, pou_weights
+
+__all__ = ["finish_share", "family_share", "check_geometry", "coarse_rows", "galerkin_sum", "FAMILY_SHARE_KINDS"]
+
+FAMILY_SHARE_KINDS = ("intervals", "boxes")
+
+
+def _mpi():
+    from mpi4py import MPI
+    return MPI
+
+
+def finish_share(spec, cmap, comm, cores, subdomains, ring, U, rows, plan=None, ramps=None):
+    """The share of the held subdomains (``cmap.holdings[rank]``), from A's rows at U (CSR, global columns).
+
+    Parameters
+    ----------
+    spec : dict
+        The decomposition spec (kind, N, delta, pou, coarse).
+    cmap : CoreMap
+    comm : mpi4py communicator of the domain group
+    cores, subdomains : list of int arrays
+        The held subdomains' cores and node sets, in held order.
+    ring : int array
+        The own rows and their neighbours through A (what Phi's rows and A_0 need).
+    U : int array
+        Sorted union of the subdomains and the ring; ``rows`` holds A's rows there.
+    plan : GhostExchange, optional
+        Reused from an earlier share of the same structure.
+    ramps : list of arrays, optional
+        The smooth PoU's unnormalised weights on each subdomain.
+    """
+    from ..problems.families import principal_block
+    held = cmap.holdings[comm.Get_rank()]
+    own = np.sort(np.concatenate(cores)) if cores else np.zeros(0, dtype=np.int64)
+    plan = plan or GhostExchange.from_reads(own, np.concatenate(subdomains) if subdomains else own,
+                                            cmap.owner_of, comm)
+    A_UU = principal_block(rows, U)
+    phi = coarse_rows(spec["coarse"], A_UU, U, own, ring, cores, cmap, comm)
+    A0 = galerkin_sum(phi, rows, U, own, ring, cmap, comm)
+    sizes = np.zeros(cmap.N, dtype=np.int64)
+    for ids, counts in comm.allgather((held, [len(s) for s in subdomains])):
+        sizes[ids] = counts
+    weights = pou_weights(plan, subdomains, ramps if spec["pou"] == "smooth" else None)
+    share = DecompositionShare(cmap.n, spec, cmap, held, cores, subdomains, weights, own, phi, A0, plan, sizes)
+    share.rows_held = len(U)
+    return share
+
+
+def family_share(problem, spec, layout, comm):
+    """A rank's share of intervals or boxes on a built-in family: rows from the stencil, no global A.
+
+    Everything a rank reads is its subdomains and the ring of its rows, assembled
+    by ``problem.rows``; the checks are the whole builders' (decomposition.py).
+    """
+    kind, delta, n = spec["kind"], int(spec["delta"]), problem.n
+    N = tuple(spec["N"]) if kind == "boxes" else (int(spec["N"]),)
+    grid = tuple(problem.grid) if kind == "boxes" else (n,)
+    check_geometry(kind, grid, N, delta, n)
+    cmap = CoreMap(kind, n, grid, N, layout.domain_size)
+    held = cmap.holdings[layout.domain_rank]
+    cores = [cmap.core(i) for i in held]
+    subs, ramps = [], []
+    for i in held:
+        lo, hi = cmap.extent(i, delta)
+        subs.append(cmap.box(i, delta) if kind == "boxes" else np.arange(lo[0], hi[0]))
+        ramps.append(box_ramp((lo[0], hi[0]), (lo[1], hi[1]), grid, delta) if kind == "boxes"
+                     else interval_ramp(lo[0], hi[0], n, delta))
+    own = np.sort(np.concatenate(cores)) if cores else np.zeros(0, dtype=np.int64)
+    ring = np.union1d(own, problem.rows(own).indices) if spec["coarse"] != "none" else own
+    U = np.unique(np.concatenate(subs + [ring]))
+    return finish_share(spec, cmap, comm, cores, subs, ring, U, problem.rows(U), ramps=ramps)
+
+
+def check_geometry(kind, grid, layout, delta, n):
+    """The whole builders' checks (intervals, boxes), from numbers every rank has."""
+    if kind == "boxes":
+        (nx, ny), (Nx, Ny) = grid, layout
+        if Nx > nx or Ny > ny:
+            raise ConfigurationError(f"{Nx}x{Ny} subdomains do not fit the {nx}x{ny} grid")
+        wx, wy = max(split_sizes(nx, Nx)), max(split_sizes(ny, Ny))
+        if (Nx > 1 and delta >= nx - wx) or (Ny > 1 and delta >= ny - wy):
+            raise ConfigurationError(f"overlap delta={delta} is too large for a {nx}x{ny} grid in {Nx}x{Ny} boxes")
+        return
+    N = layout[0]
+    if N > n:
+        raise ConfigurationError(f"N={N} subdomains is more than the n={n} nodes")
+    sizes = split_sizes(n, N)
+    limit = n - int(max(sizes[0], sizes[-1])) - 1
+    if kind == "intervals" and N > 1 and delta > limit:
+        raise ConfigurationError(f"overlap delta={delta} is too large for n={n}, N={N}: a subdomain would cover "
+                                 f"the whole domain; use 0 <= delta <= {limit}")
+
+
+def coarse_rows(kind, A_UU, U, own, ring, cores, cmap, comm):
+    """Phi at the own rows (CSR, len(own) x n_0)."""
+    if kind == "none":
+        return sp.csr_matrix((len(own), 0))
+    if kind not in ("q1", "hat", "harmonic"):
+        raise ConfigurationError(f"a rank's share has no {kind!r} coarse space (hat, q1, harmonic or none)")
+    if kind == "q1":
+        if cmap.kind != "boxes":
+            raise ConfigurationError("the q1 coarse space needs boxes of a DMDA grid; use harmonic")
+        return _q1_rows(own, cmap)
+    if kind == "hat":
+        if cmap.kind != "intervals":
+            raise ConfigurationError("the hat coarse space needs an intervals decomposition (1D); use harmonic")
+        from ..coarse import hat_basis
+        return hat_basis(cmap.n, cmap.bounds, own)
+    return _harmonic_rows(A_UU, U, own, ring, cores, cmap, comm)
+
+
+def _q1_rows(own, cmap):
+    """Rows of Phi = Phi_y (x) Phi_x at ``own``: the row-wise Kronecker product of the per-axis hats."""
+    from ..coarse import hat_basis
+    (nx, ny), nx0 = cmap.grid, len(cmap.bx) - 2
+    hx, hy = hat_basis(nx, cmap.bx)[own % nx].tocsr(), hat_basis(ny, cmap.by)[own // nx].tocsr()
+    rows, cols, vals = [], [], []
+    for a in range(int(np.diff(hy.indptr).max(initial=0))):
+        for b in range(int(np.diff(hx.indptr).max(initial=0))):
+            r = np.flatnonzero((np.diff(hy.indptr) > a) & (np.diff(hx.indptr) > b))
+            ey, ex = hy.indptr[r] + a, hx.indptr[r] + b
+            rows.append(r)
+            cols.append(hy.indices[ey] * nx0 + hx.indices[ex])
+            vals.append(hy.data[ey] * hx.data[ex])
+    shape = (len(own), nx0 * (len(cmap.by) - 2))
+    if not rows:
+        return sp.csr_matrix(shape)
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
+
+
+def _harmonic_rows(A_UU, U, own, ring, cores, cmap, comm):
+    """GDSW-type Phi at the own rows (coarse.py), from the own cores' interface and interiors alone.
+
+    A group of the interface lies in one core (its key holds its own core),
+    so the rank holding that core finds it whole from its own rows; groups are
+    numbered as the serial basis numbers them, by first node, from one
+    allgather of first nodes, and the ring's group ids come from their owners.
+    """
+    from ..coarse import _interface_groups, _interior_extensions
+    is_own = np.isin(U, own, assume_unique=True)
+    _, groups = _interface_groups(A_UU, cmap.core_of(U))
+    groups = [g for g in groups if is_own[g[0]]]
+    first = U[[g[0] for g in groups]] if groups else np.zeros(0, dtype=np.int64)
+    every = np.sort(np.concatenate(comm.allgather(first)))
+    n0 = len(every)
+    group_own = np.full(len(own), -1.0)
+    for g, gid in zip(groups, np.searchsorted(every, first)):
+        group_own[np.searchsorted(own, U[g])] = gid
+    ring_plan = GhostExchange.from_reads(own, ring, cmap.owner_of, comm)
+    ext = ring_plan.forward(torch.from_numpy(group_own[:, None])).numpy()[:, 0]
+    ring_plan.free()
+    group = np.full(len(U), -1, dtype=np.int64)
+    group[np.searchsorted(U, np.concatenate([own, ring_plan.ghosts]))] = ext.astype(np.int64)
+    gamma = np.flatnonzero(group >= 0)
+    phi_gamma = sp.csr_matrix((np.ones(len(gamma)), (gamma, group[gamma])), shape=(len(U), n0))
+    where = [np.searchsorted(U, c) for c in cores]
+    parts = _interior_extensions(A_UU, where, group >= 0, A_UU @ phi_gamma)
+    mine = gamma[is_own[gamma]]
+    rows, cols, vals = [np.searchsorted(own, U[mine])], [group[mine]], [np.ones(len(mine))]
+    if parts is not None:
+        rows.append(np.searchsorted(own, U[parts[0]]))
+        cols.append(parts[1])
+        vals.append(parts[2])
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(own), n0))
+
+
+def galerkin_sum(phi, rows, U, own, ring, cmap, comm):
+    """A_0 = Phi^T A Phi = sum over ranks of Phi_own^T A_own,ring Phi_ring, summed on every rank.
+
+    Phi's rows at the ring come from their owners (rows packed as column and
+    value pairs through one forward exchange); the per-rank products are
+    summed as triplets (the top level is replicated: n_0 is bounded).
+    """
+    n0 = phi.shape[1]
+    if not n0:
+        return sp.csr_matrix((0, 0))
+    plan = GhostExchange.from_reads(own, ring, cmap.owner_of, comm)
+    width = comm.allreduce(int(np.diff(phi.indptr).max(initial=0)), op=_mpi().MAX)
+    packed = np.full((len(own), 2 * width), -1.0)
+    packed[:, width:] = 0.0
+    count = np.diff(phi.indptr)
+    slot = np.arange(phi.nnz) - np.repeat(phi.indptr[:-1], count)
+    r = np.repeat(np.arange(len(own)), count)
+    packed[r, slot], packed[r, width + slot] = phi.indices, phi.data
+    ext = plan.forward(torch.from_numpy(packed)).numpy()
+    nodes = np.concatenate([own, plan.ghosts])
+    plan.free()
+    keep = ext[:, :width] >= 0
+    ext_rows = np.repeat(np.arange(len(nodes)), keep.sum(axis=1))
+    phi_ext = sp.csr_matrix((ext[:, width:][keep], (ext_rows, ext[:, :width][keep].astype(np.int64))),
+                            shape=(len(nodes), n0))
+    A_own = rows[np.searchsorted(U, own)].tocoo()          # own rows, global columns (in own and ring)
+    order = np.argsort(nodes)
+    cols = order[np.searchsorted(nodes, A_own.col, sorter=order)]
+    A_own = sp.csr_matrix((A_own.data, (A_own.row, cols)), shape=(len(own), len(nodes)))
+    return _sum_over_ranks(phi.T @ (A_own @ phi_ext), comm)
+
+
+def _sum_over_ranks(M, comm):
+    M = sp.coo_matrix(M)
+    parts = comm.allgather((M.row, M.col, M.data))
+    r, c, v = (np.concatenate(p) for p in zip(*parts))
+    return sp.csr_matrix((v, (r, c)), shape=M.shape)
