@@ -21,7 +21,7 @@ MPI_TIMEOUT := 900
 OUT ?= runs
 
 .PHONY: setup demo test test-serial test-mpi bench bench-speed bench-scaling bench-reproduce bench-petsc \
-        bench-2d bench-kappa bench-stability bench-petsc2d bench-multilevel bench-setup bench-solve clean
+        bench-2d bench-kappa bench-stability bench-petsc2d bench-multilevel bench-setup bench-solve bench-pc-cost clean
 
 setup: $(VENV)/.installed
 
@@ -61,7 +61,7 @@ test-mpi: setup
 	done
 
 bench: bench-speed bench-reproduce bench-scaling bench-petsc bench-2d bench-kappa bench-stability \
-       bench-petsc2d bench-multilevel bench-setup bench-solve
+       bench-petsc2d bench-multilevel bench-setup bench-solve bench-pc-cost
 
 bench-speed: setup
 	$(PY) benchmarks/step_time.py --out benchmarks/results
@@ -92,6 +92,10 @@ bench-multilevel: setup
 
 bench-setup: setup
 	$(PY) benchmarks/setup_cost.py --out benchmarks/results
+	$(PY) benchmarks/setup_projection.py --out benchmarks/results
+
+bench-pc-cost: setup
+	$(PY) benchmarks/pc_cost.py --out benchmarks/results
 
 # pyamg is an optional benchmark dependency (the [bench] extra), installed here only.
 bench-solve: setup

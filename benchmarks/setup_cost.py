@@ -8,7 +8,7 @@ use the memory *above* it. On the 2-core development machine 4 ranks are
 oversubscribed (two ranks per core): their seconds are not a scaling result,
 their memory is.
 
-    python benchmarks/setup_cost.py --out benchmarks/results            # about 5 minutes
+    python benchmarks/setup_cost.py --out benchmarks/results            # about 7 minutes
     python benchmarks/setup_cost.py --quick --out /tmp/setup             # smoke test
 
 Cases:
@@ -41,14 +41,24 @@ def _env():
 
 
 def measure(ranks, command):
-    """(peak KB of every rank, wall seconds, stdout) of one mpirun."""
+    """(peak KB of every rank, wall seconds, stdout) of one mpirun.
+
+    Each rank's /usr/bin/time writes its own file (ranks' stderr lines can interleave in one pipe).
+    """
+    import shlex
+    import tempfile
     timer = shutil.which("time") or "/usr/bin/time"
-    cmd = ["mpirun", "--oversubscribe", "-n", str(ranks), timer, "-f", "pddattn-peak %M %e", sys.executable,
-           *command]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=1800)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} on {ranks} ranks failed:\n{p.stderr[-2000:]}")
-    peaks = [(int(kb), float(s)) for kb, s in re.findall(r"pddattn-peak (\d+) ([0-9.]+)", p.stderr)]
+    with tempfile.TemporaryDirectory() as folder:
+        inner = " ".join(shlex.quote(a) for a in [sys.executable, *command])
+        wrapped = f'{timer} -f "pddattn-peak %M %e" -o {folder}/peak.$OMPI_COMM_WORLD_RANK {inner}'
+        cmd = ["mpirun", "--oversubscribe", "-n", str(ranks), "sh", "-c", wrapped]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=1800)
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} on {ranks} ranks failed:\n{p.stderr[-2000:]}")
+        text = "".join(Path(f).read_text() for f in sorted(Path(folder).glob("peak.*")))
+    peaks = [(int(kb), float(s)) for kb, s in re.findall(r"pddattn-peak (\d+) ([0-9.]+)", text)]
+    if len(peaks) != ranks:
+        raise RuntimeError(f"{' '.join(command)} on {ranks} ranks: {len(peaks)} peak figures, not {ranks}")
     return [kb for kb, _ in peaks], max(s for _, s in peaks), p.stdout
 
 
@@ -101,6 +111,16 @@ def markdown(results):
                      f"{min(r['peak_gb']):.2f}-{max(r['peak_gb']):.2f} | "
                      f"{min(r['above_import_gb']):.2f}-{above:.2f} | {above / a1:.2f} | {r['wall_s']:.1f} | "
                      f"{r['wall_s'] / w1:.2f} |")
+    lines += ["", "Weak scaling (the same share per rank: 511^2 on 1 rank against 1023^2 on 4, 4x the unknowns on 4x "
+              "the ranks):", "", "| case | 1 rank at 511^2: above import GB, wall s | 4 ranks at 1023^2: above import "
+              "GB (max rank), wall s | memory ratio | wall ratio |", "|---|---|---|---|---|"]
+    cell = {(r["case"], r["grid"], r["ranks"]): r for r in results["rows"]}
+    for case in ("train", "pc"):
+        one, four = cell.get((case, 511, 1)), cell.get((case, 1023, 4))
+        if one and four:
+            a1, a4 = max(one["above_import_gb"]), max(four["above_import_gb"])
+            lines.append(f"| {case} | {a1:.2f}, {one['wall_s']:.1f} | {a4:.2f}, {four['wall_s']:.1f} | {a4 / a1:.2f} | "
+                         f"{four['wall_s'] / one['wall_s']:.2f} |")
     return "\n".join(lines)
 
 
@@ -112,7 +132,7 @@ def main():
     if args.quick:
         cases, ranks = [("train", 127), ("pc", 63)], [1, 2]
     else:
-        cases, ranks = [("train", 511), ("train", 1023), ("pc", 511)], [1, 2, 4]
+        cases, ranks = [("train", 511), ("train", 1023), ("pc", 511), ("pc", 1023)], [1, 2, 4]
     results = run(cases, ranks)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "setup_cost.json").write_text(json.dumps(results, indent=1))

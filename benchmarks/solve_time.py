@@ -149,10 +149,13 @@ def markdown(results):
     lines = [f"CG to a true 1e-8; seconds from one run on the 2-core machine (ratios to GAMG from the same run). "
              f"Importing python, torch, petsc4py and pddattn alone: {results['import_gb']:.2f} GB per process "
              f"(every cell runs in such a process: the problem comes from pddattn).", ""]
-    for (ranks, grid), rows in _grouped(results["cells"]).items():
+    for (ranks, grid), rows in sorted(_grouped(results["cells"]).items()):
         lines += [f"### {grid}^2 ({grid * grid:,} unknowns), {ranks} rank{'s' if ranks > 1 else ''}", "",
                   "| problem | preconditioner | iterations | setup s | solve s | total s | total / GAMG | "
                   "peak GB per rank | true residual |", "|---|---|---|---|---|---|---|---|---|"]
+        order = {f"{f} {k}": i for i, (f, k) in enumerate(PROBLEMS)}
+        rows = sorted(rows, key=lambda c: (order.get(c["problem"], len(order)), PCS.index(c["pc"])
+                                           if c["pc"] in PCS else len(PCS)))
         for c in rows:
             r = c["result"]
             if "error" in r:
@@ -194,6 +197,13 @@ def plot(results, path):
     fig.savefig(path, dpi=120)
 
 
+def _rewrite(out):
+    """solve_time.md and .png again from the stored json (no cell is run)."""
+    results = json.loads((out / "solve_time.json").read_text())
+    (out / "solve_time.md").write_text(markdown(results) + "\n")
+    plot(results, out / "solve_time.png")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -202,6 +212,7 @@ def main():
     parser.add_argument("--pcs", default=",".join(PCS))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--merge", action="store_true", help="add these cells to the stored solve_time.json")
+    parser.add_argument("--rewrite", action="store_true", help="remake solve_time.md and .png from the stored json")
     parser.add_argument("--worker")
     parser.add_argument("--family")
     parser.add_argument("--coefficient")
@@ -209,6 +220,8 @@ def main():
     args = parser.parse_args()
     if args.worker:
         return worker_pyamg(args) if args.worker == "pyamg-sa" else worker_petsc(args)
+    if args.rewrite:
+        return _rewrite(args.out)
     grids = [63] if args.quick else [int(g) for g in args.grids.split(",")]
     results = {"import_gb": import_cost(), "cells": []}
     stored = args.out / "solve_time.json"

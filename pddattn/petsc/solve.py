@@ -134,7 +134,16 @@ def assemble_problem(problem, comm, dmda):
     from ..parallel.layout import CollectiveError
     PETSc = _petsc()
     if not dmda:
-        return petsc_matrix(problem.A, comm), None, np.arange(problem.n)
+        if problem.stencil is None:  # a matrix file: read whole, each rank inserts its rows
+            return petsc_matrix(problem.A, comm), None, np.arange(problem.n)
+        local, _ = PETSc.Sys.splitOwnership(problem.n, comm=comm)
+        rstart = comm.tompi4py().exscan(local) or 0
+        rows = sp.csr_matrix(problem.rows(np.arange(rstart, rstart + local)))
+        rows.sort_indices()
+        csr = (rows.indptr.astype(PETSc.IntType), rows.indices.astype(PETSc.IntType), rows.data)
+        A = PETSc.Mat().createAIJ(((local, problem.n), (local, problem.n)), csr=csr, comm=comm)
+        A.assemble()
+        return A, None, np.arange(problem.n)
     if problem.dim != 2:
         raise CollectiveError(f"--dmda needs a 2D grid (e.g. --grid 127x127), the problem has grid {problem.grid}")
     nx, ny = problem.grid
@@ -145,7 +154,7 @@ def assemble_problem(problem, comm, dmda):
     petsc_of = np.empty_like(natural)
     petsc_of[natural] = np.arange(problem.n)
     rstart, rend = _ownership(dm)
-    rows = problem.A[natural[rstart:rend]].tocoo()
+    rows = sp.csr_matrix(problem.rows(natural[rstart:rend])).tocoo()  # a family's rows from its stencil alone
     local = sp.csr_matrix((rows.data, (rows.row, petsc_of[rows.col])), shape=(rend - rstart, problem.n))
     local.sort_indices()
     csr = (local.indptr.astype(PETSc.IntType), local.indices.astype(PETSc.IntType), local.data)
