@@ -55,10 +55,9 @@ def _per_call(f, repeats):
     return float(np.median(times))
 
 
-def measure(grid, repeats=30):
+def dd_pc(grid):
+    """(problem, A, an unset-up DDAttentionPC) for diffusion2d jump:1e4 on a DMDA, 16x16-node boxes, overlap 2."""
     from petsc4py import PETSc
-    import torch
-    from pddattn.exact import application_cost
     from pddattn.petsc.solve import assemble_problem
     from pddattn.problems import make_problem
     problem = make_problem("diffusion2d", (grid, grid), "jump:1e4")
@@ -72,6 +71,14 @@ def measure(grid, repeats=30):
     pc.setType("python")
     pc.setPythonType("pddattn.petsc.DDAttentionPC")
     pc.setFromOptions()
+    return problem, A, pc
+
+
+def measure(grid, repeats=30):
+    from petsc4py import PETSc
+    import torch
+    from pddattn.exact import application_cost
+    problem, A, pc = dd_pc(grid)
     flops0, t0 = PETSc.Log.getFlops(), time.perf_counter()
     pc.setUp()
     setup_s, setup_flops = time.perf_counter() - t0, PETSc.Log.getFlops() - flops0

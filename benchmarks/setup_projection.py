@@ -37,24 +37,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 PER_RANK = 256  # subdomains per rank in the weak-scaling projection
 
 
 def measure(grid):
-    from petsc4py import PETSc
-    from pddattn.petsc.solve import assemble_problem
-    from pddattn.problems import make_problem
-    problem = make_problem("diffusion2d", (grid, grid), "jump:1e4")
-    A, dm, _ = assemble_problem(problem, PETSc.COMM_WORLD, dmda=True)
-    opts = PETSc.Options()
-    opts["pddattn_subdomains"] = f"{(grid + 1) // 16}x{(grid + 1) // 16}"
-    opts["pddattn_overlap"] = "2"
-    pc = PETSc.PC().create()
-    pc.setDM(dm)
-    pc.setOperators(A)
-    pc.setType("python")
-    pc.setPythonType("pddattn.petsc.DDAttentionPC")
-    pc.setFromOptions()
+    from pc_cost import dd_pc
+    problem, A, pc = dd_pc(grid)
     t = time.perf_counter()
     pc.setUp()
     seconds = time.perf_counter() - t
