@@ -189,10 +189,16 @@ def _save_sharded(path, model, optimizer, progress, config, layout):
         except OSError as exc:
             error = f"checkpoint I/O failed on domain rank {layout.domain_rank}: {exc}"
     _agree(layout, error)
+    # Which subdomains each shard holds (O(N) numbers): a reader opens only the shards it needs.
+    gathered = layout.comm.gather((layout.replica, layout.domain_rank, held), root=0)
+    index = {}
+    if gathered is not None:
+        writers = sorted((rank, h) for replica, rank, h in gathered if replica == 0)
+        index = {name: [h[name] for _, h in writers] for name in held}
     payload = {
         "format": FORMAT, "version": SHARDED_VERSION, "architecture": model.config(), "config": dict(config),
         "state": state, "optimizer": {"step": step, "moments": moments}, "progress": dict(progress),
-        "shards": {"folder": folder.name, "count": layout.domain_size, "names": sorted(held)},
+        "shards": {"folder": folder.name, "count": layout.domain_size, "names": sorted(held), "held": index},
     }
 
     def write():
@@ -203,10 +209,15 @@ def _save_sharded(path, model, optimizer, progress, config, layout):
     _collective(layout, write)
 
 
-def _shards(payload):
-    """Each shard of a sharded payload in turn (one in memory at a time)."""
+def _shards(payload, wanted):
+    """Each shard holding some of the ``wanted`` rows (see _rows_from_shards), in turn, one in memory at a time."""
     info = payload["shards"]
     for k in range(info["count"]):
+        index = info.get("held", {})
+        needed = [name for name in info["names"] if wanted.get(name) is None or name not in index
+                  or np.isin(index[name][k].numpy(), wanted[name]).any()]
+        if not needed:
+            continue
         file = Path(info["where"]) / f"domain-{k:05d}.pt"
         try:
             shard = torch.load(file, map_location="cpu", weights_only=True)
@@ -219,7 +230,7 @@ def _shards(payload):
 def _rows_from_shards(payload, wanted):
     """({name: rows}, {name: {moment: rows}}) of the subdomains ``wanted[name]`` (global ids; None: all, in order)."""
     pieces = {}  # (name, key) -> [(destination rows, part)], key "" for the parameter itself
-    for shard in _shards(payload):
+    for shard in _shards(payload, wanted):
         for name, ids in shard["held"].items():
             want = wanted.get(name)
             if want is None:

@@ -12,6 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -171,6 +172,8 @@ def test_a_distributed_checkpoint_is_sharded_and_loads_on_fewer_ranks():
         return
     assert payload["version"] == 3 and "Q" not in payload["state"] and "Q" in payload["shards"]["names"]
     assert len(list(Path(payload["shards"]["where"]).glob("domain-*.pt"))) == world().Get_size()
+    held = world().allgather(dist.held)  # the manifest says which shard holds which subdomains
+    assert all(np.array_equal(a.numpy(), b) for a, b in zip(payload["shards"]["held"]["Q"], held))
     x = torch.randn(48, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     serial, _ = checkpoint.load_model(tmp / "checkpoint.pt")
     fewer = world().Split(0 if world().Get_rank() < world().Get_size() - 1 else 1, world().Get_rank())
