@@ -143,7 +143,15 @@ def save(path, model, optimizer, progress, config, layout):
         "format": FORMAT, "version": VERSION, "architecture": model.config(), "config": dict(config),
         "state": state, "optimizer": {"step": step, "moments": moments}, "progress": dict(progress),
     }
-    _collective(layout, lambda: atomic_save(payload, path))
+    _collective(layout, lambda: (atomic_save(payload, path), _remove_shards(path)))
+
+
+def _remove_shards(path, keep=None):
+    """Shard folders of earlier saves of ``path``, which the file no longer names."""
+    path = Path(path)
+    for old in path.parent.glob(f"{path.name}.shards-*"):
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _split_state(model, optimizer):
@@ -201,12 +209,7 @@ def _save_sharded(path, model, optimizer, progress, config, layout):
         "shards": {"folder": folder.name, "count": layout.domain_size, "names": sorted(held), "held": index},
     }
 
-    def write():
-        atomic_save(payload, path)
-        for old in path.parent.glob(f"{path.name}.shards-*"):  # earlier saves' shards, now unnamed
-            if old != folder:
-                shutil.rmtree(old, ignore_errors=True)
-    _collective(layout, write)
+    _collective(layout, lambda: (atomic_save(payload, path), _remove_shards(path, keep=folder)))
 
 
 def _shards(payload, wanted):
