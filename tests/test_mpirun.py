@@ -214,7 +214,8 @@ def test_gmres_on_a_singular_preconditioner_is_not_reported_as_success(low_rank_
     """
     chosen = ["-ksp_pc_side", "left"] if side == "left" else []
     p, _ = mpirun(2, "-m", "pddattn", "solve", "-ksp_type", "gmres", *chosen, "-pc_type", "python",
-                  "-pc_python_type", "pddattn.petsc.DDAttentionPC", "-pddattn_model", low_rank_model)
+                  "-pc_python_type", "pddattn.petsc.DDAttentionPC", "-pddattn_model", low_rank_model,
+                  "-pddattn_smoother", "none")  # the singular model alone, as asked
     assert p.returncode != 0, p.stdout
     assert p.stdout.count("model is rank-deficient") == 1, p.stdout
     errors = [line for line in p.stderr.splitlines() if line.startswith("pddattn: error:")]
@@ -244,6 +245,13 @@ def test_a_standard_petsc_solve_of_a_users_matrix_is_a_success(matrix_file, opti
                   *options)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "converged reason 2" in p.stdout and verdict in p.stdout, p.stdout
+
+
+def test_a_singular_model_gets_jacobi_added_by_default_and_converges_truly(low_rank_model):
+    p, _ = mpirun(2, "-m", "pddattn", "solve", "-ksp_type", "cg", "-pc_type", "python",
+                  "-pc_python_type", "pddattn.petsc.DDAttentionPC", "-pddattn_model", low_rank_model)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "M^-1 + D^-1" in p.stdout and "met)" in p.stdout, p.stdout
 
 
 def test_a_singular_preconditioner_composed_with_sor_converges_truly(low_rank_model):

@@ -232,7 +232,7 @@ def test_a_model_of_this_matrix_is_accepted_and_applied():
                        rank=4, symmetric=True, init="schwarz", steps=3, data="probe")
     p = make_problem("diffusion2d", (15, 15), "lognormal:1")
     A = petsc_matrix(p.A, PETSc.COMM_WORLD)
-    pc = make_pc(A, None, "same_", model=path)
+    pc = make_pc(A, None, "same_", model=path, smoother="none")  # the rank-4 model itself
     pc.setUp()
     serial, _ = load_model(path)
     x = np.random.default_rng(5).standard_normal(p.n)
@@ -254,3 +254,30 @@ def test_three_levels_from_the_operator_is_multilevel_additive_schwarz():
     x = np.random.default_rng(6).standard_normal(PROBLEM.n)
     y = apply_natural(pc, A, natural, x)
     assert worst(np.abs(y - M @ x).max() / np.abs(M @ x).max()) <= 1e-10
+
+
+@pytest.mark.parametrize("smoother", ["auto", "none"])
+def test_a_rank_deficient_pc_adds_jacobi_unless_told_not_to(smoother):
+    """Truncated local ranks make M^-1 singular: by default the PC applies M^-1 + D^-1 (SPD) instead."""
+    from pddattn.petsc.verdict import singular_preconditioner
+    A, dm, natural = plain(PROBLEM)
+    pc = make_pc(A, dm, f"smooth{smoother}_", subdomains="4", overlap=1, rank=3, smoother=smoother)
+    pc.setUp()
+    context = pc.getPythonContext()
+    model = context.model
+    assert model.rank_bound() < PROBLEM.n
+    x = np.random.default_rng(6).standard_normal(PROBLEM.n)
+    y = apply_natural(pc, A, natural, x)
+    own = torch.as_tensor(model.own_rows)
+    with torch.no_grad():
+        mine = model.matvec(torch.from_numpy(x[model.own_rows].reshape(-1, 1))).numpy()[:, 0]
+    expected = np.zeros(PROBLEM.n)
+    expected[own.numpy()] = mine
+    expected = world().allreduce(expected)
+    if smoother == "auto":
+        expected = expected + x / PROBLEM.A.diagonal()
+    assert worst(np.abs(y - expected).max() / np.abs(expected).max()) <= 1e-10
+    ksp = PETSc.KSP().create(comm=PETSc.COMM_WORLD)
+    ksp.setOperators(A)
+    ksp.setPC(pc)
+    assert (singular_preconditioner(ksp) == "") == (smoother == "auto")

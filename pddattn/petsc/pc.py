@@ -54,6 +54,8 @@ OPTIONS = [
     ("pddattn_coarse_correction", "auto", "additive (the paper's M^-1) or balanced: P0 + (I - P0 A) M1 (I - A P0), "
                                           "symmetric, for CG; auto: balanced when built from the operator, "
                                           "additive for a trained model (what it was trained as)"),
+    ("pddattn_smoother", "auto", "added to a rank-deficient (singular) model: jacobi, M^-1 + D^-1 (SPD); auto: "
+                                 "jacobi only when the model is rank-deficient; none: the model alone"),
     ("pddattn_factors", "sparse", "full-rank untrained parts: sparse (LU of the A_i and of the top block) or "
                                   "dense (the Schwarz factors Q_i Q_i^T = A_i^-1)"),
 ]
@@ -74,7 +76,7 @@ class DDAttentionPC:
 
     def __init__(self):
         self.model = self.key = self.info = self.layout = None
-        self._scatter = self._xm = self._ym = self._work = None
+        self._scatter = self._xm = self._ym = self._work = self._jacobi = None
         self.setups = {"built": 0, "refactored": 0}
 
     def create(self, pc):
@@ -90,10 +92,10 @@ class DDAttentionPC:
         self.model = self.key = self.info = self.layout = None
 
     def _free_vectors(self):
-        for obj in (self._scatter, self._xm, self._ym, *(self._work or ())):
+        for obj in (self._scatter, self._xm, self._ym, self._jacobi, *(self._work or ())):
             if obj is not None:
                 obj.destroy()
-        self._scatter = self._xm = self._ym = self._work = None
+        self._scatter = self._xm = self._ym = self._work = self._jacobi = None
 
     # ----------------------------------------------------------------- options
     def _options(self, pc):
@@ -104,6 +106,7 @@ class DDAttentionPC:
         values = {"prefix": prefix, "model": o.getString("pddattn_model", ""),
                   "subdomains": o.getString("pddattn_subdomains", ""), "coarse": o.getString("pddattn_coarse", "harmonic"),
                   "factors": o.getString("pddattn_factors", "sparse"),
+                  "smoother": o.getString("pddattn_smoother", "auto"),
                   "correction": o.getString("pddattn_coarse_correction", "auto"),
                   "level_coarse": o.getString("pddattn_level_coarse", _default("pddattn_level_coarse"))}
         if values["correction"] == "auto":
@@ -114,6 +117,9 @@ class DDAttentionPC:
         if values["level_coarse"] not in LEVEL_COARSE:
             raise ConfigurationError(f"-{prefix}pddattn_level_coarse must be one of {LEVEL_COARSE}, got "
                                      f"{values['level_coarse']!r}")
+        if values["smoother"] not in ("auto", "jacobi", "none"):
+            raise ConfigurationError(f"-{prefix}pddattn_smoother must be auto, jacobi or none, got "
+                                     f"{values['smoother']!r}")
         if values["factors"] not in ("sparse", "dense"):
             raise ConfigurationError(f"-{prefix}pddattn_factors must be sparse or dense, got {values['factors']!r}")
         for name in ("overlap", "rank", "train_steps", "levels", "top_size"):
@@ -149,7 +155,6 @@ class DDAttentionPC:
     def _setup(self, pc):
         """Structure (layout, decomposition, exchange plans, Scatter) once; new values of A refactor only."""
         from ..parallel.layout import Layout
-        PETSc = _petsc()
         _, P = pc.getOperators()
         key = (int(P.handle), P.stateGet(), P.getSize()[0])
         if self.model is not None and key == self.key:
@@ -159,13 +164,17 @@ class DDAttentionPC:
             self.layout = Layout(comm=pc.comm.tompi4py())
         if _from_rows_applies(opts):
             self._setup_from_rows(opts, key, P, pc)
-            self.info["seconds"] = time.perf_counter() - t0
-            return
+        else:
+            self._setup_gathered(opts, key, P, pc)
+        self._setup_smoother(opts, P)  # D^-1 follows the values too
+        self.info["seconds"] = time.perf_counter() - t0
+
+    def _setup_gathered(self, opts, key, P, pc):
+        """A stored, trained or multilevel model: on the whole operator, gathered on every rank."""
         A, petsc_of_natural, grid = gather_operator(P, pc.getDM())
         if self._refactor(opts, key, A, grid):
             self.key = key
             self.setups["refactored"] += 1
-            self.info["seconds"] = time.perf_counter() - t0
             return
         if self.model is not None:
             self.model.free()
@@ -179,10 +188,6 @@ class DDAttentionPC:
         self._setup_scatter(P, petsc_of_natural[model.own_rows])
         if opts["model"]:
             self._check_fit(opts, P)
-        info["seconds"] = time.perf_counter() - t0
-        deficiency = rank_deficiency(model)
-        if deficiency:
-            PETSc.Sys.Print(f"DDAttentionPC: {deficiency}", comm=pc.comm)
 
     def _setup_from_rows(self, opts, key, P, pc):
         """The exact two-level PC from this rank's rows of P (local.py): structure once, values refactored."""
@@ -211,6 +216,22 @@ class DDAttentionPC:
         self.info = {"source": "built from the operator, from this rank's rows", "arch": arch, "options": opts,
                      "from_rows": True, "rows_held": share.rows_held}
         self._setup_scatter(P, share.numbering.to_petsc(self.model.own_rows))
+
+    def _setup_smoother(self, opts, P):
+        """D^-1 of the operator, added to M^-1 when the model is rank-deficient (or when asked): no singular
+        M^-1 reaches a Krylov method unless -pddattn_smoother none says so, and then with a notice."""
+        PETSc = _petsc()
+        if self._jacobi is not None:
+            self._jacobi.destroy()
+            self._jacobi = None
+        deficiency = rank_deficiency(self.model)
+        if opts["smoother"] == "jacobi" or (deficiency and opts["smoother"] == "auto"):
+            self._jacobi = P.getDiagonal()
+            self._jacobi.reciprocal()
+        if deficiency:
+            then = ("applied as M^-1 + D^-1 (Jacobi added: SPD); -pddattn_smoother none applies it alone"
+                    if self._jacobi is not None else "applied alone (-pddattn_smoother none)")
+            PETSc.Sys.Print(f"DDAttentionPC: {deficiency} Here it is {then}.", comm=P.getComm())
 
     def _refactor(self, opts, key, A, grid):
         """New values of the same operator (same Mat, size, options, pattern): refactor the model in place."""
@@ -373,9 +394,20 @@ class DDAttentionPC:
 
     def apply(self, pc, x, y):
         self._apply(pc, x, y, transpose=False)
+        self._add_jacobi(x, y)
 
     def applyTranspose(self, pc, x, y):
         self._apply(pc, x, y, transpose=True)
+        self._add_jacobi(x, y)
+
+    def _add_jacobi(self, x, y):
+        """y += D^-1 x where a smoother is composed (D is symmetric: the same for the transpose)."""
+        if self._jacobi is None:
+            return
+        w = x.duplicate()
+        w.pointwiseMult(self._jacobi, x)
+        y.axpy(1.0, w)
+        w.destroy()
 
     def view(self, pc, viewer):
         if self.model is None:
@@ -393,7 +425,8 @@ class DDAttentionPC:
                  + ("exact parts by sparse Cholesky (A_i of the held subdomains, top block), nothing learned"
                     if getattr(m, "exact", False) else f"{m.num_parameters():,} parameters"),
                  f"layout: {'PETSc Scatter to the model rows' if self._scatter else 'Vec layout = model layout'}",
-                 f"coarse correction: {self.info['options']['correction']}",
+                 f"coarse correction: {self.info['options']['correction']}"
+                 + (", plus D^-1 (Jacobi, -pddattn_smoother)" if self._jacobi is not None else ""),
                  (f"set-up from this rank's rows: A held on {self.info['rows_held']:,} of {m.n:,} rows (its "
                   f"subdomains and the ring of its rows), never gathered" if self.info.get("from_rows") else
                   "set-up from the whole operator, gathered on every rank"),

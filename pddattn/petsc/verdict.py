@@ -62,8 +62,8 @@ def singular_preconditioner(ksp):
         return ""
     from .pc import DDAttentionPC, rank_deficiency
     context = pc.getPythonContext()
-    if isinstance(context, DDAttentionPC) and context.model is not None:
-        return rank_deficiency(context.model)
+    if isinstance(context, DDAttentionPC) and context.model is not None and context._jacobi is None:
+        return rank_deficiency(context.model)  # with Jacobi added (the default) M^-1 + D^-1 is SPD
     return ""
 
 
