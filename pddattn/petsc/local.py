@@ -48,7 +48,7 @@ class Numbering:
     numbered x fastest inside; without a DMDA both numberings are the same.
     """
 
-    def __init__(self, dm=None, n=None):
+    def __init__(self, dm=None):
         grid = dmda_grid(dm)
         self.identity = grid is None or len(grid) != 2
         if self.identity:
@@ -160,7 +160,7 @@ def local_share(P, dm, spec, layout, plan=None):
     grid = dmda_grid(dm) if kind == "boxes" else (n,)
     N = tuple(spec["N"]) if kind == "boxes" else (int(spec["N"]),)
     _check(kind, grid, N, delta, n, layout.world_size, layout.data_size)
-    numbering = Numbering(dm, n)
+    numbering = Numbering(dm)
     cmap = CoreMap(kind, n, grid, N, layout.domain_size)
     cores = [cmap.core(i) for i in cmap.holdings[layout.domain_rank]]
     own = np.sort(np.concatenate(cores)) if cores else np.zeros(0, dtype=np.int64)

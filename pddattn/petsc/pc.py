@@ -76,7 +76,7 @@ class DDAttentionPC:
 
     def __init__(self):
         self.model = self.key = self.info = self.layout = None
-        self._scatter = self._xm = self._ym = self._work = self._jacobi = None
+        self._scatter = self._xm = self._ym = self._work = self._jacobi = self._jacobi_work = None
         self.setups = {"built": 0, "refactored": 0}
 
     def create(self, pc):
@@ -92,10 +92,10 @@ class DDAttentionPC:
         self.model = self.key = self.info = self.layout = None
 
     def _free_vectors(self):
-        for obj in (self._scatter, self._xm, self._ym, self._jacobi, *(self._work or ())):
+        for obj in (self._scatter, self._xm, self._ym, self._jacobi, self._jacobi_work, *(self._work or ())):
             if obj is not None:
                 obj.destroy()
-        self._scatter = self._xm = self._ym = self._work = self._jacobi = None
+        self._scatter = self._xm = self._ym = self._work = self._jacobi = self._jacobi_work = None
 
     # ----------------------------------------------------------------- options
     def _options(self, pc):
@@ -404,10 +404,10 @@ class DDAttentionPC:
         """y += D^-1 x where a smoother is composed (D is symmetric: the same for the transpose)."""
         if self._jacobi is None:
             return
-        w = x.duplicate()
-        w.pointwiseMult(self._jacobi, x)
-        y.axpy(1.0, w)
-        w.destroy()
+        if self._jacobi_work is None:  # one work Vec for every application, not one each
+            self._jacobi_work = x.duplicate()
+        self._jacobi_work.pointwiseMult(self._jacobi, x)
+        y.axpy(1.0, self._jacobi_work)
 
     def view(self, pc, viewer):
         if self.model is None:
