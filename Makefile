@@ -21,7 +21,8 @@ MPI_TIMEOUT := 900
 OUT ?= runs
 
 .PHONY: setup demo test test-serial test-mpi bench bench-speed bench-scaling bench-reproduce bench-petsc \
-        bench-2d bench-kappa bench-stability bench-petsc2d bench-multilevel bench-setup bench-solve bench-pc-cost clean
+        bench-2d bench-kappa bench-stability bench-petsc2d bench-multilevel bench-setup bench-solve bench-pc-cost \
+        bench-precision clean
 
 setup: $(VENV)/.installed
 
@@ -61,7 +62,7 @@ test-mpi: setup
 	done
 
 bench: bench-speed bench-reproduce bench-scaling bench-petsc bench-2d bench-kappa bench-stability \
-       bench-petsc2d bench-multilevel bench-setup bench-solve bench-pc-cost
+       bench-petsc2d bench-multilevel bench-setup bench-solve bench-pc-cost bench-precision
 
 bench-speed: setup
 	$(PY) benchmarks/step_time.py --out benchmarks/results
@@ -96,6 +97,9 @@ bench-setup: setup
 
 bench-pc-cost: setup
 	$(PY) benchmarks/pc_cost.py --out benchmarks/results
+
+bench-precision: setup
+	$(PY) benchmarks/precision.py --out benchmarks/results
 
 # pyamg is an optional benchmark dependency (the [bench] extra), installed here only.
 bench-solve: setup

@@ -65,7 +65,8 @@ def _add_model_options(p, model=True):
     g.add_argument("--coarse-rank", type=_positive_or_none, help="coarse rank r0 (default: full, N - 1; "
                                                                  "the top level's with --levels)")
     g.add_argument("--levels", type=int, help="2: dense coarse block (default); L > 2: multilevel DD attention")
-    g.add_argument("--top-size", type=int, help="target size of the dense top level with --levels > 2 (default 64)")
+    g.add_argument("--top-size", type=int, help="target size of the dense top level with --levels > 2 (default 64; "
+                   "0: coarse subdomains of a fixed size, the top growing with n)")
     g.add_argument("--level-coarse", choices=("harmonic", "nicolaides"),
                    help="coarse space of the coarse levels with --levels > 2 (default harmonic)")
     g.add_argument("--pou", choices=("count", "smooth"), help="partition of unity (default count)")

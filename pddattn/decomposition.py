@@ -9,8 +9,8 @@ A decomposition of n nodes is
 - a coarse basis Phi, a sparse n x n_0 matrix (see coarse.py).
 
 Builders: :func:`intervals` (1D), :func:`boxes` (2D grid, x fastest) and
-:func:`algebraic` (contiguous row blocks of A grown through A's graph, as
-PCASM's overlap). The kernels only ever see :meth:`Decomposition.padded_indices`,
+:func:`algebraic` (contiguous row blocks of A, or a graph partition of it, grown
+through A's graph, as PCASM's overlap). The kernels only ever see :meth:`Decomposition.padded_indices`,
 :meth:`Decomposition.pou_weights` and :attr:`Decomposition.phi`.
 
     >>> d = intervals(10, 3, 1)
@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["Decomposition", "POU_KINDS", "DECOMPOSITIONS", "intervals", "boxes", "algebraic",
+__all__ = ["Decomposition", "POU_KINDS", "DECOMPOSITIONS", "PARTITIONS", "intervals", "boxes", "algebraic",
            "decomposition_from_spec", "parse_subdomains", "split_sizes"]
 
 POU_KINDS = ("count", "smooth")
@@ -271,30 +271,83 @@ def _graph(A):
     return G
 
 
-def algebraic(A, N, delta, pou="count", coarse="harmonic"):
-    """N contiguous row blocks of A, each grown delta times through the graph of A (PCASM-style)."""
+PARTITIONS = ("blocks", "graph")
+
+
+def algebraic(A, N, delta, pou="count", coarse="harmonic", partition="blocks"):
+    """N cores of A's rows, each grown delta times through the graph of A (PCASM-style).
+
+    ``partition``: ``blocks``, contiguous row blocks (PETSc's ownership, what
+    a matrix's row order gives); ``graph``, N balanced compact parts of A's
+    graph whatever the numbering (recursive bisection): what the coarse
+    levels need, whose rows are numbered by interface piece, not by place.
+    """
     n = A.shape[0]
     N = _check_int("N (number of subdomains)", N, 1, f"in 1..n={n}")
     if N > n:
         raise ValueError(f"N={N} subdomains is more than the n={n} rows")
     delta = _check_int("delta (overlap)", delta, 0, ">= 0")
+    if partition not in PARTITIONS:
+        raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
     G = _graph(A)
-    bounds = np.concatenate([[0], np.cumsum(split_sizes(n, N))])
-    cores, subs, ramps = [], [], []
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    cores = _graph_parts(G, N) if partition == "graph" and N > 1 else _block_parts(n, N)
+    subs, ramps = [], []
+    for core in cores:
         mask = np.zeros(n, dtype=bool)
-        mask[a:b] = True
+        mask[core] = True
         for _ in range(delta):
             mask |= (G @ mask.astype(np.float64)) > 0
-        cores.append(np.arange(a, b))
         subs.append(np.flatnonzero(mask))
         ramps.append(_ramp(_distance_to_outside(G, mask, 2 * delta + 1), delta))
     if N > 1 and max(len(s) for s in subs) == n:
         raise ValueError(f"overlap delta={delta} makes a subdomain cover all {n} rows; use a smaller --overlap")
     spec = {"kind": "algebraic", "N": N, "delta": delta, "pou": pou, "coarse": coarse}
+    if partition != "blocks":
+        spec["partition"] = partition
     d = Decomposition(n, cores, subs, pou, ramps, spec=spec, layout=(N,))
     from .coarse import attach_coarse
     return attach_coarse(d, coarse, A)
+
+
+def _block_parts(n, N):
+    bounds = np.concatenate([[0], np.cumsum(split_sizes(n, N))])
+    return [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _graph_parts(G, N):
+    """N balanced, compact parts of the graph G (sorted node arrays, numbered by first node).
+
+    Recursive bisection by breadth-first distance from a pseudo-peripheral
+    node, ties broken by index: deterministic, so every rank that builds the
+    same replicated coarse level gets the same parts. (PT-Scotch through
+    PETSc's MatPartitioning gives better cuts but other parts on every call
+    in one process, which the serial-equals-distributed contract cannot take.)
+    """
+    parts = _bisect(sp.csr_matrix(G), np.arange(G.shape[0]), N)
+    return sorted(parts, key=lambda c: int(c[0]))
+
+
+def _bisect(G, nodes, N):
+    if N == 1:
+        return [nodes]
+    dist = _peripheral_distance(G[nodes][:, nodes])
+    order = np.lexsort((np.arange(len(nodes)), dist))
+    k = int(round(len(nodes) * (N // 2) / N))
+    return (_bisect(G, np.sort(nodes[order[:k]]), N // 2) +
+            _bisect(G, np.sort(nodes[order[k:]]), N - N // 2))
+
+
+def _peripheral_distance(G):
+    """Breadth-first distance of every node from a pseudo-peripheral one (two sweeps; unreachable last)."""
+    from scipy.sparse.csgraph import shortest_path
+    start = 0
+    for _ in range(2):
+        dist = shortest_path(G, unweighted=True, indices=start)
+        dist[np.isinf(dist)] = -1
+        start = int(np.argmax(dist))
+    dist = shortest_path(G, unweighted=True, indices=start)
+    dist[np.isinf(dist)] = G.shape[0]
+    return dist
 
 
 def _distance_to_outside(G, mask, cap):
@@ -333,5 +386,5 @@ def decomposition_from_spec(spec, problem):
     if kind == "algebraic":
         N = spec["N"]
         N = int(np.prod(N)) if isinstance(N, (list, tuple)) else N
-        return algebraic(problem.A, N, spec["delta"], spec["pou"], spec["coarse"])
+        return algebraic(problem.A, N, spec["delta"], spec["pou"], spec["coarse"], spec.get("partition", "blocks"))
     raise ValueError(f"unknown decomposition {kind!r}; choose one of {DECOMPOSITIONS}")

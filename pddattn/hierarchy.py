@@ -10,8 +10,16 @@ Phi_{l+1}, down to the top level A_{L-1}, which stays dense (Q_0 K_0^T):
 ``levels = 2`` is the two-level operator (no coarse decomposition). Coarse
 subdomains are sized so that the top level has about ``top_size`` rows:
 with levels - 2 coarse decompositions, each coarsens by the same factor
-(n_1 / top_size)^(1 / (levels - 2)). The loop is pyamg's shape: one short
-loop appending levels.
+(n_1 / top_size)^(1 / (levels - 2)). ``top_size = 0`` fixes the coarse
+subdomains instead (``COARSE_ROWS`` rows each) and lets the top grow with n:
+what keeps the iterations of a multilevel Schwarz method bounded under
+refinement (H_l / delta_l fixed on every level), with a top that is
+factored, not learned. Coarse subdomains are a graph partition of A_l
+(recursive bisection), because a coarse level's rows are numbered by interface piece:
+contiguous row blocks of them are slivers, and the iterations grew with
+them (channels, 16 x 16 boxes, overlap 2, 3 levels, 48-row coarse
+subdomains: 57 / 142 / 215 iterations at 255^2 / 511^2 / 1023^2 with
+blocks, 52 / 68 / 73 with the partition; 53 / 67 at 255^2 / 1023^2 with 24 rows). The loop is pyamg's shape: one short loop appending levels.
 
 :func:`levels_of` is the one place a decomposition spec becomes objects: it
 builds level 0's decomposition and the coarse levels once per problem and
@@ -26,9 +34,10 @@ import json
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["Level", "coarse_levels", "levels_of", "TOP_SIZE", "LEVEL_COARSE"]
+__all__ = ["Level", "coarse_levels", "levels_of", "TOP_SIZE", "COARSE_ROWS", "LEVEL_COARSE"]
 
 TOP_SIZE = 64  # rows of the dense top level (the default of --top-size)
+COARSE_ROWS = 24  # rows per coarse subdomain when top_size = 0 (about 8 fine subdomains' functions in 2D)
 
 
 @dataclasses.dataclass
@@ -43,7 +52,7 @@ class Level:
 LEVEL_COARSE = ("harmonic", "nicolaides")
 
 
-def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1, coarse="harmonic"):
+def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1, coarse="harmonic", partition="graph"):
     """The coarse levels 1 .. levels-2 below a decomposition of A (empty for levels <= 2).
 
     Parameters
@@ -55,19 +64,24 @@ def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1, coarse="
     levels : int
         L >= 2; L - 2 coarse decompositions are built.
     top_size : int
-        The target size of the dense top level A_{L-1}.
+        The target size of the dense top level A_{L-1}; 0: coarse subdomains
+        of ``COARSE_ROWS`` rows, the top as large as that makes it.
     delta : int
         Overlap of the coarse decompositions, in steps of A_l's graph.
     coarse : {'harmonic', 'nicolaides'}
         The coarse space of the coarse decompositions: GDSW-type (as many
         functions as interface pieces) or Nicolaides (one per subdomain, so
         level l + 1 has exactly N_l rows).
+    partition : {'graph', 'blocks'}
+        How A_l's rows are split into cores (decomposition.algebraic):
+        ``blocks`` only to rebuild a checkpoint written before the graph
+        partition (its architecture has no ``level_partition``).
     """
     from .decomposition import algebraic
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
         raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
-    if isinstance(top_size, bool) or not isinstance(top_size, int) or top_size < 1:
-        raise ValueError(f"top size must be a positive integer, got {top_size!r}")
+    if isinstance(top_size, bool) or not isinstance(top_size, int) or top_size < 0:
+        raise ValueError(f"top size must be an integer >= 0 (0: fixed coarse subdomains), got {top_size!r}")
     if coarse not in LEVEL_COARSE:
         raise ValueError(f"the coarse levels' space must be one of {LEVEL_COARSE}, got {coarse!r}")
     from .problems import operator_problem
@@ -82,18 +96,25 @@ def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1, coarse="
         n_l = A_l.shape[0]
         if n_l < 4:
             raise ValueError(f"level {depth + 1} has only {n_l} rows: too small for {levels} levels")
-        factor = max((n_l / top_size) ** (1.0 / (levels - 2 - depth)), 1.0)
-        N = max(2, min(n_l // 2, round(n_l / factor)))
+        N = max(2, min(n_l // 2, round(n_l / _coarsening(n_l, top_size, levels - 2 - depth))))
         try:
-            d = algebraic(A_l, N, delta, pou="count", coarse=coarse)
+            d = algebraic(A_l, N, delta, pou="count", coarse=coarse, partition=partition)
         except ValueError:  # a small, densely coupled level: one overlap step would cover it all
-            d = algebraic(A_l, N, 0, pou="count", coarse=coarse)
+            d = algebraic(A_l, N, 0, pou="count", coarse=coarse, partition=partition)
         problem_l = operator_problem(A_l)
         out.append(Level(A_l, d, problem_l))
     return out
 
 
-def levels_of(problem, spec, levels=2, top_size=TOP_SIZE, level_coarse="harmonic", layout=None):
+def _coarsening(n_l, top_size, remaining):
+    """Rows per coarse subdomain at a level with ``remaining`` coarse decompositions still to build."""
+    if top_size == 0:
+        return COARSE_ROWS
+    return max((n_l / top_size) ** (1.0 / remaining), 1.0)
+
+
+def levels_of(problem, spec, levels=2, top_size=TOP_SIZE, level_coarse="harmonic", layout=None,
+              level_partition="graph"):
     """(level 0's decomposition, its coarse levels) for ``spec`` on ``problem``, built once per problem.
 
     Every later call with the same spec, levels and top size returns the same
@@ -110,9 +131,9 @@ def levels_of(problem, spec, levels=2, top_size=TOP_SIZE, level_coarse="harmonic
     if key not in cache:
         cache[key] = (_share(problem, spec, layout) if shared else decomposition_from_spec(spec, problem), {})
     d, below = cache[key]
-    depth = (levels, top_size, level_coarse) if levels > 2 else (2, None, None)
+    depth = (levels, top_size, level_coarse, level_partition) if levels > 2 else (2,)
     if depth not in below:
-        below[depth] = coarse_levels(d, problem, levels, top_size, coarse=level_coarse)
+        below[depth] = coarse_levels(d, problem, levels, top_size, coarse=level_coarse, partition=level_partition)
     return d, below[depth]
 
 

@@ -72,7 +72,7 @@ def architecture(cfg, problem=None, layout=None):
             "symmetric": cfg["symmetric"], "coarse": d.coarse_size > 0}
     if levels > 2:  # the coarse rank is then the top level's (default: full)
         top = below[-1].decomposition
-        arch.update(levels=levels, top_size=top_size, level_coarse=level_coarse,
+        arch.update(levels=levels, top_size=top_size, level_coarse=level_coarse, level_partition="graph",
                     coarse_rank=top.coarse_size if cfg.get("coarse_rank") is None else cfg["coarse_rank"])
     return arch
 
@@ -122,7 +122,7 @@ def model_from_architecture(arch, layout=None, *, problem=None, dtype=None, devi
     levels, top_size = arch.get("levels", 2), arch.get("top_size", TOP_SIZE)
     try:
         d, below = levels_of(problem, arch["decomposition"], levels, top_size, arch.get("level_coarse", "harmonic"),
-                             layout)
+                             layout, arch.get("level_partition", "blocks"))  # absent: written before the partition
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
     check_distribution(d, layout.world_size, layout.data_size)

@@ -117,8 +117,8 @@ class TrainConfig:
              "--loss condition needs a symmetric DD model (--model dd --symmetric): kappa(M A) is "
              "defined for SPD M")
         need(isinstance(self.levels, int) and self.levels >= 2, f"--levels must be an integer >= 2, got {self.levels!r}")
-        need(isinstance(self.top_size, int) and self.top_size >= 1, f"--top-size must be a positive integer, "
-                                                                     f"got {self.top_size!r}")
+        need(isinstance(self.top_size, int) and not isinstance(self.top_size, bool) and self.top_size >= 0,
+             f"--top-size must be an integer >= 0 (0: coarse subdomains of a fixed size), got {self.top_size!r}")
         need(self.level_coarse in ("harmonic", "nicolaides"), f"--level-coarse must be harmonic or nicolaides, "
                                                                f"got {self.level_coarse!r}")
         for name in ("n", "rank", "batch", "eval_every", "test_size", "checkpoint_every", "overlap"):

@@ -378,3 +378,13 @@ def test_training_on_a_users_pairs_under_mpirun_equals_serial(tmp_path):
         assert torch.allclose(a[name], value, rtol=0, atol=1e-9 * value.abs().max()), name
     assert read(tmp_path / "mpi" / "checkpoint.pt")["progress"]["test_error"] == \
         pytest.approx(read(tmp_path / "serial" / "checkpoint.pt")["progress"]["test_error"], rel=1e-9)
+
+
+def test_ddattention_solves_a_users_matrix_file_read_by_rows(matrix_file):
+    """MatLoad, each rank its rows; the PC from the rows it is handed; the exact solution by MUMPS."""
+    p, _ = mpirun(2, "-m", "pddattn", "solve", "--matrix", matrix_file, "-ksp_type", "cg", "-pc_type", "python",
+                  "-pc_python_type", "pddattn.petsc.DDAttentionPC", "-pddattn_subdomains", "8", "-ksp_view")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "met" in p.stdout and "never gathered" in p.stdout, p.stdout
+    error = float(re.search(r"against the exact solution: ([0-9.e+-]+)", p.stdout).group(1))
+    assert error < 1e-6, p.stdout

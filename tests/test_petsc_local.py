@@ -120,3 +120,40 @@ def test_the_cost_model_counts_the_flops_petsc_logs():
         model.coarse_term(x)
     assert PETSc.Log.getFlops() - before == cost["logged"] > 0
     assert cost["total"][0] > cost["logged"] and cost["total"][1] > 0
+
+
+def test_a_matrix_file_is_read_by_rows_with_matload_and_never_whole(tmp_path):
+    """pddattn solve's route for a PETSc binary file: each rank its rows; b, u and the PC from those rows alone."""
+    from pddattn.petsc.solve import _white_rhs, assemble_problem
+    from pddattn.problems import make_sampler
+    from pddattn.problems.families import read_matrix, unread_matrix_problem, write_petsc_binary
+    comm = PETSc.COMM_WORLD.tompi4py()
+    path = comm.bcast(str(tmp_path / "A.petsc") if comm.Get_rank() == 0 else None)
+    if comm.Get_rank() == 0:
+        write_petsc_binary(PROBLEM.A, path)
+    comm.Barrier()
+    problem = unread_matrix_problem(path)
+    A, _, _ = assemble_problem(problem, PETSc.COMM_WORLD, dmda=False)
+    lo, hi = A.getOwnershipRange()
+    indptr, indices, values = A.getValuesCSR()
+    import scipy.sparse as sp
+    mine = sp.csr_matrix((values, indices, indptr), shape=(hi - lo, problem.n))
+    assert abs(mine - PROBLEM.A[lo:hi]).max() == 0
+    b, u = _white_rhs("solve", A, seed=0)
+    r = b.duplicate()
+    A.mult(u, r)
+    r.axpy(-1.0, b)
+    assert r.norm() <= 1e-10 * b.norm()
+    serial_f, _ = make_sampler("solve", PROBLEM, seed=0).sample(1)
+    assert np.array_equal(b.getArray(), serial_f[0, lo:hi])  # the serial sampler's right-hand side
+    pc = make_pc(A, None, "fromfile_", subdomains="4", overlap=1)
+    pc.setUp()
+    assert pc.getPythonContext().info.get("from_rows")
+    assert problem._A is None  # nothing above read the whole matrix
+    with pytest.raises(ValueError, match="not a PETSc binary Mat file"):
+        unread_matrix_problem(__file__)
+    if comm.Get_rank() == 0:
+        write_petsc_binary(sp.random(6, 4, density=0.5, format="csr"), str(tmp_path / "wide.petsc"))
+        with pytest.raises(ValueError, match="6 x 4"):
+            unread_matrix_problem(str(tmp_path / "wide.petsc"))
+    assert read_matrix(path).shape == PROBLEM.A.shape

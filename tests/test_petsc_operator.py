@@ -242,15 +242,19 @@ def test_a_model_of_this_matrix_is_accepted_and_applied():
     assert worst(np.abs(y - expected).max() / np.abs(expected).max()) <= 1e-12
 
 
-def test_three_levels_from_the_operator_is_multilevel_additive_schwarz():
+@pytest.mark.parametrize("top_size", [4, 0])
+def test_three_levels_from_the_operator_is_multilevel_additive_schwarz(top_size):
+    """Set up from each rank's rows, the coarse levels from the summed A_1: the whole construction's M^-1."""
     from test_multilevel import multilevel_schwarz
     from pddattn.decomposition import boxes
     from pddattn.hierarchy import coarse_levels
     A, dm, natural = on_dmda(PROBLEM)
-    pc = make_pc(A, dm, "ml3_", subdomains="4x4", overlap=1, coarse="harmonic", levels=3, top_size=4)
+    pc = make_pc(A, dm, f"ml3top{top_size}_", subdomains="4x4", overlap=1, coarse="harmonic", levels=3,
+                 top_size=top_size)
     pc.setUp()
+    assert pc.getPythonContext().info.get("from_rows")
     d = boxes(GRID, (4, 4), 1, "count", "harmonic", PROBLEM.A)
-    M = multilevel_schwarz(PROBLEM.A.toarray(), d, coarse_levels(d, PROBLEM.A, 3, 4))
+    M = multilevel_schwarz(PROBLEM.A.toarray(), d, coarse_levels(d, PROBLEM.A, 3, top_size))
     x = np.random.default_rng(6).standard_normal(PROBLEM.n)
     y = apply_natural(pc, A, natural, x)
     assert worst(np.abs(y - M @ x).max() / np.abs(M @ x).max()) <= 1e-10
@@ -281,3 +285,38 @@ def test_a_rank_deficient_pc_adds_jacobi_unless_told_not_to(smoother):
     ksp.setOperators(A)
     ksp.setPC(pc)
     assert (singular_preconditioner(ksp) == "") == (smoother == "auto")
+
+
+@pytest.mark.parametrize("correction", ["additive", "balanced"])
+def test_float32_applies_the_learned_factors_to_single_precision_rounding(correction):
+    """-pddattn_precision float32: the same M^-1 to ~1e-6, the factors held in float32, CG as in float64."""
+    A, dm, natural = on_dmda(PROBLEM)
+    pcs = {p: make_pc(A, dm, f"prec{p}{correction}_", subdomains="4x3", overlap=1, rank=6, precision=p,
+                      coarse_correction=correction) for p in ("float64", "float32")}
+    for pc in pcs.values():
+        pc.setUp()
+    assert next(pcs["float32"].getPythonContext().model.parameters()).dtype == torch.float32
+    x = np.random.default_rng(8).standard_normal(PROBLEM.n)
+    y64, y32 = (apply_natural(pcs[p], A, natural, x) for p in ("float64", "float32"))
+    error = worst(np.abs(y32 - y64).max() / np.abs(y64).max())
+    assert 1e-12 < error <= 1e-5  # it is single precision, and only that
+    its = {}
+    for p, pc in pcs.items():
+        ksp = PETSc.KSP().create(comm=PETSc.COMM_WORLD)
+        ksp.setOperators(A)
+        ksp.setPC(pc)
+        ksp.setType("cg")
+        ksp.setNormType(PETSc.KSP.NormType.UNPRECONDITIONED)
+        ksp.setTolerances(rtol=1e-6)
+        b, u = A.createVecs()
+        b.setRandom()
+        ksp.solve(b, u)
+        assert ksp.getConvergedReason() > 0
+        its[p] = ksp.getIterationNumber()
+    assert abs(its["float32"] - its["float64"]) <= 2, its
+
+
+def test_a_bad_precision_is_one_line_on_every_rank():
+    A, dm, _ = plain(PROBLEM)
+    _error_on_every_rank(lambda: make_pc(A, dm, "badprec_", subdomains="4", precision="half"),
+                         "pddattn_precision must be float64 or float32")

@@ -49,13 +49,16 @@ OPTIONS = [
     ("pddattn_train_steps", 0, "condition-loss training steps on this operator during setUp"),
     ("pddattn_train_lr", 1e-4, "learning rate of that training (scale-aware Adam)"),
     ("pddattn_levels", 2, "levels: 2 = dense coarse block; L > 2 = multilevel DD attention"),
-    ("pddattn_top_size", 64, "target size of the dense top level when levels > 2"),
+    ("pddattn_top_size", 0, "levels > 2: target size of the top level; 0: coarse subdomains of a fixed size "
+                            "(the top grows with n, factored; bounded iterations)"),
     ("pddattn_level_coarse", "harmonic", "coarse space of the coarse levels when levels > 2: harmonic or nicolaides"),
     ("pddattn_coarse_correction", "auto", "additive (the paper's M^-1) or balanced: P0 + (I - P0 A) M1 (I - A P0), "
                                           "symmetric, for CG; auto: balanced when built from the operator, "
                                           "additive for a trained model (what it was trained as)"),
     ("pddattn_smoother", "auto", "added to a rank-deficient (singular) model: jacobi, M^-1 + D^-1 (SPD); auto: "
                                  "jacobi only when the model is rank-deficient; none: the model alone"),
+    ("pddattn_precision", "float64", "arithmetic of the learned factors' products in apply: float64 or float32 "
+                                     "(half the bytes; sparse solves, Krylov vectors and A stay float64)"),
     ("pddattn_factors", "sparse", "full-rank untrained parts: sparse (LU of the A_i and of the top block) or "
                                   "dense (the Schwarz factors Q_i Q_i^T = A_i^-1)"),
 ]
@@ -107,6 +110,7 @@ class DDAttentionPC:
                   "subdomains": o.getString("pddattn_subdomains", ""), "coarse": o.getString("pddattn_coarse", "harmonic"),
                   "factors": o.getString("pddattn_factors", "sparse"),
                   "smoother": o.getString("pddattn_smoother", "auto"),
+                  "precision": o.getString("pddattn_precision", "float64"),
                   "correction": o.getString("pddattn_coarse_correction", "auto"),
                   "level_coarse": o.getString("pddattn_level_coarse", _default("pddattn_level_coarse"))}
         if values["correction"] == "auto":
@@ -120,6 +124,9 @@ class DDAttentionPC:
         if values["smoother"] not in ("auto", "jacobi", "none"):
             raise ConfigurationError(f"-{prefix}pddattn_smoother must be auto, jacobi or none, got "
                                      f"{values['smoother']!r}")
+        if values["precision"] not in ("float64", "float32"):
+            raise ConfigurationError(f"-{prefix}pddattn_precision must be float64 or float32, got "
+                                     f"{values['precision']!r}")
         if values["factors"] not in ("sparse", "dense"):
             raise ConfigurationError(f"-{prefix}pddattn_factors must be sparse or dense, got {values['factors']!r}")
         for name in ("overlap", "rank", "train_steps", "levels", "top_size"):
@@ -134,8 +141,8 @@ class DDAttentionPC:
             raise ConfigurationError(f"-{prefix}pddattn_train_lr must be a number") from None
         if not values["train_lr"] > 0:
             raise ConfigurationError(f"-{prefix}pddattn_train_lr must be positive, got {values['train_lr']}")
-        if values["levels"] < 2 or values["top_size"] < 1:
-            raise ConfigurationError(f"-{prefix}pddattn_levels must be >= 2 and -{prefix}pddattn_top_size >= 1")
+        if values["levels"] < 2 or values["top_size"] < 0:
+            raise ConfigurationError(f"-{prefix}pddattn_levels must be >= 2 and -{prefix}pddattn_top_size >= 0")
         return values
 
     def setFromOptions(self, pc):
@@ -183,7 +190,7 @@ class DDAttentionPC:
         else:
             model, info = self._from_operator(opts, A, grid, pc, self.layout)
         info["options"] = opts
-        self.model, self.key, self.info = model.eval(), key, info
+        self.model, self.key, self.info = _in_precision(model.eval(), opts["precision"]), key, info
         self.setups["built"] += 1
         self._setup_scatter(P, petsc_of_natural[model.own_rows])
         if opts["model"]:
@@ -198,7 +205,7 @@ class DDAttentionPC:
         try:
             if same:  # new values: the same plan, refactored in place unless the structure changed
                 share, problem = local_share(P, pc.getDM(), spec, self.layout, plan=self.model.decomposition.plan)
-                if self.model.refactor(share, problem):
+                if self.model.refactor(share, problem, _levels_below(share, problem, opts)):
                     self.key = key
                     self.setups["refactored"] += 1
                     return
@@ -206,13 +213,17 @@ class DDAttentionPC:
                 self.model.free()
                 self.model = None
             share, problem = local_share(P, pc.getDM(), spec, self.layout)
+            below = _levels_below(share, problem, opts)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
-        self.model = _exact_model(share, problem, self.layout).eval()
+        self.model = _exact_model(share, problem, self.layout, below).eval()
         self.key, self.setups["built"] = key, self.setups["built"] + 1
         arch = {"model": "dd", "n": share.n, "problem": problem.spec(), "decomposition": share.to_dict(),
-                "rank": share.max_size, "coarse_rank": share.coarse_size, "symmetric": True,
+                "rank": self.model.r, "coarse_rank": share.coarse_size, "symmetric": True,
                 "coarse": share.coarse_size > 0}
+        if below:
+            arch.update(levels=opts["levels"], top_size=opts["top_size"], level_coarse=opts["level_coarse"],
+                        level_partition="graph", coarse_rank=below[-1].decomposition.coarse_size)
         self.info = {"source": "built from the operator, from this rank's rows", "arch": arch, "options": opts,
                      "from_rows": True, "rows_held": share.rows_held}
         self._setup_scatter(P, share.numbering.to_petsc(self.model.own_rows))
@@ -243,7 +254,7 @@ class DDAttentionPC:
         problem = _operator_problem(A, grid)
         arch = self.info["arch"]
         d, below = levels_of(problem, arch["decomposition"], arch.get("levels", 2), arch.get("top_size", TOP_SIZE),
-                             arch.get("level_coarse", "harmonic"))
+                             arch.get("level_coarse", "harmonic"), level_partition=arch.get("level_partition", "blocks"))
         ok = self.model.refactor(d, problem, below)
         return bool(self.layout.comm.allreduce(int(ok), op=_mpi_min()) if self.layout.world_size > 1 else ok)
 
@@ -294,7 +305,7 @@ class DDAttentionPC:
             top = below[-1].decomposition
             r = opts["rank"] or max(d.max_size, top.max_size)
             arch.update(rank=r, coarse_rank=top.coarse_size, levels=opts["levels"], top_size=opts["top_size"],
-                        level_coarse=opts["level_coarse"])
+                        level_coarse=opts["level_coarse"], level_partition="graph")
         # Untrained at full rank, M^-1 is additive Schwarz: sparse factorizations apply it exactly (exact.py).
         exact = opts["factors"] == "sparse" and not opts["rank"] and not opts["train_steps"]
         model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64,
@@ -365,10 +376,10 @@ class DDAttentionPC:
         return np.stack(out, axis=1)
 
     def _model_apply(self, part, x, y):
-        """y = part(x) for a part of the model (its layout) applied to a PETSc Vec."""
+        """y = part(x) for a part of the model (its layout, its precision) applied to a PETSc Vec."""
         with torch.no_grad():
-            values = torch.from_numpy(self._vec_to_model(x).reshape(-1, 1))
-            result = part(values).numpy().reshape(-1)
+            values = torch.from_numpy(self._vec_to_model(x).reshape(-1, 1)).to(_dtype_of(self.model))
+            result = part(values).to(torch.float64).numpy().reshape(-1)
         self._model_to_vec(result, y)
 
     def _apply(self, pc, x, y, transpose):
@@ -423,7 +434,8 @@ class DDAttentionPC:
                  f"coarse {d.coarse} n_0={d.coarse_size}, {_levels_text(m)}",
                  f"{'symmetric (SPSD)' if m.symmetric else 'non-symmetric'}, "
                  + ("exact parts by sparse Cholesky (A_i of the held subdomains, top block), nothing learned"
-                    if getattr(m, "exact", False) else f"{m.num_parameters():,} parameters"),
+                    if getattr(m, "exact", False) else
+                    f"{m.num_parameters():,} parameters, applied in {str(_dtype_of(m)).split('.')[-1]}"),
                  f"layout: {'PETSc Scatter to the model rows' if self._scatter else 'Vec layout = model layout'}",
                  f"coarse correction: {self.info['options']['correction']}"
                  + (", plus D^-1 (Jacobi, -pddattn_smoother)" if self._jacobi is not None else ""),
@@ -450,10 +462,11 @@ class DDAttentionPC:
 
 # ---------------------------------------------------------------------- helpers
 def _from_rows_applies(opts):
-    """Whether the PC is the exact two-level one that local.py builds from a rank's rows."""
+    """Whether the PC is the exact one that local.py builds from a rank's rows (any number of levels)."""
     from .local import LOCAL_COARSE
-    return (not opts["model"] and not opts["train_steps"] and not opts["rank"] and opts["levels"] == 2
-            and opts["factors"] == "sparse" and opts["coarse"] in LOCAL_COARSE)
+    return (not opts["model"] and not opts["train_steps"] and not opts["rank"]
+            and opts["factors"] == "sparse" and opts["coarse"] in LOCAL_COARSE
+            and (opts["levels"] == 2 or opts["coarse"] != "none"))
 
 
 def _spec_of(opts, pc, grid, size):
@@ -474,15 +487,26 @@ def _spec_of(opts, pc, grid, size):
     return {"kind": kind, "N": N, "delta": opts["overlap"], "pou": "count", "coarse": opts["coarse"]}
 
 
-def _exact_model(share, problem, layout):
-    """Two-level additive Schwarz from a share, applied by sparse factorizations (init='exact')."""
+def _exact_model(share, problem, layout, below=()):
+    """Additive Schwarz from a share, applied by sparse factorizations (init='exact').
+
+    ``below``: the coarse levels (hierarchy.coarse_levels of the share: built
+    from the summed A_1, as in training); none for two levels.
+    """
     from ..operators import DDAttention
-    kwargs = dict(r=share.max_size, symmetric=True, coarse=share.coarse_size > 0, init="exact",
-                  dtype=torch.float64, problem=problem)
+    kwargs = dict(r=max([share.max_size] + [level.decomposition.max_size for level in below]), symmetric=True,
+                  coarse=share.coarse_size > 0, init="exact", dtype=torch.float64, problem=problem,
+                  levels=len(below) + 2, coarse_levels=list(below))
     if layout.domain_size == 1:
         return DDAttention(share, **kwargs)
     from ..parallel.operator import DistributedDDAttention
     return DistributedDDAttention(share, layout=layout, **kwargs)
+
+
+def _levels_below(share, problem, opts):
+    """The coarse levels under a share (replicated, from the summed A_1); empty for two levels."""
+    from ..hierarchy import coarse_levels
+    return coarse_levels(share, problem, opts["levels"], opts["top_size"], coarse=opts["level_coarse"])
 
 
 def _mpi_min():
@@ -503,6 +527,17 @@ def _default_subdomains(pc, grid, size):
         Px, Py = (int(v) for v in dm.getProcSizes())
         return f"{Px}x{Py}"
     return str(size)
+
+
+def _in_precision(model, precision):
+    """The model with its learned factors in ``precision``; exact (factorized) parts stay float64."""
+    if precision == "float32" and model.num_parameters() > 0:
+        return model.to(torch.float32)
+    return model
+
+
+def _dtype_of(model):
+    return next((p.dtype for p in model.parameters()), torch.float64)
 
 
 def _levels_text(model):

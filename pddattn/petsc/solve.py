@@ -48,6 +48,8 @@ def _right_hand_side(args, A, problem, natural):
     rstart, rend = A.getOwnershipRange()
     if args.rhs in ("fourier", "probe", "solve"):
         kind = args.rhs if args.rhs != "fourier" or problem.constant else "solve"
+        if _unread(problem):
+            return _white_rhs(kind, A, args.seed)
         try:
             sampler = make_sampler(kind, problem, args.modes if kind == "fourier" else None, seed=args.seed)
         except ValueError as exc:
@@ -117,6 +119,9 @@ def _solve_problem(args, layout):
             return problem_from_spec(spec)
         if args.matrix:
             _check_input_file(args.matrix, "matrix file", PETSc.COMM_WORLD)
+            from ..problems.families import matrix_header, parse_grid, unread_matrix_problem
+            if matrix_header(args.matrix) is not None:  # MatLoad reads each rank's rows (assemble_problem)
+                return unread_matrix_problem(args.matrix, parse_grid(args.grid) if args.grid else None)
         return problem_of({"problem": args.problem or "laplace1d", "n": args.n or 1023, "grid": args.grid,
                            "coefficient": args.coefficient or "const", "coefficient_seed": args.coefficient_seed,
                            "matrix": args.matrix})
@@ -134,7 +139,9 @@ def assemble_problem(problem, comm, dmda):
     from ..parallel.layout import CollectiveError
     PETSc = _petsc()
     if not dmda:
-        if problem.stencil is None:  # a matrix file: read whole, each rank inserts its rows
+        if _unread(problem):  # a PETSc binary file: MatLoad, each rank reads its rows
+            return _mat_load(problem.matrix, comm), None, np.arange(problem.n)
+        if problem.stencil is None:  # a scipy .npz: read whole, each rank inserts its rows
             return petsc_matrix(problem.A, comm), None, np.arange(problem.n)
         local, _ = PETSc.Sys.splitOwnership(problem.n, comm=comm)
         rstart = comm.tompi4py().exscan(local) or 0
@@ -161,6 +168,52 @@ def assemble_problem(problem, comm, dmda):
     A = PETSc.Mat().createAIJ(((rend - rstart, problem.n), (rend - rstart, problem.n)), csr=csr, comm=comm)
     A.assemble()
     return A, dm, natural
+
+
+def _unread(problem):
+    """A matrix-file problem whose A is not in memory (families.unread_matrix_problem)."""
+    return problem.matrix is not None and problem._A is None
+
+
+def _mat_load(path, comm):
+    """The PETSc binary Mat in ``path`` as a distributed AIJ matrix, rows split as PETSc does."""
+    from ..parallel.layout import CollectiveError
+    PETSc = _petsc()
+    viewer = PETSc.Viewer().createBinary(str(path), "r", comm=comm)
+    A = PETSc.Mat().create(comm=comm)
+    A.setType(PETSc.Mat.Type.AIJ)
+    try:
+        A.load(viewer)
+    except PETSc.Error:
+        raise CollectiveError(f"{path} could not be read as a PETSc binary Mat") from None
+    finally:
+        viewer.destroy()
+    if not A.isSymmetric(1e-12 * max(A.norm(PETSc.NormType.INFINITY), 1e-300)):
+        raise CollectiveError(f"the matrix in {path} is not symmetric; an SPD operator is")
+    return A
+
+
+def _white_rhs(kind, A, seed):
+    """probe (u white, b = A u) or solve (b white, u = A^-1 b by MUMPS) on A's own rows, white by node index."""
+    from ..problems.samplers import Noise
+    PETSc = _petsc()
+    n = A.getSize()[0]
+    lo, hi = A.getOwnershipRange()
+    white = Noise(seed, 0, 0, 1, n).at(np.arange(lo, hi))[0]  # the serial sampler's first sample, these rows
+    b, exact = A.createVecLeft(), A.createVecRight()
+    if kind == "probe":
+        exact.setArray(white)
+        A.mult(exact, b)
+        return b, exact
+    b.setArray(white)
+    ksp = PETSc.KSP().create(comm=A.getComm())
+    ksp.setOperators(A)
+    ksp.setType("preonly")
+    ksp.getPC().setType("cholesky")
+    ksp.getPC().setFactorSolverType("mumps")
+    ksp.solve(b, exact)
+    ksp.destroy()
+    return b, exact
 
 
 def _ownership(dm):

@@ -26,7 +26,7 @@ from .coefficients import coefficient_field, parse_coefficient
 from .stencils import stencil_rows
 
 __all__ = ["FAMILIES", "Problem", "principal_block", "block_diagonal", "make_problem", "problem_from_spec", "parse_grid", "read_matrix",
-           "write_petsc_binary", "check_spd"]
+           "write_petsc_binary", "check_spd", "matrix_header", "file_sha256", "unread_matrix_problem"]
 
 FAMILIES = ("laplace1d", "diffusion1d", "poisson2d", "diffusion2d", "matrix", "data")
 _PETSC_MAT_CLASSID = 1211216
@@ -72,6 +72,43 @@ def read_matrix(path):
         raise ValueError(f"{path} is a truncated PETSc binary Mat file") from None
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     return sp.csr_matrix((vals.astype(np.float64), cols.astype(np.int64), indptr), shape=(m, n))
+
+
+def matrix_header(path):
+    """(rows, columns, nonzeros) from a PETSc binary Mat file's 16-byte header; None for any other file."""
+    with open(path, "rb") as fh:
+        header = np.frombuffer(fh.read(16), dtype=">i4")
+    if len(header) < 4 or header[0] != _PETSC_MAT_CLASSID:
+        return None
+    return tuple(int(v) for v in header[1:])
+
+
+def file_sha256(path, chunk=1 << 24):
+    """SHA-256 of a file, read in chunks (no copy of it in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def unread_matrix_problem(path, grid=None, seed=0):
+    """A Problem of a PETSc binary Mat file of which only the header is read.
+
+    For callers that read their own rows (``pddattn solve``: PETSc's MatLoad,
+    each rank its rows): nothing of A is in memory and its SPD check is the
+    Krylov method's; ``problem.A`` still reads the whole file on first use.
+    """
+    header = matrix_header(path)
+    if header is None:
+        raise ValueError(f"{path} is not a PETSc binary Mat file")
+    m, n, _ = header
+    if m != n:
+        raise ValueError(f"the matrix in {path} is {m} x {n}; an SPD operator is square")
+    if grid is not None and int(np.prod(grid)) != n:
+        raise ValueError(f"grid {grid} has {int(np.prod(grid))} nodes, the matrix {n} rows")
+    return Problem("matrix", tuple(grid) if grid is not None else (n,), "const", int(seed), None, str(path),
+                   file_sha256(path))
 
 
 def write_petsc_binary(A, path):
@@ -179,7 +216,7 @@ class Problem:
     @property
     def A(self):
         if self._A is None:
-            self._A = self._stencil()(np.arange(self.n))
+            self._A = read_matrix(self.matrix) if self.matrix else self._stencil()(np.arange(self.n))
         return self._A
 
     @property
@@ -199,7 +236,7 @@ class Problem:
 
     def rows(self, rows):
         """The rows ``rows`` (global indices) of A as CSR (len(rows), n), without the whole A if it is not built."""
-        if self._A is None:
+        if self._A is None and not self.matrix:
             return self._stencil()(rows)
         return self._A[np.asarray(rows, dtype=np.int64)]
 
@@ -259,8 +296,7 @@ def make_problem(family="laplace1d", grid=(1023,), coefficient="const", seed=0, 
         if matrix is None:
             raise ValueError("--problem matrix needs --matrix FILE")
         A = read_matrix(matrix)
-        problem = Problem("matrix", (A.shape[0],), "const", int(seed), A, str(matrix),
-                          hashlib.sha256(Path(matrix).read_bytes()).hexdigest())
+        problem = Problem("matrix", (A.shape[0],), "const", int(seed), A, str(matrix), file_sha256(matrix))
         if grid is not None and tuple(grid) != (A.shape[0],):
             if int(np.prod(grid)) != A.shape[0]:
                 raise ValueError(f"grid {grid} has {int(np.prod(grid))} nodes, the matrix {A.shape[0]} rows")
