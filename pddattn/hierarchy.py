@@ -15,11 +15,13 @@ subdomains instead (``COARSE_ROWS`` rows each) and lets the top grow with n:
 what keeps the iterations of a multilevel Schwarz method bounded under
 refinement (H_l / delta_l fixed on every level), with a top that is
 factored, not learned. Coarse subdomains are a graph partition of A_l
-(recursive bisection), because a coarse level's rows are numbered by interface piece:
-contiguous row blocks of them are slivers, and the iterations grew with
-them (channels, 16 x 16 boxes, overlap 2, 3 levels, 48-row coarse
-subdomains: 57 / 142 / 215 iterations at 255^2 / 511^2 / 1023^2 with
-blocks, 52 / 68 / 73 with the partition; 53 / 67 at 255^2 / 1023^2 with 24 rows). The loop is pyamg's shape: one short loop appending levels.
+(recursive bisection), because a coarse level's rows are numbered by
+interface piece: contiguous row blocks of them are slivers, and the
+iterations grew with them (channels, 16 x 16 boxes, overlap 2, 3 levels,
+48-row coarse subdomains: 57 / 142 / 215 iterations at 255^2 / 511^2 /
+1023^2 with blocks, 52 / 68 / 73 with the partition; 53 / 67 at 255^2 /
+1023^2 with 24 rows). The loop is pyamg's shape: one short loop appending
+levels.
 
 :func:`levels_of` is the one place a decomposition spec becomes objects: it
 builds level 0's decomposition and the coarse levels once per problem and

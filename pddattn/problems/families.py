@@ -83,12 +83,13 @@ def matrix_header(path):
     return tuple(int(v) for v in header[1:])
 
 
-def file_sha256(path, chunk=1 << 24):
-    """SHA-256 of a file, read in chunks (no copy of it in memory)."""
+def file_sha256(*paths, chunk=1 << 24):
+    """SHA-256 of a file (or of several, one after the other), read in chunks (no copy in memory)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
+    for path in paths:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(chunk), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 

@@ -18,7 +18,6 @@ Every bad input is a one-line ValueError before anything is trained.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -66,13 +65,9 @@ def _flat(name, a, source):
 
 def _sha256(path):
     """SHA-256 of a file, or of a folder's .npy files in name order (streamed)."""
+    from .families import file_sha256
     path = Path(path)
-    digest = hashlib.sha256()
-    for part in sorted(path.glob("*.npy")) if path.is_dir() else [path]:
-        with open(part, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 24), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(*(sorted(path.glob("*.npy")) if path.is_dir() else [path]))
 
 
 class PairsData:
