@@ -71,8 +71,7 @@ def _model_bytes(model):
     """Parameters (with Adam's two moments and the gradient) and buffers, in bytes."""
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
-    sub = getattr(model, "coarse_model", None)
-    return 4 * params + buffers + (sum(b.numel() * b.element_size() for b in sub.buffers()) if sub else 0)
+    return 4 * params + buffers
 
 
 def _step_time(model, n, batch=16, repeats=5):
@@ -116,10 +115,7 @@ def scale_table(sizes_1d, sides_2d, max_gib):
             row.update(parameters=model.num_parameters(), built=True, memory_bytes=_model_bytes(model),
                        apply_flops=flops, step_seconds=_step_time(model, n))
             if levels != "global" and levels > 2:
-                top = model
-                while top.coarse_model is not None:
-                    top = top.coarse_model
-                row["top"] = top.decomposition.coarse_size
+                row["top"] = model.level_operators[-1].decomposition.coarse_size
             rows.append(row)
             print(f"{dim} n={n:>10,} {row['model']:8s}: {row['parameters']:>12,} parameters, "
                   f"{1e3 * row['step_seconds']:8.1f} ms/step, {row['memory_bytes'] / 2**20:8.1f} MiB"

@@ -162,7 +162,7 @@ def application_cost(model, balanced=True, a_nnz=0, columns=1):
     ``A`` (the products with A), ``total``. ``logged`` is the part of
     ``total`` flops that PETSc's own counter sees (its triangular solves).
     """
-    if model.coarse_model is not None:
+    if len(model.level_operators) > 1:
         raise ValueError("the cost model covers the two-level exact operator")
     local = model._local_solve.cost(columns)
     top = model._top_solve.cost(columns) if model._top_solve is not None else (0, 0)

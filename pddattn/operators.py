@@ -31,6 +31,7 @@ __all__ = ["GlobalAttention", "DDAttention", "subdomain_attention", "coarse_rest
            "coarse_interpolate", "INITS"]
 
 INITS = ("random", "schwarz")
+PREFIX = "coarse_model."  # a level's parameter names carry one per level above it
 
 
 # --------------------------------------------------------------------- kernels
@@ -297,7 +298,9 @@ class DDAttention(_Attention):
     levels : int
         2: the dense coarse block Q_0 K_0^T (today's operator, bit for bit);
         L > 2: the coarse block is itself DD attention on A_1 = Phi^T A Phi
-        with L - 1 levels (``coarse_model``; see hierarchy.py).
+        with L - 1 levels (see hierarchy.py). The levels' operators are
+        :attr:`level_operators`, this one first, built coarsest first by one
+        loop; every method iterates that list.
     top_size : int
         The target size of the dense top level when levels > 2.
     coarse_levels : list of hierarchy.Level, optional
@@ -311,6 +314,9 @@ class DDAttention(_Attention):
     problem : Problem, optional
         The operator A (default: the 1D Laplacian on n nodes); Schwarz
         factors and natural scales are computed from it.
+    coarse_model : DDAttention, optional
+        The operator of the levels below, already built (what the loop of
+        :meth:`_coarse_operators` hands each level); built here otherwise.
 
     Notes
     -----
@@ -318,11 +324,15 @@ class DDAttention(_Attention):
     n_i; those rows receive zero gradient (D^1/2 is zero there) and so stay
     zero. ``num_parameters`` counts only the real entries,
     sum_i 2 n_i r + 2 n_0 r0 (halved when symmetric).
+
+    Level l's parameters are named with l prefixes ``coarse_model.`` (the
+    level below is this module's child ``coarse_model``), the names every
+    checkpoint since multilevel DD attention carries.
     """
 
     def __init__(self, decomposition, r, r0=None, symmetric=False, coarse=True, init="random",
                  init_scale=0.1, seed=0, dtype=None, device=None, subdomains=None, problem=None, rows=None,
-                 levels=2, top_size=TOP_SIZE, coarse_levels=None):
+                 levels=2, top_size=TOP_SIZE, coarse_levels=None, coarse_model=None):
         super().__init__()
         from .parallel.share import DecompositionShare
         if not isinstance(decomposition, (Decomposition, DecompositionShare)):
@@ -339,13 +349,14 @@ class DDAttention(_Attention):
         self.levels, self.top_size = int(levels), int(top_size)
         self.coarse_model = None
         if self.coarse and d.coarse_size and self.levels > 2:
-            below = coarse_levels if coarse_levels is not None else \
-                _coarse_levels(d, self.problem, self.levels, top_size)
-            self.coarse_model = self._coarse_module(
-                below[0].decomposition, r=self.r, r0=r0, symmetric=symmetric, coarse=True, init=init,
-                init_scale=init_scale, seed=seed + 1, dtype=dtype, device=device,
-                problem=below[0].problem, levels=self.levels - 1, top_size=top_size, coarse_levels=below[1:])
-            self.r0 = self.coarse_model.r0
+            if coarse_model is None:
+                below = coarse_levels if coarse_levels is not None else \
+                    _coarse_levels(d, self.problem, self.levels, top_size)
+                coarse_model = self._coarse_operators(below, r=self.r, r0=r0, symmetric=symmetric, init=init,
+                                                      init_scale=init_scale, seed=seed, dtype=dtype,
+                                                      device=device, top_size=top_size)
+            self.coarse_model, self.r0 = coarse_model, coarse_model.r0
+        self.level_operators = [self] + (coarse_model.level_operators if self.coarse_model is not None else [])
         dtype = dtype or torch.get_default_dtype()
         self._set_buffers(dtype, device)
         if init == "exact":  # full-rank additive Schwarz through sparse factorizations: nothing to learn
@@ -374,9 +385,26 @@ class DDAttention(_Attention):
         """True when the parts are applied by sparse factorizations (init='exact')."""
         return self.init == "exact"
 
-    def _coarse_module(self, decomposition, **kwargs):
-        """The next level's operator (the MPI operator makes a distributed one)."""
-        return DDAttention(decomposition, **kwargs)
+    def _coarse_operators(self, below, seed, **kwargs):
+        """Level 1's operator for the levels ``below`` (hierarchy.Level list), built coarsest first.
+
+        One loop: each level's operator is built on its Level and handed the
+        one below it; level l draws its random factors from seed + l.
+        """
+        model = None
+        for depth, (kind, extra) in reversed(list(enumerate(self._level_kinds(below)))):
+            model = kind(below[depth].decomposition, problem=below[depth].problem, seed=seed + 1 + depth,
+                         levels=len(below) + 1 - depth, coarse_model=model, coarse=True, **extra, **kwargs)
+        return model
+
+    def _level_kinds(self, below):
+        """(class, extra arguments) of each level below: serially, replicated DDAttention."""
+        return [(DDAttention, {})] * len(below)
+
+    @property
+    def distributes_below(self):
+        """Whether the level below is spread over the ranks (never serially)."""
+        return False
 
     @property
     def own_rows(self):
@@ -409,19 +437,22 @@ class DDAttention(_Attention):
         return self._phi[1]
 
     def natural_scales(self):
-        """Natural magnitude of the entries of each factor (computed once).
+        """Natural magnitude of the entries of each factor of every level, by parameter name.
 
         Local: from max_i of the top eigenvalue of A_i^-1; coarse: from the
         top eigenvalue of (Phi^T A Phi)^-1.
         """
+        return {PREFIX * depth + k: v for depth, m in enumerate(self.level_operators)
+                for k, v in m._own_scales().items()}
+
+    def _own_scales(self):
+        """This level's natural scales (computed once per set of values of A)."""
         if not hasattr(self, "_scales"):
             d, p = self.decomposition, self.problem
             local = natural_scale(self._max_over_ranks(local_top_inverse_eigenvalue(p, d, self.held)), d.max_size)
             dense = d.coarse_size and self.coarse_model is None
             coarse = natural_scale(coarse_top_inverse_eigenvalue(p, d), d.coarse_size) if dense else 1.0
             self._scales = {"Q": local, "K": local, "Q0": coarse, "K0": coarse}
-            if self.coarse_model is not None:
-                self._scales.update({f"coarse_model.{k}": v for k, v in self.coarse_model.natural_scales().items()})
         return self._scales
 
     def _max_over_ranks(self, value):
@@ -429,10 +460,16 @@ class DDAttention(_Attention):
         return value
 
     def replicated_parameters(self):
-        """Parameters every rank holds whole (their gradients are summed over ranks): the coarse levels."""
-        below = () if self.coarse_model is None else tuple(f"coarse_model.{k}" for k, _ in
-                                                          self.coarse_model.named_parameters())
-        return ("Q0", "K0") + below
+        """Parameters every rank holds whole (their gradients are summed over ranks).
+
+        The dense top, and every parameter of a level below one that does
+        not spread its level below over the ranks (serially: all coarse levels).
+        """
+        names = ["Q0", "K0"]
+        for depth, m in enumerate(self.level_operators[1:], 1):
+            whole = not self.level_operators[depth - 1].distributes_below
+            names += [PREFIX * depth + k for k, _ in m.named_parameters(recurse=False) if whole or k in ("Q0", "K0")]
+        return tuple(names)
 
     def _initial_factors(self, init_scale, seed, dtype, device):
         """The held subdomains' (N_held, L, r) factors and the (n_0, r0) coarse ones (K's None if symmetric).
@@ -447,7 +484,7 @@ class DDAttention(_Attention):
             Q, Q0 = (torch.as_tensor(a, dtype=dtype, device=device)
                      for a in schwarz_factors(self.problem, d, self.r, r0, subdomains=self.held))
             return Q, None if self.symmetric else Q.clone(), Q0, Q0.clone()
-        scales = self.natural_scales()
+        scales = self._own_scales()
         std, std0 = init_scale * scales["Q"], init_scale * scales["Q0"]
         held, L = self.held, d.max_size
         mask = (np.arange(L)[None, :] < d.sizes[held][:, None])[..., None]
@@ -473,28 +510,35 @@ class DDAttention(_Attention):
         coarse_levels : list of hierarchy.Level
             The levels below, built on the new values.
         """
-        if self.init not in ("schwarz", "exact") or not same_structure(self.decomposition, decomposition):
+        new = [(decomposition, problem)] + [(level.decomposition, level.problem) for level in coarse_levels]
+        pairs = list(zip(self.level_operators, new))
+        if len(pairs) < len(self.level_operators) or any(
+                m.init not in ("schwarz", "exact") or not same_structure(m.decomposition, e) for m, (e, _) in pairs):
             return False
-        if self.coarse_model is not None:  # the levels below change first, or nothing does
-            if not coarse_levels or not self.coarse_model.refactor(coarse_levels[0].decomposition,
-                                                                   coarse_levels[0].problem, coarse_levels[1:]):
-                return False
+        for m, (e, p) in reversed(pairs):  # the levels below first: a level's factors may read them
+            m._take_values(e, p)
+        return True
+
+    def _take_values(self, decomposition, problem):
+        """This level's part of :meth:`refactor`: the new decomposition and A, its factors anew."""
         self.decomposition, self.problem, self._phi = decomposition, problem, None
         self.__dict__.pop("_scales", None)
         if self.exact:
             self._factorize()
-            return True
+            return
         Q, K, Q0, K0 = self._initial_factors(None, None, self.Q.dtype, self.Q.device)
         with torch.no_grad():
             for mine, new in ((self.Q, Q), (self.K, K), (self.Q0, Q0), (self.K0, K0)):
                 if mine is not None:
                     mine.copy_(new)
-        return True
 
     def free(self):
-        """Release what the operator holds outside Python (the distributed one: communicators)."""
-        if self.coarse_model is not None:
-            self.coarse_model.free()
+        """Release what the operator's levels hold outside Python (the distributed ones: communicators)."""
+        for m in self.level_operators:
+            m._release()
+
+    def _release(self):
+        """What this level holds outside Python: nothing serially."""
 
     def factors(self, transpose=False):
         """(Q, K, Q0, K0) with the symmetric ties resolved, swapped for the transpose."""
@@ -510,20 +554,40 @@ class DDAttention(_Attention):
         Q, K, _, _ = self.factors(transpose)
         return subdomain_attention(x_ext, self.index, self.weight, Q, K)
 
-    def coarse_term(self, x_own, transpose=False, reduce=None):
-        """Phi Q_0 K_0^T Phi^T x on the owned rows; ``reduce`` sums Phi^T x over ranks."""
-        phi, phi_t = self.coarse_basis()
-        c = coarse_restrict(x_own, phi, phi_t)
-        if reduce is not None:
-            c = reduce(c)
-        if self.coarse_model is not None:
-            z = self.coarse_model.matvec(c, transpose)
-        elif self.exact:
-            z = self._top_solve(c)
-        else:
-            _, _, Q0, K0 = self.factors(transpose)
-            z = Q0 @ (K0.T @ c)
-        return coarse_interpolate(z, phi, phi_t)
+    def coarse_term(self, x_own, transpose=False):
+        """Phi_1 M_1^-1 Phi_1^T x on the owned rows: one descent through the levels, one ascent.
+
+        x_{l+1} = Phi_{l+1}^T x_l down to the top, then M_l^-1 x_l = local_l(x_l)
+        + Phi_{l+1} (M_{l+1}^-1 x_{l+1}) back up, the top's being its dense
+        block (or factored A_top).
+        """
+        levels = self.level_operators
+        xs = [x_own]
+        for m in levels:
+            if not m.has_coarse:
+                break
+            xs.append(m.restrict(xs[-1]))
+        deepest = len(xs) - 1
+        z = levels[-1].top_term(xs[-1], transpose) if deepest == len(levels) else \
+            levels[deepest].local_matvec(xs[-1], transpose)
+        for depth in range(deepest - 1, 0, -1):
+            z = levels[depth].local_matvec(xs[depth], transpose) + levels[depth].interpolate(z)
+        return self.interpolate(z)
+
+    def restrict(self, x_own):
+        """Phi_{l+1}^T x: this level's rows to the next level's (the distributed one sums over ranks)."""
+        return coarse_restrict(x_own, *self.coarse_basis())
+
+    def interpolate(self, z):
+        """Phi_{l+1} z: the next level's rows back to this level's."""
+        return coarse_interpolate(z, *self.coarse_basis())
+
+    def top_term(self, c, transpose=False):
+        """The top block on the coarse vector c: Q_0 K_0^T c, or A_top^-1 c when exact."""
+        if self.exact:
+            return self._top_solve(c)
+        _, _, Q0, K0 = self.factors(transpose)
+        return Q0 @ (K0.T @ c)
 
     def matvec(self, x, transpose=False):
         """M^-1 (or its transpose) applied to the columns of x, shape (n, B): local part plus coarse part."""
@@ -544,14 +608,14 @@ class DDAttention(_Attention):
 
     def num_parameters(self):
         """sum_i 2 n_i r + 2 n_0 r0 (halved when symmetric) of the whole operator, padding excluded."""
-        d = self.decomposition
         if self.exact:
             return 0  # nothing learned: A_i and A_0 are factored
-        if self.coarse_model is not None:
-            local = int(d.sizes.sum()) * self.r
-            return (local if self.symmetric else 2 * local) + self.coarse_model.num_parameters()
-        count = int(d.sizes.sum()) * self.r + (d.coarse_size * self.r0 if self.coarse else 0)
-        return count if self.symmetric else 2 * count
+        total = 0
+        for m in self.level_operators:
+            d = m.decomposition
+            count = int(d.sizes.sum()) * m.r + (d.coarse_size * m.r0 if m.coarse and m.coarse_model is None else 0)
+            total += count if m.symmetric else 2 * count
+        return total
 
     def level_flops(self, batch):
         """Floating-point operations of one application to ``batch`` vectors, per level, on this module.
@@ -569,27 +633,24 @@ class DDAttention(_Attention):
         """
         if self.exact:
             raise ValueError("level_flops counts the dense factors; init='exact' applies sparse factorizations")
-        out, model, level = [], self, 0
-        while True:
-            held, length, rank = model.Q.shape
-            out.append((level, 4 * held * length * rank * batch))
-            if not (model.coarse and model.decomposition.coarse_size):
-                return out
-            if model.coarse_model is None:
-                top, r0 = model.Q0.shape
-                return out + [("top", 4 * top * r0 * batch)]
-            model, level = model.coarse_model, level + 1
+        out = [(level, 4 * int(np.prod(m.Q.shape)) * batch) for level, m in enumerate(self.level_operators)]
+        last = self.level_operators[-1]
+        if last.has_coarse:
+            top, r0 = last.Q0.shape
+            out.append(("top", 4 * top * r0 * batch))
+        return out
 
     def rank_bound(self):
         """An upper bound on the rank of M^-1: local ranks plus the coarse level's."""
-        d = self.decomposition
         if self.exact:
-            return d.n  # A_i^-1 and A_0^-1: SPD, so M^-1 is
-        local = int(np.minimum(self.r, d.sizes).sum())
-        if not (self.coarse and d.coarse_size):
-            return min(local, d.n)
-        below = self.coarse_model.rank_bound() if self.coarse_model is not None else min(self.r0, d.coarse_size)
-        return min(local + below, d.n)
+            return self.n  # A_i^-1 and A_0^-1: SPD, so M^-1 is
+        bound = None  # of the levels below the one in hand, coarsest first
+        for m in reversed(self.level_operators):
+            d = m.decomposition
+            local = int(np.minimum(m.r, d.sizes).sum())
+            below = 0 if not m.has_coarse else bound if bound is not None else min(m.r0, d.coarse_size)
+            bound = min(local + below, d.n)
+        return bound
 
     def config(self):
         out = {"model": "dd", "n": self.n, "problem": self.problem.spec(), "decomposition": self.decomposition.to_dict(),

@@ -207,12 +207,11 @@ def test_three_level_flops_per_rank_match_the_holdings():
     _, dist, _ = pair("algebraic", levels=3, top_size=3, r=4)
     P, me, B = world().Get_size(), world().Get_rank(), 5
     counted = dict(dist.level_flops(B))
-    mismatch, model, level = 0, dist, 0
-    while model is not None:
+    mismatch = 0
+    for level, model in enumerate(dist.level_operators):
         d = model.decomposition
         held = subdomain_holdings(d, P)[me] if isinstance(model, DistributedDDAttention) else np.arange(d.N)
         mismatch += abs(counted[level] - 4 * len(held) * d.max_size * model.r * B)
-        model, level = model.coarse_model, level + 1
     x = torch.zeros(len(dist.own_rows), B, dtype=torch.float64)
     bmm = measured_flops(lambda: dist.matvec(x))["bmm"]
     mismatch += abs(bmm - sum(v for k, v in counted.items() if k != "top"))

@@ -28,15 +28,14 @@ def test_two_levels_is_the_two_level_operator_bit_for_bit(init):
 
 def set_exact(model):
     """Exact interior blocks on every level, the top level's dense inverse: the model becomes A^-1 (1D)."""
-    A = model.problem.A.toarray()
-    ref.set_exact_blocks(model, A)
-    if model.coarse_model is not None:
-        return set_exact(model.coarse_model)
-    A0 = model.decomposition.phi.T @ A @ model.decomposition.phi
+    for m in model.level_operators:
+        ref.set_exact_blocks(m, m.problem.A.toarray())
+    top = model.level_operators[-1]
+    A0 = (top.decomposition.phi.T @ top.problem.A @ top.decomposition.phi).toarray()
     mu, V = np.linalg.eigh(A0)
     with torch.no_grad():
-        model.Q0.copy_(torch.as_tensor(V / np.sqrt(mu)))
-        model.K0.copy_(torch.as_tensor(V / np.sqrt(mu)))
+        top.Q0.copy_(torch.as_tensor(V / np.sqrt(mu)))
+        top.K0.copy_(torch.as_tensor(V / np.sqrt(mu)))
 
 
 @pytest.mark.parametrize("levels,top_size", [(3, 3), (4, 2)])  # sizes 120, 11, 2 and 120, 11, 4, 1
@@ -46,10 +45,7 @@ def test_harmonic_multilevel_at_full_rank_is_exact_in_1d(levels, top_size):
     d = intervals(120, 12, 2, "smooth", coarse="harmonic", A=p.A)
     model = DDAttention(d, r=d.max_size, init="schwarz", dtype=torch.float64, problem=p, levels=levels,
                         top_size=top_size)
-    depth, m = 1, model
-    while m.coarse_model is not None:
-        m, depth = m.coarse_model, depth + 1
-    assert depth == levels - 1
+    assert len(model.level_operators) == levels - 1
     set_exact(model)
     Ainv = np.linalg.inv(p.A.toarray())
     assert np.abs(dense(model) - Ainv).max() <= 1e-10 * np.abs(Ainv).max()
@@ -112,14 +108,13 @@ def test_level_flops_are_what_torch_executes(levels, batch):
     model = DDAttention(intervals(1023, 64, 2), r=4, levels=levels, top_size=8)
     counted = dict(model.level_flops(batch))
     assert len(counted) == levels  # levels - 1 kernels and the dense top
-    x, level, m = torch.randn(1023, batch), 0, model
-    while m is not None:
+    x = torch.randn(1023, batch)
+    for level, m in enumerate(model.level_operators):
         xl = torch.randn(m.n, batch)
         assert measured_flops(lambda: m.local_term(xl))["bmm"] == counted[level]
-        if m.coarse_model is None:
-            c = torch.randn(m.decomposition.coarse_size, batch)
-            assert measured_flops(lambda: m.Q0 @ (m.K0.T @ c))["mm"] == counted["top"]
-        m, level = m.coarse_model, level + 1
+    top = model.level_operators[-1]
+    c = torch.randn(top.decomposition.coarse_size, batch)
+    assert measured_flops(lambda: top.top_term(c))["mm"] == counted["top"]
     assert measured_flops(lambda: model.matvec(x))["bmm"] == sum(v for k, v in counted.items() if k != "top")
 
 
@@ -192,3 +187,24 @@ def test_a_multilevel_checkpoint_from_before_the_partition_rebuilds_its_row_bloc
     cores = old.coarse_model.decomposition.cores
     assert "partition" not in old.coarse_model.decomposition.spec
     assert all(c[-1] - c[0] + 1 == len(c) for c in cores)
+
+
+def test_the_levels_are_a_flat_list_the_apply_iterates():
+    """level_operators holds every level once; the apply and the counts never ask a level below to recurse."""
+    p = make_problem("poisson2d", (31, 31), seed=0)
+    d = boxes((31, 31), (4, 4), 1, coarse="harmonic", A=p.A)
+    model = DDAttention(d, r=3, levels=4, top_size=4, dtype=torch.float64, problem=p, seed=5)
+    levels = model.level_operators
+    assert len(levels) == 3 and levels[0] is model and all(a.coarse_model is b for a, b in zip(levels, levels[1:]))
+    assert [m.levels for m in levels] == [4, 3, 2] and levels[-1].Q0 is not None
+    names = [n for n, _ in model.named_parameters()]
+    assert names == ["Q", "K", "coarse_model.Q", "coarse_model.K", "coarse_model.coarse_model.Q",
+                     "coarse_model.coarse_model.K", "coarse_model.coarse_model.Q0", "coarse_model.coarse_model.K0"]
+    x = torch.randn(p.n, 2, dtype=torch.float64)
+    before = model.matvec(x)
+    for m in levels[1:]:  # a recursive apply would call these
+        m.matvec = m.coarse_term = m.num_parameters = m.rank_bound = m.natural_scales = None
+    assert torch.equal(model.matvec(x), before)
+    top = levels[-1].decomposition.coarse_size
+    assert model.num_parameters() == sum(2 * 3 * int(m.decomposition.sizes.sum()) for m in levels) + 2 * top * top
+    assert set(names) <= set(model.natural_scales()) and model.rank_bound() <= p.n

@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..operators import DDAttention, coarse_interpolate, coarse_restrict, sparse_pair
+from ..operators import PREFIX, DDAttention, sparse_pair
 from .comm import CommStats, allreduce_sum
 from .ghosts import GhostExchange, halo_exchange, owners, reverse_exchange
 from .layout import ConfigurationError, check_distribution, subdomain_holdings
@@ -67,32 +67,38 @@ class DistributedDDAttention(DDAttention):
         holdings = subdomain_holdings(decomposition, layout.domain_size)
         stats = CommStats()
         plan = decomposition.exchange_plan(holdings, layout.domain_rank, layout.domain_comm, stats)
-        self._pending_layout = layout  # read by _coarse_module during the base constructor
+        self._pending_layout = layout  # read by _level_kinds and _max_over_ranks in the base constructor
         super().__init__(decomposition, subdomains=holdings[layout.domain_rank], rows=plan, **kwargs)
         self.layout, self.stats, self.plan = layout, stats, plan
         self.transfer = None
         if isinstance(self.coarse_model, DistributedDDAttention):
             self.transfer = self._transfer_plan()
 
-    def _coarse_module(self, decomposition, **kwargs):
-        """A distributed coarse level when it has a subdomain per rank; else a replicated one."""
-        layout = self._pending_layout
-        try:
-            check_distribution(decomposition, layout.world_size, layout.data_size)
-        except ConfigurationError:
-            return DDAttention(decomposition, **kwargs)
-        return DistributedDDAttention(decomposition, layout=layout, **kwargs)
+    def _level_kinds(self, below):
+        """Distributed levels while each has a subdomain per rank; from the first that has not, replicated."""
+        layout, out, spread = self._pending_layout, [], True
+        for level in below:
+            try:
+                check_distribution(level.decomposition, layout.world_size, layout.data_size)
+            except ConfigurationError:
+                spread = False
+            out.append((DistributedDDAttention, {"layout": layout}) if spread else (DDAttention, {}))
+        return out
+
+    @property
+    def distributes_below(self):
+        """Whether the level below is spread over the ranks (then it has its own transfer plan)."""
+        return self.transfer is not None
 
     def _max_over_ranks(self, value):
         from mpi4py import MPI
         return self._pending_layout.domain_comm.allreduce(value, op=MPI.MAX)  # set before the base constructor
 
-    def free(self):
-        """Release the exchange plans' communicators, on this level and below."""
+    def _release(self):
+        """This level's exchange plans' communicators."""
         self.plan.free()
         if self.transfer is not None:
             self.transfer.free()
-        super().free()
 
     def _transfer_plan(self):
         """Fine rows -> coarse rows: each rank reads the coarse rows its fine rows' Phi touches."""
@@ -125,32 +131,30 @@ class DistributedDDAttention(DDAttention):
             self._phi = (key, sparse_pair(own.row, cols, own.data, (own.shape[0], self.transfer.m_ext), *key))
         return self._phi[1]
 
-    def coarse_term(self, x_own, transpose=False, reduce=None):
+    def restrict(self, x_own):
+        """Phi^T x summed over ranks: to the owners of the coarse rows, or (replicated below) to every rank."""
+        c = super().restrict(x_own)
         if self.transfer is None:
-            comm, stats = self.layout.domain_comm, self.stats
-            return super().coarse_term(x_own, transpose, reduce=lambda c: allreduce_sum(c, comm, stats))
-        phi, phi_t = self.coarse_basis()
-        c_own = reverse_exchange(coarse_restrict(x_own, phi, phi_t), self.transfer)  # partial sums to owners
-        z_own = self.coarse_model.matvec(c_own, transpose)
-        return coarse_interpolate(halo_exchange(z_own, self.transfer), phi, phi_t)
+            return allreduce_sum(c, self.layout.domain_comm, self.stats)
+        return reverse_exchange(c, self.transfer)  # partial sums to owners
+
+    def interpolate(self, z):
+        """Phi z from the coarse rows this rank's fine rows read (their ghosts first, when distributed)."""
+        return super().interpolate(z if self.transfer is None else halo_exchange(z, self.transfer))
 
     def local_matvec(self, x, transpose=False):
         """This rank's rows of the one-level part for its own rows x: ghosts in, local term, contributions home."""
         return reverse_exchange(self.local_term(halo_exchange(x, self.plan), transpose), self.plan)
 
-    def replicated_parameters(self):
-        """Parameters every rank holds whole: the dense top level (and any replicated coarse level)."""
-        if self.transfer is None:
-            return super().replicated_parameters()
-        return ("Q0", "K0") + tuple(f"coarse_model.{k}" for k in self.coarse_model.replicated_parameters())
+    @property
+    def distributed_levels(self):
+        """The level operators spread over the ranks: this one and those below it while they are."""
+        return [m for m in self.level_operators if isinstance(m, DistributedDDAttention)]
 
     def level_stats(self):
         """[(level, CommStats of its ghost exchange, CommStats of its transfer to the next level)]."""
-        out, model, level = [], self, 0
-        while isinstance(model, DistributedDDAttention):
-            out.append((level, model.stats, model.transfer.stats if model.transfer is not None else None))
-            model, level = model.coarse_model, level + 1
-        return out
+        return [(level, m.stats, m.transfer.stats if m.transfer is not None else None)
+                for level, m in enumerate(self.distributed_levels)]
 
     def traffic_model(self, batch, itemsize=8):
         """Bytes this rank sends per error-loss training step, from the exchange plans: {halo, allreduce}.
@@ -161,14 +165,12 @@ class DistributedDDAttention(DDAttention):
         coarse result in (sent), and that forward exchange's adjoint (ghosts). The
         replicated top: Phi^T f in one Allreduce, then the gradients of its factors.
         """
-        halo, model = 0, self
-        while True:
+        halo = 0
+        for model in self.distributed_levels:
             p = model.plan
             halo += (2 * sum(p.send_counts) + len(p.ghosts)) * batch * itemsize
-            if model.transfer is None:
-                break
-            halo += (sum(model.transfer.send_counts) + 2 * len(model.transfer.ghosts)) * batch * itemsize
-            model = model.coarse_model
+            if model.transfer is not None:
+                halo += (sum(model.transfer.send_counts) + 2 * len(model.transfer.ghosts)) * batch * itemsize
         allreduce = 0
         if model.coarse and model.decomposition.coarse_size and self.layout.domain_size > 1:
             top = model.decomposition.coarse_size
@@ -180,16 +182,22 @@ class DistributedDDAttention(DDAttention):
         raise NotImplementedError("dense() needs the whole operator; load the checkpoint serially")
 
     # Global <-> local layout of parameter-shaped tensors (checkpoints, optimiser state).
+    def _owner_of(self, name):
+        """(the level whose layout a parameter has, its name there): prefixes walk the distributed levels."""
+        depth = 0
+        while name.startswith(PREFIX) and self.level_operators[depth].distributes_below:
+            name, depth = name[len(PREFIX):], depth + 1
+        return self.level_operators[depth], name
+
     def to_global(self, name, tensor):
         """Gather a local (N_p, L, r) tensor to the domain root; replicated ones are already whole."""
-        if name.startswith("coarse_model.") and self.transfer is not None:
-            return self.coarse_model.to_global(name[len("coarse_model."):], tensor)
-        if name in self.replicated_parameters():
+        level, own = self._owner_of(name)
+        if own in level.replicated_parameters():
             return tensor
-        parts = self.layout.domain_comm.gather((self.held, tensor.detach().cpu()), root=0)
+        parts = level.layout.domain_comm.gather((level.held, tensor.detach().cpu()), root=0)
         if parts is None:
             return None
-        whole = torch.empty((self.decomposition.N,) + tuple(tensor.shape[1:]), dtype=tensor.dtype)
+        whole = torch.empty((level.decomposition.N,) + tuple(tensor.shape[1:]), dtype=tensor.dtype)
         for held, part in parts:
             whole[torch.as_tensor(held)] = part
         return whole
@@ -200,13 +208,11 @@ class DistributedDDAttention(DDAttention):
         What a sharded checkpoint stores per rank (checkpoint.py): the held
         subdomains' rows of the (N, L, r) tensors of each distributed level.
         """
-        if name.startswith("coarse_model.") and self.transfer is not None:
-            return self.coarse_model.local_part(name[len("coarse_model."):])
-        return None if name in self.replicated_parameters() else self.held
+        level, own = self._owner_of(name)
+        return None if own in level.replicated_parameters() else level.held
 
     def from_global(self, name, tensor):
-        if name.startswith("coarse_model.") and self.transfer is not None:
-            return self.coarse_model.from_global(name[len("coarse_model."):], tensor)
-        if name in self.replicated_parameters():
+        level, own = self._owner_of(name)
+        if own in level.replicated_parameters():
             return tensor
-        return tensor[torch.as_tensor(self.held, device=tensor.device)]
+        return tensor[torch.as_tensor(level.held, device=tensor.device)]

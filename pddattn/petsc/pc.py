@@ -542,13 +542,11 @@ def _dtype_of(model):
 
 def _levels_text(model):
     """'2 levels, top rank r0' or 'L levels: sizes n_1 -> ... -> top (rank r0), distributed/replicated'."""
-    if model.coarse_model is None:
+    levels = model.level_operators
+    if len(levels) == 1:
         return f"2 levels, coarse rank r0={model.r0}"
-    sizes, m = [], model
-    while m.coarse_model is not None:
-        m = m.coarse_model
-        sizes.append(f"{m.n} ({'distributed' if hasattr(m, 'plan') else 'replicated'})")
-    sizes.append(f"top {m.decomposition.coarse_size} (replicated, rank {m.r0})")
+    sizes = [f"{m.n} ({'distributed' if hasattr(m, 'plan') else 'replicated'})" for m in levels[1:]]
+    sizes.append(f"top {levels[-1].decomposition.coarse_size} (replicated, rank {levels[-1].r0})")
     return f"{model.levels} levels: " + " -> ".join(sizes)
 
 
