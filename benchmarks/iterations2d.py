@@ -66,11 +66,10 @@ def worker(args):
     for family, coefficient in PROBLEMS[: args.problems]:
         problem = make_problem(family, (side, side), coefficient)
         A, dm, natural = assemble_problem(problem, comm, dmda=True)
-        petsc_of = np.empty_like(natural)
-        petsc_of[natural] = np.arange(problem.n)
+        from pddattn.petsc.local import Numbering
+        petsc_of = Numbering(dm).to_petsc(np.arange(problem.n))
         b = A.createVecLeft()
-        lo, hi = b.getOwnershipRange()
-        b.setArray(Noise(0, 0, 0, 1, problem.n).at(natural[lo:hi])[0])  # white f, the same on any layout
+        b.setArray(Noise(0, 0, 0, 1, problem.n).at(natural)[0])  # white f, the same on any layout
         for k, pc_name in enumerate(args.pcs.split(",")):
             if pc_name == "dd-trained" and side > args.train_max_grid:
                 continue

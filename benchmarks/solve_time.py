@@ -70,8 +70,7 @@ def worker_petsc(args):
     problem = make_problem(args.family, (args.grid, args.grid), args.coefficient)
     A, dm, natural = assemble_problem(problem, PETSc.COMM_WORLD, dmda=True)
     b = A.createVecLeft()
-    lo, hi = b.getOwnershipRange()
-    b.setArray(_rhs(problem, natural[lo:hi]))
+    b.setArray(_rhs(problem, natural))
     opts = PETSc.Options()
     for key, value in petsc_options(args.worker, (args.grid + 1) // CORE).items():
         opts[key] = value
@@ -85,8 +84,8 @@ def worker_petsc(args):
     ksp.setFromOptions()
     if args.worker == "asm":  # exactly DD's boxes, as index sets in the PETSc ordering
         from iterations2d import _asm_boxes
-        petsc_of = np.empty_like(natural)
-        petsc_of[natural] = np.arange(problem.n)
+        from pddattn.petsc.local import Numbering
+        petsc_of = Numbering(dm).to_petsc(np.arange(problem.n))
         _asm_boxes(ksp.getPC(), problem, (args.grid + 1) // CORE, petsc_of, PETSc.COMM_WORLD)
     _, setup, solve, true_rel = timed_solve(ksp, A, b)
     if PETSc.COMM_WORLD.getRank() == 0:

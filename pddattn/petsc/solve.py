@@ -38,7 +38,7 @@ def _check_input_file(path, what, comm):
 def _right_hand_side(args, A, problem, natural):
     """b (and the exact solution when known) on A's row layout; refuses missing files and NaN.
 
-    ``natural``: the grid (natural) index of every PETSc row (the identity without a DMDA).
+    ``natural``: the grid (natural) index of each of this rank's rows (assemble_problem).
     """
     from ..parallel.layout import CollectiveError
     from ..problems import make_sampler
@@ -55,7 +55,7 @@ def _right_hand_side(args, A, problem, natural):
         except ValueError as exc:
             raise CollectiveError(str(exc)) from None
         from ..problems.samplers import evaluate_rows
-        rows = natural[rstart:rend]
+        rows = natural
         order = np.argsort(rows)
         f, u = (np.empty((1, len(rows))) for _ in range(2))
         f[:, order], u[:, order] = evaluate_rows(sampler, sampler.coefficients(1), rows[order])
@@ -69,7 +69,7 @@ def _right_hand_side(args, A, problem, natural):
             raise CollectiveError(values)
         if values.shape != (n,):
             raise CollectiveError(f"{args.rhs} holds an array of shape {values.shape}, expected ({n},)")
-        b.setArray(values[natural[rstart:rend]])
+        b.setArray(values[natural])
     else:
         _check_input_file(args.rhs, "right-hand side file", comm)
         try:
@@ -130,19 +130,22 @@ def _solve_problem(args, layout):
 
 
 def assemble_problem(problem, comm, dmda):
-    """(A as a PETSc Mat, the DMDA or None, natural index of every PETSc row).
+    """(A as a PETSc Mat, the DMDA or None, the natural (grid) index of each of this rank's rows).
 
     Without a DMDA, rows are in the problem's own order, split as PETSc does.
     With one (2D), the DMDA distributes the grid in process boxes and A is
-    assembled in its ordering.
+    assembled in its ordering, renumbered by arithmetic on the ownership
+    ranges (petsc.local.Numbering): no rank asks for the index of all n.
     """
     from ..parallel.layout import CollectiveError
     PETSc = _petsc()
     if not dmda:
         if _unread(problem):  # a PETSc binary file: MatLoad, each rank reads its rows
-            return _mat_load(problem.matrix, comm), None, np.arange(problem.n)
+            A = _mat_load(problem.matrix, comm)
+            return A, None, np.arange(*A.getOwnershipRange())
         if problem.stencil is None:  # a scipy .npz: read whole, each rank inserts its rows
-            return petsc_matrix(problem.A, comm), None, np.arange(problem.n)
+            A = petsc_matrix(problem.A, comm)
+            return A, None, np.arange(*A.getOwnershipRange())
         local, _ = PETSc.Sys.splitOwnership(problem.n, comm=comm)
         rstart = comm.tompi4py().exscan(local) or 0
         rows = sp.csr_matrix(problem.rows(np.arange(rstart, rstart + local)))
@@ -150,19 +153,19 @@ def assemble_problem(problem, comm, dmda):
         csr = (rows.indptr.astype(PETSc.IntType), rows.indices.astype(PETSc.IntType), rows.data)
         A = PETSc.Mat().createAIJ(((local, problem.n), (local, problem.n)), csr=csr, comm=comm)
         A.assemble()
-        return A, None, np.arange(problem.n)
+        return A, None, np.arange(rstart, rstart + local)
     if problem.dim != 2:
         raise CollectiveError(f"--dmda needs a 2D grid (e.g. --grid 127x127), the problem has grid {problem.grid}")
     nx, ny = problem.grid
     dm = PETSc.DMDA().create(dim=2, sizes=(nx, ny), dof=1, stencil_width=1,
                              stencil_type=PETSc.DMDA.StencilType.STAR, comm=comm)
     dm.setUp()
-    natural = np.asarray(dm.getAO().petsc2app(np.arange(problem.n, dtype=PETSc.IntType)), dtype=np.int64)
-    petsc_of = np.empty_like(natural)
-    petsc_of[natural] = np.arange(problem.n)
+    from .local import Numbering
+    numbering = Numbering(dm)
     rstart, rend = _ownership(dm)
-    rows = sp.csr_matrix(problem.rows(natural[rstart:rend])).tocoo()  # a family's rows from its stencil alone
-    local = sp.csr_matrix((rows.data, (rows.row, petsc_of[rows.col])), shape=(rend - rstart, problem.n))
+    natural = numbering.to_natural(np.arange(rstart, rend))
+    rows = sp.csr_matrix(problem.rows(natural)).tocoo()  # a family's rows from its stencil alone
+    local = sp.csr_matrix((rows.data, (rows.row, numbering.to_petsc(rows.col))), shape=(rend - rstart, problem.n))
     local.sort_indices()
     csr = (local.indptr.astype(PETSc.IntType), local.indices.astype(PETSc.IntType), local.data)
     A = PETSc.Mat().createAIJ(((rend - rstart, problem.n), (rend - rstart, problem.n)), csr=csr, comm=comm)
