@@ -226,15 +226,24 @@ def test_a_model_of_another_matrix_is_refused_on_every_rank():
                          "does not fit this operator")
 
 
-def test_a_model_of_this_matrix_is_accepted_and_applied():
+def test_a_model_of_this_matrix_is_accepted_and_applied(monkeypatch):
+    """A stored model of a family is built on its problem's rows: the operator is never gathered."""
     from pddattn.checkpoint import load_model
     from pddattn.petsc import petsc_matrix
+
+    def no_gather(*args):
+        raise AssertionError("the stored model's PC gathered the operator")
     path = saved_model(problem="diffusion2d", grid="15x15", coefficient="lognormal:1", subdomains="3x3", overlap=1,
                        rank=4, symmetric=True, init="schwarz", steps=3, data="probe")
     p = make_problem("diffusion2d", (15, 15), "lognormal:1")
     A = petsc_matrix(p.A, PETSc.COMM_WORLD)
     pc = make_pc(A, None, "same_", model=path, smoother="none")  # the rank-4 model itself
+    monkeypatch.setattr("pddattn.petsc.pc.gather_operator", no_gather)
     pc.setUp()
+    model = pc.getPythonContext().model
+    assert not pc.getPythonContext().info["gathered"]
+    if world().Get_size() > 1:  # each rank its share: the whole A was never assembled
+        assert model.problem._A is None and len(model.held) < model.decomposition.N
     serial, _ = load_model(path)
     x = np.random.default_rng(5).standard_normal(p.n)
     with torch.no_grad():

@@ -177,7 +177,10 @@ class DDAttentionPC:
         self.info["seconds"] = time.perf_counter() - t0
 
     def _setup_gathered(self, opts, key, P, pc):
-        """A stored, trained or multilevel model: on the whole operator, gathered on every rank."""
+        """A trained or truncated model from the operator: on the whole operator, gathered on every rank."""
+        if opts["model"]:
+            self._setup_stored(opts, key, P, pc)
+            return
         A, petsc_of_natural, grid = gather_operator(P, pc.getDM())
         if self._refactor(opts, key, A, grid):
             self.key = key
@@ -185,16 +188,25 @@ class DDAttentionPC:
             return
         if self.model is not None:
             self.model.free()
-        if opts["model"]:
-            model, info = self._from_model(opts, P, A, petsc_of_natural, self.layout)
-        else:
-            model, info = self._from_operator(opts, A, grid, pc, self.layout)
+        model, info = self._from_operator(opts, A, grid, pc, self.layout)
+        self._take(model, dict(info, gathered=True), opts, key)
+        self._setup_scatter(P, petsc_of_natural[model.own_rows])
+
+    def _setup_stored(self, opts, key, P, pc):
+        """A stored model, on the rows of its own problem (nothing gathered when that is a family's stencil)."""
+        from .local import Numbering
+        if self.model is not None:
+            self.model.free()
+        model, info = self._from_model(opts, P, pc.getDM(), self.layout)
+        self._take(model, info, opts, key)
+        self._setup_scatter(P, Numbering(pc.getDM()).to_petsc(model.own_rows))
+        self._check_fit(opts, P)
+
+    def _take(self, model, info, opts, key):
+        """Hold a newly built model (in the asked precision) and what describes it."""
         info["options"] = opts
         self.model, self.key, self.info = _in_precision(model.eval(), opts["precision"]), key, info
         self.setups["built"] += 1
-        self._setup_scatter(P, petsc_of_natural[model.own_rows])
-        if opts["model"]:
-            self._check_fit(opts, P)
 
     def _setup_from_rows(self, opts, key, P, pc):
         """The exact two-level PC from this rank's rows of P (local.py): structure once, values refactored."""
@@ -258,7 +270,10 @@ class DDAttentionPC:
         ok = self.model.refactor(d, problem, below)
         return bool(self.layout.comm.allreduce(int(ok), op=_mpi_min()) if self.layout.world_size > 1 else ok)
 
-    def _from_model(self, opts, P, A, petsc_of_natural, layout):
+    def _from_model(self, opts, P, dm, layout):
+        """(the stored model, info). Its problem is rebuilt from the checkpoint: a family assembles the
+        rows a rank needs from its stencil, so the operator handed to the PC is gathered only when that
+        problem cannot be rebuilt here (a matrix file absent) or has no A (learnt from pairs)."""
         from ..checkpoint import CheckpointError, architecture_of, read_collective, restore
         from ..models import model_from_architecture
         from ..problems import problem_from_spec
@@ -267,8 +282,9 @@ class DDAttentionPC:
         arch = architecture_of(payload)
         if arch["model"] != "dd":
             raise CheckpointError(f"{path} holds a {arch['model']} model; DDAttentionPC needs a DD-attention model")
-        if arch["n"] != A.shape[0]:
-            raise CheckpointError(f"{path} is a model for n={arch['n']}, but the operator has n={A.shape[0]}")
+        n = P.getSize()[0]
+        if arch["n"] != n:
+            raise CheckpointError(f"{path} is a model for n={arch['n']}, but the operator has n={n}")
         carried = P.getName() or ""
         learnt_from_pairs = arch["problem"]["family"] == "data"  # no A to name: the probe below decides
         if carried.startswith("pddattn ") and carried[len("pddattn "):] != spec_label(arch["problem"]) \
@@ -278,16 +294,21 @@ class DDAttentionPC:
         try:
             problem = problem_from_spec(arch["problem"])
         except ValueError:  # e.g. the training matrix file is not here: the probe decides
-            problem = _operator_problem(A, None)
-        if not problem.has_operator:  # learnt from pairs alone: the operator handed to the PC is the A
-            problem = _operator_problem(A, arch["problem"]["grid"])
+            problem = None
+        gathered = problem is None or not problem.has_operator
+        if gathered:  # the operator handed to the PC is the A (pairs alone: on their grid)
+            grid = None if problem is None else arch["problem"]["grid"]
+            problem = _operator_problem(gather_operator(P, dm)[0], grid)
         model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64)
         restore(payload, model)
         self._stored_probe = payload.get("progress", {}).get("probe")
         if self._stored_probe is None:  # a checkpoint from before the probe was stored
             from ..spectrum import fit_probe
             self._stored_probe = fit_probe(model, problem.A, layout)
-        return model, {"source": f"model {path}", "arch": arch}
+        from ..parallel.share import DecompositionShare
+        built_from = ("this rank's share, its rows from the stencil" if isinstance(model.decomposition,
+                      DecompositionShare) else "rebuilt whole on every rank from its stencil or file")
+        return model, {"source": f"model {path}", "arch": arch, "gathered": gathered, "built_from": built_from}
 
     def _from_operator(self, opts, A, grid, pc, layout):
         from ..models import model_from_architecture
@@ -441,7 +462,9 @@ class DDAttentionPC:
                  + (", plus D^-1 (Jacobi, -pddattn_smoother)" if self._jacobi is not None else ""),
                  (f"set-up from this rank's rows: A held on {self.info['rows_held']:,} of {m.n:,} rows (its "
                   f"subdomains and the ring of its rows), never gathered" if self.info.get("from_rows") else
-                  "set-up from the whole operator, gathered on every rank"),
+                  "set-up from the whole operator, gathered on every rank" if self.info.get("gathered") else
+                  f"set-up on the stored model's problem ({self.info.get('built_from')}); the operator never "
+                  "gathered"),
                  f"set-ups: {self.setups['built']} built, {self.setups['refactored']} refactored on new values; "
                  f"the last took {self.info.get('seconds', 0.0):.3f} s"]
         if getattr(m, "exact", False) and m.coarse_model is None:
