@@ -13,7 +13,10 @@ torch and petsc4py is measured apart and shown in the table's header.
   pyamg-sa         pyamg smoothed aggregation (V-cycle) as the preconditioner of scipy's CG
                    (serial; the optional extra [bench])
   dd-additive      DDAttentionPC from the operator, the paper's additive two-level form
-  dd-balanced      the same, balanced coarse correction (its default when built from the operator)
+  dd-balanced      the same, balanced (deflated) coarse correction
+  dd-multiplicative  the two-grid V-cycle, Chebyshev(2)-Schwarz smoothing (its default when built from
+                   the operator; petsc/corrections.py)
+  dd-mult1         the same with one smoothing step (Richardson, -pddattn_chebyshev_degree 1)
   dd-3level        balanced, three levels (-pddattn_levels 3)
   dd-dense         additive with the dense Schwarz factors of before (-pddattn_factors dense; 255^2 only)
 
@@ -40,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 PROBLEMS = [("poisson2d", "const"), ("diffusion2d", "jump:1e4"), ("diffusion2d", "lognormal:1")]
-PCS = ["jacobi", "asm", "gamg", "hypre", "pyamg-sa", "dd-additive", "dd-balanced", "dd-3level", "dd-dense"]
+PCS = ["jacobi", "asm", "gamg", "hypre", "pyamg-sa", "dd-additive", "dd-balanced", "dd-multiplicative", "dd-mult1",
+       "dd-3level", "dd-dense"]
 CORE, DELTA, RTOL = 16, 2, 1e-8
 
 
@@ -52,6 +56,8 @@ def petsc_options(pc, boxes):
             "gamg": {"pc_type": "gamg"}, "hypre": {"pc_type": "hypre", "pc_hypre_type": "boomeramg"},
             "dd-additive": dict(dd, pddattn_coarse_correction="additive"),
             "dd-balanced": dict(dd, pddattn_coarse_correction="balanced"),
+            "dd-multiplicative": dict(dd, pddattn_coarse_correction="multiplicative"),
+            "dd-mult1": dict(dd, pddattn_coarse_correction="multiplicative", pddattn_chebyshev_degree="1"),
             "dd-3level": dict(dd, pddattn_coarse_correction="balanced", pddattn_levels="3"),
             "dd-dense": dict(dd, pddattn_coarse_correction="additive", pddattn_factors="dense")}[pc]
 
@@ -145,7 +151,8 @@ def import_cost():
 
 
 def markdown(results):
-    lines = [f"CG to a true 1e-8; seconds from one run on the 2-core machine (ratios to GAMG from the same run). "
+    lines = [f"CG to a true 1e-8; seconds on the 2-core machine, ratios to the GAMG cell of the same table. Cells "
+             f"added with --merge come from other runs than the rest (docs/results.md says which). "
              f"Importing python, torch, petsc4py and pddattn alone: {results['import_gb']:.2f} GB per process "
              f"(every cell runs in such a process: the problem comes from pddattn).", ""]
     for (ranks, grid), rows in sorted(_grouped(results["cells"]).items()):

@@ -143,38 +143,44 @@ class BlockDiagonalSolve:
         return y.to(dtype=x_ext.dtype, device=x_ext.device)
 
 
-def application_cost(model, balanced=True, a_nnz=0, columns=1):
+def application_cost(model, correction="balanced", a_nnz=0, columns=1, degree=2):
     """The cost model of one application of an exact DD preconditioner on this rank.
 
     Parameters
     ----------
     model : DDAttention with init='exact' (two levels)
-    balanced : bool
-        The balanced correction P0 + (I - P0 A) M1 (I - A P0): two coarse
-        terms and two products with A per application; additive: one and none.
+    correction : {'additive', 'balanced', 'multiplicative'}
+        How often each part runs per application (petsc/corrections.py):
+        additive 1 local and 1 coarse term; balanced 1 local, 2 coarse and
+        2 products with A; multiplicative 2 k local, 1 coarse and 2 k products.
     a_nnz : int
         Entries of this rank's rows of A (the products with A).
+    degree : int
+        k, the Chebyshev steps of each multiplicative smoothing.
 
     Returns
     -------
-    dict of name -> (flops, bytes): ``local`` (the block solve), ``coarse``
+    dict of name -> (flops, bytes): ``local`` (the block solves), ``coarse``
     (Phi^T x, the top solve, Phi z; ``reduce`` bytes of its Allreduce apart),
     ``A`` (the products with A), ``total``. ``logged`` is the part of
     ``total`` flops that PETSc's own counter sees (its triangular solves).
     """
     if len(model.level_operators) > 1:
         raise ValueError("the cost model covers the two-level exact operator")
+    counts = {"additive": (1, 1, 0), "balanced": (1, 2, 2), "multiplicative": (2 * degree, 1, 2 * degree)}
+    if correction not in counts:
+        raise ValueError(f"unknown correction {correction!r}; choose one of {tuple(counts)}")
+    n_local, n_coarse, n_A = counts[correction] if model.has_coarse else (1, 0, 0)
     local = model._local_solve.cost(columns)
     top = model._top_solve.cost(columns) if model._top_solve is not None else (0, 0)
     phi = model.decomposition.phi_rows(model.own_rows) if model.has_coarse else sp.csr_matrix((0, 0))
     coarse = (top[0] + 4 * phi.nnz * columns, top[1] + 2 * 12 * phi.nnz + 2 * 8 * phi.shape[0] * columns)
-    times = 2 if balanced and model.has_coarse else 1
-    products = (2 * 2 * a_nnz * columns, 2 * 12 * a_nnz) if times == 2 else (0, 0)
-    parts = {"local": local, "coarse": tuple(times * v for v in coarse), "A": products}
+    parts = {"local": tuple(n_local * v for v in local), "coarse": tuple(n_coarse * v for v in coarse),
+             "A": (n_A * 2 * a_nnz * columns, n_A * 12 * a_nnz)}
     parts["total"] = tuple(sum(p[k] for p in parts.values()) for k in (0, 1))
     solver = model._local_solve.solve.lu
-    parts["logged"] = (solver.flops(columns) if hasattr(solver, "flops") else 0) + \
-        times * (model._top_solve.lu.flops(columns) if top[0] and hasattr(model._top_solve.lu, "flops") else 0)
-    parts["reduce_bytes"] = times * 8 * model.decomposition.coarse_size * columns
+    parts["logged"] = n_local * (solver.flops(columns) if hasattr(solver, "flops") else 0) + \
+        n_coarse * (model._top_solve.lu.flops(columns) if top[0] and hasattr(model._top_solve.lu, "flops") else 0)
+    parts["reduce_bytes"] = n_coarse * 8 * model.decomposition.coarse_size * columns
     return parts
 

@@ -17,7 +17,7 @@ from pddattn.problems import make_problem
 PETSc = pytest.importorskip("petsc4py.PETSc")
 pytestmark = pytest.mark.mpi(min_size=1)
 
-from test_petsc import worst  # noqa: E402
+from test_petsc import everyone, worst  # noqa: E402
 from test_petsc_operator import make_pc, on_dmda, plain  # noqa: E402
 
 GRID = (19, 17)
@@ -103,22 +103,35 @@ def test_no_rank_holds_more_of_a_than_its_subdomains_and_their_ring(where):
             problem.rows(elsewhere[:1])
 
 
-def test_the_cost_model_counts_the_flops_petsc_logs():
-    """The model's flops of the triangular solves equal PETSc's own counter over one application of each part."""
+@pytest.mark.parametrize("correction,local,coarse", [("balanced", 1, 2), ("multiplicative", 4, 1),
+                                                    ("additive", 1, 1)])
+def test_the_cost_model_counts_the_flops_petsc_logs(correction, local, coarse):
+    """The model's flops of the triangular solves equal PETSc's own counter over the parts one application
+    runs, and a whole application logs those flops too."""
     import torch
     from pddattn.exact import application_cost
     A, dm, _ = on_dmda(PROBLEM)
-    pc = make_pc(A, dm, "cost_", subdomains="4x4", overlap=2, coarse_correction="balanced")
+    pc = make_pc(A, dm, f"cost{correction}_", subdomains="4x4", overlap=2, coarse_correction=correction)
     pc.setUp()
     model = pc.getPythonContext().model
     x = torch.from_numpy(np.random.default_rng(5).standard_normal((len(model.own_rows), 1)))
-    cost = application_cost(model, balanced=True)
+    cost = application_cost(model, correction, degree=2)
     before = PETSc.Log.getFlops()
     with torch.no_grad():
-        model.local_matvec(x)
-        model.coarse_term(x)
-        model.coarse_term(x)
-    assert PETSc.Log.getFlops() - before == cost["logged"] > 0
+        for _ in range(local):
+            model.local_matvec(x)
+        for _ in range(coarse):
+            model.coarse_term(x)
+    assert everyone(PETSc.Log.getFlops() - before == cost["logged"] > 0)
+    u, v = A.createVecs()
+    u.setRandom()
+    before = PETSc.Log.getFlops()
+    pc.apply(u, v)
+    products = {"additive": 0, "balanced": 2, "multiplicative": 4}[correction]
+    lo, hi = A.getOwnershipRange()
+    mult = 2 * A.getInfo(PETSc.Mat.InfoType.LOCAL)["nz_used"] - (hi - lo)  # what PETSc logs per MatMult
+    vector_ops = PETSc.Log.getFlops() - before - cost["logged"] - products * mult
+    assert everyone(0 <= vector_ops <= 20 * (hi - lo))  # the axpys and scalings around the parts (20 n at k = 2)
     assert cost["total"][0] > cost["logged"] and cost["total"][1] > 0
 
 

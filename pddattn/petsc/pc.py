@@ -35,6 +35,7 @@ from ..hierarchy import LEVEL_COARSE
 from ..problems.families import spec_label
 from . import teardown
 from ..parallel.layout import ConfigurationError
+from .corrections import CORRECTIONS
 from .matrices import dmda_grid, gather_operator
 
 __all__ = ["DDAttentionPC", "rank_deficiency", "OPTIONS", "PROBE_TOLERANCE"]
@@ -52,9 +53,13 @@ OPTIONS = [
     ("pddattn_top_size", 0, "levels > 2: target size of the top level; 0: coarse subdomains of a fixed size "
                             "(the top grows with n, factored; bounded iterations)"),
     ("pddattn_level_coarse", "harmonic", "coarse space of the coarse levels when levels > 2: harmonic or nicolaides"),
-    ("pddattn_coarse_correction", "auto", "additive (the paper's M^-1) or balanced: P0 + (I - P0 A) M1 (I - A P0), "
-                                          "symmetric, for CG; auto: balanced when built from the operator, "
-                                          "additive for a trained model (what it was trained as)"),
+    ("pddattn_coarse_correction", "auto", "additive (the paper's M^-1), balanced: P0 + (I - P0 A) M1 (I - A P0), or "
+                                          "multiplicative: a two-grid V-cycle, Chebyshev-Schwarz smoothing around "
+                                          "P0 (exact two-level PC only); auto: multiplicative for the exact "
+                                          "two-level PC, balanced for more levels or training, additive for a "
+                                          "stored model (what it was trained as)"),
+    ("pddattn_chebyshev_degree", 2, "multiplicative: Chebyshev steps of each smoothing on M1 A (2 local solves "
+                                    "each; 1: Richardson)"),
     ("pddattn_smoother", "auto", "added to a rank-deficient (singular) model: jacobi, M^-1 + D^-1 (SPD); auto: "
                                  "jacobi only when the model is rank-deficient; none: the model alone"),
     ("pddattn_precision", "float64", "arithmetic of the learned factors' products in apply: float64 or float32 "
@@ -80,6 +85,7 @@ class DDAttentionPC:
     def __init__(self):
         self.model = self.key = self.info = self.layout = None
         self._scatter = self._xm = self._ym = self._work = self._jacobi = self._jacobi_work = None
+        self._vcycle = None
         self.setups = {"built": 0, "refactored": 0}
 
     def create(self, pc):
@@ -113,11 +119,9 @@ class DDAttentionPC:
                   "precision": o.getString("pddattn_precision", "float64"),
                   "correction": o.getString("pddattn_coarse_correction", "auto"),
                   "level_coarse": o.getString("pddattn_level_coarse", _default("pddattn_level_coarse"))}
-        if values["correction"] == "auto":
-            values["correction"] = "additive" if values["model"] else "balanced"
-        if values["correction"] not in ("additive", "balanced"):
-            raise ConfigurationError(f"-{prefix}pddattn_coarse_correction must be additive or balanced, got "
-                                     f"{values['correction']!r}")
+        if values["correction"] not in CORRECTIONS + ("auto",):
+            raise ConfigurationError(f"-{prefix}pddattn_coarse_correction must be one of {CORRECTIONS} or auto, "
+                                     f"got {values['correction']!r}")
         if values["level_coarse"] not in LEVEL_COARSE:
             raise ConfigurationError(f"-{prefix}pddattn_level_coarse must be one of {LEVEL_COARSE}, got "
                                      f"{values['level_coarse']!r}")
@@ -129,7 +133,7 @@ class DDAttentionPC:
                                      f"{values['precision']!r}")
         if values["factors"] not in ("sparse", "dense"):
             raise ConfigurationError(f"-{prefix}pddattn_factors must be sparse or dense, got {values['factors']!r}")
-        for name in ("overlap", "rank", "train_steps", "levels", "top_size"):
+        for name in ("overlap", "rank", "train_steps", "levels", "top_size", "chebyshev_degree"):
             default = next(d for n, d, _ in OPTIONS if n == f"pddattn_{name}")
             try:
                 values[name] = o.getInt(f"pddattn_{name}", default)
@@ -143,6 +147,11 @@ class DDAttentionPC:
             raise ConfigurationError(f"-{prefix}pddattn_train_lr must be positive, got {values['train_lr']}")
         if values["levels"] < 2 or values["top_size"] < 0:
             raise ConfigurationError(f"-{prefix}pddattn_levels must be >= 2 and -{prefix}pddattn_top_size >= 0")
+        if values["chebyshev_degree"] < 1:
+            raise ConfigurationError(f"-{prefix}pddattn_chebyshev_degree must be >= 1, got "
+                                     f"{values['chebyshev_degree']}")
+        if values["correction"] == "auto":
+            values["correction"] = _auto_correction(values)
         return values
 
     def setFromOptions(self, pc):
@@ -174,6 +183,7 @@ class DDAttentionPC:
         else:
             self._setup_gathered(opts, key, P, pc)
         self._setup_smoother(opts, P)  # D^-1 follows the values too
+        self._setup_correction(opts, P)  # and lambda_max(M1 A)
         self.info["seconds"] = time.perf_counter() - t0
 
     def _setup_gathered(self, opts, key, P, pc):
@@ -255,6 +265,24 @@ class DDAttentionPC:
             then = ("applied as M^-1 + D^-1 (Jacobi added: SPD); -pddattn_smoother none applies it alone"
                     if self._jacobi is not None else "applied alone (-pddattn_smoother none)")
             PETSc.Sys.Print(f"DDAttentionPC: {deficiency} Here it is {then}.", comm=P.getComm())
+
+    def _setup_correction(self, opts, P):
+        """The V-cycle's lambda_max(M1 A), estimated anew for every set of values (multiplicative only)."""
+        self._vcycle = None
+        if opts["correction"] != "multiplicative" or not self.model.has_coarse:
+            return
+        m = self.model
+        if not getattr(m, "exact", False) or len(m.level_operators) > 1:
+            raise ConfigurationError(
+                f"-{opts['prefix']}pddattn_coarse_correction multiplicative needs an exact coarse solve (the PC "
+                f"built from the operator, two levels, untrained, full rank); use balanced")
+        from ..problems.samplers import Noise
+        from .corrections import Multiplicative, estimate_lambda_max
+        start = P.createVecLeft()  # white noise at the natural rows: the same start on any layout
+        self._model_to_vec(Noise(0, 0, 0, 1, m.n).at(m.own_rows)[0], start)
+        lam = estimate_lambda_max(P, self._parts(P, False).local, start)
+        start.destroy()
+        self._vcycle = Multiplicative(opts["chebyshev_degree"], lam)
 
     def _refactor(self, opts, key, A, grid):
         """New values of the same operator (same Mat, size, options, pattern): refactor the model in place."""
@@ -403,26 +431,27 @@ class DDAttentionPC:
             result = part(values).to(torch.float64).numpy().reshape(-1)
         self._model_to_vec(result, y)
 
-    def _apply(self, pc, x, y, transpose):
+    def _parts(self, P, transpose):
+        """M1, P0 and A as Vec -> Vec maps (their transposes for a transposed application)."""
+        from .corrections import Parts
         m = self.model
-        if self.info["options"]["correction"] == "additive" or not m.has_coarse:
+        return Parts(lambda a, b: self._model_apply(lambda v: m.local_matvec(v, transpose), a, b),
+                     lambda a, b: self._model_apply(lambda v: m.coarse_term(v, transpose), a, b),
+                     P.multTranspose if transpose else P.mult)
+
+    def _apply(self, pc, x, y, transpose):
+        from .corrections import balanced
+        m, correction = self.model, self.info["options"]["correction"]
+        if correction == "additive" or not m.has_coarse:
             self._model_apply(lambda v: m.matvec(v, transpose=transpose), x, y)
             return
-        # Balanced: M = P0 + (I - P0 A) M1 (I - A P0), P0 = Phi M_0^-1 Phi^T (for the transpose, the transposes).
         _, P = pc.getOperators()
-        mult = P.multTranspose if transpose else P.mult
-        coarse = lambda v: m.coarse_term(v, transpose)  # noqa: E731
         if self._work is None:
-            self._work = [x.duplicate() for _ in range(3)]
-        z0, r, w = self._work
-        self._model_apply(coarse, x, z0)                                     # z0 = P0 x
-        mult(z0, r)
-        r.aypx(-1.0, x)                                                      # r = x - A z0
-        self._model_apply(lambda v: m.local_matvec(v, transpose), r, y)      # y = M1 r
-        mult(y, w)
-        self._model_apply(coarse, w, r)                                      # r = P0 A M1 r
-        y.axpy(1.0, z0)
-        y.axpy(-1.0, r)
+            self._work = [x.duplicate() for _ in range(5)]
+        if correction == "balanced":
+            balanced(self._parts(P, transpose), self._work[:3], x, y)
+        else:
+            self._vcycle.apply(self._parts(P, transpose), self._work, x, y)
 
     def apply(self, pc, x, y):
         self._apply(pc, x, y, transpose=False)
@@ -459,6 +488,8 @@ class DDAttentionPC:
                     f"{m.num_parameters():,} parameters, applied in {str(_dtype_of(m)).split('.')[-1]}"),
                  f"layout: {'PETSc Scatter to the model rows' if self._scatter else 'Vec layout = model layout'}",
                  f"coarse correction: {self.info['options']['correction']}"
+                 + (f" (Chebyshev degree {self._vcycle.degree} on [0.1, 1.1] x lambda_max(M1 A) = "
+                    f"{self._vcycle.lambda_max:.4g})" if self._vcycle is not None else "")
                  + (", plus D^-1 (Jacobi, -pddattn_smoother)" if self._jacobi is not None else ""),
                  (f"set-up from this rank's rows: A held on {self.info['rows_held']:,} of {m.n:,} rows (its "
                   f"subdomains and the ring of its rows), never gathered" if self.info.get("from_rows") else
@@ -471,7 +502,8 @@ class DDAttentionPC:
             from ..exact import application_cost
             _, P = pc.getOperators()
             nnz = int(P.getInfo(_petsc().Mat.InfoType.LOCAL)["nz_used"])
-            c = application_cost(m, self.info["options"]["correction"] == "balanced", nnz)
+            c = application_cost(m, self.info["options"]["correction"], nnz, degree=self.info["options"][
+                "chebyshev_degree"])
             lines.append(f"cost model per application on this rank: {c['total'][0] / 1e6:.2f} Mflop, "
                          f"{c['total'][1] / 1e6:.1f} MB streamed (local solves {c['local'][0] / 1e6:.2f} Mflop, "
                          f"coarse {c['coarse'][0] / 1e6:.2f}, products with A {c['A'][0] / 1e6:.2f})")
@@ -484,6 +516,14 @@ class DDAttentionPC:
 
 
 # ---------------------------------------------------------------------- helpers
+def _auto_correction(opts):
+    """The default correction, chosen by measurement (docs/results.md, "Coarse corrections")."""
+    if opts["model"]:
+        return "additive"  # what a stored model was trained as
+    exact = not opts["train_steps"] and not opts["rank"] and opts["factors"] == "sparse"
+    return "multiplicative" if exact and opts["levels"] == 2 and opts["coarse"] != "none" else "balanced"
+
+
 def _from_rows_applies(opts):
     """Whether the PC is the exact one that local.py builds from a rank's rows (any number of levels)."""
     from .local import LOCAL_COARSE
