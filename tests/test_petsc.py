@@ -181,7 +181,7 @@ def _error_on_every_rank(make_pc, match):
     ("pddattn_subdomains", "4x", "pddattn_subdomains must look like 32 or 4x4"),
     ("pddattn_subdomains", "3x3", "needs a 2D DMDA on the PC"),
     ("pddattn_chebyshev_degree", "0", "pddattn_chebyshev_degree must be >= 1"),
-    ("pddattn_coarse_correction", "twice", "pddattn_coarse_correction must be one of"),
+    ("pddattn_coarse_correction", "twice", "pddattn_coarse_correction must be additive, balanced, multiplicative or auto"),
 ])
 def test_bad_options_are_a_clear_error_everywhere(option, value, match):
     from pddattn.petsc import DDAttentionPC, laplacian_matrix

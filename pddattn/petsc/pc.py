@@ -31,52 +31,20 @@ import time
 import numpy as np
 import torch
 
-from ..hierarchy import LEVEL_COARSE
 from ..problems.families import spec_label
 from . import teardown
 from ..parallel.layout import ConfigurationError
-from .corrections import CORRECTIONS
 from .matrices import dmda_grid, gather_operator
+from .options import OPTIONS, parse_options
 
 __all__ = ["DDAttentionPC", "rank_deficiency", "OPTIONS", "PROBE_TOLERANCE"]
 
-# (name, default, help) of every option, as -help prints them.
-OPTIONS = [
-    ("pddattn_model", "", "a trained pddattn checkpoint (none: build from the operator)"),
-    ("pddattn_subdomains", "", "4x4 (boxes of the DMDA grid) or 16 (algebraic); default one per rank"),
-    ("pddattn_overlap", 1, "overlap delta in layers of the grid / graph of A"),
-    ("pddattn_coarse", "harmonic", "coarse space: harmonic (GDSW-type), q1, hat or none"),
-    ("pddattn_rank", 0, "local rank r (0: full, classical two-level additive Schwarz)"),
-    ("pddattn_train_steps", 0, "condition-loss training steps on this operator during setUp"),
-    ("pddattn_train_lr", 1e-4, "learning rate of that training (scale-aware Adam)"),
-    ("pddattn_levels", 2, "levels: 2 = dense coarse block; L > 2 = multilevel DD attention"),
-    ("pddattn_top_size", 0, "levels > 2: target size of the top level; 0: coarse subdomains of a fixed size "
-                            "(the top grows with n, factored; bounded iterations)"),
-    ("pddattn_level_coarse", "harmonic", "coarse space of the coarse levels when levels > 2: harmonic or nicolaides"),
-    ("pddattn_coarse_correction", "auto", "additive (the paper's M^-1), balanced: P0 + (I - P0 A) M1 (I - A P0), or "
-                                          "multiplicative: a two-grid V-cycle, Chebyshev-Schwarz smoothing around "
-                                          "P0 (exact two-level PC only); auto: multiplicative for the exact "
-                                          "two-level PC, balanced for more levels or training, additive for a "
-                                          "stored model (what it was trained as)"),
-    ("pddattn_chebyshev_degree", 2, "multiplicative: Chebyshev steps of each smoothing on M1 A (2 local solves "
-                                    "each; 1: Richardson)"),
-    ("pddattn_smoother", "auto", "added to a rank-deficient (singular) model: jacobi, M^-1 + D^-1 (SPD); auto: "
-                                 "jacobi only when the model is rank-deficient; none: the model alone"),
-    ("pddattn_precision", "float64", "arithmetic of the learned factors' products in apply: float64 or float32 "
-                                     "(half the bytes; sparse solves, Krylov vectors and A stay float64)"),
-    ("pddattn_factors", "sparse", "full-rank untrained parts: sparse (LU of the A_i and of the top block) or "
-                                  "dense (the Schwarz factors Q_i Q_i^T = A_i^-1)"),
-]
 PROBE_TOLERANCE = 1e-3  # relative difference of the fit probe that marks another operator
 
 
 def _petsc():
     from petsc4py import PETSc
     return PETSc
-
-
-def _default(name):
-    return next(d for n, d, _ in OPTIONS if n == name)
 
 
 class DDAttentionPC:
@@ -108,51 +76,7 @@ class DDAttentionPC:
 
     # ----------------------------------------------------------------- options
     def _options(self, pc):
-        from ..parallel.layout import ConfigurationError
-        PETSc = _petsc()
-        prefix = pc.getOptionsPrefix() or ""
-        o = PETSc.Options(prefix)
-        values = {"prefix": prefix, "model": o.getString("pddattn_model", ""),
-                  "subdomains": o.getString("pddattn_subdomains", ""), "coarse": o.getString("pddattn_coarse", "harmonic"),
-                  "factors": o.getString("pddattn_factors", "sparse"),
-                  "smoother": o.getString("pddattn_smoother", "auto"),
-                  "precision": o.getString("pddattn_precision", "float64"),
-                  "correction": o.getString("pddattn_coarse_correction", "auto"),
-                  "level_coarse": o.getString("pddattn_level_coarse", _default("pddattn_level_coarse"))}
-        if values["correction"] not in CORRECTIONS + ("auto",):
-            raise ConfigurationError(f"-{prefix}pddattn_coarse_correction must be one of {CORRECTIONS} or auto, "
-                                     f"got {values['correction']!r}")
-        if values["level_coarse"] not in LEVEL_COARSE:
-            raise ConfigurationError(f"-{prefix}pddattn_level_coarse must be one of {LEVEL_COARSE}, got "
-                                     f"{values['level_coarse']!r}")
-        if values["smoother"] not in ("auto", "jacobi", "none"):
-            raise ConfigurationError(f"-{prefix}pddattn_smoother must be auto, jacobi or none, got "
-                                     f"{values['smoother']!r}")
-        if values["precision"] not in ("float64", "float32"):
-            raise ConfigurationError(f"-{prefix}pddattn_precision must be float64 or float32, got "
-                                     f"{values['precision']!r}")
-        if values["factors"] not in ("sparse", "dense"):
-            raise ConfigurationError(f"-{prefix}pddattn_factors must be sparse or dense, got {values['factors']!r}")
-        for name in ("overlap", "rank", "train_steps", "levels", "top_size", "chebyshev_degree"):
-            default = next(d for n, d, _ in OPTIONS if n == f"pddattn_{name}")
-            try:
-                values[name] = o.getInt(f"pddattn_{name}", default)
-            except PETSc.Error:
-                raise ConfigurationError(f"-{prefix}pddattn_{name} must be an integer") from None
-        try:
-            values["train_lr"] = o.getReal("pddattn_train_lr", next(d for n, d, _ in OPTIONS if n == "pddattn_train_lr"))
-        except PETSc.Error:
-            raise ConfigurationError(f"-{prefix}pddattn_train_lr must be a number") from None
-        if not values["train_lr"] > 0:
-            raise ConfigurationError(f"-{prefix}pddattn_train_lr must be positive, got {values['train_lr']}")
-        if values["levels"] < 2 or values["top_size"] < 0:
-            raise ConfigurationError(f"-{prefix}pddattn_levels must be >= 2 and -{prefix}pddattn_top_size >= 0")
-        if values["chebyshev_degree"] < 1:
-            raise ConfigurationError(f"-{prefix}pddattn_chebyshev_degree must be >= 1, got "
-                                     f"{values['chebyshev_degree']}")
-        if values["correction"] == "auto":
-            values["correction"] = _auto_correction(values)
-        return values
+        return parse_options(pc.getOptionsPrefix() or "")
 
     def setFromOptions(self, pc):
         PETSc = _petsc()
@@ -516,14 +440,6 @@ class DDAttentionPC:
 
 
 # ---------------------------------------------------------------------- helpers
-def _auto_correction(opts):
-    """The default correction, chosen by measurement (docs/results.md, "Coarse corrections")."""
-    if opts["model"]:
-        return "additive"  # what a stored model was trained as
-    exact = not opts["train_steps"] and not opts["rank"] and opts["factors"] == "sparse"
-    return "multiplicative" if exact and opts["levels"] == 2 and opts["coarse"] != "none" else "balanced"
-
-
 def _from_rows_applies(opts):
     """Whether the PC is the exact one that local.py builds from a rank's rows (any number of levels)."""
     from .local import LOCAL_COARSE
