@@ -18,6 +18,8 @@ torch and petsc4py is measured apart and shown in the table's header.
                    the operator; petsc/corrections.py)
   dd-mult1         the same with one smoothing step (Richardson, -pddattn_chebyshev_degree 1)
   dd-3level        balanced, three levels (-pddattn_levels 3)
+  dd-trained       trained in setUp: 10 condition-loss steps (-pddattn_train_steps 10; dense
+                   factors, balanced; 255^2 only: its set-up is minutes)
   dd-dense         additive with the dense Schwarz factors of before (-pddattn_factors dense; 255^2 only)
 
 Boxes of 16 x 16 nodes, overlap 2, harmonic coarse space (H/h = 16, H/delta = 8).
@@ -44,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 PROBLEMS = [("poisson2d", "const"), ("diffusion2d", "jump:1e4"), ("diffusion2d", "lognormal:1")]
 PCS = ["jacobi", "asm", "gamg", "hypre", "pyamg-sa", "dd-additive", "dd-balanced", "dd-multiplicative", "dd-mult1",
-       "dd-3level", "dd-dense"]
+       "dd-3level", "dd-trained", "dd-dense"]
 CORE, DELTA, RTOL = 16, 2, 1e-8
 
 
@@ -59,6 +61,7 @@ def petsc_options(pc, boxes):
             "dd-multiplicative": dict(dd, pddattn_coarse_correction="multiplicative"),
             "dd-mult1": dict(dd, pddattn_coarse_correction="multiplicative", pddattn_chebyshev_degree="1"),
             "dd-3level": dict(dd, pddattn_coarse_correction="balanced", pddattn_levels="3"),
+            "dd-trained": dict(dd, pddattn_train_steps="10"),
             "dd-dense": dict(dd, pddattn_coarse_correction="additive", pddattn_factors="dense")}[pc]
 
 
@@ -237,7 +240,7 @@ def main():
         for grid in grids:
             for family, coefficient in PROBLEMS[:1] if args.quick else PROBLEMS:
                 for pc in args.pcs.split(","):
-                    if (pc == "dd-dense" and grid > 255) or (pc == "pyamg-sa" and ranks > 1):
+                    if (pc in ("dd-dense", "dd-trained") and grid > 255) or (pc == "pyamg-sa" and ranks > 1):
                         continue
                     r = cell(pc, family, coefficient, grid, ranks)
                     results["cells"] = [c for c in results["cells"] if (c["problem"], c["pc"], c["grid"], c["ranks"])
