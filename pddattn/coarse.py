@@ -54,6 +54,30 @@ def q1_basis(grid, box_bounds):
     return sp.kron(hat_basis(ny, by), hat_basis(nx, bx), format="csr")
 
 
+def _connected_pieces(graph):
+    """(count, label) of the connected components of a symmetric sparse graph, labels 0..count-1.
+
+    Minimum-label propagation with pointer jumping, in numpy: the pieces are
+    interface edges and faces, a few dozen nodes across, so a handful of
+    sweeps settle them, and scipy.sparse.csgraph (65 ms to import, the PC's
+    only use of it) is not loaded into every setUp.
+    """
+    graph = sp.csr_matrix(graph)
+    m = graph.shape[0]
+    label = np.arange(m)
+    rows = np.flatnonzero(np.diff(graph.indptr))
+    while True:
+        new = label.copy()
+        if len(rows):
+            new[rows] = np.minimum(new[rows], np.minimum.reduceat(label[graph.indices], graph.indptr[rows]))
+        new = new[new]                           # a node's label is a node with a label no larger
+        if np.array_equal(new, label):
+            break
+        label = new
+    roots, label = np.unique(label, return_inverse=True)
+    return len(roots), label.ravel()
+
+
 def _interface_groups(A, core_of):
     """Gamma's groups: (list of node arrays) by touched core set, split into connected pieces.
 
@@ -62,7 +86,6 @@ def _interface_groups(A, core_of):
     keys as rows of a padded array (np.unique), the pieces as the connected
     components of A restricted to Gamma with only same-key edges kept.
     """
-    from scipy.sparse.csgraph import connected_components
     A = sp.csr_matrix(A)
     n = A.shape[0]
     rows = np.repeat(np.arange(n), np.diff(A.indptr))
@@ -94,7 +117,7 @@ def _interface_groups(A, core_of):
     block = principal_block(A[gamma], gamma).tocoo()
     same = key[block.row] == key[block.col]
     graph = sp.csr_matrix((np.ones(int(same.sum())), (block.row[same], block.col[same])), shape=(len(gamma),) * 2)
-    count, label = connected_components(graph, directed=False)
+    count, label = _connected_pieces(graph)
     order = np.argsort(label, kind="stable")
     groups = np.split(gamma[order], np.cumsum(np.bincount(label, minlength=count))[:-1])
     groups.sort(key=lambda g: g[0])

@@ -158,27 +158,33 @@ def principal_block(rows, nodes):
 
 
 def block_diagonal(rows_of, subdomains):
-    """diag(R_i A R_i^T) over sorted node sets, CSC, from one extraction of their rows.
+    """diag(R_i A R_i^T) over sorted node sets, CSR (symmetric, so its CSC too), from one extraction of rows.
 
     ``rows_of(nodes)`` gives A's rows ``nodes`` (a Problem's ``rows``, or a
     matrix's row slice). Row k of the stacked copies (node v of subdomain s)
     keeps A's entries (v, c) with c in subdomain s, found by one sorted
     search of the keys s n + c among the stacked keys s n + v. The same
-    matrix as ``sp.block_diag`` of the blocks, without a loop over them.
+    matrix as ``sp.block_diag`` of the blocks, without a loop over them; the
+    kept entries are already in row order with sorted columns, so the CSR
+    arrays are written directly (no COO sort: 40 ms of 60 at 255^2).
     """
     sizes = np.array([len(s) for s in subdomains], dtype=np.int64)
     if not sizes.sum():
-        return sp.csc_matrix((0, 0))
+        return sp.csr_matrix((0, 0))
     nodes = np.concatenate(subdomains)
     owner = np.repeat(np.arange(len(subdomains)), sizes)
     unique, inverse = np.unique(nodes, return_inverse=True)
-    rows = sp.csr_matrix(rows_of(unique))[inverse.ravel()].tocoo()
+    rows = sp.csr_matrix(rows_of(unique))
+    rows.sort_indices()
+    rows = rows[inverse.ravel()]
+    row = np.repeat(np.arange(len(nodes)), np.diff(rows.indptr))
     width = max(int(rows.shape[1]), int(unique[-1]) + 1)
     stacked = owner * width + nodes                   # sorted: subdomains in order, each sorted
-    key = owner[rows.row] * width + rows.col
+    key = owner[row] * width + rows.indices
     where = np.minimum(np.searchsorted(stacked, key), len(stacked) - 1)
     keep = stacked[where] == key
-    return sp.csc_matrix((rows.data[keep], (rows.row[keep], where[keep])), shape=(len(nodes), len(nodes)))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(row[keep], minlength=len(nodes)))])
+    return sp.csr_matrix((rows.data[keep], where[keep], indptr), shape=(len(nodes), len(nodes)))
 
 
 @dataclasses.dataclass
