@@ -179,8 +179,12 @@ def _interior_extensions(A, cores, is_gamma, a_phi_gamma):
     if not coupled.any():
         return None
     keep = coupled[label]
+    if not keep.all():  # drop the cores that see no Gamma, renumbering the kept rows
+        renumber = np.cumsum(keep) - 1
+        entry = keep[rhs.row]
+        rhs = sp.coo_matrix((rhs.data[entry], (renumber[rhs.row[entry]], rhs.col[entry])),
+                            shape=(int(keep.sum()), rhs.shape[1]))
     nodes, label = nodes[keep], label[keep]
-    rhs = sp.csr_matrix(a_phi_gamma)[nodes].tocoo()
     n0 = a_phi_gamma.shape[1]
     pairs, pair_of = np.unique(label[rhs.row] * n0 + rhs.col, return_inverse=True)
     pair_core = pairs // n0

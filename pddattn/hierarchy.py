@@ -140,10 +140,43 @@ def levels_of(problem, spec, levels=2, top_size=TOP_SIZE, level_coarse="harmonic
 
 
 def _share_applies(problem, spec, layout):
-    """Whether a rank builds only its share: distributed, geometric subdomains, a family's stencil rows."""
+    """Whether a rank builds only its share: distributed, and either geometric subdomains on a family's
+    stencil rows or algebraic ones on a matrix file this rank reads its rows of (:func:`_matrix_share`)."""
     from .parallel.setup import FAMILY_SHARE_KINDS
-    return (layout is not None and layout.domain_size > 1 and spec.get("kind") in FAMILY_SHARE_KINDS
-            and problem.has_operator and problem.stencil is not None)
+    if layout is None or layout.domain_size <= 1 or not problem.has_operator:
+        return False
+    if _matrix_share_applies(problem, spec):
+        return True
+    return spec.get("kind") in FAMILY_SHARE_KINDS and problem.stencil is not None
+
+
+def _matrix_share_applies(problem, spec):
+    """A PETSc binary file not in memory, algebraic row blocks, count weights: what petsc/local.py builds."""
+    from .problems.families import matrix_header
+    return (problem.matrix is not None and problem._A is None and spec.get("kind") == "algebraic"
+            and spec.get("pou") == "count" and spec.get("partition", "blocks") == "blocks"
+            and spec.get("coarse") in ("harmonic", "none") and matrix_header(problem.matrix) is not None)
+
+
+def _matrix_share(problem, spec, layout):
+    """A rank's share of an algebraic decomposition of a matrix file, from its rows alone.
+
+    The file is read with MatLoad (each rank its rows), the share built as
+    DDAttentionPC builds its own (petsc/local.py: MatIncreaseOverlap,
+    MatCreateSubMatrices, harmonic rows from local solves); the problem then
+    answers A's rows at the rank's subdomains and ring only, so nothing on
+    any rank reads the whole matrix.
+    """
+    from petsc4py import PETSc
+    from .petsc.local import local_share
+    from .petsc.matrices import mat_load
+    P = mat_load(problem.matrix, PETSc.Comm(layout.domain_comm))
+    try:
+        share, local = local_share(P, None, spec, layout)
+    finally:
+        P.destroy()
+    problem.stencil = local.stencil
+    return share
 
 
 def _share(problem, spec, layout):
@@ -154,6 +187,8 @@ def _share(problem, spec, layout):
     counts = types.SimpleNamespace(N=int(np.prod(N)), spec=spec, layout=tuple(N) if isinstance(N, list) else (N,))
     check_distribution(counts, layout.world_size, layout.data_size)
     try:
+        if _matrix_share_applies(problem, spec):
+            return _matrix_share(problem, spec, layout)
         return family_share(problem, spec, layout, layout.domain_comm)
     except ConfigurationError:
         raise

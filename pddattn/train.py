@@ -187,9 +187,10 @@ class TrainConfig:
                 problem.pairs, self.data_sha256 = pairs, pairs.sha256
                 sampler = PairsSampler(pairs, self.seed)
             else:
-                problem = problem or problem_of(self.to_dict())
+                problem = problem or problem_of(self.to_dict(), layout)
+            arch = architecture(self.to_dict(), problem, layout)  # first: a rank's share gives it A's rows
+            if pairs is None:
                 sampler = make_sampler(self.data_kind(problem), problem, self.modes, self.alpha, self.seed)
-            arch = architecture(self.to_dict(), problem, layout)
             if self.model == "fno":
                 from .fno import data_scales
                 arch["scales"] = list(data_scales(sampler))

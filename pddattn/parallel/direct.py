@@ -10,6 +10,7 @@ symmetric permutation of A (same solution, permuted).
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 __all__ = ["DistributedSolver"]
 
@@ -19,26 +20,27 @@ class DistributedSolver:
 
     Parameters
     ----------
-    A : scipy.sparse matrix (n, n)
-        Every rank holds A (it built the problem); each inserts only its rows.
+    rows : scipy.sparse matrix (len(own), n)
+        A's rows at ``own``, global columns (a Problem's ``rows(own)``: no
+        rank needs the whole A).
     own : int array
         This rank's rows, sorted global node indices; over the ranks of
         ``comm`` they partition range(n).
     comm : mpi4py.MPI.Comm
     """
 
-    def __init__(self, A, own, comm):
+    def __init__(self, rows, own, comm):
         from petsc4py import PETSc
         every = comm.allgather(np.asarray(own, dtype=np.int64))
         order = np.concatenate(every)
-        if len(order) != A.shape[0] or not np.array_equal(np.sort(order), np.arange(A.shape[0])):
+        n = rows.shape[1]
+        if len(order) != n or not np.array_equal(np.sort(order), np.arange(n)):
             raise ValueError("the ranks' rows do not partition the matrix rows")
         new = np.empty_like(order)
         new[order] = np.arange(len(order))                  # model position of every global node
-        rows = A.tocsr()[own]
-        rows = (rows @ _permutation(new)).tocsr()          # columns in the model ordering
+        rows = (sp.csr_matrix(rows) @ _permutation(new)).tocsr()          # columns in the model ordering
         rows.sort_indices()
-        n, m = A.shape[0], len(own)
+        m = len(own)
         pcomm = PETSc.Comm(comm)
         csr = (rows.indptr.astype(PETSc.IntType), rows.indices.astype(PETSc.IntType), rows.data.astype(float))
         self.A = PETSc.Mat().createAIJ(((m, n), (m, n)), csr=csr, comm=pcomm)
@@ -73,6 +75,5 @@ class DistributedSolver:
 
 def _permutation(new):
     """P with (A P)[:, new[j]] = A[:, j]: renumbers columns old -> new."""
-    import scipy.sparse as sp
     n = len(new)
     return sp.csr_matrix((np.ones(n), (np.arange(n), new)), shape=(n, n))

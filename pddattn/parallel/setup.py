@@ -161,15 +161,18 @@ def _harmonic_rows(A_UU, U, own, ring, cores, cmap, comm):
     allgather of first nodes, and the ring's group ids come from their owners.
     """
     from ..coarse import _interface_groups, _interior_extensions
-    is_own = np.isin(U, own, assume_unique=True)
+    at = np.minimum(np.searchsorted(own, U), max(len(own) - 1, 0))
+    is_own = own[at] == U if len(own) else np.zeros(len(U), dtype=bool)  # both sorted: no isin sort
     _, groups = _interface_groups(A_UU, cmap.core_of(U))
     groups = [g for g in groups if is_own[g[0]]]
     first = U[[g[0] for g in groups]] if groups else np.zeros(0, dtype=np.int64)
     every = np.sort(np.concatenate(comm.allgather(first)))
     n0 = len(every)
     group_own = np.full(len(own), -1.0)
-    for g, gid in zip(groups, np.searchsorted(every, first)):
-        group_own[np.searchsorted(own, U[g])] = gid
+    if groups:  # every group's nodes at once: no loop over the (n_0 / ranks) groups
+        members = np.concatenate(groups)
+        group_own[np.searchsorted(own, U[members])] = np.repeat(np.searchsorted(every, first),
+                                                                [len(g) for g in groups])
     ring_plan = GhostExchange.from_reads(own, ring, cmap.owner_of, comm)
     ext = ring_plan.forward(torch.from_numpy(group_own[:, None])).numpy()[:, 0]
     ring_plan.free()

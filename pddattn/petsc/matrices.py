@@ -13,7 +13,7 @@ import zlib
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["petsc_matrix", "laplacian_matrix", "gather_operator", "operator_state", "dmda_grid"]
+__all__ = ["petsc_matrix", "laplacian_matrix", "gather_operator", "operator_state", "dmda_grid", "mat_load"]
 
 
 def _petsc():
@@ -94,3 +94,27 @@ def operator_state(A):
     indptr, indices, values = A.getValuesCSR()
     local = zlib.crc32(np.ascontiguousarray(values).tobytes(), zlib.crc32(np.ascontiguousarray(indices).tobytes()))
     return (A.getSize()[0], tuple(A.getComm().tompi4py().allgather(local)))
+
+
+def mat_load(path, comm=None):
+    """The PETSc binary Mat in ``path`` as a distributed AIJ matrix, rows split as PETSc does.
+
+    Each rank reads its rows only (MatLoad); a file that is not a Mat or a
+    matrix that is not symmetric is a CollectiveError on every rank.
+    ``comm``: a petsc4py or mpi4py communicator (default COMM_WORLD).
+    """
+    from ..parallel.layout import CollectiveError
+    PETSc = _petsc()
+    comm = PETSc.COMM_WORLD if comm is None else PETSc.Comm(comm)
+    viewer = PETSc.Viewer().createBinary(str(path), "r", comm=comm)
+    A = PETSc.Mat().create(comm=comm)
+    A.setType(PETSc.Mat.Type.AIJ)
+    try:
+        A.load(viewer)
+    except PETSc.Error:
+        raise CollectiveError(f"{path} could not be read as a PETSc binary Mat") from None
+    finally:
+        viewer.destroy()
+    if not A.isSymmetric(1e-12 * max(A.norm(PETSc.NormType.INFINITY), 1e-300)):
+        raise CollectiveError(f"the matrix in {path} is not symmetric; an SPD operator is")
+    return A

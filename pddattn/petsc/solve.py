@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..problems.families import spec_label
-from .matrices import petsc_matrix
+from .matrices import mat_load, petsc_matrix
 from .verdict import norm_name
 
 __all__ = ["solve_main", "assemble_problem", "timed_solve"]
@@ -141,7 +141,7 @@ def assemble_problem(problem, comm, dmda):
     PETSc = _petsc()
     if not dmda:
         if _unread(problem):  # a PETSc binary file: MatLoad, each rank reads its rows
-            A = _mat_load(problem.matrix, comm)
+            A = mat_load(problem.matrix, comm)
             return A, None, np.arange(*A.getOwnershipRange())
         if problem.stencil is None:  # a scipy .npz: read whole, each rank inserts its rows
             A = petsc_matrix(problem.A, comm)
@@ -176,24 +176,6 @@ def assemble_problem(problem, comm, dmda):
 def _unread(problem):
     """A matrix-file problem whose A is not in memory (families.unread_matrix_problem)."""
     return problem.matrix is not None and problem._A is None
-
-
-def _mat_load(path, comm):
-    """The PETSc binary Mat in ``path`` as a distributed AIJ matrix, rows split as PETSc does."""
-    from ..parallel.layout import CollectiveError
-    PETSc = _petsc()
-    viewer = PETSc.Viewer().createBinary(str(path), "r", comm=comm)
-    A = PETSc.Mat().create(comm=comm)
-    A.setType(PETSc.Mat.Type.AIJ)
-    try:
-        A.load(viewer)
-    except PETSc.Error:
-        raise CollectiveError(f"{path} could not be read as a PETSc binary Mat") from None
-    finally:
-        viewer.destroy()
-    if not A.isSymmetric(1e-12 * max(A.norm(PETSc.NormType.INFINITY), 1e-300)):
-        raise CollectiveError(f"the matrix in {path} is not symmetric; an SPD operator is")
-    return A
 
 
 def _white_rhs(kind, A, seed):

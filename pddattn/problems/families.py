@@ -243,9 +243,14 @@ class Problem:
 
     def rows(self, rows):
         """The rows ``rows`` (global indices) of A as CSR (len(rows), n), without the whole A if it is not built."""
-        if self._A is None and not self.matrix:
+        if self._A is None and (self.stencil is not None or not self.matrix):
             return self._stencil()(rows)
-        return self._A[np.asarray(rows, dtype=np.int64)]
+        return self.A[np.asarray(rows, dtype=np.int64)]
+
+    @property
+    def rows_only(self):
+        """True for a matrix file whose rows this rank reads from its distributed copy (no whole A here)."""
+        return self._A is None and self.matrix is not None and self.stencil is not None
 
     def block(self, nodes):
         """A restricted to the sorted ``nodes`` (rows and columns), R A R^T as CSR.

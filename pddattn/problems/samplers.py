@@ -146,8 +146,8 @@ class WhiteSampler:
 
     def __init__(self, problem, kind, seed=0):
         self.problem, self.kind, self.seed, self.n = problem, kind, int(seed), problem.n
-        if kind == "solve":
-            problem.factor()  # once, reused by every batch
+        if kind == "solve" and not problem.rows_only:
+            problem.factor()  # once, reused by every batch (a rank holding rows only solves distributed)
 
     def coefficients(self, count, stream=0, index=0):
         return Noise(self.seed, stream, index, count, self.n)
@@ -174,7 +174,7 @@ class WhiteSampler:
         key = (id(comm), len(rows), int(rows[0]) if len(rows) else -1)
         if getattr(self, "_solver_key", None) != key:
             from ..parallel.direct import DistributedSolver
-            self._solver, self._solver_key = DistributedSolver(self.problem.A, rows, comm), key
+            self._solver, self._solver_key = DistributedSolver(self.problem.rows(rows), rows, comm), key
         return self._solver
 
     def sample(self, count, stream=0, index=0, lo=0, hi=None):
