@@ -79,3 +79,26 @@ def test_the_block_diagonal_of_overlapping_subdomains_is_block_diag_of_their_blo
     a = block_diagonal(p.rows, d.subdomains)
     b = sp.block_diag([p.block(s) for s in d.subdomains], format="csc")
     assert (a != b).nnz == 0 and a.nnz == b.nnz  # bitwise: no arithmetic on the values
+
+
+@pytest.mark.parametrize("package", ["petsc", "cholmod"])
+def test_both_factor_packages_solve_the_block_diagonal_and_count_what_petsc_logs(package):
+    """CHOLMOD (the default where PETSc has SuiteSparse) and PETSc's own Cholesky are one operator."""
+    pytest.importorskip("petsc4py")
+    from petsc4py import PETSc
+    from pddattn.decomposition import boxes
+    from pddattn.exact import _PetscCholesky, factor_package
+    from pddattn.problems import make_problem
+    from pddattn.problems.families import block_diagonal
+    if package == "cholmod" and factor_package() != "cholmod":
+        pytest.skip("this PETSc has no SuiteSparse")
+    p = make_problem("diffusion2d", (23, 19), "jump:1e4")
+    A = block_diagonal(p.rows, boxes((23, 19), (3, 2), 2, coarse="q1").subdomains)
+    X = np.random.default_rng(3).standard_normal((A.shape[0], 2))
+    factor = _PetscCholesky(A, package=package)
+    before = PETSc.Log.getFlops()
+    got = factor.solve(X)
+    logged = PETSc.Log.getFlops() - before
+    want = np.linalg.solve(A.toarray(), X)
+    assert np.abs(got - want).max() <= 1e-12 * np.abs(want).max()
+    assert factor.package == package and logged == factor.flops(columns=2)
