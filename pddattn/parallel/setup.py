@@ -217,8 +217,8 @@ def galerkin_sum(phi, rows, U, own, ring, cmap, comm):
     phi_ext = sp.csr_matrix((ext[:, width:][keep], (ext_rows, ext[:, :width][keep].astype(np.int64))),
                             shape=(len(nodes), n0))
     A_own = rows[np.searchsorted(U, own)].tocoo()          # own rows, global columns (in own and ring)
-    order = np.argsort(nodes, kind="stable")
-    cols = order[np.searchsorted(nodes[order], A_own.col)]  # a plain search on a sorted copy: about 2x the sorter's speed
+    order = np.argsort(nodes, kind="stable")  # a plain search on a sorted copy: about 2x the sorter's speed
+    cols = order[np.searchsorted(nodes[order], A_own.col)]
     A_own = sp.csr_matrix((A_own.data, (A_own.row, cols)), shape=(len(own), len(nodes)))
     return _sum_over_ranks(phi.T @ (A_own @ phi_ext), comm)
 
