@@ -17,6 +17,7 @@ torch and petsc4py is measured apart and shown in the table's header.
   dd-multiplicative  the two-grid V-cycle, Chebyshev(2)-Schwarz smoothing (its default when built from
                    the operator; petsc/corrections.py)
   dd-mult1         the same with one smoothing step (Richardson, -pddattn_chebyshev_degree 1)
+  dd-mult3         the same with three (-pddattn_chebyshev_degree 3)
   dd-3level        balanced, three levels (-pddattn_levels 3)
   dd-trained       trained in setUp: 10 condition-loss steps (-pddattn_train_steps 10; dense
                    factors, balanced; 255^2 only: its set-up is minutes)
@@ -46,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 PROBLEMS = [("poisson2d", "const"), ("diffusion2d", "jump:1e4"), ("diffusion2d", "lognormal:1")]
 PCS = ["jacobi", "asm", "gamg", "hypre", "pyamg-sa", "dd-additive", "dd-balanced", "dd-multiplicative", "dd-mult1",
-       "dd-3level", "dd-trained", "dd-dense"]
+       "dd-mult3", "dd-3level", "dd-trained", "dd-dense"]
 CORE, DELTA, RTOL = 16, 2, 1e-8
 
 
@@ -60,6 +61,7 @@ def petsc_options(pc, boxes):
             "dd-balanced": dict(dd, pddattn_coarse_correction="balanced"),
             "dd-multiplicative": dict(dd, pddattn_coarse_correction="multiplicative"),
             "dd-mult1": dict(dd, pddattn_coarse_correction="multiplicative", pddattn_chebyshev_degree="1"),
+            "dd-mult3": dict(dd, pddattn_coarse_correction="multiplicative", pddattn_chebyshev_degree="3"),
             "dd-3level": dict(dd, pddattn_coarse_correction="balanced", pddattn_levels="3"),
             "dd-trained": dict(dd, pddattn_train_steps="10"),
             "dd-dense": dict(dd, pddattn_coarse_correction="additive", pddattn_factors="dense")}[pc]

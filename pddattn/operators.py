@@ -412,6 +412,11 @@ class DDAttention(_Attention):
         return np.arange(self.n) if self.rows is None else self.rows.own
 
     @property
+    def ext_nodes(self):
+        """The global nodes of the rows of x_ext, the input of :meth:`local_term` (all n serially)."""
+        return np.arange(self.n)
+
+    @property
     def whole(self):
         """True when this module holds every subdomain on all n rows (the serial operator)."""
         return self.rows is None and len(self.held) == self.decomposition.N

@@ -125,12 +125,21 @@ def test_the_cost_model_counts_the_flops_petsc_logs(correction, local, coarse):
     assert everyone(PETSc.Log.getFlops() - before == cost["logged"] > 0)
     u, v = A.createVecs()
     u.setRandom()
-    before = PETSc.Log.getFlops()
-    pc.apply(u, v)
     products = {"additive": 0, "balanced": 2, "multiplicative": 4}[correction]
     lo, hi = A.getOwnershipRange()
     mult = 2 * A.getInfo(PETSc.Mat.InfoType.LOCAL)["nz_used"] - (hi - lo)  # what PETSc logs per MatMult
-    vector_ops = PETSc.Log.getFlops() - before - cost["logged"] - products * mult
+    # the PC's M1 reads and writes through W = D^1/2 R, a MatMult and a MatMultTranspose: on one rank the
+    # 3 s flops the model counts for D^1/2 twice and the scatter-add (PETSc logs ghost entries twice)
+    one_level = pc.getPythonContext()._one_level
+    before = PETSc.Log.getFlops()
+    one_level.W.mult(u, one_level.t)
+    one_level.W.multTranspose(one_level.s, v)
+    weights = local * (PETSc.Log.getFlops() - before)
+    counted = 3 * local * len(model._local_solve.rows)
+    assert everyone(weights == counted if PETSc.COMM_WORLD.getSize() == 1 else weights >= counted)
+    before = PETSc.Log.getFlops()
+    pc.apply(u, v)
+    vector_ops = PETSc.Log.getFlops() - before - cost["logged"] - products * mult - weights
     assert everyone(0 <= vector_ops <= 20 * (hi - lo))  # the axpys and scalings around the parts (20 n at k = 2)
     assert cost["total"][0] > cost["logged"] and cost["total"][1] > 0
 
@@ -170,3 +179,25 @@ def test_a_matrix_file_is_read_by_rows_with_matload_and_never_whole(tmp_path):
         with pytest.raises(ValueError, match="6 x 4"):
             unread_matrix_problem(str(tmp_path / "wide.petsc"))
     assert read_matrix(path).shape == PROBLEM.A.shape
+
+
+@pytest.mark.parametrize("where,subdomains,overlap", [("dmda", "4x3", 2), ("plain", "5", 1)])
+def test_the_petsc_one_level_term_equals_the_models(where, subdomains, overlap):
+    """M1 on PETSc's Mat and Vecs (one_level.py) is the model's local_matvec to 1e-12, in the operator's
+    numbering (a DMDA's box ordering on several ranks), for the transpose too (the same: symmetric)."""
+    import torch
+    A, dm, natural = (on_dmda if where == "dmda" else plain)(PROBLEM)
+    pc = make_pc(A, dm, f"onelevel{where}_", subdomains=subdomains, overlap=overlap)
+    pc.setUp()
+    context = pc.getPythonContext()
+    assert context._one_level is not None
+    x, y = A.createVecs()
+    x.setArray(np.random.default_rng(3).standard_normal(len(natural)))
+    context._one_level(x, y)
+    values = context._vec_to_model(x)
+    with torch.no_grad():
+        expected = context.model.local_matvec(torch.from_numpy(values[:, None]))[:, 0].numpy()
+    got = y.duplicate()
+    context._model_to_vec(expected, got)
+    got.axpy(-1.0, y)
+    assert worst(got.norm() / y.norm()) <= 1e-12

@@ -142,6 +142,11 @@ class DistributedDDAttention(DDAttention):
         """Phi z from the coarse rows this rank's fine rows read (their ghosts first, when distributed)."""
         return super().interpolate(z if self.transfer is None else halo_exchange(z, self.transfer))
 
+    @property
+    def ext_nodes(self):
+        """The global nodes of the rows of x_ext: the own rows, then the ghosts (the exchange's order)."""
+        return np.concatenate([self.plan.own, self.plan.ghosts])
+
     def local_matvec(self, x, transpose=False):
         """This rank's rows of the one-level part for its own rows x: ghosts in, local term, contributions home."""
         return reverse_exchange(self.local_term(halo_exchange(x, self.plan), transpose), self.plan)

@@ -33,7 +33,7 @@ def _mpi():
     return MPI
 
 
-def finish_share(spec, cmap, comm, cores, subdomains, ring, U, rows, plan=None, ramps=None):
+def finish_share(spec, cmap, comm, cores, subdomains, ring, U, rows, plan=None, ramps=None, A_UU=None):
     """The share of the held subdomains (``cmap.holdings[rank]``), from A's rows at U (CSR, global columns).
 
     Parameters
@@ -52,15 +52,19 @@ def finish_share(spec, cmap, comm, cores, subdomains, ring, U, rows, plan=None, 
         Reused from an earlier share of the same structure.
     ramps : list of arrays, optional
         The smooth PoU's unnormalised weights on each subdomain.
+    A_UU : CSR, optional
+        R_U A R_U^T (columns numbered in U), where the caller has it already.
     """
     from ..problems.families import principal_block
     held = cmap.holdings[comm.Get_rank()]
     own = np.sort(np.concatenate(cores)) if cores else np.zeros(0, dtype=np.int64)
     plan = plan or GhostExchange.from_reads(own, np.concatenate(subdomains) if subdomains else own,
                                             cmap.owner_of, comm)
-    A_UU = principal_block(rows, U)
-    phi = coarse_rows(spec["coarse"], A_UU, U, own, ring, cores, cmap, comm)
-    A0 = galerkin_sum(phi, rows, U, own, ring, cmap, comm)
+    A_UU = principal_block(rows, U) if A_UU is None else A_UU
+    ring_plan = GhostExchange.from_reads(own, ring, cmap.owner_of, comm)  # Phi's ghost rows: one plan for both
+    phi = coarse_rows(spec["coarse"], A_UU, U, own, ring_plan, cores, cmap, comm)
+    A0 = galerkin_sum(phi, A_UU, U, ring_plan, comm)
+    ring_plan.free()
     sizes = np.zeros(cmap.N, dtype=np.int64)
     for ids, counts in comm.allgather((held, [len(s) for s in subdomains])):
         sizes[ids] = counts
@@ -115,8 +119,8 @@ def check_geometry(kind, grid, layout, delta, n):
                                  f"the whole domain; use 0 <= delta <= {limit}")
 
 
-def coarse_rows(kind, A_UU, U, own, ring, cores, cmap, comm):
-    """Phi at the own rows (CSR, len(own) x n_0)."""
+def coarse_rows(kind, A_UU, U, own, ring_plan, cores, cmap, comm):
+    """Phi at the own rows (CSR, len(own) x n_0); ``ring_plan``: the exchange that reads the ring."""
     if kind == "none":
         return sp.csr_matrix((len(own), 0))
     if kind not in ("q1", "hat", "harmonic"):
@@ -130,7 +134,7 @@ def coarse_rows(kind, A_UU, U, own, ring, cores, cmap, comm):
             raise ConfigurationError("the hat coarse space needs an intervals decomposition (1D); use harmonic")
         from ..coarse import hat_basis
         return hat_basis(cmap.n, cmap.bounds, own)
-    return _harmonic_rows(A_UU, U, own, ring, cores, cmap, comm)
+    return _harmonic_rows(A_UU, U, own, ring_plan, cores, cmap, comm)
 
 
 def _q1_rows(own, cmap):
@@ -152,7 +156,7 @@ def _q1_rows(own, cmap):
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
 
 
-def _harmonic_rows(A_UU, U, own, ring, cores, cmap, comm):
+def _harmonic_rows(A_UU, U, own, ring_plan, cores, cmap, comm):
     """GDSW-type Phi at the own rows (coarse.py), from the own cores' interface and interiors alone.
 
     A group of the interface lies in one core (its key holds its own core),
@@ -173,9 +177,7 @@ def _harmonic_rows(A_UU, U, own, ring, cores, cmap, comm):
         members = np.concatenate(groups)
         group_own[np.searchsorted(own, U[members])] = np.repeat(np.searchsorted(every, first),
                                                                 [len(g) for g in groups])
-    ring_plan = GhostExchange.from_reads(own, ring, cmap.owner_of, comm)
     ext = ring_plan.forward(torch.from_numpy(group_own[:, None])).numpy()[:, 0]
-    ring_plan.free()
     group = np.full(len(U), -1, dtype=np.int64)
     group[np.searchsorted(U, np.concatenate([own, ring_plan.ghosts]))] = ext.astype(np.int64)
     gamma = np.flatnonzero(group >= 0)
@@ -191,17 +193,19 @@ def _harmonic_rows(A_UU, U, own, ring, cores, cmap, comm):
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(own), n0))
 
 
-def galerkin_sum(phi, rows, U, own, ring, cmap, comm):
+def galerkin_sum(phi, A_UU, U, plan, comm):
     """A_0 = Phi^T A Phi = sum over ranks of Phi_own^T A_own,ring Phi_ring, summed on every rank.
 
     Phi's rows at the ring come from their owners (rows packed as column and
-    value pairs through one forward exchange); the per-rank products are
-    summed as triplets (the top level is replicated: n_0 is bounded).
+    value pairs through one forward exchange); A's own rows are taken from
+    A_UU (columns numbered in U, which holds the ring), renumbered to the
+    exchange's order by one gather; the per-rank products are summed as
+    triplets (the top level is replicated: n_0 is bounded).
     """
     n0 = phi.shape[1]
     if not n0:
         return sp.csr_matrix((0, 0))
-    plan = GhostExchange.from_reads(own, ring, cmap.owner_of, comm)
+    own = plan.own
     width = comm.allreduce(int(np.diff(phi.indptr).max(initial=0)), op=_mpi().MAX)
     packed = np.full((len(own), 2 * width), -1.0)
     packed[:, width:] = 0.0
@@ -211,19 +215,20 @@ def galerkin_sum(phi, rows, U, own, ring, cmap, comm):
     packed[r, slot], packed[r, width + slot] = phi.indices, phi.data
     ext = plan.forward(torch.from_numpy(packed)).numpy()
     nodes = np.concatenate([own, plan.ghosts])
-    plan.free()
-    keep = ext[:, :width] >= 0
-    ext_rows = np.repeat(np.arange(len(nodes)), keep.sum(axis=1))
-    phi_ext = sp.csr_matrix((ext[:, width:][keep], (ext_rows, ext[:, :width][keep].astype(np.int64))),
+    keep = ext[:, :width] >= 0  # row-major: each row's entries in order, so the CSR arrays are written directly
+    indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+    phi_ext = sp.csr_matrix((ext[:, width:][keep], ext[:, :width][keep].astype(np.int64), indptr),
                             shape=(len(nodes), n0))
-    A_own = rows[np.searchsorted(U, own)].tocoo()          # own rows, global columns (in own and ring)
-    order = np.argsort(nodes, kind="stable")  # a plain search on a sorted copy: about 2x the sorter's speed
-    cols = order[np.searchsorted(nodes[order], A_own.col)]
-    A_own = sp.csr_matrix((A_own.data, (A_own.row, cols)), shape=(len(own), len(nodes)))
+    to_ext = np.full(len(U), -1, dtype=np.int64)
+    to_ext[np.searchsorted(U, nodes)] = np.arange(len(nodes))
+    A_own = A_UU[np.searchsorted(U, own)]          # own rows; their columns lie in the ring
+    A_own = sp.csr_matrix((A_own.data, to_ext[A_own.indices], A_own.indptr), shape=(len(own), len(nodes)))
     return _sum_over_ranks(phi.T @ (A_own @ phi_ext), comm)
 
 
 def _sum_over_ranks(M, comm):
+    if comm.Get_size() == 1:
+        return sp.csr_matrix(M)
     M = sp.coo_matrix(M)
     parts = comm.allgather((M.row, M.col, M.data))
     r, c, v = (np.concatenate(p) for p in zip(*parts))

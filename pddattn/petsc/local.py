@@ -104,20 +104,21 @@ def _mpi():
 
 
 def _extract(P, numbering, U):
-    """A's rows U with their columns in U, as CSR (len(U), n) in global natural columns."""
+    """(rows, A_UU): A's rows U with their columns in U as CSR (len(U), n) in global natural columns,
+    and the same block numbered in U (R_U A R_U^T)."""
     petsc = numbering.to_petsc(U)
-    order = np.argsort(petsc)
     iset = _index_set(U, numbering)
     sub = P.createSubMatrices(iset, iset)[0]
     indptr, indices, values = sub.getValuesCSR()
     S = sp.csr_matrix((values, indices, indptr), shape=(len(U), len(U)))
     sub.destroy()
     iset.destroy()
-    back = np.empty(len(U), dtype=np.int64)
-    back[order] = np.arange(len(U))                 # U[k] is row back[k] of S (S is in sorted PETSc order)
-    S = S[back][:, back].tocsr()
+    if np.any(np.diff(petsc) < 0):  # U[k] is row back[k] of S (S is in sorted PETSc order)
+        back = np.empty(len(U), dtype=np.int64)
+        back[np.argsort(petsc)] = np.arange(len(U))
+        S = S[back][:, back].tocsr()
     S.sort_indices()
-    return sp.csr_matrix((S.data, U[S.indices], S.indptr), shape=(len(U), P.getSize()[0]))
+    return sp.csr_matrix((S.data, U[S.indices], S.indptr), shape=(len(U), P.getSize()[0])), S
 
 
 def _local_problem(rows, U, grid):
@@ -171,7 +172,7 @@ def local_share(P, dm, spec, layout, plan=None):
     if cmap.N > 1 and largest == n:
         raise ConfigurationError(f"overlap delta={delta} makes a subdomain cover all {n} rows; use a smaller overlap")
     U = np.unique(np.concatenate(subs + [ring]))
-    rows = _extract(P, numbering, U)
-    share = finish_share(spec, cmap, comm, cores, subs, ring, U, rows, plan=plan)
+    rows, A_UU = _extract(P, numbering, U)
+    share = finish_share(spec, cmap, comm, cores, subs, ring, U, rows, plan=plan, A_UU=A_UU)
     share.numbering = numbering
     return share, _local_problem(rows, U, dmda_grid(dm) or (n,))

@@ -53,7 +53,7 @@ class DDAttentionPC:
     def __init__(self):
         self.model = self.key = self.info = self.layout = None
         self._scatter = self._xm = self._ym = self._work = self._jacobi = self._jacobi_work = None
-        self._vcycle = None
+        self._vcycle = self._one_level = self._to_petsc = None
         self.setups = {"built": 0, "refactored": 0}
 
     def create(self, pc):
@@ -69,10 +69,11 @@ class DDAttentionPC:
         self.model = self.key = self.info = self.layout = None
 
     def _free_vectors(self):
-        for obj in (self._scatter, self._xm, self._ym, self._jacobi, self._jacobi_work, *(self._work or ())):
+        for obj in (self._scatter, self._xm, self._ym, self._jacobi, self._jacobi_work, self._one_level,
+                    *(self._work or ())):
             if obj is not None:
                 obj.destroy()
-        self._scatter = self._xm = self._ym = self._work = self._jacobi = self._jacobi_work = None
+        self._scatter = self._xm = self._ym = self._work = self._jacobi = self._jacobi_work = self._one_level = None
 
     # ----------------------------------------------------------------- options
     def _options(self, pc):
@@ -107,6 +108,7 @@ class DDAttentionPC:
         else:
             self._setup_gathered(opts, key, P, pc)
         self._setup_smoother(opts, P)  # D^-1 follows the values too
+        self._setup_one_level(P)
         self._setup_correction(opts, P)  # and lambda_max(M1 A)
         self.info["seconds"] = time.perf_counter() - t0
 
@@ -124,6 +126,7 @@ class DDAttentionPC:
             self.model.free()
         model, info = self._from_operator(opts, A, grid, pc, self.layout)
         self._take(model, dict(info, gathered=True), opts, key)
+        self._to_petsc = petsc_of_natural.__getitem__
         self._setup_scatter(P, petsc_of_natural[model.own_rows])
 
     def _setup_stored(self, opts, key, P, pc):
@@ -133,7 +136,8 @@ class DDAttentionPC:
             self.model.free()
         model, info = self._from_model(opts, P, pc.getDM(), self.layout)
         self._take(model, info, opts, key)
-        self._setup_scatter(P, Numbering(pc.getDM()).to_petsc(model.own_rows))
+        self._to_petsc = Numbering(pc.getDM()).to_petsc
+        self._setup_scatter(P, self._to_petsc(model.own_rows))
         self._check_fit(opts, P)
 
     def _take(self, model, info, opts, key):
@@ -172,7 +176,8 @@ class DDAttentionPC:
                         level_partition="graph", coarse_rank=below[-1].decomposition.coarse_size)
         self.info = {"source": "built from the operator, from this rank's rows", "arch": arch, "options": opts,
                      "from_rows": True, "rows_held": share.rows_held}
-        self._setup_scatter(P, share.numbering.to_petsc(self.model.own_rows))
+        self._to_petsc = share.numbering.to_petsc
+        self._setup_scatter(P, self._to_petsc(self.model.own_rows))
 
     def _setup_smoother(self, opts, P):
         """D^-1 of the operator, added to M^-1 when the model is rank-deficient (or when asked): no singular
@@ -189,6 +194,13 @@ class DDAttentionPC:
             then = ("applied as M^-1 + D^-1 (Jacobi added: SPD); -pddattn_smoother none applies it alone"
                     if self._jacobi is not None else "applied alone (-pddattn_smoother none)")
             PETSc.Sys.Print(f"DDAttentionPC: {deficiency} Here it is {then}.", comm=P.getComm())
+
+    def _setup_one_level(self, P):
+        """The exact M1 as PETSc Mat and Vecs (one_level.py), for every set of values: the factor is new."""
+        from .one_level import OneLevelSchwarz, applies
+        if self._one_level is not None:
+            self._one_level.destroy()
+        self._one_level = OneLevelSchwarz(self.model, P, self._to_petsc) if applies(self.model) else None
 
     def _setup_correction(self, opts, P):
         """The V-cycle's lambda_max(M1 A), estimated anew for every set of values (multiplicative only)."""
@@ -359,19 +371,27 @@ class DDAttentionPC:
         """M1, P0 and A as Vec -> Vec maps (their transposes for a transposed application)."""
         from .corrections import Parts
         m = self.model
-        return Parts(lambda a, b: self._model_apply(lambda v: m.local_matvec(v, transpose), a, b),
+        local = self._one_level or (lambda a, b: self._model_apply(lambda v: m.local_matvec(v, transpose), a, b))
+        return Parts(local,
                      lambda a, b: self._model_apply(lambda v: m.coarse_term(v, transpose), a, b),
                      P.multTranspose if transpose else P.mult)
 
     def _apply(self, pc, x, y, transpose):
         from .corrections import balanced
         m, correction = self.model, self.info["options"]["correction"]
-        if correction == "additive" or not m.has_coarse:
-            self._model_apply(lambda v: m.matvec(v, transpose=transpose), x, y)
-            return
         _, P = pc.getOperators()
         if self._work is None:
             self._work = [x.duplicate() for _ in range(5)]
+        if correction == "additive" or not m.has_coarse:
+            if self._one_level is None:
+                self._model_apply(lambda v: m.matvec(v, transpose=transpose), x, y)
+                return
+            parts = self._parts(P, transpose)  # M1 x (+ P0 x), M1 on PETSc's own objects
+            parts.local(x, y)
+            if m.has_coarse:
+                parts.coarse(x, self._work[0])
+                y.axpy(1.0, self._work[0])
+            return
         if correction == "balanced":
             balanced(self._parts(P, transpose), self._work[:3], x, y)
         else:
