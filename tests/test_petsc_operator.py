@@ -88,6 +88,34 @@ def test_built_from_the_operator_is_two_level_additive_schwarz(where, options, b
     assert worst(np.abs(y - M @ x).max() / np.abs(M @ x).max()) <= 1e-10
 
 
+@pytest.mark.parametrize("where,options,r", [
+    ("dmda", {"subdomains": "4x3", "overlap": 1, "factors": "dense"}, None),
+    ("dmda", {"subdomains": "3x2", "overlap": 2, "rank": 6, "smoother": "none"}, 6),  # clear spectral gaps at r:
+    ("plain", {"subdomains": "5", "overlap": 2, "rank": 9, "smoother": "none"}, 9),  # [A_i^-1]_r well defined
+])
+def test_schwarz_factors_are_built_from_the_rows_never_gathered(where, options, r, monkeypatch):
+    """Dense or truncated Schwarz factors (-pddattn_factors dense, -pddattn_rank r) come from each rank's
+    rows as the exact PC does: the same M^-1 as the dense construction, with [A_i^-1]_r, and no gather."""
+    from pddattn.decomposition import algebraic, boxes
+
+    def no_gather(*args):
+        raise AssertionError("the PC gathered the operator")
+    monkeypatch.setattr("pddattn.petsc.pc.gather_operator", no_gather)
+    A, dm, natural = (on_dmda if where == "dmda" else plain)(PROBLEM)
+    pc = make_pc(A, dm, f"rows{r}{where}_", **options)
+    pc.setUp()
+    info = pc.getPythonContext().info
+    assert info["from_rows"] and not info.get("gathered")
+    N, delta = options["subdomains"], options["overlap"]
+    d = (boxes(GRID, tuple(int(v) for v in N.split("x")), delta, "count", "harmonic", PROBLEM.A) if where == "dmda"
+         else algebraic(PROBLEM.A, int(N), delta, "count", "harmonic"))
+    weights = [w[: len(s)] for w, s in zip(d.pou_weights(), d.subdomains)]
+    M = ref.two_level_schwarz(PROBLEM.A.toarray(), d.subdomains, weights, d.coarse_basis_dense(), r=r)
+    x = np.random.default_rng(9).standard_normal(PROBLEM.n)
+    y = apply_natural(pc, A, natural, x)
+    assert worst(np.abs(y - M @ x).max() / np.abs(M @ x).max()) <= 1e-10
+
+
 def test_the_balanced_correction_is_the_symmetric_multiplicative_two_level_schwarz():
     """M = P0 + (I - P0 A) M1 (I - A P0), P0 = Phi A_0^-1 Phi^T, M1 the local part; CG can use it."""
     from pddattn.decomposition import algebraic

@@ -166,7 +166,9 @@ class DDAttentionPC:
             below = _levels_below(share, problem, opts)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
-        self.model = _exact_model(share, problem, self.layout, below).eval()
+        exact = opts["factors"] == "sparse" and not opts["rank"]
+        model = _share_model(share, problem, self.layout, below, opts["rank"], "exact" if exact else "schwarz")
+        self.model = _in_precision(model.eval(), opts["precision"])
         self.key, self.setups["built"] = key, self.setups["built"] + 1
         arch = {"model": "dd", "n": share.n, "problem": problem.spec(), "decomposition": share.to_dict(),
                 "rank": self.model.r, "coarse_rank": share.coarse_size, "symmetric": True,
@@ -174,7 +176,9 @@ class DDAttentionPC:
         if below:
             arch.update(levels=opts["levels"], top_size=opts["top_size"], level_coarse=opts["level_coarse"],
                         level_partition="graph", coarse_rank=below[-1].decomposition.coarse_size)
-        self.info = {"source": "built from the operator, from this rank's rows", "arch": arch, "options": opts,
+        self.info = {"source": "built from the operator, from this rank's rows" + ("" if exact else (
+                         f", truncated Schwarz factors (rank {self.model.r})" if opts["rank"] else
+                         ", dense Schwarz factors")), "arch": arch, "options": opts,
                      "from_rows": True, "rows_held": share.rows_held}
         self._to_petsc = share.numbering.to_petsc
         self._setup_scatter(P, self._to_petsc(self.model.own_rows))
@@ -461,10 +465,10 @@ class DDAttentionPC:
 
 # ---------------------------------------------------------------------- helpers
 def _from_rows_applies(opts):
-    """Whether the PC is the exact one that local.py builds from a rank's rows (any number of levels)."""
+    """Whether the PC is built from a rank's rows (local.py): from the operator, untrained, any number of
+    levels; exact (sparse factorizations) at full rank, Schwarz factors at a given rank or dense."""
     from .local import LOCAL_COARSE
-    return (not opts["model"] and not opts["train_steps"] and not opts["rank"]
-            and opts["factors"] == "sparse" and opts["coarse"] in LOCAL_COARSE
+    return (not opts["model"] and not opts["train_steps"] and opts["coarse"] in LOCAL_COARSE
             and (opts["levels"] == 2 or opts["coarse"] != "none"))
 
 
@@ -486,16 +490,17 @@ def _spec_of(opts, pc, grid, size):
     return {"kind": kind, "N": N, "delta": opts["overlap"], "pou": "count", "coarse": opts["coarse"]}
 
 
-def _exact_model(share, problem, layout, below=()):
-    """Additive Schwarz from a share, applied by sparse factorizations (init='exact').
+def _share_model(share, problem, layout, below=(), rank=0, init="exact"):
+    """Two-level (or multilevel) Schwarz from a share: applied by sparse factorizations (init='exact', full
+    rank) or as its Schwarz factors, the best rank-``rank`` parts of each A_i^-1 (init='schwarz').
 
     ``below``: the coarse levels (hierarchy.coarse_levels of the share: built
     from the summed A_1, as in training); none for two levels.
     """
     from ..operators import DDAttention
-    kwargs = dict(r=max([share.max_size] + [level.decomposition.max_size for level in below]), symmetric=True,
-                  coarse=share.coarse_size > 0, init="exact", dtype=torch.float64, problem=problem,
-                  levels=len(below) + 2, coarse_levels=list(below))
+    full = max([share.max_size] + [level.decomposition.max_size for level in below])
+    kwargs = dict(r=rank or full, symmetric=True, coarse=share.coarse_size > 0, init=init, dtype=torch.float64,
+                  problem=problem, levels=len(below) + 2, coarse_levels=list(below))
     if layout.domain_size == 1:
         return DDAttention(share, **kwargs)
     from ..parallel.operator import DistributedDDAttention
