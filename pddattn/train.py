@@ -374,7 +374,7 @@ class _Log:
             self.bar.close()
 
 
-def train(cfg, out=None, resume=False, layout=None, problem=None):
+def train(cfg, out=None, resume=False, layout=None, problem=None, model=None):
     """Train one model; return (model, summary) with the evaluation history in the summary.
 
     Parameters
@@ -389,6 +389,9 @@ def train(cfg, out=None, resume=False, layout=None, problem=None):
         The MPI layout (default: serial).
     problem : Problem, optional
         The operator, when the caller has built it already (it must be the one ``cfg`` names).
+    model : torch.nn.Module, optional
+        The model ``cfg`` describes on ``problem`` and ``layout``, built already (DDAttentionPC's, so that
+        its Schwarz factors are computed once); trained in place.
     """
     cfg.validate()
     layout = layout or SerialLayout(cfg.data_parallel)
@@ -398,8 +401,11 @@ def train(cfg, out=None, resume=False, layout=None, problem=None):
                                  f"{layout.world_size} (each replica runs its own Lanczos)")
     torch.manual_seed(cfg.seed)
     problem, arch, sampler = cfg.build(problem, layout)
-    model = model_from_architecture(arch, layout, problem=problem, dtype=DTYPES[cfg.dtype],
-                                    device=cfg.device, init=cfg.init, init_scale=cfg.init_scale, seed=cfg.seed)
+    if model is None:
+        model = model_from_architecture(arch, layout, problem=problem, dtype=DTYPES[cfg.dtype],
+                                        device=cfg.device, init=cfg.init, init_scale=cfg.init_scale, seed=cfg.seed)
+    elif model.config() != arch:
+        raise ValueError(f"the model given to train is {model.config()}, not the configured {arch}")
     optimizer = make_optimizer(model, cfg.lr, cfg.beta2)
     ckpt_path = Path(out) / "checkpoint.pt" if out else None
     if out and layout.is_root:

@@ -35,8 +35,11 @@ def test_compare_builds_the_decomposition_once(builds, tmp_path):
     assert dict(builds) == {"intervals": 1}  # DD model and its Schwarz start share it; before: 5
 
 
-def test_the_pcs_setup_with_training_builds_once(builds):
+def test_the_pcs_setup_with_training_builds_once(builds, monkeypatch):
     PETSc = pytest.importorskip("petsc4py.PETSc")
+    import pddattn.operators
+    factors, real = [], pddattn.operators.schwarz_factors
+    monkeypatch.setattr(pddattn.operators, "schwarz_factors", lambda *a, **k: factors.append(1) or real(*a, **k))
     from pddattn.petsc import DDAttentionPC, petsc_matrix
     from pddattn.problems import make_problem
     p = make_problem("diffusion2d", (15, 15), "lognormal:1", seed=2)
@@ -50,4 +53,5 @@ def test_the_pcs_setup_with_training_builds_once(builds):
     pc.setPythonContext(DDAttentionPC())
     pc.setUp()
     assert dict(builds) == {"algebraic": 1}  # the PC's model and the model trained in setUp share it
+    assert len(factors) == 1  # one rank trains the PC's own model: its A_i eigendecompositions once
     pc.destroy()

@@ -307,7 +307,7 @@ class DDAttentionPC:
                     f"kappa(M A)), but local rank {r} gives rank at most {model.rank_bound():,} < n = {problem.n:,}; "
                     f"leave -{opts['prefix']}pddattn_rank at 0 (full)")
             info["training"] = _train_on_operator(model, problem, spec, r, opts["train_steps"],
-                                                  opts["train_lr"], opts["level_coarse"])
+                                                  opts["train_lr"], opts["level_coarse"], layout.world_size == 1)
         return model, info
 
     def _setup_scatter(self, P, petsc_rows):
@@ -560,25 +560,30 @@ def _describe(spec):
     return spec_label(spec)
 
 
-def _train_on_operator(model, problem, spec, r, steps, lr, level_coarse="harmonic"):
-    """Condition-loss training on the operator, serially on every rank alike, copied into ``model``.
+def _train_on_operator(model, problem, spec, r, steps, lr, level_coarse="harmonic", in_place=False):
+    """Condition-loss training on the operator, serially on every rank alike, copied into ``model``
+    (``in_place``, one rank: ``model`` itself is trained, its Schwarz factors computed once).
 
     The default lr 1e-4 is what a short run needs: on diffusion2d jump:1e4 at 63^2
     (4x4 boxes, delta 2, full ranks) 30 steps took the kappa estimate from 45 to 24
     at 1e-4, while at 1e-3 and 1e-2 it first rose tenfold and ended above the start.
+    kappa is estimated at the start and the end only (eval_every = steps): each
+    estimate is 80 products with M A, more than a training step's 40, and the
+    better of the two models is kept, so training never returns a worse PC.
     """
     from ..train import TrainConfig, train
     cfg = TrainConfig(model="dd", decomposition=spec["kind"], subdomains="x".join(map(str, spec["N"]))
                       if isinstance(spec["N"], list) else spec["N"], overlap=spec["delta"], coarse_space=spec["coarse"],
                       rank=r, symmetric=True, init="schwarz", loss="condition", data="probe", steps=steps,
-                      eval_every=max(steps // 5, 1), test_size=4, batch=4, dtype="float64", lr=lr, warmup=0,
+                      eval_every=steps, test_size=4, batch=4, dtype="float64", lr=lr, warmup=0,
                       checkpoint_every=10**9, levels=model.levels, top_size=model.top_size, level_coarse=level_coarse)
     t0 = time.perf_counter()
-    serial, summary = train(cfg, out=None, problem=problem)
+    serial, summary = train(cfg, out=None, problem=problem, model=model if in_place else None)
     start = summary["history"][0]["condition"]
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(model.from_global(name, dict(serial.named_parameters())[name].detach()))
+    if not in_place:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(model.from_global(name, dict(serial.named_parameters())[name].detach()))
     return {"steps": steps, "start": start, "end": summary["condition"], "seconds": time.perf_counter() - t0}
 
 
