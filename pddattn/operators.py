@@ -528,6 +528,7 @@ class DDAttention(_Attention):
         """This level's part of :meth:`refactor`: the new decomposition and A, its factors anew."""
         self.decomposition, self.problem, self._phi = decomposition, problem, None
         self.__dict__.pop("_scales", None)
+        self.__dict__.pop("_a_csr", None)  # A's products (spectrum.py) follow the new values
         if self.exact:
             self._factorize()
             return

@@ -16,9 +16,18 @@ gradient of an eigenvalue is the gradient of the Rayleigh quotient at its
     log(mean rho(top Ritz vectors)) - log(mean rho(bottom Ritz vectors))
 
 is a differentiable estimate of log kappa, invariant to the scale of M.
-Vectors are node-major (n, b) and whole (one domain rank). A is the
-model's own problem matrix (``model.problem.A``), applied as a torch CSR
-tensor built once per dtype and device.
+Vectors are node-major (rows, b) in the model's layout: all n rows serially,
+a rank's own rows when the model is distributed. Serially A is the model's
+problem matrix as a torch CSR tensor; distributed, each rank's rows of it
+with one ghost plan (parallel/rows.py), and every inner product is summed
+over the domain group. The Lanczos start is counter-based noise at the own
+rows, so the distributed iteration is the serial one to rounding.
+
+Distributed, the loss is a function of global sums rho_j = N_j / D_j whose
+numerators N_j = sum over ranks of a rank's rows' (A x_j)^T M (A x_j) carry
+the gradient. Each rank backpropagates sum_j (d loss / d N_j) N_j^(rank):
+summed over the ranks (the replicated factors' gradients by the usual
+Allreduce), that is the gradient of the loss itself.
 """
 from __future__ import annotations
 
@@ -31,6 +40,7 @@ __all__ = ["laplacian_apply", "operator_apply", "lanczos", "condition_loss", "co
 
 LANCZOS_STEPS = 40  # enough for the extremes of M A to a few per cent (tests check against dense)
 EXTREMES = 4        # Ritz vectors per end of the spectrum in the loss
+LANCZOS_STREAM = 0x1A2C  # the noise stream of Lanczos starts (problems/samplers.Noise)
 
 
 def laplacian_apply(x, n):
@@ -40,7 +50,9 @@ def laplacian_apply(x, n):
 
 
 def operator_apply(model):
-    """x -> A x for node-major x, with A = model.problem.A as a cached torch CSR tensor."""
+    """x -> A x for node-major x in the model's layout (module docstring)."""
+    if _domain_size(model) > 1:
+        return model.operator_rows()
     like = next(model.parameters())
     key = (like.dtype, like.device)
     cache = getattr(model, "_a_csr", None)
@@ -57,34 +69,47 @@ def operator_apply(model):
     return lambda x: csr @ x.contiguous()
 
 
-def _a_normalise(v, apply_a):
-    return v / torch.sqrt((v * apply_a(v)).sum())
+def _domain_size(model):
+    layout = getattr(model, "layout", None)
+    return 1 if layout is None else layout.domain_size
+
+
+def _total(model):
+    """Column sums over all rows: this rank's, summed over the domain group when distributed (no autograd)."""
+    if _domain_size(model) == 1:
+        return lambda t: t.sum(0)
+    layout = model.layout
+    return lambda t: layout.domain_sum(t.detach().sum(0))
 
 
 @torch.no_grad()
 def lanczos(model, steps=LANCZOS_STEPS, seed=0):
-    """Ritz values (ascending) and A-orthonormal Ritz vectors (n, k) of M A.
+    """Ritz values (ascending) and A-orthonormal Ritz vectors (rows, k) of M A.
 
     Lanczos with full re-orthogonalisation in the A inner product from a
-    seeded random start; k = min(steps, n), fewer if an invariant subspace
-    is found first.
+    seeded counter-based random start; k = min(steps, n), fewer if an
+    invariant subspace is found first. Distributed: the own rows of the
+    Ritz vectors, the Ritz values on every rank alike.
     """
+    from .problems.samplers import Noise
     n, k_max = model.n, min(steps, model.n)
-    apply_a = operator_apply(model)
+    apply_a, total = operator_apply(model), _total(model)
     like = next(model.parameters())
-    g = torch.Generator().manual_seed(int(seed))
-    V = like.new_zeros(n, k_max)   # Lanczos vectors, and A times them (kept: A is cheap,
-    AV = like.new_zeros(n, k_max)  # but recomputing it for every re-orthogonalisation is not)
-    V[:, :1] = _a_normalise(torch.randn(n, 1, generator=g, dtype=torch.float64).to(like), apply_a)
-    AV[:, :1] = apply_a(V[:, :1])
+    rows = model.own_rows
+    V = like.new_zeros(len(rows), k_max)   # Lanczos vectors, and A times them (kept: A is cheap,
+    AV = like.new_zeros(len(rows), k_max)  # but recomputing it for every re-orthogonalisation is not)
+    v = torch.from_numpy(Noise(seed, LANCZOS_STREAM, 0, 1, n).at(rows).T).to(like)
+    av = apply_a(v)
+    norm = torch.sqrt(total(v * av))
+    V[:, :1], AV[:, :1] = v / norm, av / norm
     alpha, beta = [], []
     for j in range(k_max):
         w = model.matvec(AV[:, j:j + 1])
-        alpha.append((w * AV[:, j:j + 1]).sum())
+        alpha.append(total(w * AV[:, j:j + 1])[0])
         for _ in range(2):  # twice is enough (Kahan): A-orthogonal to rounding
-            w = w - V[:, :j + 1] @ (AV[:, :j + 1].T @ w)
+            w = w - V[:, :j + 1] @ total(AV[:, :j + 1] * w)[:, None]
         aw = apply_a(w)
-        b = torch.sqrt((w * aw).sum().clamp_min(0))
+        b = torch.sqrt(total(w * aw).clamp_min(0))[0]
         if j + 1 == k_max or b <= 1e-12 * alpha[0].abs():
             break
         beta.append(b)
@@ -98,21 +123,28 @@ def lanczos(model, steps=LANCZOS_STEPS, seed=0):
     return theta, V[:, :k] @ S
 
 
-def rayleigh_quotients(model, X):
-    """rho(x) = (A x)^T M (A x) / x^T A x for each column; differentiable in M's parameters."""
-    AX = operator_apply(model)(X)
-    return (AX * model.matvec(AX)).sum(0) / (X * AX).sum(0)
-
-
 def condition_loss(model, seed, steps=LANCZOS_STEPS, extremes=EXTREMES):
-    """(loss, Ritz values): a differentiable estimate of log kappa(M A) (see the module docstring)."""
+    """(loss, Ritz values): a differentiable estimate of log kappa(M A) (see the module docstring).
+
+    Distributed, the loss's value is this rank's 1/P share of the estimate (the domain group's values
+    sum to it, as for the error loss) and its gradient this rank's part of the estimate's gradient.
+    """
     theta, X = lanczos(model, steps, seed)
     m = max(1, min(extremes, X.shape[1] // 2))
-    rho = rayleigh_quotients(model, torch.cat([X[:, :m], X[:, -m:]], 1))
+    X = torch.cat([X[:, :m], X[:, -m:]], 1)
+    total = _total(model)
+    AX = operator_apply(model)(X)
+    numerators = (AX * model.matvec(AX)).sum(0)  # (A x)^T M (A x) on this rank's rows: differentiable
+    rho = total(numerators.detach()[None]) / total(X * AX)  # Rayleigh quotients of M A, global
     if not bool((rho[:m] > 0).all()):
         raise ValueError("M A has a non-positive eigenvalue: the model is not positive definite "
                                  "(train the condition loss from --init schwarz with --symmetric)")
-    return torch.log(rho[m:].mean()) - torch.log(rho[:m].mean()), theta
+    estimate = torch.log(rho[m:].mean()) - torch.log(rho[:m].mean())
+    # d estimate / d rho_j = +-1 / (sum of rho over j's end); d rho_j / d N_j = rho_j / N_j
+    slope = torch.cat([-1 / rho[:m].sum().expand(m), 1 / rho[m:].sum().expand(m)]) * rho / total(
+        numerators.detach()[None])
+    part = (slope * numerators).sum()
+    return part - part.detach() + estimate / _domain_size(model), theta
 
 
 def condition_number(model, steps=2 * LANCZOS_STEPS, seed=12345):

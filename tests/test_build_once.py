@@ -38,8 +38,11 @@ def test_compare_builds_the_decomposition_once(builds, tmp_path):
 def test_the_pcs_setup_with_training_builds_once(builds, monkeypatch):
     PETSc = pytest.importorskip("petsc4py.PETSc")
     import pddattn.operators
+    import pddattn.petsc.local
     factors, real = [], pddattn.operators.schwarz_factors
     monkeypatch.setattr(pddattn.operators, "schwarz_factors", lambda *a, **k: factors.append(1) or real(*a, **k))
+    shares, share = [], pddattn.petsc.local.local_share
+    monkeypatch.setattr(pddattn.petsc.local, "local_share", lambda *a, **k: shares.append(1) or share(*a, **k))
     from pddattn.petsc import DDAttentionPC, petsc_matrix
     from pddattn.problems import make_problem
     p = make_problem("diffusion2d", (15, 15), "lognormal:1", seed=2)
@@ -52,6 +55,7 @@ def test_the_pcs_setup_with_training_builds_once(builds, monkeypatch):
     pc.setType("python")
     pc.setPythonContext(DDAttentionPC())
     pc.setUp()
-    assert dict(builds) == {"algebraic": 1}  # the PC's model and the model trained in setUp share it
-    assert len(factors) == 1  # one rank trains the PC's own model: its A_i eigendecompositions once
+    # The PC trains its own model, built from its rows (petsc/local.py): one share, its A_i eigendecompositions
+    # once (before: a gathered decomposition shared by two models, each factorizing every A_i)
+    assert len(shares) == 1 and len(factors) == 1 and pc.getPythonContext().info["training"]["steps"] == 2
     pc.destroy()

@@ -41,7 +41,6 @@ def mpirun(n, *args, timeout=120):
      "3 domain ranks do not form a Px x Py process grid over 2x2 boxes"),
     (2, ["--model", "global"], "the global model runs data-parallel only"),
     (2, ["--rank", "0"], "--rank must be a positive integer"),
-    (2, ["--symmetric", "--loss", "condition"], "--loss condition runs on one domain rank"),
 ])
 def test_undistributable_configurations_end_every_rank_with_one_line(n, args, message):
     p, _ = mpirun(n, "-m", "pddattn", "train", *args)

@@ -94,9 +94,19 @@ class DistributedDDAttention(DDAttention):
         from mpi4py import MPI
         return self._pending_layout.domain_comm.allreduce(value, op=MPI.MAX)  # set before the base constructor
 
+    def _take_values(self, decomposition, problem):
+        self._free_rows()  # A's products follow the new values
+        super()._take_values(decomposition, problem)
+
+    def _free_rows(self):
+        if getattr(self, "_a_rows", None) is not None:
+            self._a_rows.free()
+            self._a_rows = None
+
     def _release(self):
         """This level's exchange plans' communicators."""
         self.plan.free()
+        self._free_rows()
         if self.transfer is not None:
             self.transfer.free()
 
@@ -141,6 +151,23 @@ class DistributedDDAttention(DDAttention):
     def interpolate(self, z):
         """Phi z from the coarse rows this rank's fine rows read (their ghosts first, when distributed)."""
         return super().interpolate(z if self.transfer is None else halo_exchange(z, self.transfer))
+
+    def owner_of(self, nodes):
+        """The domain rank owning each global node: from the counts for a share, else from the holdings."""
+        d = self.decomposition
+        if hasattr(d, "core_map"):
+            return d.core_map.owner_of(nodes)
+        if getattr(self, "_owner", None) is None:
+            self._owner = owners(d, subdomain_holdings(d, self.layout.domain_size))
+        return self._owner[np.asarray(nodes, dtype=np.int64)]
+
+    def operator_rows(self):
+        """A x on this rank's rows (parallel/rows.py), built once: the condition loss's products with A."""
+        if getattr(self, "_a_rows", None) is None:
+            from .rows import RowOperator
+            own = self.own_rows
+            self._a_rows = RowOperator(self.problem.rows(own), own, self.owner_of, self.layout.domain_comm)
+        return self._a_rows
 
     @property
     def ext_nodes(self):

@@ -16,7 +16,11 @@ Two ways, chosen by options (under the PC's prefix):
   (default 1), ``-pddattn_coarse`` (harmonic, q1, hat, none; default
   harmonic), ``-pddattn_rank`` (default full: classical two-level additive
   Schwarz), ``-pddattn_train_steps K`` (condition-loss training on this
-  operator during setUp, replicated on every rank, then distributed).
+  operator during setUp, on the PC's model as it is distributed: each rank
+  its rows of the Lanczos vectors, spectrum.py). With a harmonic, q1 or no
+  coarse space every such PC (exact, truncated, dense or trained) is set up
+  from each rank's rows of the operator (local.py); only the hat coarse
+  space and a stored model learnt from pairs without A gather it.
 
 setUp runs again when PETSc calls it with changed operator values (the
 Mat's object state) and reuses everything otherwise. ``apply`` runs the
@@ -151,7 +155,7 @@ class DDAttentionPC:
         from .local import local_share
         spec = _spec_of(opts, pc, dmda_grid(pc.getDM()), self.layout.world_size)
         same = self.model is not None and self.info.get("from_rows") and key[0] == self.key[0] \
-            and key[2] == self.key[2] and opts == self.info["options"]
+            and key[2] == self.key[2] and opts == self.info["options"] and not opts["train_steps"]
         try:
             if same:  # new values: the same plan, refactored in place unless the structure changed
                 share, problem = local_share(P, pc.getDM(), spec, self.layout, plan=self.model.decomposition.plan)
@@ -166,8 +170,9 @@ class DDAttentionPC:
             below = _levels_below(share, problem, opts)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
-        exact = opts["factors"] == "sparse" and not opts["rank"]
+        exact = opts["factors"] == "sparse" and not opts["rank"] and not opts["train_steps"]
         model = _share_model(share, problem, self.layout, below, opts["rank"], "exact" if exact else "schwarz")
+        training = _train_in_setup(model, opts, self.layout) if opts["train_steps"] else None
         self.model = _in_precision(model.eval(), opts["precision"])
         self.key, self.setups["built"] = key, self.setups["built"] + 1
         arch = {"model": "dd", "n": share.n, "problem": problem.spec(), "decomposition": share.to_dict(),
@@ -180,6 +185,8 @@ class DDAttentionPC:
                          f", truncated Schwarz factors (rank {self.model.r})" if opts["rank"] else
                          ", dense Schwarz factors")), "arch": arch, "options": opts,
                      "from_rows": True, "rows_held": share.rows_held}
+        if training is not None:
+            self.info["training"] = training
         self._to_petsc = share.numbering.to_petsc
         self._setup_scatter(P, self._to_petsc(self.model.own_rows))
 
@@ -301,13 +308,7 @@ class DDAttentionPC:
                                         init="exact" if exact else "schwarz")
         info = {"source": "built from the operator", "arch": arch, "grid": grid}
         if opts["train_steps"]:
-            if model.rank_bound() < problem.n:
-                raise ConfigurationError(
-                    f"-{opts['prefix']}pddattn_train_steps needs an invertible M^-1 (the condition loss estimates "
-                    f"kappa(M A)), but local rank {r} gives rank at most {model.rank_bound():,} < n = {problem.n:,}; "
-                    f"leave -{opts['prefix']}pddattn_rank at 0 (full)")
-            info["training"] = _train_on_operator(model, problem, spec, r, opts["train_steps"],
-                                                  opts["train_lr"], opts["level_coarse"], layout.world_size == 1)
+            info["training"] = _train_in_setup(model, opts, layout)
         return model, info
 
     def _setup_scatter(self, P, petsc_rows):
@@ -465,10 +466,10 @@ class DDAttentionPC:
 
 # ---------------------------------------------------------------------- helpers
 def _from_rows_applies(opts):
-    """Whether the PC is built from a rank's rows (local.py): from the operator, untrained, any number of
-    levels; exact (sparse factorizations) at full rank, Schwarz factors at a given rank or dense."""
+    """Whether the PC is built from a rank's rows (local.py): from the operator, any number of levels;
+    exact (sparse factorizations) at full rank, Schwarz factors at a given rank, dense or to be trained."""
     from .local import LOCAL_COARSE
-    return (not opts["model"] and not opts["train_steps"] and opts["coarse"] in LOCAL_COARSE
+    return (not opts["model"] and opts["coarse"] in LOCAL_COARSE
             and (opts["levels"] == 2 or opts["coarse"] != "none"))
 
 
@@ -560,31 +561,23 @@ def _describe(spec):
     return spec_label(spec)
 
 
-def _train_on_operator(model, problem, spec, r, steps, lr, level_coarse="harmonic", in_place=False):
-    """Condition-loss training on the operator, serially on every rank alike, copied into ``model``
-    (``in_place``, one rank: ``model`` itself is trained, its Schwarz factors computed once).
+def _train_in_setup(model, opts, layout):
+    """-pddattn_train_steps: condition-loss training of the PC's own model, on its layout (serial or
+    distributed over the PC's ranks: train.fit_condition), kappa estimated at the start and the end.
 
     The default lr 1e-4 is what a short run needs: on diffusion2d jump:1e4 at 63^2
     (4x4 boxes, delta 2, full ranks) 30 steps took the kappa estimate from 45 to 24
     at 1e-4, while at 1e-3 and 1e-2 it first rose tenfold and ended above the start.
-    kappa is estimated at the start and the end only (eval_every = steps): each
-    estimate is 80 products with M A, more than a training step's 40, and the
-    better of the two models is kept, so training never returns a worse PC.
     """
-    from ..train import TrainConfig, train
-    cfg = TrainConfig(model="dd", decomposition=spec["kind"], subdomains="x".join(map(str, spec["N"]))
-                      if isinstance(spec["N"], list) else spec["N"], overlap=spec["delta"], coarse_space=spec["coarse"],
-                      rank=r, symmetric=True, init="schwarz", loss="condition", data="probe", steps=steps,
-                      eval_every=steps, test_size=4, batch=4, dtype="float64", lr=lr, warmup=0,
-                      checkpoint_every=10**9, levels=model.levels, top_size=model.top_size, level_coarse=level_coarse)
-    t0 = time.perf_counter()
-    serial, summary = train(cfg, out=None, problem=problem, model=model if in_place else None)
-    start = summary["history"][0]["condition"]
-    if not in_place:
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                p.copy_(model.from_global(name, dict(serial.named_parameters())[name].detach()))
-    return {"steps": steps, "start": start, "end": summary["condition"], "seconds": time.perf_counter() - t0}
+    from ..train import TrainConfig, fit_condition
+    if model.rank_bound() < model.n:
+        raise ConfigurationError(
+            f"-{opts['prefix']}pddattn_train_steps needs an invertible M^-1 (the condition loss estimates "
+            f"kappa(M A)), but local rank {model.r} gives rank at most {model.rank_bound():,} < n = {model.n:,}; "
+            f"leave -{opts['prefix']}pddattn_rank at 0 (full)")
+    cfg = TrainConfig(model="dd", symmetric=True, loss="condition", steps=opts["train_steps"], lr=opts["train_lr"],
+                      warmup=0, dtype="float64")
+    return fit_condition(model, cfg, layout)
 
 
 def rank_deficiency(model):
