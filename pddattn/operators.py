@@ -110,6 +110,16 @@ class SparseMatrix:
         return _SparseProduct.apply(x, self.torch, self.transpose.torch)
 
 
+def torch_csr(A, dtype, device):
+    """A scipy CSR matrix as a torch CSR tensor of ``dtype`` on ``device`` (for products A @ dense only)."""
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": we use only A @ dense
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(torch.from_numpy(A.indptr.astype(np.int64)),
+                                       torch.from_numpy(A.indices.astype(np.int64)),
+                                       torch.from_numpy(A.data), A.shape, dtype=dtype, device=device,
+                                       check_invariants=False)
+
+
 def sparse_pair(rows, cols, vals, shape, dtype, device):
     """(S, S^T) as SparseMatrix from coordinates; both are applied in O(nnz B)."""
     S = SparseMatrix(rows, cols, vals, shape, dtype, device)

@@ -31,8 +31,6 @@ Allreduce), that is the gradient of the loss itself.
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 
@@ -57,14 +55,8 @@ def operator_apply(model):
     key = (like.dtype, like.device)
     cache = getattr(model, "_a_csr", None)
     if cache is None or cache[0] != key:
-        A = model.problem.A.tocsr()
-        with warnings.catch_warnings():  # "sparse CSR support is in beta": we use only A @ dense
-            warnings.simplefilter("ignore", UserWarning)
-            csr = torch.sparse_csr_tensor(torch.from_numpy(A.indptr.astype(np.int64)),
-                                          torch.from_numpy(A.indices.astype(np.int64)),
-                                          torch.from_numpy(A.data), A.shape, dtype=like.dtype, device=like.device,
-                                          check_invariants=False)
-        cache = model._a_csr = (key, csr)
+        from .operators import torch_csr
+        cache = model._a_csr = (key, torch_csr(model.problem.A.tocsr(), like.dtype, like.device))
     csr = cache[1]
     return lambda x: csr @ x.contiguous()
 

@@ -10,11 +10,7 @@ owners what it reads, so nobody needs another rank's index sets).
 """
 from __future__ import annotations
 
-import warnings
-
-import numpy as np
 import scipy.sparse as sp
-import torch
 
 from .ghosts import GhostExchange
 
@@ -46,14 +42,8 @@ class RowOperator:
     def _csr(self, like):
         key = (like.dtype, like.device)
         if self._tensor is None or self._tensor[0] != key:
-            A = self._local
-            with warnings.catch_warnings():  # "sparse CSR support is in beta": only A @ dense is used
-                warnings.simplefilter("ignore", UserWarning)
-                csr = torch.sparse_csr_tensor(torch.from_numpy(A.indptr.astype(np.int64)),
-                                              torch.from_numpy(A.indices.astype(np.int64)),
-                                              torch.from_numpy(A.data), A.shape, dtype=like.dtype,
-                                              device=like.device, check_invariants=False)
-            self._tensor = (key, csr)
+            from ..operators import torch_csr
+            self._tensor = (key, torch_csr(self._local, like.dtype, like.device))
         return self._tensor[1]
 
     def __call__(self, x):
