@@ -67,11 +67,12 @@ def _domain_size(model):
 
 
 def _total(model):
-    """Column sums over all rows: this rank's, summed over the domain group when distributed (no autograd)."""
+    """A sum over rows made global: the identity serially, summed over the domain group when distributed
+    (values only, no autograd)."""
     if _domain_size(model) == 1:
-        return lambda t: t.sum(0)
+        return lambda t: t
     layout = model.layout
-    return lambda t: layout.domain_sum(t.detach().sum(0))
+    return lambda t: layout.domain_sum(t.detach())
 
 
 @torch.no_grad()
@@ -92,16 +93,16 @@ def lanczos(model, steps=LANCZOS_STEPS, seed=0):
     AV = like.new_zeros(len(rows), k_max)  # but recomputing it for every re-orthogonalisation is not)
     v = torch.from_numpy(Noise(seed, LANCZOS_STREAM, 0, 1, n).at(rows).T).to(like)
     av = apply_a(v)
-    norm = torch.sqrt(total(v * av))
+    norm = torch.sqrt(total(v.T @ av))
     V[:, :1], AV[:, :1] = v / norm, av / norm
     alpha, beta = [], []
     for j in range(k_max):
         w = model.matvec(AV[:, j:j + 1])
-        alpha.append(total(w * AV[:, j:j + 1])[0])
+        alpha.append(total(w.T @ AV[:, j:j + 1])[0, 0])
         for _ in range(2):  # twice is enough (Kahan): A-orthogonal to rounding
-            w = w - V[:, :j + 1] @ total(AV[:, :j + 1] * w)[:, None]
+            w = w - V[:, :j + 1] @ total(AV[:, :j + 1].T @ w)
         aw = apply_a(w)
-        b = torch.sqrt(total(w * aw).clamp_min(0))[0]
+        b = torch.sqrt(total(w.T @ aw).clamp_min(0))[0, 0]
         if j + 1 == k_max or b <= 1e-12 * alpha[0].abs():
             break
         beta.append(b)
@@ -127,14 +128,14 @@ def condition_loss(model, seed, steps=LANCZOS_STEPS, extremes=EXTREMES):
     total = _total(model)
     AX = operator_apply(model)(X)
     numerators = (AX * model.matvec(AX)).sum(0)  # (A x)^T M (A x) on this rank's rows: differentiable
-    rho = total(numerators.detach()[None]) / total(X * AX)  # Rayleigh quotients of M A, global
+    N = total(numerators.detach())
+    rho = N / total((X * AX).sum(0))  # Rayleigh quotients of M A, global
     if not bool((rho[:m] > 0).all()):
         raise ValueError("M A has a non-positive eigenvalue: the model is not positive definite "
                                  "(train the condition loss from --init schwarz with --symmetric)")
     estimate = torch.log(rho[m:].mean()) - torch.log(rho[:m].mean())
     # d estimate / d rho_j = +-1 / (sum of rho over j's end); d rho_j / d N_j = rho_j / N_j
-    slope = torch.cat([-1 / rho[:m].sum().expand(m), 1 / rho[m:].sum().expand(m)]) * rho / total(
-        numerators.detach()[None])
+    slope = torch.cat([-1 / rho[:m].sum().expand(m), 1 / rho[m:].sum().expand(m)]) * rho / N
     part = (slope * numerators).sum()
     return part - part.detach() + estimate / _domain_size(model), theta
 
