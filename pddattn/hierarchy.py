@@ -151,17 +151,18 @@ def _share_applies(problem, spec, layout):
 
 
 def _matrix_share_applies(problem, spec):
-    """A PETSc binary file not in memory, algebraic row blocks, count weights: what petsc/local.py builds."""
-    from .problems.families import matrix_header
+    """A matrix file not in memory, algebraic row blocks, count weights: what petsc/local.py builds."""
+    from .problems.families import matrix_shape
     return (problem.matrix is not None and problem._A is None and spec.get("kind") == "algebraic"
             and spec.get("pou") == "count" and spec.get("partition", "blocks") == "blocks"
-            and spec.get("coarse") in ("harmonic", "none") and matrix_header(problem.matrix) is not None)
+            and spec.get("coarse") in ("harmonic", "none") and matrix_shape(problem.matrix) is not None)
 
 
 def _matrix_share(problem, spec, layout):
     """A rank's share of an algebraic decomposition of a matrix file, from its rows alone.
 
-    The file is read with MatLoad (each rank its rows), the share built as
+    The file is read by mat_read (MatLoad, each rank its rows; an .npz sent
+    out from rank 0, which alone reads it), the share built as
     DDAttentionPC builds its own (petsc/local.py: MatIncreaseOverlap,
     MatCreateSubMatrices, harmonic rows from local solves); the problem then
     answers A's rows at the rank's subdomains and ring only, so nothing on
@@ -169,8 +170,8 @@ def _matrix_share(problem, spec, layout):
     """
     from petsc4py import PETSc
     from .petsc.local import local_share
-    from .petsc.matrices import mat_load
-    P = mat_load(problem.matrix, PETSc.Comm(layout.domain_comm))
+    from .petsc.matrices import mat_read
+    P = mat_read(problem.matrix, PETSc.Comm(layout.domain_comm))
     try:
         share, local = local_share(P, None, spec, layout)
     finally:

@@ -15,7 +15,7 @@ from .hierarchy import TOP_SIZE, levels_of
 from .operators import DDAttention, GlobalAttention
 from .parallel.layout import ConfigurationError, SerialLayout, check_distribution
 from .problems import make_problem, parse_grid, problem_from_spec
-from .problems.families import matrix_header, unread_matrix_problem
+from .problems.families import matrix_shape, unread_matrix_problem
 
 __all__ = ["MODELS", "problem_of", "decomposition_spec", "architecture", "upgrade_architecture",
            "model_from_architecture"]
@@ -28,15 +28,16 @@ _DEFAULT_COARSE = {"intervals": "hat", "boxes": "q1", "algebraic": "harmonic"}
 def problem_of(cfg, layout=None):
     """The Problem a config (dict) names: family, grid (or n), coefficient and its seed, or a matrix.
 
-    On a ``layout`` of more than one domain rank a PETSc binary matrix file is
-    not read here: each rank reads its rows when its share is built
-    (hierarchy.py), so no rank holds the whole A; its SPD check is then the
-    subdomain factorizations' and the distributed solver's, not a whole LU.
+    On a ``layout`` of more than one domain rank a matrix file (PETSc binary
+    or .npz) is not read here: each rank gets its rows when its share is
+    built (hierarchy.py, petsc.matrices.mat_read), so no rank keeps the whole
+    A; its SPD check is then the subdomain factorizations' and the
+    distributed solver's, not a whole LU.
     """
     grid = parse_grid(cfg["grid"]) if cfg.get("grid") else (cfg["n"],)
     family = "matrix" if cfg.get("matrix") else cfg.get("problem", "laplace1d")
     if family == "matrix" and layout is not None and layout.domain_size > 1 and \
-            os.path.isfile(cfg["matrix"]) and matrix_header(cfg["matrix"]) is not None:
+            os.path.isfile(cfg["matrix"]) and matrix_shape(cfg["matrix"]) is not None:
         return unread_matrix_problem(cfg["matrix"], grid if cfg.get("grid") else None, cfg.get("coefficient_seed", 0))
     return make_problem(family, None if family == "matrix" and not cfg.get("grid") else grid,
                         cfg.get("coefficient", "const"), cfg.get("coefficient_seed", 0), cfg.get("matrix"))

@@ -268,15 +268,20 @@ def test_variable_coefficient_schwarz_operator_equals_serial(coarse):
     assert worst(abs(mine["test_error"] - ref) / ref) <= 1e-9
 
 
-@pytest.mark.parametrize("levels,coarse,init", [(2, "harmonic", "random"), (2, "none", "schwarz"),
-                                                (3, "harmonic", "schwarz")])
-def test_training_on_a_matrix_file_reads_each_ranks_rows_and_equals_serial(tmp_path, levels, coarse, init):
-    """--matrix A.petsc under mpirun: MatLoad, the PC's share builder, solve data by MUMPS; no whole A."""
+@pytest.mark.parametrize("levels,coarse,init,suffix", [(2, "harmonic", "random", "petsc"),
+                                                       (2, "none", "schwarz", "petsc"),
+                                                       (3, "harmonic", "schwarz", "petsc"),
+                                                       (2, "harmonic", "schwarz", "npz")])
+def test_training_on_a_matrix_file_reads_each_ranks_rows_and_equals_serial(tmp_path, levels, coarse, init, suffix):
+    """--matrix A.petsc under mpirun: MatLoad, the PC's share builder, solve data by MUMPS; no whole A. An .npz:
+    rank 0 reads it and sends each rank its rows (petsc.matrices.mat_read); no rank keeps the whole A."""
+    import scipy.sparse as sp
     from pddattn.problems import make_problem
     from pddattn.problems.families import write_petsc_binary
-    path = world().bcast(str(tmp_path / "A.petsc") if world().Get_rank() == 0 else None)
+    path = world().bcast(str(tmp_path / f"A.{suffix}") if world().Get_rank() == 0 else None)
     if world().Get_rank() == 0:
-        write_petsc_binary(make_problem("diffusion2d", (13, 11), "jump:1e4").A, path)
+        A = make_problem("diffusion2d", (13, 11), "jump:1e4").A
+        write_petsc_binary(A, path) if suffix == "petsc" else sp.save_npz(path, A)
     world().Barrier()
     cfg = TrainConfig(matrix=path, subdomains=12, overlap=1, coarse_space=coarse, levels=levels, top_size=4,
                       rank=3, coarse_rank=4, batch=8, steps=5, eval_every=5, test_size=8, dtype="float64",

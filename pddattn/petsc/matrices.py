@@ -1,8 +1,9 @@
 """PETSc matrices from scipy ones, and the operator PETSc hands a preconditioner as scipy.
 
-Every rank of a DD-attention preconditioner holds the decomposition of the
-whole operator (index sets, coarse basis), so setUp brings A's graph and
-values to every rank once: :func:`gather_operator`. With a DMDA the PETSc
+A preconditioner that cannot be built from its rows (a stored model whose
+problem cannot be rebuilt, the hat coarse space) brings A's graph and
+values to every rank once: :func:`gather_operator`. Matrix files are read
+per rank: :func:`mat_read`. With a DMDA the PETSc
 ordering (process boxes) is turned into the grid's natural ordering (x
 fastest), the one the decompositions use.
 """
@@ -13,7 +14,8 @@ import zlib
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["petsc_matrix", "laplacian_matrix", "gather_operator", "operator_state", "dmda_grid", "mat_load"]
+__all__ = ["petsc_matrix", "laplacian_matrix", "gather_operator", "operator_state", "dmda_grid", "mat_load",
+           "mat_read"]
 
 
 def _petsc():
@@ -115,6 +117,55 @@ def mat_load(path, comm=None):
         raise CollectiveError(f"{path} could not be read as a PETSc binary Mat") from None
     finally:
         viewer.destroy()
+    return _symmetric(A, path)
+
+
+def mat_read(path, comm=None):
+    """A matrix file as a distributed AIJ matrix, rows split as PETSc does.
+
+    A PETSc binary Mat is read by MatLoad, each rank its rows. A scipy .npz
+    has no per-row access (compressed arrays): rank 0 reads it and sends each
+    rank its block of rows, so no other rank ever holds the whole A. Errors
+    are CollectiveErrors on every rank.
+    """
+    from ..problems.families import matrix_header
+    if matrix_header(path) is not None:
+        return mat_load(path, comm)
+    from ..parallel.layout import CollectiveError
+    from ..problems.families import read_matrix
+    PETSc = _petsc()
+    comm = PETSc.COMM_WORLD if comm is None else PETSc.Comm(comm)
+    mpi = comm.tompi4py()
+    A, error = None, None
+    if mpi.Get_rank() == 0:
+        try:
+            A = read_matrix(path)
+            if A.shape[0] != A.shape[1]:
+                error = f"the matrix in {path} is {A.shape[0]} x {A.shape[1]}; an SPD operator is square"
+        except ValueError as exc:
+            error = str(exc)
+    error, n = mpi.bcast((error, None if A is None else A.shape[0]), root=0)
+    if error:
+        raise CollectiveError(error)
+    local, _ = PETSc.Sys.splitOwnership(n, comm=comm)
+    counts = mpi.gather(local, root=0)
+    blocks = None
+    if A is not None:
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        blocks = [A[lo:hi] for lo, hi in zip(starts[:-1], starts[1:])]
+        del A
+    block = mpi.scatter(blocks, root=0)
+    del blocks
+    csr = (block.indptr.astype(PETSc.IntType), block.indices.astype(PETSc.IntType), block.data)
+    P = PETSc.Mat().createAIJ(((local, n), (local, n)), csr=csr, comm=comm)
+    P.assemble()
+    return _symmetric(P, path)
+
+
+def _symmetric(A, path):
+    """A, unless it is not symmetric (then a CollectiveError on every rank)."""
+    from ..parallel.layout import CollectiveError
+    PETSc = _petsc()
     if not A.isSymmetric(1e-12 * max(A.norm(PETSc.NormType.INFINITY), 1e-300)):
         raise CollectiveError(f"the matrix in {path} is not symmetric; an SPD operator is")
     return A

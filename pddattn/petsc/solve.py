@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..problems.families import spec_label
-from .matrices import mat_load, petsc_matrix
+from .matrices import mat_read, petsc_matrix
 from .verdict import norm_name
 
 __all__ = ["solve_main", "assemble_problem", "timed_solve"]
@@ -119,8 +119,8 @@ def _solve_problem(args, layout):
             return problem_from_spec(spec)
         if args.matrix:
             _check_input_file(args.matrix, "matrix file", PETSc.COMM_WORLD)
-            from ..problems.families import matrix_header, parse_grid, unread_matrix_problem
-            if matrix_header(args.matrix) is not None:  # MatLoad reads each rank's rows (assemble_problem)
+            from ..problems.families import matrix_shape, parse_grid, unread_matrix_problem
+            if matrix_shape(args.matrix) is not None:  # each rank gets its rows (mat_read in assemble_problem)
                 return unread_matrix_problem(args.matrix, parse_grid(args.grid) if args.grid else None)
         return problem_of({"problem": args.problem or "laplace1d", "n": args.n or 1023, "grid": args.grid,
                            "coefficient": args.coefficient or "const", "coefficient_seed": args.coefficient_seed,
@@ -140,10 +140,10 @@ def assemble_problem(problem, comm, dmda):
     from ..parallel.layout import CollectiveError
     PETSc = _petsc()
     if not dmda:
-        if _unread(problem):  # a PETSc binary file: MatLoad, each rank reads its rows
-            A = mat_load(problem.matrix, comm)
+        if _unread(problem):  # a matrix file: each rank gets its rows (MatLoad, or .npz rows from rank 0)
+            A = mat_read(problem.matrix, comm)
             return A, None, np.arange(*A.getOwnershipRange())
-        if problem.stencil is None:  # a scipy .npz: read whole, each rank inserts its rows
+        if problem.stencil is None:  # a matrix in memory: each rank inserts its rows
             A = petsc_matrix(problem.A, comm)
             return A, None, np.arange(*A.getOwnershipRange())
         local, _ = PETSc.Sys.splitOwnership(problem.n, comm=comm)

@@ -26,7 +26,8 @@ from .coefficients import coefficient_field, parse_coefficient
 from .stencils import stencil_rows
 
 __all__ = ["FAMILIES", "Problem", "principal_block", "block_diagonal", "make_problem", "problem_from_spec", "parse_grid", "read_matrix",
-           "write_petsc_binary", "check_spd", "matrix_header", "file_sha256", "unread_matrix_problem"]
+           "write_petsc_binary", "check_spd", "matrix_header", "matrix_shape", "file_sha256",
+           "unread_matrix_problem"]
 
 FAMILIES = ("laplace1d", "diffusion1d", "poisson2d", "diffusion2d", "matrix", "data")
 _PETSC_MAT_CLASSID = 1211216
@@ -83,6 +84,23 @@ def matrix_header(path):
     return tuple(int(v) for v in header[1:])
 
 
+def matrix_shape(path):
+    """(rows, columns) of a PETSc binary Mat file or a scipy .npz, read without the matrix; None otherwise.
+
+    An .npz is a zip of arrays that numpy opens lazily: only its ``shape`` member is read.
+    """
+    header = matrix_header(path)
+    if header is not None:
+        return header[:2]
+    if Path(path).suffix != ".npz":
+        return None
+    try:
+        with np.load(path) as members:
+            return tuple(int(v) for v in members["shape"])
+    except Exception:  # not a zip, no shape member, ...: not a matrix this reads
+        return None
+
+
 def file_sha256(*paths, chunk=1 << 24):
     """SHA-256 of a file (or of several, one after the other), read in chunks (no copy in memory)."""
     digest = hashlib.sha256()
@@ -94,16 +112,17 @@ def file_sha256(*paths, chunk=1 << 24):
 
 
 def unread_matrix_problem(path, grid=None, seed=0):
-    """A Problem of a PETSc binary Mat file of which only the header is read.
+    """A Problem of a matrix file (PETSc binary or scipy .npz) of which only the shape is read.
 
-    For callers that read their own rows (``pddattn solve``: PETSc's MatLoad,
-    each rank its rows): nothing of A is in memory and its SPD check is the
-    Krylov method's; ``problem.A`` still reads the whole file on first use.
+    For callers that read their own rows (petsc.matrices.mat_read: PETSc's
+    MatLoad, each rank its rows, or an .npz sent out from rank 0): nothing of
+    A is in memory and its SPD check is the Krylov method's; ``problem.A``
+    still reads the whole file on first use.
     """
-    header = matrix_header(path)
-    if header is None:
-        raise ValueError(f"{path} is not a PETSc binary Mat file")
-    m, n, _ = header
+    shape = matrix_shape(path)
+    if shape is None:
+        raise ValueError(f"{path} is neither a PETSc binary Mat file nor a scipy .npz")
+    m, n = shape
     if m != n:
         raise ValueError(f"the matrix in {path} is {m} x {n}; an SPD operator is square")
     if grid is not None and int(np.prod(grid)) != n:
