@@ -83,7 +83,7 @@ def _add_training_options(p):
     g = p.add_argument_group("data and training")
     g.add_argument("--loss", choices=("error", "condition"),
                    help="error: ||M f - u|| on the data (default); condition: log kappa(M A) by Lanczos, "
-                        "for symmetric preconditioners on one domain rank")
+                        "for symmetric preconditioners (distributed under mpirun as the model is)")
     g.add_argument("--data", metavar="KIND_OR_FILE",
                    help=f"made data ({', '.join(DATA_KINDS)}: fourier for constant coefficients, probe f = A u, "
                         "solve u = A^-1 f; default fourier where A has sine modes, else solve) or the user's "
