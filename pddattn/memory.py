@@ -3,7 +3,8 @@
 The dominant terms are plain arithmetic on the configuration: the test set
 and its generation (float64 spectral or sparse work per sample), one batch
 and its activations, the factors with their gradients and Adam moments, the
-index sets and the dense coarse block. Against it stands what this process
+index sets and the dense coarse block, and for the condition loss the
+Lanczos vectors. Against it stands what this process
 may use: the smallest of MemAvailable, the cgroup limit and RLIMIT_AS, shared
 by the ranks on this node. A run that cannot fit is refused with one line
 instead of failing minutes later in an allocator.
@@ -63,7 +64,11 @@ def estimate_bytes(cfg):
         params = 2 * extended * cfg.rank + 2 * n0 * r0
         batch += extended * cfg.batch * 4 * size             # gathered blocks and their gradients
         coarse = 3 * 8 * n0 * n0 + 16 * extended             # dense A_0 and eigh; index sets
-    return {"test set": test, "batch": batch, "model": 4 * params * size + coarse, "operator": 200 * n}
+    parts = {"test set": test, "batch": batch, "model": 4 * params * size + coarse, "operator": 200 * n}
+    if cfg.loss == "condition":  # kappa's Lanczos vectors and A times them (spectrum.condition_number: 80 steps)
+        from .spectrum import LANCZOS_STEPS
+        parts["lanczos"] = 2 * n * 2 * LANCZOS_STEPS * size
+    return parts
 
 
 def available_bytes(local_ranks=1):

@@ -87,3 +87,11 @@ def test_a_float32_run_repeats_bitwise_on_one_machine(tmp_path, model):
     _, b = train(cfg, out=tmp_path / "b")
     assert [r["test_error"] for r in a["history"]] == [r["test_error"] for r in b["history"]]
     assert a["test_error"] == b["test_error"]
+
+
+def test_the_memory_estimate_counts_the_condition_losss_lanczos_vectors():
+    from pddattn.memory import estimate_bytes
+    from pddattn.spectrum import LANCZOS_STEPS
+    error = estimate_bytes(TrainConfig(n=1023, subdomains=32, dtype="float64"))
+    condition = estimate_bytes(TrainConfig(n=1023, subdomains=32, dtype="float64", loss="condition", symmetric=True))
+    assert "lanczos" not in error and condition["lanczos"] == 2 * 1023 * 2 * LANCZOS_STEPS * 8
