@@ -172,7 +172,7 @@ def test_a_matrix_file_is_read_by_rows_with_matload_and_never_whole(tmp_path):
     pc.setUp()
     assert pc.getPythonContext().info.get("from_rows")
     assert problem._A is None  # nothing above read the whole matrix
-    with pytest.raises(ValueError, match="not a PETSc binary Mat file"):
+    with pytest.raises(ValueError, match="neither a PETSc binary Mat file nor a scipy .npz"):
         unread_matrix_problem(__file__)
     if comm.Get_rank() == 0:
         write_petsc_binary(sp.random(6, 4, density=0.5, format="csr"), str(tmp_path / "wide.petsc"))
