@@ -5,8 +5,8 @@ the model's layout: each rank holds the rows ``own`` of x and of A x. Its rows
 of A read x at their columns, own or not; the ghosts come in by one exchange
 plan made from those reads (GhostExchange.from_reads: each rank tells the
 owners what it reads, so nobody needs another rank's index sets).
-
-    mpirun -n 4 python -c "..."  # RowOperator(problem.rows(own), own, owner_of, comm)(x_own)
+A distributed model makes its own: ``model.operator_rows()(x_own)``
+(parallel/operator.py), which ``spectrum.operator_apply`` returns under mpirun.
 """
 from __future__ import annotations
 
