@@ -271,26 +271,33 @@ def _graph(A):
     return G
 
 
-PARTITIONS = ("blocks", "graph")
+PARTITIONS = ("blocks", "graph", "tiles")
 
 
-def algebraic(A, N, delta, pou="count", coarse="harmonic", partition="blocks"):
+def algebraic(A, N, delta, pou="count", coarse="harmonic", partition="blocks", cores=None):
     """N cores of A's rows, each grown delta times through the graph of A (PCASM-style).
 
     ``partition``: ``blocks``, contiguous row blocks (PETSc's ownership, what
     a matrix's row order gives); ``graph``, N balanced compact parts of A's
-    graph whatever the numbering (recursive bisection): what the coarse
-    levels need, whose rows are numbered by interface piece, not by place.
+    graph whatever the numbering (recursive bisection), what the coarse
+    levels built whole use, whose rows are numbered by interface piece, not
+    by place; ``tiles``, the given ``cores`` (tiling.py: what the coarse
+    levels use, built per rank or whole alike).
     """
     n = A.shape[0]
+    if cores is not None:
+        N = len(cores)
     N = _check_int("N (number of subdomains)", N, 1, f"in 1..n={n}")
     if N > n:
         raise ValueError(f"N={N} subdomains is more than the n={n} rows")
     delta = _check_int("delta (overlap)", delta, 0, ">= 0")
     if partition not in PARTITIONS:
         raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
+    if (partition == "tiles") != (cores is not None):
+        raise ValueError("the tiles partition takes its cores (and only it does)")
     G = _graph(A)
-    cores = _graph_parts(G, N) if partition == "graph" and N > 1 else _block_parts(n, N)
+    if cores is None:
+        cores = _graph_parts(G, N) if partition == "graph" and N > 1 else _block_parts(n, N)
     subs, ramps = [], []
     for core in cores:
         mask = np.zeros(n, dtype=bool)

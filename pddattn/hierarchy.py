@@ -44,7 +44,11 @@ COARSE_ROWS = 24  # rows per coarse subdomain when top_size = 0 (about 8 fine su
 
 @dataclasses.dataclass
 class Level:
-    """One coarse level: its operator A_l (sparse) and decomposition (with Phi_{l+1})."""
+    """One coarse level: its operator A_l (sparse) and decomposition (with Phi_{l+1}).
+
+    On a level built per rank, ``A`` is None (its rows stay at their owners),
+    ``decomposition`` is the rank's share and ``problem`` answers the rows it read.
+    """
 
     A: sp.csr_matrix
     decomposition: object
@@ -54,7 +58,7 @@ class Level:
 LEVEL_COARSE = ("harmonic", "nicolaides")
 
 
-def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1, coarse="harmonic", partition="graph"):
+def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1, coarse="harmonic", partition="tiles"):
     """The coarse levels 1 .. levels-2 below a decomposition of A (empty for levels <= 2).
 
     Parameters
@@ -74,10 +78,11 @@ def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1, coarse="
         The coarse space of the coarse decompositions: GDSW-type (as many
         functions as interface pieces) or Nicolaides (one per subdomain, so
         level l + 1 has exactly N_l rows).
-    partition : {'graph', 'blocks'}
-        How A_l's rows are split into cores (decomposition.algebraic):
-        ``blocks`` only to rebuild a checkpoint written before the graph
-        partition (its architecture has no ``level_partition``).
+    partition : {'tiles', 'graph', 'blocks'}
+        How A_l's rows are split into cores: ``tiles`` of the cores above
+        (tiling.py; what a rank can build alone), ``graph`` (a partition of
+        the whole A_l) and ``blocks`` only to rebuild checkpoints written
+        before them (the architecture's ``level_partition``).
     """
     from .decomposition import algebraic
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
@@ -92,20 +97,66 @@ def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1, coarse="
         if d.coarse_size == 0:
             raise ValueError(f"level {depth} has no coarse space: --levels {levels} needs a coarse space "
                              "on every level but the top")
-        A_l = d.coarse_operator(problem_l) if hasattr(problem_l, "rows") else sp.csr_matrix(d.phi.T @ problem_l @ d.phi)
-        A_l = sp.csr_matrix(A_l, copy=True)
-        A_l.eliminate_zeros()
-        n_l = A_l.shape[0]
+        n_l = d.coarse_size
         if n_l < 4:
             raise ValueError(f"level {depth + 1} has only {n_l} rows: too small for {levels} levels")
         N = max(2, min(n_l // 2, round(n_l / _coarsening(n_l, top_size, levels - 2 - depth))))
+        part, cores, grid = _tiles(d, N) if partition == "tiles" else (None, None, None)
+        if part is not None and _spreads(d, len(cores), coarse):
+            d, problem_l = _tiled_level(d, part, cores, grid, delta, coarse)
+            out.append(Level(None, d, problem_l))
+            continue
+        A_l = d.coarse_operator(problem_l) if hasattr(problem_l, "rows") else sp.csr_matrix(d.phi.T @ problem_l @ d.phi)
+        A_l = sp.csr_matrix(A_l, copy=True)
+        A_l.eliminate_zeros()
         try:
-            d = algebraic(A_l, N, delta, pou="count", coarse=coarse, partition=partition)
+            d = algebraic(A_l, N, delta, pou="count", coarse=coarse, partition=partition, cores=cores)
         except ValueError:  # a small, densely coupled level: one overlap step would cover it all
-            d = algebraic(A_l, N, 0, pou="count", coarse=coarse, partition=partition)
+            d = algebraic(A_l, N, 0, pou="count", coarse=coarse, partition=partition, cores=cores)
+        d.core_grid = grid
         problem_l = operator_problem(A_l)
         out.append(Level(A_l, d, problem_l))
     return out
+
+
+def _spreads(d, tiles, coarse):
+    """Whether the level below d is built as per-rank shares: d is one, and every rank gets a tile."""
+    comm = getattr(d, "comm", None)
+    return (hasattr(d, "A0_local") and comm is not None and comm.Get_size() > 1 and tiles >= comm.Get_size()
+            and coarse == "harmonic")
+
+
+def _tiled_level(d, part, cores, grid, delta, coarse):
+    """(share, problem) of the coarse level below the share d, built per rank (parallel/coarse_level.py)."""
+    from .parallel.coarse_level import tiled_share
+    from .parallel.share import rows_problem
+    level, rows, U = tiled_share(d, cores, part, grid, delta, coarse, d.comm)
+    return level, rows_problem(rows, U, (level.n,))
+
+
+def _tiles(d, count):
+    """(part, cores, tile grid): about ``count`` tiles of d's core grid, fewer while a tile would be empty."""
+    from .tiling import anchor_cores, tile_cores, tile_grid
+    grid = getattr(d, "core_grid", None) or tuple(d.layout)
+    home = anchor_cores(d, _core_lookup(d))
+    while True:
+        tiles = tile_grid(grid, count)
+        try:
+            return (*tile_cores(home, grid, tiles), tiles)
+        except ValueError:
+            if count <= 1:
+                raise
+            count //= 2
+
+
+def _core_lookup(d):
+    """Global node -> core of d: arithmetic for a share, an array for a whole decomposition."""
+    if hasattr(d, "core_map"):
+        return d.core_map.core_of
+    core = np.empty(d.n, dtype=np.int64)
+    for c, nodes in enumerate(d.cores):
+        core[nodes] = c
+    return lambda nodes: core[np.asarray(nodes, dtype=np.int64)]
 
 
 def _coarsening(n_l, top_size, remaining):
@@ -116,7 +167,7 @@ def _coarsening(n_l, top_size, remaining):
 
 
 def levels_of(problem, spec, levels=2, top_size=TOP_SIZE, level_coarse="harmonic", layout=None,
-              level_partition="graph"):
+              level_partition="tiles"):
     """(level 0's decomposition, its coarse levels) for ``spec`` on ``problem``, built once per problem.
 
     Every later call with the same spec, levels and top size returns the same

@@ -84,7 +84,7 @@ def architecture(cfg, problem=None, layout=None):
             "symmetric": cfg["symmetric"], "coarse": d.coarse_size > 0}
     if levels > 2:  # the coarse rank is then the top level's (default: full)
         top = below[-1].decomposition
-        arch.update(levels=levels, top_size=top_size, level_coarse=level_coarse, level_partition="graph",
+        arch.update(levels=levels, top_size=top_size, level_coarse=level_coarse, level_partition="tiles",
                     coarse_rank=top.coarse_size if cfg.get("coarse_rank") is None else cfg["coarse_rank"])
     return arch
 

@@ -672,5 +672,7 @@ class DDAttention(_Attention):
         out = {"model": "dd", "n": self.n, "problem": self.problem.spec(), "decomposition": self.decomposition.to_dict(),
                "rank": self.r, "coarse_rank": self.r0, "symmetric": self.symmetric, "coarse": self.coarse}
         if self.levels > 2:  # two-level architectures stay as they were (old checkpoints match)
-            out.update(levels=self.levels, top_size=self.top_size)
+            below = self.coarse_model.decomposition.spec  # how the coarse levels were built: rebuilt alike
+            out.update(levels=self.levels, top_size=self.top_size, level_coarse=below["coarse"],
+                       level_partition=below.get("partition", "blocks"))
         return out

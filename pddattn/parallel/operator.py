@@ -113,10 +113,8 @@ class DistributedDDAttention(DDAttention):
     def _transfer_plan(self):
         """Fine rows -> coarse rows: each rank reads the coarse rows its fine rows' Phi touches."""
         d, coarse = self.decomposition, self.coarse_model
-        coarse_owner = owners(coarse.decomposition, subdomain_holdings(coarse.decomposition, self.layout.domain_size))
         reads = np.unique(d.phi_rows(self.own_rows).indices)
-        return GhostExchange.from_reads(coarse.own_rows, reads, lambda rows: coarse_owner[rows],
-                                        self.layout.domain_comm, CommStats())
+        return GhostExchange.from_reads(coarse.own_rows, reads, coarse.owner_of, self.layout.domain_comm, CommStats())
 
     @property
     def input_size(self):

@@ -23,7 +23,7 @@ from .ghosts import GhostExchange
 from .layout import ConfigurationError
 from .share import CoreMap, DecompositionShare, pou_weights
 
-__all__ = ["finish_share", "family_share", "check_geometry", "coarse_rows", "galerkin_sum", "FAMILY_SHARE_KINDS"]
+__all__ = ["finish_share", "family_share", "check_geometry", "coarse_rows", "galerkin_part", "sum_over_ranks", "FAMILY_SHARE_KINDS"]
 
 FAMILY_SHARE_KINDS = ("intervals", "boxes")
 
@@ -62,15 +62,18 @@ def finish_share(spec, cmap, comm, cores, subdomains, ring, U, rows, plan=None, 
                                             cmap.owner_of, comm)
     A_UU = principal_block(rows, U) if A_UU is None else A_UU
     ring_plan = GhostExchange.from_reads(own, ring, cmap.owner_of, comm)  # Phi's ghost rows: one plan for both
-    phi = coarse_rows(spec["coarse"], A_UU, U, own, ring_plan, cores, cmap, comm)
-    A0 = galerkin_sum(phi, A_UU, U, ring_plan, comm)
+    phi, anchors = coarse_rows(spec["coarse"], A_UU, U, own, ring_plan, cores, cmap, comm)
+    A0_local = galerkin_part(phi, A_UU, U, ring_plan, comm)
     ring_plan.free()
     sizes = np.zeros(cmap.N, dtype=np.int64)
     for ids, counts in comm.allgather((held, [len(s) for s in subdomains])):
         sizes[ids] = counts
     weights = pou_weights(plan, subdomains, ramps if spec["pou"] == "smooth" else None)
-    share = DecompositionShare(cmap.n, spec, cmap, held, cores, subdomains, weights, own, phi, A0, plan, sizes)
+    share = DecompositionShare(cmap.n, spec, cmap, held, cores, subdomains, weights, own, phi, A0_local, plan, sizes,
+                               comm)
     share.rows_held = len(U)
+    if anchors is not None:
+        share.anchors = anchors  # every interface piece's first node: the coarse levels' tiles (tiling.py)
     return share
 
 
@@ -120,20 +123,23 @@ def check_geometry(kind, grid, layout, delta, n):
 
 
 def coarse_rows(kind, A_UU, U, own, ring_plan, cores, cmap, comm):
-    """Phi at the own rows (CSR, len(own) x n_0); ``ring_plan``: the exchange that reads the ring."""
+    """(Phi at the own rows (CSR, len(own) x n_0), the harmonic pieces' first nodes or None).
+
+    ``ring_plan``: the exchange that reads the ring.
+    """
     if kind == "none":
-        return sp.csr_matrix((len(own), 0))
+        return sp.csr_matrix((len(own), 0)), None
     if kind not in ("q1", "hat", "harmonic"):
         raise ConfigurationError(f"a rank's share has no {kind!r} coarse space (hat, q1, harmonic or none)")
     if kind == "q1":
         if cmap.kind != "boxes":
             raise ConfigurationError("the q1 coarse space needs boxes of a DMDA grid; use harmonic")
-        return _q1_rows(own, cmap)
+        return _q1_rows(own, cmap), None
     if kind == "hat":
         if cmap.kind != "intervals":
             raise ConfigurationError("the hat coarse space needs an intervals decomposition (1D); use harmonic")
         from ..coarse import hat_basis
-        return hat_basis(cmap.n, cmap.bounds, own)
+        return hat_basis(cmap.n, cmap.bounds, own), None
     return _harmonic_rows(A_UU, U, own, ring_plan, cores, cmap, comm)
 
 
@@ -190,17 +196,19 @@ def _harmonic_rows(A_UU, U, own, ring_plan, cores, cmap, comm):
         rows.append(np.searchsorted(own, U[parts[0]]))
         cols.append(parts[1])
         vals.append(parts[2])
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(own), n0))
+    phi = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(own), n0))
+    return phi, every
 
 
-def galerkin_sum(phi, A_UU, U, plan, comm):
-    """A_0 = Phi^T A Phi = sum over ranks of Phi_own^T A_own,ring Phi_ring, summed on every rank.
+def galerkin_part(phi, A_UU, U, plan, comm):
+    """This rank's term Phi_own^T A_own,ring Phi_ring of A_0 = Phi^T A Phi (sparse n_0 x n_0).
 
     Phi's rows at the ring come from their owners (rows packed as column and
     value pairs through one forward exchange); A's own rows are taken from
     A_UU (columns numbered in U, which holds the ring), renumbered to the
-    exchange's order by one gather; the per-rank products are summed as
-    triplets (the top level is replicated: n_0 is bounded).
+    exchange's order by one gather. The terms are summed on every rank for
+    a replicated top (:func:`sum_over_ranks`) or at the owners of their rows
+    for a distributed coarse level (coarse_level.py).
     """
     n0 = phi.shape[1]
     if not n0:
@@ -223,10 +231,11 @@ def galerkin_sum(phi, A_UU, U, plan, comm):
     to_ext[np.searchsorted(U, nodes)] = np.arange(len(nodes))
     A_own = A_UU[np.searchsorted(U, own)]          # own rows; their columns lie in the ring
     A_own = sp.csr_matrix((A_own.data, to_ext[A_own.indices], A_own.indptr), shape=(len(own), len(nodes)))
-    return _sum_over_ranks(phi.T @ (A_own @ phi_ext), comm)
+    return sp.csr_matrix(phi.T @ (A_own @ phi_ext))
 
 
-def _sum_over_ranks(M, comm):
+def sum_over_ranks(M, comm):
+    """The sparse M summed over the ranks of ``comm``, on every rank (triplets allgathered)."""
     if comm.Get_size() == 1:
         return sp.csr_matrix(M)
     M = sp.coo_matrix(M)

@@ -6,7 +6,8 @@ coarse basis. A :class:`DecompositionShare` holds what one rank needs:
 
 - the cores and subdomains it holds (``held``), and its own rows (their cores);
 - the partition of unity on its subdomains, summed over ranks by its exchange plan;
-- the rows of Phi at its own rows, and the replicated top operator A_0 = Phi^T A Phi;
+- the rows of Phi at its own rows, its term of A_0 = Phi^T A Phi, and A_0 summed on
+  every rank when a replicated top asks for it;
 - the exchange plan of its subdomains (:meth:`GhostExchange.from_reads`).
 
 Global facts come from counts: where a node's core is and which rank holds
@@ -25,7 +26,7 @@ import torch
 from ..decomposition import split_sizes
 from .layout import holdings_of
 
-__all__ = ["CoreMap", "DecompositionShare", "Held", "pou_weights"]
+__all__ = ["CoreMap", "DecompositionShare", "Held", "pou_weights", "rows_problem"]
 
 
 class CoreMap:
@@ -141,8 +142,13 @@ class DecompositionShare:
         This rank's rows, sorted: the union of its cores.
     phi : scipy CSR (len(own), n_0)
         Phi's rows at ``own``.
+    A0_local : scipy CSR (n_0, n_0)
+        This rank's term of Phi^T A Phi (nonzero near its rows only).
     A0 : scipy CSR (n_0, n_0)
-        The top operator Phi^T A Phi, the same on every rank.
+        Phi^T A Phi summed over ranks, the same on every rank: collective on
+        first use (every rank asks alike: a replicated top level, its
+        Schwarz start and scales), then kept. A distributed coarse level
+        sums ``A0_local`` at the owners of its rows instead.
     plan : GhostExchange
         The exchange of the held subdomains.
     sizes : int array (N,)
@@ -152,18 +158,27 @@ class DecompositionShare:
     subdomains (as on a Decomposition) and iterate in held order.
     """
 
-    def __init__(self, n, spec, core_map, held, cores, subdomains, weights, own, phi, A0, plan, sizes):
+    def __init__(self, n, spec, core_map, held, cores, subdomains, weights, own, phi, A0_local, plan, sizes,
+                 comm=None):
         self.n, self.spec, self.core_map = int(n), dict(spec), core_map
         self.N, self.layout = core_map.N, core_map.layout
         self.held = np.asarray(held, dtype=np.int64)
         self.cores, self.subdomains = Held(self.held, cores), Held(self.held, subdomains)
         self.weights = weights
-        self.own, self.phi, self.A0, self.plan = own, sp.csr_matrix(phi), A0, plan
+        self.own, self.phi, self.A0_local, self.plan = own, sp.csr_matrix(phi), A0_local, plan
+        self.comm, self._A0 = comm, None
         self.sizes = np.asarray(sizes, dtype=np.int64)
         self.max_size = int(self.sizes.max(initial=0))
         self.pou, self.delta, self.coarse = spec["pou"], int(spec["delta"]), spec["coarse"]
         self.grid = core_map.grid
         self.contiguous = core_map.kind == "intervals"  # cores and subdomains are node ranges
+
+    @property
+    def A0(self):
+        if self._A0 is None:
+            from .setup import sum_over_ranks
+            self._A0 = sum_over_ranks(self.A0_local, self.comm) if self.comm is not None else self.A0_local
+        return self._A0
 
     @property
     def coarse_size(self):
@@ -221,5 +236,19 @@ class DecompositionShare:
     def nbytes(self):
         """Bytes this share holds: index sets, weights, Phi's rows, A_0 and the plan's arrays."""
         arrays = [*self.cores, *self.subdomains, *self.weights, self.own, self.plan.ghosts, self.plan.send_rows]
-        sparse = [self.phi, self.A0]
+        sparse = [m for m in (self.phi, self.A0_local, self._A0) if m is not None]
         return sum(a.nbytes for a in arrays) + sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in sparse)
+
+
+def rows_problem(rows, U, grid):
+    """A Problem whose rows exist only at the nodes U: asking for another row is an error."""
+    from ..problems.families import Problem
+
+    def rows_of(nodes):
+        nodes = np.asarray(nodes, dtype=np.int64)
+        where = np.minimum(np.searchsorted(U, nodes), max(len(U) - 1, 0))
+        if len(nodes) and (not len(U) or not np.array_equal(U[where], nodes)):
+            raise ValueError("this rank holds A's rows at its subdomains and their ring only")
+        return rows[where]
+
+    return Problem("operator", tuple(grid), "const", 0, None, stencil=rows_of)

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from ..parallel.layout import ConfigurationError, check_distribution
 from ..parallel.setup import check_geometry, finish_share
-from ..parallel.share import CoreMap
+from ..parallel.share import CoreMap, rows_problem
 from .matrices import dmda_grid
 
 __all__ = ["Numbering", "LOCAL_COARSE", "local_share"]
@@ -121,20 +121,6 @@ def _extract(P, numbering, U):
     return sp.csr_matrix((S.data, U[S.indices], S.indptr), shape=(len(U), P.getSize()[0])), S
 
 
-def _local_problem(rows, U, grid):
-    """A Problem whose rows exist only at the nodes U: asking for another row is an error."""
-    from ..problems.families import Problem
-
-    def rows_of(nodes):
-        nodes = np.asarray(nodes, dtype=np.int64)
-        where = np.minimum(np.searchsorted(U, nodes), max(len(U) - 1, 0))
-        if len(nodes) and (not len(U) or not np.array_equal(U[where], nodes)):
-            raise ValueError("this rank holds A's rows at its subdomains and their ring only")
-        return rows[where]
-
-    return Problem("operator", tuple(grid), "const", 0, None, stencil=rows_of)
-
-
 def _check(kind, grid, layout, delta, n, world, data):
     """The checks the whole-decomposition builders make, from numbers every rank has."""
     check_geometry(kind, grid, layout, delta, n)
@@ -175,4 +161,4 @@ def local_share(P, dm, spec, layout, plan=None):
     rows, A_UU = _extract(P, numbering, U)
     share = finish_share(spec, cmap, comm, cores, subs, ring, U, rows, plan=plan, A_UU=A_UU)
     share.numbering = numbering
-    return share, _local_problem(rows, U, dmda_grid(dm) or (n,))
+    return share, rows_problem(rows, U, dmda_grid(dm) or (n,))

@@ -180,7 +180,7 @@ class DDAttentionPC:
                 "coarse": share.coarse_size > 0}
         if below:
             arch.update(levels=opts["levels"], top_size=opts["top_size"], level_coarse=opts["level_coarse"],
-                        level_partition="graph", coarse_rank=below[-1].decomposition.coarse_size)
+                        level_partition="tiles", coarse_rank=below[-1].decomposition.coarse_size)
         self.info = {"source": "built from the operator, from this rank's rows" + ("" if exact else (
                          f", truncated Schwarz factors (rank {self.model.r})" if opts["rank"] else
                          ", dense Schwarz factors")), "arch": arch, "options": opts,
@@ -301,7 +301,7 @@ class DDAttentionPC:
             top = below[-1].decomposition
             r = opts["rank"] or max(d.max_size, top.max_size)
             arch.update(rank=r, coarse_rank=top.coarse_size, levels=opts["levels"], top_size=opts["top_size"],
-                        level_coarse=opts["level_coarse"], level_partition="graph")
+                        level_coarse=opts["level_coarse"], level_partition="tiles")
         # Untrained at full rank, M^-1 is additive Schwarz: sparse factorizations apply it exactly (exact.py).
         exact = opts["factors"] == "sparse" and not opts["rank"] and not opts["train_steps"]
         model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64,

@@ -1,0 +1,151 @@
+"""A rank's share of a coarse level: A_l's own rows, its tiles' subdomains, Phi_(l+1)'s own rows.
+
+The level above leaves each rank its product Phi_own^T A_own,ring Phi_ring
+(``DecompositionShare.A0_local``). Here, with no rank holding A_l whole:
+
+1. the coarse level's cores are tiles of the cores above (tiling.py), from
+   the replicated anchors and arithmetic; the ranks hold contiguous blocks
+   of tiles, as they hold algebraic row blocks;
+2. each rank's products are summed at the owners of their rows (one
+   Alltoall): A_l's rows live where their tiles are held;
+3. a rank grows its tiles through A_l's graph by asking the owners for the
+   rows it reaches (one Alltoall per overlap layer), reads the rows of its
+   subdomains and ring the same way, and hands them to the one share
+   builder (setup.finish_share): exchange plan, weights, harmonic rows of
+   Phi_(l+1) from local solves, A_(l+1) again as per-rank products.
+
+The serial hierarchy (hierarchy.coarse_levels with partition 'tiles') builds
+the same cores, subdomains and basis from the whole A_l: the one-rank case,
+equal to rounding (tests/test_mpi_levels.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from .layout import holdings_of
+from .setup import finish_share
+
+__all__ = ["TileMap", "sum_at_owners", "fetch_rows", "tiled_share"]
+
+
+class TileMap:
+    """A coarse level's cores (tiles) and their holders: CoreMap's interface for given cores.
+
+    Parameters
+    ----------
+    part : int array (n_l,)
+        The tile of every coarse row (replicated, as the anchors it comes from).
+    cores : list of int arrays
+        Each tile's rows, sorted.
+    P : int
+        Domain ranks; they hold contiguous blocks of tiles (``holdings_of``).
+    """
+
+    kind = "algebraic"
+
+    def __init__(self, part, cores, P):
+        self.part, self._cores = np.asarray(part, dtype=np.int64), cores
+        self.n, self.N = len(self.part), len(cores)
+        self.layout, self.grid = (self.N,), (self.n,)
+        self.holdings = holdings_of("algebraic", self.N, self.layout, P)
+        self.holder = np.empty(self.N, dtype=np.int64)
+        for p, held in enumerate(self.holdings):
+            self.holder[held] = p
+
+    def core_of(self, nodes):
+        return self.part[np.asarray(nodes, dtype=np.int64)]
+
+    def owner_of(self, nodes):
+        return self.holder[self.core_of(nodes)]
+
+    def core(self, i):
+        return self._cores[i]
+
+
+def sum_at_owners(M, owner_of, own, comm):
+    """Rows ``own`` of the sum over ranks of the sparse M (n x n), each rank sending rows to their owners."""
+    M = sp.coo_matrix(M)
+    dest = owner_of(M.row) if M.nnz else np.zeros(0, dtype=np.int64)
+    size = comm.Get_size()
+    order = np.argsort(dest, kind="stable")
+    cuts = np.searchsorted(dest[order], np.arange(size + 1))
+    parts = [(M.row[order[a:b]], M.col[order[a:b]], M.data[order[a:b]]) for a, b in zip(cuts[:-1], cuts[1:])]
+    r, c, v = (np.concatenate(x) for x in zip(*comm.alltoall(parts)))
+    rows = sp.csr_matrix((v, (np.searchsorted(own, r), c)), shape=(len(own), M.shape[1]))
+    rows.sum_duplicates()
+    rows.eliminate_zeros()  # as the serial level drops exact zeros
+    return rows
+
+
+def fetch_rows(own_rows, own, nodes, owner_of, comm):
+    """CSR rows at the sorted ``nodes`` of a matrix whose rows live at their owners (collective)."""
+    nodes = np.asarray(nodes, dtype=np.int64)
+    size = comm.Get_size()
+    dest = owner_of(nodes)
+    asks = comm.alltoall([nodes[dest == p] for p in range(size)])
+    replies = []
+    for ask in asks:
+        block = own_rows[np.searchsorted(own, ask)]
+        replies.append((np.diff(block.indptr), block.indices, block.data))
+    got = comm.alltoall(replies)
+    out_rows, out_cols, out_vals = [], [], []
+    for p, (counts, cols, vals) in enumerate(got):
+        out_rows.append(np.repeat(np.flatnonzero(dest == p), counts))
+        out_cols.append(cols)
+        out_vals.append(vals)
+    rows = sp.csr_matrix((np.concatenate(out_vals), (np.concatenate(out_rows), np.concatenate(out_cols))),
+                         shape=(len(nodes), own_rows.shape[1]))
+    rows.sort_indices()
+    return rows
+
+
+def _grow(cores, own_rows, own, delta, owner_of, comm):
+    """Each core grown ``delta`` steps through the graph, one collective row fetch per step."""
+    from mpi4py import MPI
+    subs = [np.asarray(c, dtype=np.int64) for c in cores]
+    rounds = comm.allreduce(delta if cores else 0, op=MPI.MAX)
+    for _ in range(rounds):
+        reach = np.unique(np.concatenate(subs)) if subs else np.zeros(0, dtype=np.int64)
+        rows = fetch_rows(own_rows, own, reach, owner_of, comm)
+        subs = [np.union1d(s, rows[np.searchsorted(reach, s)].indices) for s in subs]
+    return subs
+
+
+def tiled_share(share, cores, part, grid, delta, coarse, comm):
+    """A rank's share of the coarse level below ``share``: tiles ``cores`` of its coarse rows (module docstring).
+
+    Parameters
+    ----------
+    share : DecompositionShare
+        The level above, with its per-rank Galerkin product ``A0_local``.
+    cores, part : list of int arrays, int array
+        The tiles' rows and each row's tile (hierarchy._tiles).
+    grid : tuple
+        The tile grid (the next level's tiles are tiles of it).
+    delta : int
+        Overlap in steps of A_l's graph; 0 when one step would cover a subdomain over all rows.
+    coarse : str
+        The coarse level's own coarse space (harmonic or none).
+
+    Returns
+    -------
+    (share, rows, U): the level's share, and A_l's rows at U (CSR, global columns).
+    """
+    from mpi4py import MPI
+    tmap = TileMap(part, cores, comm.Get_size())
+    held = tmap.holdings[comm.Get_rank()]
+    mine = [tmap.core(i) for i in held]
+    own = np.sort(np.concatenate(mine)) if mine else np.zeros(0, dtype=np.int64)
+    own_rows = sum_at_owners(share.A0_local, tmap.owner_of, own, comm)
+    subs = _grow(mine, own_rows, own, delta, tmap.owner_of, comm)
+    largest = comm.allreduce(max((len(s) for s in subs), default=0), op=MPI.MAX)
+    if tmap.N > 1 and largest == tmap.n and delta:  # as the serial level: no overlap rather than one subdomain
+        subs, delta = [np.asarray(c, dtype=np.int64) for c in mine], 0
+    ring = np.union1d(own, own_rows.indices) if coarse != "none" else own
+    U = np.unique(np.concatenate(subs + [ring]))
+    rows = fetch_rows(own_rows, own, U, tmap.owner_of, comm)
+    spec = {"kind": "algebraic", "N": tmap.N, "delta": delta, "pou": "count", "coarse": coarse, "partition": "tiles"}
+    level = finish_share(spec, tmap, comm, mine, subs, ring, U, rows)
+    level.core_grid = tuple(grid)
+    return level, rows, U

@@ -1,0 +1,96 @@
+"""Coarse levels built per rank (parallel/coarse_level.py) against the serial hierarchy.
+
+    mpirun -n 3 python -m pytest --with-mpi -m mpi tests/test_mpi_levels.py
+
+Boxes on a family: level 0 is each rank's share, and every coarse level with
+a tile per rank is built from the rows its ranks own, never from A_1 whole.
+Equal to the serial model (tiles of the same cores) in float64.
+"""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from pddattn.parallel.layout import Layout
+from pddattn.parallel.share import DecompositionShare
+from pddattn.train import TrainConfig, train
+
+from test_mpi import relative, world, worst
+
+pytestmark = pytest.mark.mpi(min_size=2)
+
+GRID, BOXES = (39, 35), "6x5"
+
+
+def _config(levels, steps=1, **extra):
+    return TrainConfig(problem="diffusion2d", grid="x".join(map(str, GRID)), coefficient="jump:1e4",
+                       coefficient_seed=1, subdomains=BOXES, overlap=1, coarse_space="harmonic", rank=3,
+                       levels=levels, top_size=extra.pop("top_size", 6), batch=8, steps=steps, eval_every=10,
+                       test_size=8, dtype="float64", lr=0.05, warmup=2, data="probe", checkpoint_every=10**9,
+                       **extra)
+
+
+def _pair(levels, steps=1, **extra):
+    cfg = _config(levels, steps, **extra)
+    serial, _ = train(dataclasses.replace(cfg), out=None)
+    dist, _ = train(cfg, out=None, layout=Layout())
+    return serial, dist
+
+
+def _parameter_error(serial, dist):
+    return max(relative(q.detach(), dist.from_global(name, p.detach()))
+               for (name, p), (_, q) in zip(serial.named_parameters(), dist.named_parameters()))
+
+
+def _spread(model):
+    """The levels of ``model`` built as per-rank shares (level 0 excluded)."""
+    return [m for m in model.level_operators[1:] if isinstance(m.decomposition, DecompositionShare)]
+
+
+@pytest.mark.parametrize("levels", [3, 4])
+def test_per_rank_coarse_levels_equal_serial(levels):
+    serial, dist = _pair(levels, steps=0, top_size=4)
+    P = world().Get_size()
+    spread = _spread(dist)
+    assert worst(len(spread) == 0) == 0, "no coarse level was built per rank"
+    for model, whole in zip(dist.level_operators[1:], serial.level_operators[1:]):
+        d, w = model.decomposition, whole.decomposition
+        if not isinstance(d, DecompositionShare):
+            continue
+        assert d.N == w.N >= P and d.coarse_size == w.coarse_size
+        for i in d.held:  # the tiles' cores and subdomains are the serial ones
+            assert np.array_equal(d.cores[i], w.cores[i]) and np.array_equal(d.subdomains[i], w.subdomains[i])
+        phi = w.phi[d.own]
+        assert worst(abs(d.phi - phi).max() / abs(phi).max()) <= 1e-12
+    own = torch.as_tensor(dist.own_rows)
+    n = serial.n
+    x = torch.randn(n, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        assert worst(relative(dist.matvec(x[own]), serial.matvec(x)[own])) <= 1e-12
+
+
+def test_a_rank_holds_only_its_rows_of_the_coarse_level():
+    """A_1's rows: a rank reads them at its tiles' subdomains and ring only; asking for another is an error."""
+    _, dist = _pair(3, steps=0, top_size=4)
+    level = _spread(dist)
+    if not level:
+        pytest.skip("the coarse level has fewer tiles than ranks")
+    model = level[0]
+    d = model.decomposition
+    held = np.unique(np.concatenate(list(d.subdomains) + [d.own]))
+    assert len(held) < d.n
+    outside = np.setdiff1d(np.arange(d.n), held)
+    rows = model.problem.rows(held)
+    assert rows.shape[0] == len(held)
+    if len(outside):
+        with pytest.raises(ValueError, match="holds A's rows"):
+            model.problem.rows(outside[:1])
+    counts = world().allgather(len(d.own))
+    assert sum(counts) == d.n
+
+
+@pytest.mark.parametrize("levels", [3, 4])
+def test_twenty_steps_with_per_rank_coarse_levels_equal_serial(levels):
+    serial, dist = _pair(levels, steps=20, top_size=4)
+    assert worst(_parameter_error(serial, dist)) <= 1e-9
