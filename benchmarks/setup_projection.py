@@ -19,7 +19,10 @@ fixed share of 256 subdomains (65,536 unknowns) per rank, so N = 256 P:
   its measured seconds at 1023^2. Network time is not modelled.
 
 Next to it "before": the PC as it was (the whole operator gathered and the
-whole decomposition and Phi on every rank), from the same counts.
+whole decomposition and Phi on every rank), from the same counts. And the
+multilevel PC with its coarse levels built per rank (tiles): level 1's
+bytes per coarse row and its shrink factor measured with -pddattn_levels 3,
+levels added until the replicated top has at most 4,096 rows.
 
     python benchmarks/setup_projection.py --out benchmarks/results      # about a minute
 
@@ -39,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 PER_RANK = 256  # subdomains per rank in the weak-scaling projection
+TOP = 4096  # largest replicated top of the multilevel projection
 
 
 def measure(grid):
@@ -60,7 +64,31 @@ def measure(grid):
            "rows_held": int(share.rows_held), "A_nnz": int(A.getInfo()["nz_used"]), "phi_nnz": int(share.phi.nnz),
            "stacked": int(share.sizes.sum()), "setup_s": seconds, "top_factor_s": top_seconds}
     pc.destroy()
+    row.update(_three_levels(grid))
     return row
+
+
+def _three_levels(grid):
+    """The PC with -pddattn_levels 3 (coarse subdomains of 24 rows): level 1's bytes, rows and set-up."""
+    from petsc4py import PETSc
+    from pc_cost import dd_pc
+    PETSc.Options()["pddattn_levels"] = "3"
+    try:
+        _, _, pc = dd_pc(grid)
+        t = time.perf_counter()
+        pc.setUp()
+        seconds = time.perf_counter() - t
+    finally:
+        PETSc.Options().delValue("pddattn_levels")
+    level = pc.getPythonContext().model.coarse_model
+    d = level.decomposition
+    index = sum(a.nbytes for a in (*d.cores, *d.subdomains)) + 8 * int(d.sizes.sum())  # and the weights
+    A1 = level.problem.A
+    out = {"n1": d.n, "N1": d.N, "n2": d.coarse_size, "level1_bytes": int(index + 12 * (d.phi.nnz + A1.nnz)
+                                                                           + 12 * level._local_solve.solve.lu.nnz),
+           "levels3_setup_s": seconds}
+    pc.destroy()
+    return out
 
 
 def fit(rows):
@@ -77,6 +105,9 @@ def fit(rows):
             "stacked_per_subdomain": last["stacked"] / last["N"],
             "local_factor_per_subdomain": last["local_factor_nnz"] / last["N"],
             "distributed_s": rows[0]["setup_s"] - rows[0]["top_factor_s"],
+            "level_bytes_per_row": last["level1_bytes"] / last["n1"], "level_shrink": last["n2"] / last["n1"],
+            "level_rows_per_subdomain": last["n1"] / last["N1"],
+            "levels3_distributed_s": rows[0]["levels3_setup_s"],
             "top_s_at": (last["n0"], last["top_factor_s"])}
 
 
@@ -98,7 +129,31 @@ def project(c, P):
             "before_gb": before / 1e9, "setup_s": seconds}
 
 
-def markdown(rows, c, projected):
+def project_levels(c, P, top=TOP):
+    """Per rank with coarse levels built per rank (parallel/coarse_level.py) down to a top of <= ``top`` rows.
+
+    Level 0 as in :func:`project` without its replicated A_0; each coarse
+    level l holds n_l / P rows per rank at the measured bytes per row; what
+    stays replicated per level is the anchors and tile of every row of the
+    level above (16 n_(l-1) bytes) and the holder and size of every tile
+    (16 N_l); the top, bounded, is A_top and its factor as in the two-level model.
+    """
+    N = PER_RANK * P
+    n_l = c["n0_per_N"] * N
+    distributed = c["distributed_per_subdomain"] * PER_RANK
+    replicated, levels = 0.0, 2
+    while n_l > top:
+        distributed += c["level_bytes_per_row"] * n_l / P
+        replicated += 16 * n_l + 16 * n_l / c["level_rows_per_subdomain"]
+        n_l *= c["level_shrink"]
+        levels += 1
+    a_top = c["A0_nnz_per_n0"] * n_l
+    replicated += 12 * a_top + 8 * n_l + 12 * c["top_fill"] * n_l * np.log2(max(n_l, 2)) + 24 * a_top
+    return {"P": P, "levels": levels, "top": n_l, "per_rank_gb": (distributed + replicated) / 1e9,
+            "replicated_gb": replicated / 1e9}
+
+
+def markdown(rows, c, projected, multilevel):
     out = ["Measured (1 rank; diffusion2d jump:1e4, 16x16-node boxes, overlap 2, harmonic):", "",
            "| grid | N | n_0 | nnz(A_0) | top factor nnz | block factor nnz | share MB | set-up s | top factor s |",
            "|---|---|---|---|---|---|---|---|---|"]
@@ -115,6 +170,14 @@ def markdown(rows, c, projected):
     for p in projected:
         out.append(f"| {p['P']:,} | {p['n']:,.0f} | {p['n0']:,.0f} | {p['now_gb']:.3f} | {p['replicated_gb']:.3f} | "
                    f"{p['before_gb']:.2f} | {p['setup_s']:.1f} |")
+    out += ["", f"With the coarse levels built per rank (tiles, coarse subdomains of "
+            f"{c['level_rows_per_subdomain']:.0f} rows, measured with -pddattn_levels 3: "
+            f"{c['level_bytes_per_row']:.0f} B per coarse row, each level {c['level_shrink']:.3f} of the one above), "
+            f"levels added until the top has at most {TOP:,} rows:", "",
+            "| ranks | levels | top rows | per rank GB | of it replicated GB | two levels GB |", "|---|---|---|---|---|---|"]
+    for m, p in zip(multilevel, projected):
+        out.append(f"| {m['P']:,} | {m['levels']} | {m['top']:,.0f} | {m['per_rank_gb']:.3f} | "
+                   f"{m['replicated_gb']:.3f} | {p['now_gb']:.3f} |")
     return "\n".join(out)
 
 
@@ -126,10 +189,12 @@ def main():
     rows = [measure(int(g)) for g in args.grids.split(",")]
     c = fit(rows)
     projected = [project(c, 4 ** k) for k in range(9)]
+    multilevel = [project_levels(c, 4 ** k) for k in range(9)]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "setup_projection.json").write_text(json.dumps({"measured": rows, "fit": c, "projected": projected},
+    (args.out / "setup_projection.json").write_text(json.dumps({"measured": rows, "fit": c, "projected": projected,
+                                                                "multilevel": multilevel},
                                                                indent=1))
-    text = markdown(rows, c, projected)
+    text = markdown(rows, c, projected, multilevel)
     (args.out / "setup_projection.md").write_text(text + "\n")
     print(text)
 

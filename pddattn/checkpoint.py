@@ -110,6 +110,33 @@ def architecture_of(payload):
     return upgrade_architecture(payload["architecture"])
 
 
+def stored_model(payload, build):
+    """``build(arch)`` for the payload's architecture, with the coarse levels its tensors were trained on.
+
+    Multilevel checkpoints written between the graph partition of the coarse
+    levels and the record of ``level_partition`` in the architecture (which
+    model.config() lacked) hold no partition name: they are rebuilt with
+    contiguous blocks (what the oldest used) unless the stored tensors' shapes
+    say graph. Decided from global shapes, so every rank decides alike.
+    """
+    arch = architecture_of(payload)
+    model = build(arch)
+    if arch.get("levels", 2) > 2 and "level_partition" not in arch and not _shapes_fit(payload, model):
+        model = build(dict(arch, level_partition="graph"))
+    return model
+
+
+def _shapes_fit(payload, model):
+    """Whether the stored tensors have the model's shapes (past the subdomain axis, which a rank splits)."""
+    for name, p in model.named_parameters():
+        stored = payload["state"].get(name)
+        if stored is None:
+            continue
+        if tuple(stored.shape[1:]) != tuple(p.shape[1:]) or (p.dim() < 3 and stored.shape != p.shape):
+            return False
+    return True
+
+
 def _collective(layout, action):
     """Run ``action`` on the root, broadcast (result, error) so all ranks agree."""
     result, error = None, None
@@ -321,7 +348,7 @@ def load_model(path, layout=None, dtype=torch.float64, device=None):
     layout = layout or SerialLayout()
     payload = read_collective(path, layout)
     try:
-        model = model_from_architecture(architecture_of(payload), layout, dtype=dtype, device=device)
+        model = stored_model(payload, lambda arch: model_from_architecture(arch, layout, dtype=dtype, device=device))
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     restore(payload, model)

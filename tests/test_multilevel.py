@@ -212,3 +212,24 @@ def test_the_levels_are_a_flat_list_the_apply_iterates():
     top = levels[-1].decomposition.coarse_size
     assert model.num_parameters() == sum(2 * 3 * int(m.decomposition.sizes.sum()) for m in levels) + 2 * top * top
     assert set(names) <= set(model.natural_scales()) and model.rank_bound() <= p.n
+
+
+def test_a_graph_partitioned_checkpoint_without_its_partition_name_loads(tmp_path):
+    """Written between the graph partition and the record of level_partition: rebuilt with graph, from its shapes."""
+    from pddattn.checkpoint import load_model
+    from pddattn.train import TrainConfig, train
+    cfg = TrainConfig(problem="poisson2d", grid="63x63", subdomains="8x8", levels=3, top_size=16, steps=2, batch=4,
+                      test_size=4, dtype="float64")
+    train(cfg, out=tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    payload = torch.load(path, weights_only=False)
+    from pddattn.models import model_from_architecture
+    graph = model_from_architecture(dict(payload["architecture"], level_partition="graph"))
+    blocks = model_from_architecture(dict(payload["architecture"], level_partition="blocks"))
+    assert graph.coarse_model.Q.shape != blocks.coarse_model.Q.shape  # the shapes tell them apart here
+    payload["architecture"] = {k: v for k, v in payload["architecture"].items() if k != "level_partition"}
+    payload["state"] = {k: v for k, v in graph.state_dict().items()}
+    torch.save(payload, path)
+    loaded, _ = load_model(path)
+    assert loaded.coarse_model.decomposition.spec["partition"] == "graph"
+    assert np.abs(dense(loaded) - dense(graph)).max() == 0.0

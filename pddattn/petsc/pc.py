@@ -249,7 +249,7 @@ class DDAttentionPC:
         """(the stored model, info). Its problem is rebuilt from the checkpoint: a family assembles the
         rows a rank needs from its stencil, so the operator handed to the PC is gathered only when that
         problem cannot be rebuilt here (a matrix file absent) or has no A (learnt from pairs)."""
-        from ..checkpoint import CheckpointError, architecture_of, read_collective, restore
+        from ..checkpoint import CheckpointError, architecture_of, read_collective, restore, stored_model
         from ..models import model_from_architecture
         from ..problems import problem_from_spec
         path = opts["model"]
@@ -274,7 +274,8 @@ class DDAttentionPC:
         if gathered:  # the operator handed to the PC is the A (pairs alone: on their grid)
             grid = None if problem is None else arch["problem"]["grid"]
             problem = _operator_problem(gather_operator(P, dm)[0], grid)
-        model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64)
+        model = stored_model(payload, lambda a: model_from_architecture(a, layout, problem=problem,
+                                                                         dtype=torch.float64))
         restore(payload, model)
         self._stored_probe = payload.get("progress", {}).get("probe")
         if self._stored_probe is None:  # a checkpoint from before the probe was stored
