@@ -172,10 +172,11 @@ def levels_of(problem, spec, levels=2, top_size=TOP_SIZE, level_coarse="harmonic
 
     Every later call with the same spec, levels and top size returns the same
     objects, so a run builds each decomposition and coarse basis once. With a
-    ``layout`` of more than one domain rank, intervals and boxes on a family
-    with A are this rank's share only (parallel/setup.py: its subdomains,
-    weights and rows of Phi, A_1 summed over ranks); the coarse levels below
-    are built from A_1 as serially. Collective then: every rank calls alike.
+    ``layout`` of more than one domain rank, intervals, boxes and algebraic
+    row blocks on a family with A, and row blocks of a matrix file, are this
+    rank's share only (parallel/setup.py: its subdomains, weights and rows of
+    Phi), and so is every coarse level below with a tile per rank
+    (parallel/coarse_level.py). Collective then: every rank calls alike.
     """
     from .decomposition import decomposition_from_spec
     cache = problem.__dict__.setdefault("_levels", {})
@@ -191,14 +192,23 @@ def levels_of(problem, spec, levels=2, top_size=TOP_SIZE, level_coarse="harmonic
 
 
 def _share_applies(problem, spec, layout):
-    """Whether a rank builds only its share: distributed, and either geometric subdomains on a family's
-    stencil rows or algebraic ones on a matrix file this rank reads its rows of (:func:`_matrix_share`)."""
+    """Whether a rank builds only its share: distributed, and either subdomains on a family's stencil
+    rows (intervals, boxes, algebraic row blocks) or algebraic ones on a matrix file this rank reads
+    its rows of (:func:`_matrix_share`)."""
     from .parallel.setup import FAMILY_SHARE_KINDS
     if layout is None or layout.domain_size <= 1 or not problem.has_operator:
         return False
     if _matrix_share_applies(problem, spec):
         return True
-    return spec.get("kind") in FAMILY_SHARE_KINDS and problem.stencil is not None
+    if problem.stencil is None:
+        return False
+    return spec.get("kind") in FAMILY_SHARE_KINDS or (problem.matrix is None and _family_algebraic(spec))
+
+
+def _family_algebraic(spec):
+    """Algebraic row blocks with a coarse space a share builds (parallel/setup.algebraic_share)."""
+    return (spec.get("kind") == "algebraic" and spec.get("partition", "blocks") == "blocks"
+            and spec.get("coarse") in ("harmonic", "none"))
 
 
 def _matrix_share_applies(problem, spec):
@@ -233,7 +243,7 @@ def _matrix_share(problem, spec, layout):
 
 def _share(problem, spec, layout):
     from .parallel.layout import ConfigurationError, check_distribution
-    from .parallel.setup import family_share
+    from .parallel.setup import algebraic_share, family_share
     import types
     N = spec["N"]
     counts = types.SimpleNamespace(N=int(np.prod(N)), spec=spec, layout=tuple(N) if isinstance(N, list) else (N,))
@@ -241,6 +251,8 @@ def _share(problem, spec, layout):
     try:
         if _matrix_share_applies(problem, spec):
             return _matrix_share(problem, spec, layout)
+        if spec.get("kind") == "algebraic":
+            return algebraic_share(problem, spec, layout, layout.domain_comm)
         return family_share(problem, spec, layout, layout.domain_comm)
     except ConfigurationError:
         raise

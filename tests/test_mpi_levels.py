@@ -94,3 +94,23 @@ def test_a_rank_holds_only_its_rows_of_the_coarse_level():
 def test_twenty_steps_with_per_rank_coarse_levels_equal_serial(levels):
     serial, dist = _pair(levels, steps=20, top_size=4)
     assert worst(_parameter_error(serial, dist)) <= 1e-9
+
+
+@pytest.mark.parametrize("pou", ["count", "smooth"])
+def test_algebraic_blocks_on_a_family_are_built_per_rank(pou):
+    """Row blocks grown through the stencil's graph on each rank: the whole decomposition's parts, no whole A."""
+    from pddattn.decomposition import algebraic
+    from pddattn.hierarchy import levels_of
+    from pddattn.problems import make_problem
+    spec = {"kind": "algebraic", "N": 7, "delta": 2, "pou": pou, "coarse": "harmonic"}
+    problem = make_problem("diffusion2d", (13, 11), "jump:1e4", seed=1)
+    share, _ = levels_of(problem, spec, layout=Layout())
+    whole = algebraic(make_problem("diffusion2d", (13, 11), "jump:1e4", seed=1).A, 7, 2, pou, "harmonic")
+    assert isinstance(share, DecompositionShare) and problem._A is None
+    for i in share.held:
+        assert np.array_equal(share.cores[i], whole.cores[i]) and np.array_equal(share.subdomains[i],
+                                                                                 whole.subdomains[i])
+    weights = relative(torch.as_tensor(share.held_pou_weights(share.held)),
+                       torch.as_tensor(whole.held_pou_weights(share.held)))
+    phi = whole.phi[share.own]
+    assert worst(max(weights, abs(share.phi - phi).max() / abs(phi).max())) <= 1e-14

@@ -23,7 +23,7 @@ from .ghosts import GhostExchange
 from .layout import ConfigurationError
 from .share import CoreMap, DecompositionShare, pou_weights
 
-__all__ = ["finish_share", "family_share", "check_geometry", "coarse_rows", "galerkin_part", "sum_over_ranks", "FAMILY_SHARE_KINDS"]
+__all__ = ["finish_share", "family_share", "algebraic_share", "check_geometry", "coarse_rows", "galerkin_part", "sum_over_ranks", "FAMILY_SHARE_KINDS"]
 
 FAMILY_SHARE_KINDS = ("intervals", "boxes")
 
@@ -100,6 +100,57 @@ def family_share(problem, spec, layout, comm):
     ring = np.union1d(own, problem.rows(own).indices) if spec["coarse"] != "none" else own
     U = np.unique(np.concatenate(subs + [ring]))
     return finish_share(spec, cmap, comm, cores, subs, ring, U, problem.rows(U), ramps=ramps)
+
+
+def algebraic_share(problem, spec, layout, comm):
+    """A rank's share of algebraic row blocks on a built-in family: its blocks grown through A's graph.
+
+    The rows come from the stencil (any row, on any rank, with no message),
+    so a rank grows its cores by ``delta`` layers from the rows it reaches and
+    weighs a smooth partition of unity by the graph distance to the outside,
+    as decomposition.algebraic does on the whole A.
+    """
+    from ..decomposition import _ramp
+    n, delta, N = problem.n, int(spec["delta"]), int(spec["N"])
+    check_geometry("algebraic", (n,), (N,), delta, n)
+    cmap = CoreMap("algebraic", n, (n,), (N,), layout.domain_size)
+    cores = [cmap.core(i) for i in cmap.holdings[layout.domain_rank]]
+    subs = [_grown(problem.rows, c, delta) for c in cores]
+    largest = comm.allreduce(max((len(s) for s in subs), default=0), op=_mpi().MAX)
+    if N > 1 and largest == n:
+        raise ConfigurationError(f"overlap delta={delta} makes a subdomain cover all {n} rows; use a smaller --overlap")
+    ramps = [_ramp(_distance_to_outside(problem.rows(s), s, 2 * delta + 1), delta) for s in subs] \
+        if spec["pou"] == "smooth" else None
+    own = np.sort(np.concatenate(cores)) if cores else np.zeros(0, dtype=np.int64)
+    ring = np.union1d(own, problem.rows(own).indices) if spec["coarse"] != "none" else own
+    U = np.unique(np.concatenate(subs + [ring]))
+    return finish_share(spec, cmap, comm, cores, subs, ring, U, problem.rows(U), ramps=ramps)
+
+
+def _grown(rows_of, core, delta):
+    """``core`` grown ``delta`` steps through A's graph, reading only the rows it reaches."""
+    nodes = np.asarray(core, dtype=np.int64)
+    for _ in range(delta):
+        nodes = np.union1d(nodes, rows_of(nodes).indices)
+    return nodes
+
+
+def _distance_to_outside(rows, nodes, cap):
+    """Graph distance (capped) from each of the sorted ``nodes`` to the nearest node not among them,
+    from their rows alone (decomposition._distance_to_outside on the whole graph)."""
+    at = np.minimum(np.searchsorted(nodes, rows.indices), len(nodes) - 1)
+    inside = nodes[at] == rows.indices
+    owner = np.repeat(np.arange(len(nodes)), np.diff(rows.indptr))
+    dist = np.full(len(nodes), np.inf)
+    reached = np.zeros(len(nodes), dtype=bool)
+    for k in range(1, cap + 1):
+        hit = ~inside | reached[np.where(inside, at, 0)]
+        reached = reached | (np.bincount(owner, weights=hit, minlength=len(nodes)) > 0)
+        new = reached & np.isinf(dist)
+        dist[new] = k
+        if not np.isinf(dist).any():
+            break
+    return dist
 
 
 def check_geometry(kind, grid, layout, delta, n):
