@@ -14,13 +14,16 @@ with levels - 2 coarse decompositions, each coarsens by the same factor
 subdomains instead (``COARSE_ROWS`` rows each) and lets the top grow with n:
 what keeps the iterations of a multilevel Schwarz method bounded under
 refinement (H_l / delta_l fixed on every level), with a top that is
-factored, not learned. Coarse subdomains are a graph partition of A_l
-(recursive bisection), because a coarse level's rows are numbered by
-interface piece: contiguous row blocks of them are slivers, and the
-iterations grew with them (channels, 16 x 16 boxes, overlap 2, 3 levels,
-48-row coarse subdomains: 57 / 142 / 215 iterations at 255^2 / 511^2 /
-1023^2 with blocks, 52 / 68 / 73 with the partition; 53 / 67 at 255^2 /
-1023^2 with 24 rows). The loop is pyamg's shape: one short loop appending
+factored, not learned. Coarse subdomains are compact patches of the level
+above, because a coarse level's rows are numbered by interface piece:
+contiguous row blocks of them are slivers, and the iterations grew with
+them (channels, 16 x 16 boxes, overlap 2, 3 levels, 48-row coarse
+subdomains: 57 / 142 / 215 iterations at 255^2 / 511^2 / 1023^2 with
+blocks, 52 / 68 / 73 with a graph partition of A_l). The patches are tiles
+of the cores above (tiling.py: 65 / 66 / 50 with 24-row tiles), which a
+rank can build for its own rows alone (:func:`_tiled_level`); the graph
+partition of the whole A_l and the row blocks remain to rebuild checkpoints
+written with them. The loop is pyamg's shape: one short loop appending
 levels.
 
 :func:`levels_of` is the one place a decomposition spec becomes objects: it
