@@ -385,6 +385,7 @@ class DDAttention(_Attention):
         """init='exact': one sparse LU of this rank's blocks diag(A_i); the top level's A_0 (see exact.py)."""
         from .exact import BlockDiagonalSolve, SparseSolve
         d = self.decomposition
+        self._free_solves()  # a refactor's: the last values' factorizations
         self._local_solve = BlockDiagonalSolve(self.problem.rows, d.held_subdomains(self.held), self.index.cpu().numpy(),
                                                self.weight[..., 0].cpu().numpy())
         dense_top = self.coarse and d.coarse_size and self.coarse_model is None
@@ -554,7 +555,15 @@ class DDAttention(_Attention):
             m._release()
 
     def _release(self):
-        """What this level holds outside Python: nothing serially."""
+        """What this level holds outside Python: serially its factorizations (init='exact')."""
+        self._free_solves()
+
+    def _free_solves(self):
+        for name in ("_local_solve", "_top_solve"):
+            solve = self.__dict__.get(name)
+            if solve is not None:
+                solve.free()
+            self.__dict__[name] = None
 
     def factors(self, transpose=False):
         """(Q, K, Q0, K0) with the symmetric ties resolved, swapped for the transpose."""

@@ -239,13 +239,17 @@ def test_a_refactored_pc_equals_one_built_anew(levels):
     fresh.destroy()
 
 
-def test_a_hundred_setups_keep_communicators_and_memory_flat():
-    """The PC's life cycle: one structure, refactors on new values, nothing left behind."""
+@pytest.mark.parametrize("levels", [2, 3])
+def test_a_hundred_setups_keep_communicators_and_memory_flat(levels):
+    """The PC's life cycle: one structure, refactors on new values, nothing left behind (at 3 levels the
+    coarse level is rebuilt per rank on every refactor: its new exchange plans must not pile up)."""
     import resource
     from mpi4py import MPI
     from pddattn.petsc import petsc_matrix
     A = petsc_matrix(PROBLEM.A, PETSc.COMM_WORLD)
-    pc = make_pc(A, None, "life_", subdomains="4", overlap=1)
+    options = dict(subdomains="4", overlap=1) if levels == 2 else dict(subdomains="16", overlap=1, levels=3,
+                                                                       top_size=8)
+    pc = make_pc(A, None, f"life{levels}_", **options)
 
     def next_free_communicator():  # Open MPI hands out the lowest free slot: a leak raises it
         probe = MPI.COMM_WORLD.Dup()

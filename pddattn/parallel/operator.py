@@ -96,6 +96,10 @@ class DistributedDDAttention(DDAttention):
 
     def _take_values(self, decomposition, problem):
         self._free_rows()  # A's products follow the new values
+        plan = getattr(decomposition, "plan", None)
+        if plan is not None and plan is not self.plan:  # a coarse level's share rebuilt on the new values:
+            plan.free()                                  # the same structure, so this level keeps its plan
+            decomposition.plan = self.plan
         super()._take_values(decomposition, problem)
 
     def _free_rows(self):
@@ -104,7 +108,8 @@ class DistributedDDAttention(DDAttention):
             self._a_rows = None
 
     def _release(self):
-        """This level's exchange plans' communicators."""
+        """This level's exchange plans' communicators and its factorizations."""
+        super()._release()
         self.plan.free()
         self._free_rows()
         if self.transfer is not None:
