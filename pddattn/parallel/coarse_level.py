@@ -67,10 +67,7 @@ def sum_at_owners(M, owner_of, own, comm):
     """Rows ``own`` of the sum over ranks of the sparse M (n x n), each rank sending rows to their owners."""
     M = sp.coo_matrix(M)
     dest = owner_of(M.row) if M.nnz else np.zeros(0, dtype=np.int64)
-    size = comm.Get_size()
-    order = np.argsort(dest, kind="stable")
-    cuts = np.searchsorted(dest[order], np.arange(size + 1))
-    parts = [(M.row[order[a:b]], M.col[order[a:b]], M.data[order[a:b]]) for a, b in zip(cuts[:-1], cuts[1:])]
+    parts = [(M.row[k], M.col[k], M.data[k]) for k in _by_rank(dest, comm.Get_size())]
     r, c, v = (np.concatenate(x) for x in zip(*comm.alltoall(parts)))
     rows = sp.csr_matrix((v, (np.searchsorted(own, r), c)), shape=(len(own), M.shape[1]))
     rows.sum_duplicates()
@@ -81,23 +78,29 @@ def sum_at_owners(M, owner_of, own, comm):
 def fetch_rows(own_rows, own, nodes, owner_of, comm):
     """CSR rows at the sorted ``nodes`` of a matrix whose rows live at their owners (collective)."""
     nodes = np.asarray(nodes, dtype=np.int64)
-    size = comm.Get_size()
-    dest = owner_of(nodes)
-    asks = comm.alltoall([nodes[dest == p] for p in range(size)])
+    groups = _by_rank(owner_of(nodes), comm.Get_size())
+    asks = comm.alltoall([nodes[k] for k in groups])
     replies = []
     for ask in asks:
         block = own_rows[np.searchsorted(own, ask)]
         replies.append((np.diff(block.indptr), block.indices, block.data))
     got = comm.alltoall(replies)
     out_rows, out_cols, out_vals = [], [], []
-    for p, (counts, cols, vals) in enumerate(got):
-        out_rows.append(np.repeat(np.flatnonzero(dest == p), counts))
+    for k, (counts, cols, vals) in zip(groups, got):
+        out_rows.append(np.repeat(k, counts))
         out_cols.append(cols)
         out_vals.append(vals)
     rows = sp.csr_matrix((np.concatenate(out_vals), (np.concatenate(out_rows), np.concatenate(out_cols))),
                          shape=(len(nodes), own_rows.shape[1]))
     rows.sort_indices()
     return rows
+
+
+def _by_rank(dest, size):
+    """Positions grouped by destination rank (in their order within each): one sort, not a mask per rank."""
+    order = np.argsort(dest, kind="stable")
+    cuts = np.searchsorted(dest[order], np.arange(size + 1))
+    return [order[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
 
 
 def _grow(cores, own_rows, own, delta, owner_of, comm):
