@@ -1,21 +1,26 @@
 """DD attention, the global low-rank model and the FNO at equal parameter budgets.
 
     python benchmarks/fno_compare.py --out benchmarks/results            # every cell (hours on 2 cores)
-    python benchmarks/fno_compare.py --out benchmarks/results --only laplace1d,diffusion1d --budgets 20000
+    python benchmarks/fno_compare.py --out benchmarks/results --only laplace1d,diffusion1d-jump --budgets 20000
 
 For each problem and budget (about 20k, 100k, 500k parameters) each model
-gets the configuration whose parameter count is closest to the budget: DD
-attention (subdomains and local rank; full coarse rank), from the same random
-start as the others (``dd``) and from its Schwarz start (``dd-schwarz``: it
-uses A, which the FNO cannot), the global model
-(rank r = budget / 2n), the FNO (width and modes, 4 layers, preferring the
-usual 16 modes). All three train on the same batches and test set (same
-seed), the same number of steps and batch; the global model and the FNO
-with the learning rate chosen by a short sweep (a quarter of the steps) at
-the middle budget of the first problem of each dimension, DD at its
-default. Every cell is written as it finishes (results JSON, resumable);
-cells that are not run say why. Output: fno_compare.json, .md and one PNG
-per problem (test error against training seconds).
+gets a configuration fixed by a rule, never by its test error: DD attention
+(``dd_choice``: the finest decomposition with cores of about 16 nodes that
+fits, overlap 1, symmetric factors, the coarse block up to half the budget,
+local rank filling the rest up to full rank), from the same random start as
+the others (``dd``) and from its Schwarz start (``dd-schwarz``: it uses A,
+which the FNO cannot); the global model, symmetric as DD (Q Q^T, rank
+budget / n); the FNO (width and modes nearest the budget, 4 layers,
+preferring the usual 16 modes). All three train on the same batches and
+test set (same seed), the same number of steps and batch; the global model
+and the FNO with the learning rate chosen by a short sweep (a quarter of the
+steps) at the middle budget of the first problem of each dimension, DD at
+its default. Every cell is written as it finishes (results JSON,
+resumable; ``--models`` runs a subset); cells that are not run say why.
+The cells of the first rule (nearest parameter count, overlap 2, full
+coarse rank, non-symmetric) stay in the JSON under ``rule1`` and in the
+table's second part. Output: fno_compare.json, .md and one PNG per problem
+(test error against training seconds).
 """
 from __future__ import annotations
 
@@ -50,24 +55,38 @@ FNO_LRS, GLOBAL_LRS = (1e-3, 3e-3, 1e-2), (3e-3, 1e-2, 3e-2)
 
 
 def dd_choice(base, budget):
-    """(subdomains, rank, parameters) of the DD model closest to ``budget`` (more subdomains on ties)."""
+    """The DD configuration for ``budget``: a dict of TrainConfig changes and its parameter count.
+
+    The finest decomposition whose cores keep about 16 nodes (1D: N <= (n+1)/16;
+    2D: N <= (side+1)/4 boxes a side) that fits: overlap 1, symmetric factors
+    (K_i = Q_i; A is SPD), the coarse block gets up to half the budget and at
+    least a quarter of it or full rank (r0 <= n_0), local rank >= 1 fills the
+    rest up to full rank. Parameters are
+    r sum n_i + r0 n_0, below the budget only where every block is at full rank.
+    """
     from pddattn.models import decomposition_spec, problem_of
     from pddattn.decomposition import decomposition_from_spec
     problem = problem_of(base.to_dict())
-    candidates = (64, 32, 16, 8, 4) if problem.dim == 1 else ("16x16", "8x8", "4x4", "2x2")
-    best = None
-    for N in candidates:
-        try:
-            d = decomposition_from_spec(decomposition_spec({**base.to_dict(), "subdomains": N}, problem), problem)
-        except ValueError:
-            continue
-        total, coarse = int(d.sizes.sum()), 2 * d.coarse_size ** 2
-        r = max(1, min(int(d.sizes.max()), round((budget - coarse) / (2 * total))))
-        params = 2 * total * r + coarse
-        score = abs(math.log(params / budget))
-        if best is None or score < best[0] - 0.05:
-            best = (score, N, r, params)
-    return best[1:]
+    for N in _finest_first(problem):
+        spec = decomposition_spec({**base.to_dict(), "subdomains": N, "overlap": 1}, problem)
+        d = decomposition_from_spec(spec, problem)
+        local, n0, full = int(d.sizes.sum()), d.coarse_size, int(d.sizes.max())
+        r0 = min(n0, budget // 2 // max(n0, 1))
+        r = min(full, max(1, (budget - n0 * r0) // local))
+        r0 = min(n0, (budget - r * local) // max(n0, 1))
+        if n0 * r0 >= min(n0 * n0, budget // 4):  # a coarse block of full rank or a quarter of the budget
+            changes = dict(subdomains=N, rank=r, coarse_rank=r0, overlap=1, symmetric=True)
+            return changes, r * local + n0 * r0
+    raise ValueError(f"no DD configuration fits {budget:,} parameters on {problem.n:,} nodes")
+
+
+def _finest_first(problem):
+    """Subdomain counts, powers of two, finest first, down to 2 (2 x 2 boxes in 2D)."""
+    if problem.dim == 1:
+        top = 2 ** int(math.log2((problem.n + 1) // 16))
+        return [top >> k for k in range(int(math.log2(top)))]
+    top = 2 ** int(math.log2((min(problem.grid) + 1) // 4))
+    return [f"{top >> k}x{top >> k}" for k in range(int(math.log2(top)))]
 
 
 def fno_choice(grid, budget):
@@ -122,6 +141,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--skip-fno-above", type=int, default=5000,
                    help="grids with more nodes than this skip the FNO (CPU time; the step time is measured)")
+    p.add_argument("--models", default="dd,dd-schwarz,global,fno", help="comma-separated models to run")
     p.add_argument("--report", action="store_true", help="only write the table and plots from the JSON so far")
     p.add_argument("--redo-skipped", action="store_true", help="run the cells skipped before (with a larger "
                                                                 "--skip-fno-above)")
@@ -140,7 +160,11 @@ def main(argv=None):
 def run_cells(args, results, path):
     """Every missing cell of the selected problems and budgets, written to ``path`` as it finishes."""
     names = args.only.split(",") if args.only else list(PROBLEMS)
+    unknown = sorted(set(names) - set(PROBLEMS))
+    if unknown:
+        sys.exit(f"fno_compare: unknown problem(s) {', '.join(unknown)}; known: {', '.join(PROBLEMS)}")
     budgets = [int(b) for b in args.budgets.split(",")]
+    models = args.models.split(",")
     for name in names:
         spec = PROBLEMS[name]
         dim = 2 if "grid" in spec else 1
@@ -161,11 +185,13 @@ def run_cells(args, results, path):
                 key = f"{name}/{budget}/{model}"
                 if key in results["cells"] and not (args.redo_skipped and "skipped" in results["cells"][key]):
                     continue
+                if model not in models:
+                    continue
                 if model.startswith("dd"):
-                    N, r, _ = dd_choice(base, budget)
-                    changes = dict(subdomains=N, rank=r, **({"init": "schwarz"} if model == "dd-schwarz" else {}))
-                elif model == "global":
-                    changes = dict(rank=max(1, round(budget / (2 * problem.n))), lr=lrs["global"]["lr"])
+                    changes, _ = dd_choice(base, budget)
+                    changes.update({"init": "schwarz"} if model == "dd-schwarz" else {})
+                elif model == "global":  # symmetric, as DD's factors: Q Q^T at rank budget / n
+                    changes = dict(rank=max(1, round(budget / problem.n)), symmetric=True, lr=lrs["global"]["lr"])
                 else:
                     w, m, _ = fno_choice(grid, budget)
                     changes = dict(fno_width=w, fno_modes=m, lr=lrs["fno"]["lr"])
@@ -185,9 +211,41 @@ def run_cells(args, results, path):
 
 
 def table(results):
+    """The verdict (one line per problem and budget), every cell, the first rule's cells, the sweeps."""
+    sweeps = [f"- {d}: lr sweep on {s['on']}: global {s['global']['tries']} -> {s['global']['lr']:g}; "
+              f"FNO {s['fno']['tries']} -> {s['fno']['lr']:g}" for d, s in results["sweeps"].items()]
+    parts = ["Test error by problem and budget (parameters in brackets); the last column is the FNO's error over "
+             "DD's from the same random start (> 1: DD lower); then the training seconds DD (random start) "
+             "took to reach the FNO's final error, and the FNO's own.", "", verdict(results["cells"]),
+             "Every cell:", "", cells_table(results["cells"])]
+    if results.get("rule1"):
+        parts += ["The first rule's cells (nearest parameter count, overlap 2, full coarse rank, non-symmetric DD "
+                  "and global model), same data and steps:", "", cells_table(results["rule1"])]
+    return "\n".join(parts + sweeps) + "\n"
+
+
+def verdict(cells):
+    """problem | budget | each model's error | fno / dd | seconds for DD and the FNO to reach the FNO's error."""
+    lines = ["| problem | budget | dd | dd-schwarz | global | fno | fno / dd | dd s to fno's error | fno s |",
+             "|" + "---|" * 9]
+    for name in dict.fromkeys(k.split("/")[0] for k in cells):
+        for budget in sorted({int(k.split("/")[1]) for k in cells if k.startswith(name + "/")}):
+            row = [cells.get(f"{name}/{budget}/{m}", {}) for m in ("dd", "dd-schwarz", "global", "fno")]
+            shown = [f"{c['test_error']:.3g} ({c['parameters']:,})" if "test_error" in c else "not run" for c in row]
+            dd, fno = row[0].get("test_error"), row[3].get("test_error")
+            ratio = f"{fno / dd:.2f}" if dd and fno else "-"
+            to_fno = reached(row[0]["history"], fno)[1] if dd and fno else None
+            secs = ("-" if not (dd and fno) else "never" if to_fno is None else f"{to_fno:.1f}",
+                    f"{row[3]['time']:.0f}" if fno else "-")
+            lines.append(f"| {name} | {budget:,} | " + " | ".join(shown) + f" | {ratio} | {secs[0]} | {secs[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def cells_table(cells):
+    """Every cell: configuration, parameters, steps, error, reference, seconds to thresholds and in all."""
     lines = ["| problem | budget | model | configuration | parameters | steps | test error | reference | s to 1e-1 | "
              "s to 1e-2 | training s |", "|" + "---|" * 11]
-    for key, c in results["cells"].items():
+    for key, c in cells.items():
         name, budget, model = key.split("/")
         conf = ", ".join(f"{k}={v}" for k, v in c.get("config", {}).items())
         if "skipped" in c:
@@ -196,13 +254,10 @@ def table(results):
         ref = (f"capacity {c['capacity']:.2e}" if "capacity" in c else
                f"Schwarz start {c['schwarz_start']:.2e}" if "schwarz_start" in c else "-")
         reach = [c[f"reach_{t:g}"]["time"] for t in (1e-1, 1e-2)]
-        cells = ["-" if t is None else f"{t:.1f}" for t in reach]
+        secs = ["-" if t is None else f"{t:.1f}" for t in reach]
         lines.append(f"| {name} | {int(budget):,} | {model} | {conf} | {c['parameters']:,} | {c['steps']} | "
-                     f"{c['test_error']:.2e} | "
-                     f"{ref} | {cells[0]} | {cells[1]} | {c['time']:.1f} |")
-    sweeps = [f"- {d}: lr sweep on {s['on']}: global {s['global']['tries']} -> {s['global']['lr']:g}; "
-              f"FNO {s['fno']['tries']} -> {s['fno']['lr']:g}" for d, s in results["sweeps"].items()]
-    return "\n".join(lines + [""] + sweeps) + "\n"
+                     f"{c['test_error']:.2e} | {ref} | {secs[0]} | {secs[1]} | {c['time']:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 def plots(results, out):
