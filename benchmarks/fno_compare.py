@@ -5,7 +5,7 @@
 
 For each problem and budget (about 20k, 100k, 500k parameters) each model
 gets a configuration fixed by a rule, never by its test error: DD attention
-(``dd_choice``: the finest decomposition with cores of about 16 nodes that
+(``pddattn.budget.dd_at_budget``: the finest decomposition with cores of about 16 nodes that
 fits, overlap 1, symmetric factors, the coarse block up to half the budget,
 local rank filling the rest up to full rank), from the same random start as
 the others (``dd``) and from its Schwarz start (``dd-schwarz``: it uses A,
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pddattn.budget import dd_at_budget, fno_at_budget, global_at_budget  # noqa: E402
 from pddattn.capacity import global_capacity, schwarz_start_error  # noqa: E402
 from pddattn.compare import THRESHOLDS, pyplot, reached  # noqa: E402
 from pddattn.train import TrainConfig, train  # noqa: E402
@@ -52,54 +52,6 @@ PROBLEMS = {
 }
 BUDGETS = (20_000, 100_000, 500_000)
 FNO_LRS, GLOBAL_LRS = (1e-3, 3e-3, 1e-2), (3e-3, 1e-2, 3e-2)
-
-
-def dd_choice(base, budget):
-    """The DD configuration for ``budget``: a dict of TrainConfig changes and its parameter count.
-
-    The finest decomposition whose cores keep about 16 nodes (1D: N <= (n+1)/16;
-    2D: N <= (side+1)/4 boxes a side) that fits: overlap 1, symmetric factors
-    (K_i = Q_i; A is SPD), the coarse block gets up to half the budget and at
-    least a quarter of it or full rank (r0 <= n_0), local rank >= 1 fills the
-    rest up to full rank. Parameters are
-    r sum n_i + r0 n_0, below the budget only where every block is at full rank.
-    """
-    from pddattn.models import decomposition_spec, problem_of
-    from pddattn.decomposition import decomposition_from_spec
-    problem = problem_of(base.to_dict())
-    for N in _finest_first(problem):
-        spec = decomposition_spec({**base.to_dict(), "subdomains": N, "overlap": 1}, problem)
-        d = decomposition_from_spec(spec, problem)
-        local, n0, full = int(d.sizes.sum()), d.coarse_size, int(d.sizes.max())
-        r0 = min(n0, budget // 2 // max(n0, 1))
-        r = min(full, max(1, (budget - n0 * r0) // local))
-        r0 = min(n0, (budget - r * local) // max(n0, 1))
-        if n0 * r0 >= min(n0 * n0, budget // 4):  # a coarse block of full rank or a quarter of the budget
-            changes = dict(subdomains=N, rank=r, coarse_rank=r0, overlap=1, symmetric=True)
-            return changes, r * local + n0 * r0
-    raise ValueError(f"no DD configuration fits {budget:,} parameters on {problem.n:,} nodes")
-
-
-def _finest_first(problem):
-    """Subdomain counts, powers of two, finest first, down to 2 (2 x 2 boxes in 2D)."""
-    if problem.dim == 1:
-        top = 2 ** int(math.log2((problem.n + 1) // 16))
-        return [top >> k for k in range(int(math.log2(top)))]
-    top = 2 ** int(math.log2((min(problem.grid) + 1) // 4))
-    return [f"{top >> k}x{top >> k}" for k in range(int(math.log2(top)))]
-
-
-def fno_choice(grid, budget):
-    """(width, modes, parameters) of the FNO closest to ``budget``, preferring 16 modes."""
-    from pddattn.fno import FNOOperator
-    best = None
-    for m in (16, 12, 24, 8):
-        for w in (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96):
-            params = FNOOperator(grid, w, m).num_parameters()
-            score = abs(math.log(params / budget)) + 0.5 * abs(math.log(m / 16))
-            if best is None or score < best[0]:
-                best = (score, w, m, params)
-    return best[1:]
 
 
 def run_cell(base, model, problem, **changes):
@@ -121,8 +73,8 @@ def run_cell(base, model, problem, **changes):
 
 def sweep(base, problem, budget, grid, steps):
     """The global model's and the FNO's lr from short runs at ``budget``."""
-    r = max(1, round(budget / (2 * problem.n)))
-    w, m, _ = fno_choice(grid, budget)
+    r = max(1, round(budget / (2 * problem.n)))  # the sweep of the first rule (non-symmetric), kept
+    w, m, _ = fno_at_budget(grid, budget)
     out = {}
     for model, lrs, extra in (("global", GLOBAL_LRS, dict(rank=r)), ("fno", FNO_LRS, dict(fno_width=w, fno_modes=m))):
         tries = {lr: run_cell(base, model, problem, steps=steps, lr=lr, **extra)["test_error"] for lr in lrs}
@@ -188,12 +140,13 @@ def run_cells(args, results, path):
                 if model not in models:
                     continue
                 if model.startswith("dd"):
-                    changes, _ = dd_choice(base, budget)
+                    changes, _ = dd_at_budget(base, problem, budget)
                     changes.update({"init": "schwarz"} if model == "dd-schwarz" else {})
                 elif model == "global":  # symmetric, as DD's factors: Q Q^T at rank budget / n
-                    changes = dict(rank=max(1, round(budget / problem.n)), symmetric=True, lr=lrs["global"]["lr"])
+                    rank, _ = global_at_budget(problem.n, budget, symmetric=True)
+                    changes = dict(rank=rank, symmetric=True, lr=lrs["global"]["lr"])
                 else:
-                    w, m, _ = fno_choice(grid, budget)
+                    w, m, _ = fno_at_budget(grid, budget)
                     changes = dict(fno_width=w, fno_modes=m, lr=lrs["fno"]["lr"])
                 if model == "fno" and problem.n > args.skip_fno_above:
                     probe = run_cell(base, model, problem, steps=3, eval_every=3, warmup=1, **changes)

@@ -120,7 +120,10 @@ def build_parser():
     c = sub.add_parser("compare", help="the main job: DD against the global baseline")
     _add_model_options(c, model=False)
     _add_training_options(c)
-    c.add_argument("--global-rank", type=int, default=64, help="rank of the global baseline (default 64)")
+    c.add_argument("--global-rank", type=int, help="rank of the global baseline (default 64)")
+    c.add_argument("--budget", type=int, help="size every model at about this many parameters by one rule "
+                                              "(DD's subdomains, ranks, overlap, symmetry; the global rank; "
+                                              "the FNO's width and modes): docs/reference.md")
     c.add_argument("--global-lr", type=float, help="lr of the global model (default --lr)")
     c.add_argument("--dd-lr", type=float, help="lr of the DD model (default --lr)")
     c.add_argument("--global-steps", type=int, help="steps of the global model (default --steps)")
@@ -196,13 +199,29 @@ def _cmd_compare(args, layout):
     from .compare import compare, format_table, parse_baselines, plot_curves
     if layout.world_size > 1:
         raise ConfigurationError("compare runs on one process; use `mpirun ... pddattn train` for MPI runs")
-    cfg, _ = config_from_args(args)
-    results = compare(cfg, args.global_rank, args.global_lr, args.dd_lr, out=args.out, global_steps=args.global_steps,
-                      baselines=parse_baselines(args.baseline), fno_lr=args.fno_lr)
+    cfg, given = config_from_args(args)
+    if args.budget is not None:
+        _check_budget(args, given)
+    results = compare(cfg, 64 if args.global_rank is None else args.global_rank, args.global_lr, args.dd_lr, out=args.out,
+                      global_steps=args.global_steps, baselines=parse_baselines(args.baseline), fno_lr=args.fno_lr,
+                      budget=args.budget)
     print(format_table(results))
     png = plot_curves(results, os.path.join(args.out, "curves.png"))
     print(f"wrote {os.path.join(args.out, 'results.json')}" +
           (f" and {png}" if png else " (curves.png skipped: install matplotlib, pip install 'pddattn[plot]')"))
+
+
+_SIZED_BY_BUDGET = ("subdomains", "rank", "coarse_rank", "overlap", "symmetric", "fno_width", "fno_modes")
+
+
+def _check_budget(args, given):
+    """One line for a --budget that cannot be met or that clashes with a size given by hand."""
+    if args.budget < 1:
+        raise ConfigurationError(f"--budget must be a positive number of parameters, got {args.budget}")
+    clash = [k for k in _SIZED_BY_BUDGET if k in given] + (["global_rank"] if args.global_rank is not None else [])
+    if clash:
+        flag = "--" + clash[0].replace("_", "-")
+        raise ConfigurationError(f"--budget sizes every model by its rule; drop {flag} (or drop --budget)")
 
 
 def _cmd_solve(args, layout):

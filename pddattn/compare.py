@@ -53,13 +53,27 @@ def reached(history, threshold):
 
 
 def compare(base, global_rank=64, global_lr=None, dd_lr=None, out="runs/compare", layout=None, echo=print,
-            global_steps=None, baselines=("global",), fno_lr=None):
-    """Train DD and the ``baselines`` from ``base`` (a TrainConfig); write and return results.json's dict."""
+            global_steps=None, baselines=("global",), fno_lr=None, budget=None):
+    """Train DD and the ``baselines`` from ``base`` (a TrainConfig); write and return results.json's dict.
+
+    ``budget``: every model's size from the rules of ``pddattn.budget`` at this many
+    parameters (DD's decomposition and ranks, the global rank, the FNO's width and
+    modes) instead of ``base``, ``global_rank`` and ``base.fno_*``.
+    """
     from .parallel.layout import ConfigurationError
     if base.steps < 1 or (global_steps is not None and global_steps < 1):
         raise ConfigurationError("compare trains every model: --steps (and --global-steps) must be >= 1; "
                                  "`pddattn train --steps 0` saves an untrained model")
     out = Path(out)
+    problem, sizes = None, {}
+    if budget is not None:
+        problem, sizes = _sizes_at_budget(base, budget, baselines)
+        echo(f"--budget {budget:,}: " + "; ".join(f"{k} {v['config']} ({v['parameters']:,} parameters)"
+                                                  for k, v in sizes.items()))
+        base = dataclasses.replace(base, **sizes["dd"]["config"])
+        global_rank = sizes.get("global", {}).get("config", {}).get("rank", global_rank)
+        if "fno" in sizes:
+            base = dataclasses.replace(base, **sizes["fno"]["config"])
     runs = {}
     if "global" in baselines:
         runs["global"] = dataclasses.replace(base, model="global", rank=global_rank, lr=global_lr or base.lr,
@@ -69,8 +83,9 @@ def compare(base, global_rank=64, global_lr=None, dd_lr=None, out="runs/compare"
     runs["dd"] = dataclasses.replace(base, model="dd", lr=dd_lr or base.lr)
     for cfg in runs.values():
         cfg.validate()  # every model's configuration (the FNO's extra included) before any training
-    problem, _, _ = runs["dd"].build()
+    problem, _, _ = runs["dd"].build(problem)
     results = {"config": {name: cfg.to_dict() for name, cfg in runs.items()}, "problem": problem.spec(),
+               **({"budget": {"parameters": budget, "rule": "pddattn.budget", **sizes}} if sizes else {}),
                "data": problem.pairs.describe() if problem.pairs is not None else {"kind": base.data_kind(problem)},
                "models": {}}
     for name, cfg in runs.items():
@@ -87,6 +102,26 @@ def compare(base, global_rank=64, global_lr=None, dd_lr=None, out="runs/compare"
     results["ratios"] = _ratios(results["models"])
     (out / "results.json").write_text(json.dumps(results, indent=1))
     return results
+
+
+def _sizes_at_budget(base, budget, baselines):
+    """(problem, {model: {"config": changes, "parameters": count}}) by the rules of pddattn.budget."""
+    from .budget import dd_at_budget, fno_at_budget, global_at_budget
+    from .parallel.layout import ConfigurationError
+    problem, _, _ = dataclasses.replace(base, model="global").validate().build()  # no decomposition yet
+    try:
+        changes, params = dd_at_budget(base, problem, budget)
+        sizes = {"dd": {"config": changes, "parameters": params}}
+        if "global" in baselines:
+            rank, params = global_at_budget(problem.n, budget, changes["symmetric"])
+            sizes["global"] = {"config": {"rank": rank, "symmetric": changes["symmetric"]}, "parameters": params}
+        if "fno" in baselines:
+            dataclasses.replace(base, model="fno").validate()  # the extra's one-line error first
+            w, m, params = fno_at_budget(tuple(problem.grid), budget)
+            sizes["fno"] = {"config": {"fno_width": w, "fno_modes": m}, "parameters": params}
+    except ValueError as exc:
+        raise ConfigurationError(f"--budget {budget:,}: {exc}") from None
+    return problem, sizes
 
 
 def _ratios(models):

@@ -234,3 +234,24 @@ def test_a_model_learnt_from_pairs_preconditions_a_petsc_solve_of_their_operator
     assert p.returncode == 2 and "learnt from pairs alone" in p.stderr, p.stderr
     p = run("solve", "--problem", "laplace1d", "--n", n, *pc)
     assert p.returncode == 0 and "met)" in p.stdout, p.stdout + p.stderr
+
+
+def test_compare_at_a_budget_on_pairs_without_a(pairs_1d, tmp_path):
+    """--budget sizes DD (non-symmetric: no A to say the map is), the global model and the FNO alike."""
+    pytest.importorskip("neuralop")
+    p = run("compare", "--data", pairs_1d, "--budget", "3000", "--baseline", "global,fno", *FAST, "--out", tmp_path)
+    assert p.returncode == 0, p.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    sized, models = results["budget"], results["models"]
+    assert sized["parameters"] == 3000 and sized["dd"]["config"]["symmetric"] is False
+    for name in ("dd", "global", "fno"):
+        assert models[name]["parameters"] == sized[name]["parameters"], name
+    assert models["dd"]["parameters"] <= 3000 and sized["global"]["config"]["rank"] == round(3000 / (2 * 63))
+    assert "--budget 3,000: dd" in p.stdout
+
+
+def test_budget_with_a_size_given_by_hand_is_one_line(pairs_1d, tmp_path):
+    for extra in (["--rank", "4"], ["--global-rank", "8"], ["--subdomains", "4"]):
+        p = run("compare", "--data", pairs_1d, "--budget", "3000", *extra, *FAST, "--out", tmp_path)
+        assert p.returncode != 0 and p.stderr.strip().count("\n") == 0, p.stderr
+        assert f"drop {extra[0]}" in p.stderr
