@@ -218,6 +218,8 @@ def _check_budget(args, given):
     """One line for a --budget that cannot be met or that clashes with a size given by hand."""
     if args.budget < 1:
         raise ConfigurationError(f"--budget must be a positive number of parameters, got {args.budget}")
+    if given.get("levels", 2) > 2:
+        raise ConfigurationError("--budget sizes two-level DD models; drop --levels (or drop --budget)")
     clash = [k for k in _SIZED_BY_BUDGET if k in given] + (["global_rank"] if args.global_rank is not None else [])
     if clash:
         flag = "--" + clash[0].replace("_", "-")

@@ -251,7 +251,7 @@ def test_compare_at_a_budget_on_pairs_without_a(pairs_1d, tmp_path):
 
 
 def test_budget_with_a_size_given_by_hand_is_one_line(pairs_1d, tmp_path):
-    for extra in (["--rank", "4"], ["--global-rank", "8"], ["--subdomains", "4"]):
+    for extra in (["--rank", "4"], ["--global-rank", "8"], ["--subdomains", "4"], ["--levels", "3"]):
         p = run("compare", "--data", pairs_1d, "--budget", "3000", *extra, *FAST, "--out", tmp_path)
         assert p.returncode != 0 and p.stderr.strip().count("\n") == 0, p.stderr
         assert f"drop {extra[0]}" in p.stderr
