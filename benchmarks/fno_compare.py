@@ -73,7 +73,7 @@ def run_cell(base, model, problem, **changes):
 
 def sweep(base, problem, budget, grid, steps):
     """The global model's and the FNO's lr from short runs at ``budget``."""
-    r = max(1, round(budget / (2 * problem.n)))  # the sweep of the first rule (non-symmetric), kept
+    r, _ = global_at_budget(problem.n, budget, symmetric=False)  # the sweep of the first rule, kept
     w, m, _ = fno_at_budget(grid, budget)
     out = {}
     for model, lrs, extra in (("global", GLOBAL_LRS, dict(rank=r)), ("fno", FNO_LRS, dict(fno_width=w, fno_modes=m))):

@@ -79,11 +79,13 @@ def fno_at_budget(grid, budget):
     for m in FNO_MODES:
         if m > max(grid) // 2 + 1:
             continue  # more modes than the grid has
-        for w in FNO_WIDTHS:
+        for w in FNO_WIDTHS:  # parameters grow with the width: stop past the budget (no 100M-weight builds)
             params = FNOOperator(grid, w, m).num_parameters()
             score = abs(math.log(params / budget)) + 0.5 * abs(math.log(m / 16))
             if best is None or score < best[0]:
                 best = (score, w, m, params)
+            if params > budget:
+                break
     if best is None:
         raise ValueError(f"the grid {grid} is too small for an FNO")
     return best[1:]
