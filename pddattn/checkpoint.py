@@ -169,8 +169,40 @@ def save(path, model, optimizer, progress, config, layout):
     payload = {
         "format": FORMAT, "version": VERSION, "architecture": model.config(), "config": dict(config),
         "state": state, "optimizer": {"step": step, "moments": moments}, "progress": dict(progress),
+        **_matrix_of(model),
     }
     _collective(layout, lambda: (atomic_save(payload, path), _remove_shards(path)))
+
+
+def _matrix_of(model):
+    """{"matrix": CSR arrays} of a model of a matrix file held whole here, so that it loads without the file.
+
+    The harmonic coarse basis and the algebraic subdomains are computed from
+    A: the file is the model's, not its training data. A matrix read by rows
+    over ranks is not gathered for this (the file stays needed).
+    """
+    problem = getattr(model, "problem", None)
+    if problem is None or problem.family != "matrix" or getattr(problem, "_A", None) is None:
+        return {}
+    A = problem._A.tocsr()
+    return {"matrix": {"indptr": torch.from_numpy(A.indptr.astype(np.int64)),
+                       "indices": torch.from_numpy(A.indices.astype(np.int64)),
+                       "data": torch.from_numpy(A.data.astype(np.float64)), "shape": list(A.shape)}}
+
+
+def stored_problem(payload):
+    """The payload's problem: rebuilt from its spec, or from the matrix stored in it when the file is gone."""
+    from .problems import problem_from_spec
+    from .problems.families import Problem
+    spec = architecture_of(payload)["problem"]
+    stored = payload.get("matrix")
+    if stored is None or spec.get("matrix") is None or os.path.exists(spec["matrix"]):
+        return problem_from_spec(spec)  # a changed file is refused there: the user meant that file
+    import scipy.sparse as sp
+    A = sp.csr_matrix((stored["data"].numpy(), stored["indices"].numpy(), stored["indptr"].numpy()),
+                      shape=tuple(stored["shape"]))
+    return Problem("matrix", tuple(spec["grid"]), spec["coefficient"], spec["seed"], A, spec.get("matrix"),
+                   spec.get("checksum"))
 
 
 def _remove_shards(path, keep=None):
@@ -234,6 +266,7 @@ def _save_sharded(path, model, optimizer, progress, config, layout):
         "format": FORMAT, "version": SHARDED_VERSION, "architecture": model.config(), "config": dict(config),
         "state": state, "optimizer": {"step": step, "moments": moments}, "progress": dict(progress),
         "shards": {"folder": folder.name, "count": layout.domain_size, "names": sorted(held), "held": index},
+        **_matrix_of(model),
     }
 
     _collective(layout, lambda: (atomic_save(payload, path), _remove_shards(path, keep=folder)))
@@ -344,11 +377,16 @@ def load_model(path, layout=None, dtype=torch.float64, device=None):
         group; otherwise a serial module.
     """
     from .models import model_from_architecture
+    from .operators import LOADED
     from .parallel.layout import SerialLayout
     layout = layout or SerialLayout()
     payload = read_collective(path, layout)
+    # Zero factors, filled by restore(): no initialisation to compute, so no A, pairs or data are needed.
     try:
-        model = stored_model(payload, lambda arch: model_from_architecture(arch, layout, dtype=dtype, device=device))
+        problem = stored_problem(payload)
+        build = lambda arch: model_from_architecture(arch, layout, problem=problem, dtype=dtype,  # noqa: E731
+                                                     device=device, init=LOADED)
+        model = stored_model(payload, build)
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     restore(payload, model)

@@ -17,6 +17,8 @@ import argparse
 import dataclasses
 import os
 import sys
+import textwrap
+import time
 
 from .parallel.layout import CollectiveError, ConfigurationError, make_layout
 from .problems import COEFFICIENTS, DATA_KINDS, FAMILIES
@@ -55,7 +57,7 @@ def _add_model_options(p, model=True):
                                          f"(kinds {', '.join(COEFFICIENTS)}; default const)")
     g.add_argument("--coefficient-seed", type=int, help="seed of a random coefficient field (default 0)")
     g.add_argument("--matrix", help="a user's SPD matrix: PETSc binary Mat or scipy .npz (sets --problem matrix)")
-    g.add_argument("--subdomains", type=_subdomains_arg, help=f"N, or Nx x Ny for boxes, e.g. 32 or 4x4 (default {_DEFAULTS.subdomains})")
+    g.add_argument("--subdomains", type=_subdomains_arg, help="N, or Nx x Ny for boxes, e.g. 32 or 4x4 (default: 4x4 boxes in 2D, else 32)")
     g.add_argument("--decomposition", choices=("intervals", "boxes", "algebraic"),
                    help="subdomain builder (default: intervals in 1D, boxes in 2D, algebraic for a matrix)")
     g.add_argument("--coarse", dest="coarse_space", choices=("hat", "q1", "harmonic", "nicolaides", "none"),
@@ -109,14 +111,31 @@ def _add_training_options(p):
     g.add_argument("--data-parallel", type=int, help="R data replicas under mpirun (default 1)")
 
 
+SOLVE_EPILOG = """PETSc options: every single-dash option (-ksp_type cg, -pc_type gamg, -pc_gamg_threshold -1,
+-ksp_view, -log_view, -help) goes to PETSc unchanged. DD attention is
+-pc_type python -pc_python_type pddattn.petsc.DDAttentionPC, configured by its
+-pddattn_* options (-pddattn_model PATH, -pddattn_subdomains 4x4,
+-pddattn_overlap, -pddattn_coarse, -pddattn_rank, -pddattn_levels, ...): run
+with -help to list them all with their defaults, or see docs/reference.md.
+
+"""
+
+
 def build_parser():
-    p = _Parser(prog="pddattn", description="Domain-decomposition attention (Koehler and Rheinbach).")
+    p = _Parser(prog="pddattn", description="Domain-decomposition attention (Koehler and Rheinbach).",
+                epilog="Threads: torch uses one per core (under mpirun the ranks on a node share the cores). "
+                       "pddattn sets OMP_WAIT_POLICY=PASSIVE unless you set it, so that idle threads sleep "
+                       "instead of spinning; on a machine shared with other jobs, OMP_NUM_THREADS=1 is often "
+                       "fastest for small models.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    t = sub.add_parser("train", help="train one model (serial or under mpirun)")
+    t = sub.add_parser("train", help="train one model (serial or under mpirun)",
+                       epilog="Threads: one per core; on a shared machine OMP_NUM_THREADS=1 is often fastest "
+                              "for small models (pddattn --help).")
     _add_model_options(t)
     _add_training_options(t)
-    t.add_argument("--out", help="folder for log.jsonl and checkpoint.pt")
+    t.add_argument("--out", help="folder for log.jsonl and checkpoint.pt (default runs/MODEL-DATE-TIME)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace the run in --out (refused without it)")
     c = sub.add_parser("compare", help="the main job: DD against the global baseline")
     _add_model_options(c, model=False)
     _add_training_options(c)
@@ -133,7 +152,8 @@ def build_parser():
                                                 "docs/results.md)")
     c.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
     from .petsc.verdict import RULE
-    s = sub.add_parser("solve", help="PETSc KSP solve of A u = f; PETSc options pass through", epilog=RULE)
+    s = sub.add_parser("solve", help="PETSc KSP solve of A u = f; PETSc options pass through",
+                       epilog=SOLVE_EPILOG + textwrap.fill(RULE, 79), formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--problem", choices=[f for f in FAMILIES if f != "data"], help="problem family (default: the model's, else laplace1d)")
     s.add_argument("--n", type=int, default=None, help="1D grid nodes (default: the model's, else 1023)")
     s.add_argument("--grid", help="grid, 1023 or 127x127 (default: the model's)")
@@ -146,16 +166,18 @@ def build_parser():
                    help="fourier (constant coefficients; else solve), probe, solve, or a .npy / PETSc binary Vec file")
     s.add_argument("--modes", type=int, default=None, help="Fourier modes of the rhs (default n)")
     s.add_argument("--seed", type=int, default=0)
-    b = sub.add_parser("bench", help="training-step time: DD against global at equal parameters")
-    b.add_argument("--n", type=int, default=4095)
-    b.add_argument("--subdomains", type=int, default=64)
-    b.add_argument("--overlap", type=int, default=2)
-    b.add_argument("--rank", type=int, default=8)
+    b = sub.add_parser("bench", help="training-step time: DD against global at equal parameters",
+                       description="Seconds per training step (forward, backward, Adam) of a DD model and of the "
+                                   "global model at equal parameters, on the 1D Laplacian.")
+    b.add_argument("--n", type=int, default=4095, help="grid nodes (default 4095)")
+    b.add_argument("--subdomains", type=int, default=64, help="DD subdomains N (default 64)")
+    b.add_argument("--overlap", type=int, default=2, help="DD overlap delta (default 2)")
+    b.add_argument("--rank", type=int, default=8, help="DD local rank r (default 8)")
     b.add_argument("--levels", type=int, default=2, help="levels of the DD model (default 2)")
-    b.add_argument("--batch", type=int, default=64)
-    b.add_argument("--repeats", type=int, default=50)
-    b.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    b.add_argument("--device", default="cpu")
+    b.add_argument("--batch", type=int, default=64, help="samples per step (default 64)")
+    b.add_argument("--repeats", type=int, default=50, help="timed steps per model (default 50)")
+    b.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")
+    b.add_argument("--device", default="cpu", help="torch device (default cpu)")
     b.add_argument("--json", help="also write the measurements here")
     return p
 
@@ -165,34 +187,72 @@ def config_from_args(args, base=None):
     base = base or TrainConfig()
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    for k in ("data", "matrix"):  # files by absolute path: the run can be resumed from any folder
+        if k in given and (k == "matrix" or is_data_file(given[k])) and os.path.exists(given[k]):
+            given[k] = os.path.abspath(given[k])
     if is_data_file(given.get("data")) and not given.get("problem") and not given.get("matrix"):
         given["problem"] = "data"  # the user's pairs alone: no A
     return dataclasses.replace(base, **given), given
 
 
 def _cmd_train(args, layout):
-    from . import checkpoint
     from .train import train
     cfg, given = config_from_args(args)
+    if args.resume and not args.out:
+        raise ConfigurationError("--resume needs --out, the folder of the run to continue")
+    out = args.out or layout.bcast(time.strftime(f"runs/{cfg.model}-%Y%m%d-%H%M%S"))
+    stored = _stored_run(out, layout)
     if args.resume:
-        if not args.out:
-            raise ConfigurationError("--resume needs --out, the folder of the run to continue")
-        stored = TrainConfig.from_dict(checkpoint.read_collective(os.path.join(args.out, "checkpoint.pt"),
-                                                                  layout)["config"])
-        fixed = {k: v for k, v in given.items() if k not in ("steps", "target", "eval_every", "checkpoint_every",
-                                                             "device", "data_parallel")}
-        clash = {k: (v, getattr(stored, k)) for k, v in fixed.items() if getattr(stored, k) != v}
-        if clash:
-            k, (new, old) = next(iter(clash.items()))
-            raise ConfigurationError(f"the checkpoint in {args.out} is for {k}={old!r}, not {new!r}; "
-                                     f"resume with the run's own settings")
-        cfg = dataclasses.replace(stored, **given)
-    _, summary = train(cfg, out=args.out, resume=args.resume, layout=layout)
+        if stored is None:
+            raise ConfigurationError(f"--resume: there is no run in {out} (no checkpoint.pt) to continue")
+        cfg = _resumed_config(out, stored, given)
+    elif stored is not None and not args.overwrite:
+        raise ConfigurationError(f"{out} holds a run (checkpoint at step {stored['progress']['step']}); continue "
+                                 "it with --resume, replace it with --overwrite, or choose another --out")
+    _, summary = train(cfg, out=out, resume=args.resume, layout=layout)
     if layout.is_root:
         kappa = (f", kappa(M A) ~ {summary['condition']:.3f} (model of step {summary['best_step']})"
                  if "condition" in summary else "")
         print(f"{summary['model']}: {summary['parameters']:,} parameters, test error "
               f"{summary['test_error']:.3e}{kappa} after {summary['steps']} steps, {summary['time']:.1f} s training")
+        print(f"wrote {os.path.join(out, 'checkpoint.pt')} and {os.path.join(out, 'log.jsonl')}")
+
+
+def _stored_run(out, layout):
+    """The checkpoint payload of the run in ``out``, or None where there is none (decided on the root)."""
+    from . import checkpoint
+    path = os.path.join(out, "checkpoint.pt")
+    if not layout.bcast(os.path.isfile(path)):
+        return None
+    return checkpoint.read_collective(path, layout)
+
+
+_MAY_CHANGE_ON_RESUME = ("steps", "target", "eval_every", "checkpoint_every", "device", "data_parallel")
+
+
+def _resumed_config(out, payload, given):
+    """The stored run's config with the flags that may change; one line for a clash or a finished run."""
+    stored = TrainConfig.from_dict(payload["config"])
+    for k, v in given.items():
+        if k not in _MAY_CHANGE_ON_RESUME and not _same_setting(k, getattr(stored, k), v):
+            raise ConfigurationError(f"the run in {out} has --{k.replace('_', '-')} {getattr(stored, k)!r}, not "
+                                     f"{v!r}; resume with the run's own settings")
+    cfg = dataclasses.replace(stored, **{k: v for k, v in given.items() if k in _MAY_CHANGE_ON_RESUME})
+    step = payload["progress"]["step"]
+    if step >= cfg.steps:
+        raise ConfigurationError(f"the run in {out} is finished (step {step} of --steps {cfg.steps}); to "
+                                 f"continue it, resume with more --steps (e.g. --steps {2 * max(step, 1)})")
+    return cfg
+
+
+def _same_setting(name, old, new):
+    """Equal settings; a file given by another path (relative, absolute) is the same file."""
+    if old == new:
+        return True
+    if name in ("data", "matrix") and isinstance(old, str) and isinstance(new, str) and os.path.exists(old) \
+            and os.path.exists(new):
+        return os.path.samefile(old, new)
+    return False
 
 
 def _cmd_compare(args, layout):
@@ -268,6 +328,13 @@ def main(argv=None):
         if world is None or world.Get_rank() == 0:
             print(f"pddattn: error: {exc}", file=sys.stderr)
         return 2
+    except _local_errors() as exc:  # PETSc failed, maybe on this rank alone: one line, then end every rank
+        print(f"pddattn: error: {exc}" + (f" (rank {world.Get_rank()})" if world is not None else ""),
+              file=sys.stderr)
+        sys.stderr.flush()
+        if world is not None:
+            world.Abort(2)
+        return 2
     except Exception as exc:
         if not _out_of_memory(exc):
             if world is not None:
@@ -287,6 +354,12 @@ def main(argv=None):
             _abort(world)
         raise
     return 0
+
+
+def _local_errors():
+    """Errors raised on one rank that still deserve one line (PETSc's), when PETSc is loaded."""
+    solve = sys.modules.get("pddattn.petsc.solve")
+    return (solve.PetscFailure,) if solve is not None else ()
 
 
 def _out_of_memory(exc):
@@ -321,15 +394,23 @@ def _split_petsc_options(argv):
     i = 0
     while i < len(argv):
         a = argv[i]
-        if a.startswith("-") and not a.startswith("--") and len(a) > 2 and not a[1:].lstrip("-").isdigit():
+        if a.startswith("-") and not a.startswith("--") and len(a) > 2 and not _is_number(a):
             petsc.append(a)
-            if i + 1 < len(argv) and not argv[i + 1].startswith("-"):
-                petsc.append(argv[i + 1])
+            if i + 1 < len(argv) and (not argv[i + 1].startswith("-") or _is_number(argv[i + 1])):
+                petsc.append(argv[i + 1])  # its value, negative ones too (-pc_gamg_threshold -1)
                 i += 1
         else:
             ours.append(a)
         i += 1
     return ours, petsc
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _limit_threads(layout):

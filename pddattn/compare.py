@@ -161,17 +161,24 @@ def format_table(results):
     r, lines = results["ratios"], lines + [""]
     if "global" in results["models"]:
         g = results["models"]["global"]
-        lines += [f"DD error is {r['error_global_over_dd']:.1f}x lower than the trained global model and "
-                  f"{r['capacity_over_dd']:.1f}x lower than the global model's capacity, with "
+        lines += [f"DD error is {_times(r['error_global_over_dd'])} the trained global model's and "
+                  f"{_times(r['capacity_over_dd'])} the global model's capacity, with "
                   f"{r['parameters_dd_over_global']:.3f}x the parameters; training time ratio DD/global = "
                   f"{r['time_dd_over_global']:.2f}",
                   f"the global model ended {r['global_over_capacity']:.2f}x above its capacity "
                   f"({g['capacity_kind']}) after {g['steps']} steps"]
     if "fno" in results["models"]:
-        lines.append(f"DD error is {r['error_fno_over_dd']:.1f}x lower than the FNO's (below 1: higher), with "
+        lines.append(f"DD error is {_times(r['error_fno_over_dd'])} the FNO's, with "
                      f"{r['parameters_dd_over_fno']:.3f}x its parameters; training time ratio DD/FNO = "
                      f"{r['time_dd_over_fno']:.2f}")
     return "\n".join(lines)
+
+
+def _times(other_over_dd):
+    """'41.4x lower than' or '1.4x higher than': the ratio of another error to DD's, in the right direction."""
+    if other_over_dd >= 1:
+        return f"{other_over_dd:.1f}x lower than"
+    return f"{1 / other_over_dd:.1f}x higher than"
 
 
 def _reference(m):

@@ -14,6 +14,8 @@ torch and numpy < 2 stay as they are).
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -39,6 +41,16 @@ def data_scales(sampler, count=256):
     """(RMS of f, RMS of u) over ``count`` training samples (stream 2: apart from every batch)."""
     f, u = sampler.evaluate(sampler.coefficients(count, 2, 0))
     return float(np.sqrt(np.mean(f ** 2))), float(np.sqrt(np.mean(u ** 2)))
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def _shape(grid):
@@ -82,6 +94,11 @@ class FNOOperator(_Attention):
                                n_layers=self.layers)
             finally:
                 torch.set_default_dtype(default)
+        complex_dtype = {torch.float64: torch.complex128, torch.float32: torch.complex64}[dtype or default]
+        with torch.no_grad():  # neuralop makes its spectral weights complex64 whatever the default dtype
+            for p in self.net.parameters():
+                if p.is_complex():
+                    p.data = p.data.to(complex_dtype)
         self.net.to(device=device)
 
     def natural_scales(self):
@@ -94,7 +111,8 @@ class FNOOperator(_Attention):
             raise ValueError("the FNO is a nonlinear operator: it has no transpose")
         s_f, s_u = self.scales
         B = x.shape[1]
-        out = self.net((x.T / s_f).reshape(B, 1, *_shape(self.grid)))
+        with _default_dtype(self.compute_dtype):  # tensors the FNO makes in forward (its grid) match its weights
+            out = self.net((x.T / s_f).reshape(B, 1, *_shape(self.grid)))
         return out.reshape(B, self.n).T * s_u
 
     def num_parameters(self):

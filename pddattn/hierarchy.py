@@ -237,11 +237,28 @@ def _matrix_share(problem, spec, layout):
     from .petsc.matrices import mat_read
     P = mat_read(problem.matrix, PETSc.Comm(layout.domain_comm))
     try:
+        _check_diagonal(P, problem.matrix)
         share, local = local_share(P, None, spec, layout)
     finally:
         P.destroy()
     problem.stencil = local.stencil
     return share
+
+
+def _check_diagonal(P, path):
+    """A positive diagonal, checked on every rank's rows: the SPD test that costs nothing (collective).
+
+    The rest of positive definiteness is checked where A is factored: the
+    subdomain factorizations, and the distributed LDL^T of ``solve`` data.
+    """
+    from mpi4py import MPI
+    from .errors import CollectiveError
+    diagonal = P.getDiagonal()
+    bad = P.getComm().tompi4py().allreduce(int((diagonal.getArray(readonly=True) <= 0).sum()), op=MPI.SUM)
+    diagonal.destroy()
+    if bad:
+        raise CollectiveError(f"the matrix in {path} is not positive definite ({bad} diagonal entries <= 0); "
+                              "pddattn needs a symmetric positive definite operator")
 
 
 def _share(problem, spec, layout):

@@ -54,7 +54,7 @@ def estimate_bytes(cfg):
         coarse = 0
     else:
         try:
-            N = math.prod(int(v) for v in str(cfg.subdomains).lower().split("x"))
+            N = math.prod(int(v) for v in str(cfg.subdomains or 32).lower().split("x"))
         except ValueError:
             return {}
         dim = 2 if cfg.grid and "x" in str(cfg.grid) else 1

@@ -22,6 +22,7 @@ __all__ = ["MODELS", "problem_of", "decomposition_spec", "architecture", "upgrad
 
 MODELS = ("dd", "global", "fno")
 _DEFAULT_DECOMPOSITION = {1: "intervals", 2: "boxes"}
+_DEFAULT_SUBDOMAINS = {"boxes": "4x4"}  # else 32
 _DEFAULT_COARSE = {"intervals": "hat", "boxes": "q1", "algebraic": "harmonic"}
 
 
@@ -47,7 +48,8 @@ def decomposition_spec(cfg, problem):
     """The decomposition spec of a config: builder, N (or Nx x Ny), delta, pou, coarse space."""
     kind = cfg.get("decomposition") or ("algebraic" if problem.family == "matrix" and problem.dim == 1
                                         else _DEFAULT_DECOMPOSITION[problem.dim])
-    N = parse_subdomains(cfg["subdomains"])
+    given = cfg.get("subdomains")
+    N = parse_subdomains(_DEFAULT_SUBDOMAINS.get(kind, 32) if given is None else given)
     if kind == "boxes" and len(N) == 1:
         side = math.isqrt(N[0])
         if side * side != N[0]:
@@ -130,7 +132,7 @@ def model_from_architecture(arch, layout=None, *, problem=None, dtype=None, devi
                            seed=seed, dtype=dtype, device=device, problem=problem)
     if kind == "global":
         return GlobalAttention(arch["n"], arch["rank"], symmetric=arch["symmetric"], init_scale=init_scale,
-                               seed=seed, dtype=dtype, device=device, problem=problem)
+                               seed=seed, dtype=dtype, device=device, problem=problem, init=init)
     levels, top_size = arch.get("levels", 2), arch.get("top_size", TOP_SIZE)
     try:
         d, below = levels_of(problem, arch["decomposition"], levels, top_size, arch.get("level_coarse", "harmonic"),

@@ -31,6 +31,7 @@ __all__ = ["GlobalAttention", "DDAttention", "subdomain_attention", "coarse_rest
            "coarse_interpolate", "INITS"]
 
 INITS = ("random", "schwarz")
+LOADED = "none"  # zero factors of the right shapes, to be filled from a checkpoint: needs neither A nor data
 PREFIX = "coarse_model."  # a level's parameter names carry one per level above it
 
 
@@ -219,13 +220,27 @@ class _Attention(nn.Module):
         with torch.no_grad():
             return self(torch.eye(self.n, dtype=p.dtype, device=p.device)).T
 
+    @property
+    def compute_dtype(self):
+        """The real dtype the operator computes in (its parameters', else its buffers')."""
+        for t in (*self.parameters(), *self.buffers()):
+            if t.is_floating_point() or t.is_complex():
+                return t.real.dtype if t.is_complex() else t.dtype
+        return torch.get_default_dtype()
+
     def forward(self, f, transpose=False):
-        """Apply M^-1 (or its transpose) to f of shape (n,) or (batch, n)."""
+        """Apply M^-1 (or its transpose) to f of shape (n,) or (batch, n).
+
+        f of another floating dtype than the model's (a float32 tensor on a
+        loaded float64 model) is cast in, and the result cast back to f's dtype.
+        """
         single = f.dim() == 1
         x = f.reshape(1, -1) if single else f
         if x.shape[-1] != self.input_size:
             raise ValueError(f"expected inputs with {self.input_size} nodes in the last axis, got {tuple(f.shape)}")
-        y = self.matvec(x.T.contiguous(), transpose).T
+        dtype = self.compute_dtype
+        y = self.matvec(x.T.to(dtype).contiguous(), transpose).T
+        y = y.to(f.dtype) if f.is_floating_point() else y
         return y.reshape(-1) if single else y
 
 
@@ -248,13 +263,14 @@ class GlobalAttention(_Attention):
         nodes); it sets the natural scale.
     """
 
-    def __init__(self, n, r, symmetric=False, init_scale=0.1, seed=0, dtype=None, device=None, problem=None):
+    def __init__(self, n, r, symmetric=False, init_scale=0.1, seed=0, dtype=None, device=None, problem=None,
+                 init="random"):
         super().__init__()
         self.n, self.r, self.symmetric = _check_rank("n", n), _check_rank("rank r", r), bool(symmetric)
         self.problem = _default_problem(problem, self.n)
         dtype = dtype or torch.get_default_dtype()
         g = torch.Generator().manual_seed(seed)
-        std = init_scale * self.natural_scales()["Q"]
+        std = 0.0 if init == LOADED else init_scale * self.natural_scales()["Q"]
         self.Q = nn.Parameter(_normal((self.n, self.r), std, g, dtype, device))
         self.K = None if symmetric else nn.Parameter(_normal((self.n, self.r), std, g, dtype, device))
 
@@ -348,7 +364,7 @@ class DDAttention(_Attention):
         if not isinstance(decomposition, (Decomposition, DecompositionShare)):
             raise TypeError("decomposition must be a pddattn.Decomposition (or a rank's DecompositionShare)")
         self.problem = _default_problem(problem, decomposition.n)
-        if init not in INITS + ("exact",):
+        if init not in INITS + ("exact", LOADED):
             raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
         d = self.decomposition = decomposition
         self.n, self.r = d.n, _check_rank("local rank r", r)
@@ -495,6 +511,8 @@ class DDAttention(_Attention):
         Schwarz factors are computed for the held subdomains only.
         """
         d = self.decomposition
+        if self.init == LOADED:
+            return self._zero_factors(dtype, device)
         if self.init == "schwarz":
             r0 = 0 if self.coarse_model is not None else self.r0  # the coarse levels initialise themselves
             Q, Q0 = (torch.as_tensor(a, dtype=dtype, device=device)
@@ -509,6 +527,12 @@ class DDAttention(_Attention):
         top = 0 if self.coarse_model is not None else d.coarse_size
         Q0, K0 = (_counter_normal(seed, stream, top, self.r0).reshape(top, self.r0) * std0 for stream in (2, 3))
         return tuple(torch.as_tensor(a).to(dtype=dtype, device=device) for a in (Q, K, Q0, K0))
+
+    def _zero_factors(self, dtype, device):
+        """(Q, K, Q0, K0) of the right shapes, all zero: a checkpoint's values replace them."""
+        top = 0 if self.coarse_model is not None else self.decomposition.coarse_size
+        shapes = ((len(self.held), self.decomposition.max_size, self.r),) * 2 + ((top, self.r0),) * 2
+        return tuple(torch.zeros(s, dtype=dtype, device=device) for s in shapes)
 
     def refactor(self, decomposition, problem, coarse_levels=()):
         """Take new values of A with the same structure: Phi, coarse operators and Schwarz factors anew.

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .errors import CollectiveError
+
 __all__ = ["local_blocks", "local_inverse_factors", "coarse_matrix", "coarse_inverse_factor",
            "schwarz_factors", "natural_scale", "galerkin", "local_top_inverse_eigenvalue", "coarse_top_inverse_eigenvalue"]
 
@@ -28,6 +30,9 @@ def natural_scale(top_inverse_eigenvalue, size):
     The scale-aware optimiser and the random init measure every factor in
     this unit, so one learning rate suits blocks of very different size.
     """
+    if not 0 < top_inverse_eigenvalue < np.inf:  # a block of A with an eigenvalue <= 0 (max over ranks: alike)
+        raise CollectiveError("the matrix is not positive definite (a subdomain or coarse block has an eigenvalue "
+                              "<= 0); pddattn needs a symmetric positive definite operator")
     return float(np.sqrt(top_inverse_eigenvalue / max(size, 1)))
 
 
@@ -158,7 +163,7 @@ def local_top_inverse_eigenvalue(problem, d, subdomains=None):
         key = (len(s), block.indptr.tobytes(), block.indices.tobytes(), block.data.tobytes())
         if key not in seen:  # equal blocks (a constant coefficient's interior boxes) once
             seen[key] = _smallest_eigenvalue(block)
-        top = max(top, 1.0 / seen[key])
+        top = max(top, 1.0 / seen[key] if seen[key] > 0 else np.inf)  # inf: refused by natural_scale
     return top
 
 

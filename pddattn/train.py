@@ -69,8 +69,8 @@ class TrainConfig:
     coefficient_seed: int = 0
     matrix: str | None = None           # a PETSc binary or .npz file (problem "matrix")
     decomposition: str | None = None    # intervals (1D), boxes (2D), algebraic; None: by dimension
-    coarse_space: str | None = None     # hat, q1, harmonic, none; None: by decomposition
-    subdomains: int | str = 32          # N, or "4x4" for boxes
+    coarse_space: str | None = None     # hat, q1, harmonic, nicolaides, none; None: by decomposition
+    subdomains: int | str | None = None  # N, or "4x4" for boxes; None: 4x4 boxes in 2D, else 32
     overlap: int = 2
     rank: int = 8
     coarse_rank: int | None = None      # None: full coarse rank n_0 = N - 1 (the top level's with --levels)
@@ -300,7 +300,7 @@ class TrainData:
         pairs = getattr(sampler, "pairs", None)
         self.test_size = cfg.test_size if pairs is None else pairs.test_count  # a pairs file brings its test set
         if pairs is not None:
-            _check_finite(pairs, self.rows, layout)
+            _check_pairs(pairs, self.rows, layout)
         test_rows = block_range(self.test_size, layout.data_size, layout.replica)
         coef = self.sampler.coefficients(self.test_size, TEST_STREAM, 0)[test_rows.start:test_rows.stop]
         self.test = self._tensors(coef)
@@ -316,14 +316,34 @@ class TrainData:
         return self._tensors(coef)
 
 
-def _check_finite(pairs, rows, layout):
-    """One line on every rank when any rank's nodes of the pairs hold a NaN or inf."""
+def first_difference(a, b, where="architecture"):
+    """(dotted key, a's value, b's value) of the first place two nested dicts differ, or None."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if a.get(k) != b.get(k):
+                return first_difference(a.get(k), b.get(k), f"{where}.{k}")
+        return None
+    return where, a, b
+
+
+def _short(value, width=40):
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _check_pairs(pairs, rows, layout):
+    """One line on every rank when any rank's nodes of the pairs hold a NaN or inf, or a u is zero."""
     bad = pairs.first_bad(rows)
     if layout.world_size > 1:
         bad = min((b for b in layout.comm.allgather(bad) if b), default=None, key=lambda b: (b[1], b[0]))
     if bad:
         raise ConfigurationError(f"--data {pairs.path}: {bad[0]} holds a NaN or inf (sample {bad[1]}); "
                                  f"the pairs must be finite")
+    for name, norms in pairs.squared_norms(rows).items():
+        zero = np.flatnonzero(layout.domain_sum(norms) == 0)
+        if len(zero):  # its relative error is 0 / 0
+            raise ConfigurationError(f"--data {pairs.path}: {name} is zero in {len(zero)} samples (the first: "
+                                     f"sample {zero[0]}); relative errors need u != 0")
 
 
 def evaluate(model, data, layout, chunk=256):
@@ -407,9 +427,12 @@ def train(cfg, out=None, resume=False, layout=None, problem=None):
         if ckpt_path is None:
             raise ConfigurationError("--resume needs --out, the folder of the run to continue")
         payload = checkpoint.read_collective(ckpt_path, layout)
-        if checkpoint.architecture_of(payload) != model.config():
-            raise ConfigurationError(f"checkpoint {ckpt_path} holds {payload['architecture']}, "
-                                     f"not the configured {model.config()}")
+        stored = checkpoint.architecture_of(payload)
+        if stored != model.config():
+            where, old, new = first_difference(stored, model.config())
+            raise ConfigurationError(f"checkpoint {ckpt_path} was made for {where} = {_short(old)}, this "
+                                     f"configuration has {_short(new)}" + (" (the matrix file has changed)"
+                                                                           if where.endswith(("sha256", "checksum")) else ""))
         checkpoint.restore(payload, model, optimizer)
         start, elapsed = payload["progress"]["step"], payload["progress"]["elapsed"]
     layout.barrier()

@@ -404,3 +404,25 @@ def test_ddattention_solves_a_users_matrix_file_read_by_rows(matrix_file):
     assert "met" in p.stdout and "never gathered" in p.stdout, p.stdout
     error = float(re.search(r"against the exact solution: ([0-9.e+-]+)", p.stdout).group(1))
     assert error < 1e-6, p.stdout
+
+
+@pytest.mark.parametrize("shift", ["negative", "indefinite"])
+def test_training_under_mpirun_refuses_a_matrix_that_is_not_positive_definite(tmp_path, shift):
+    """The serial run's SPD check, on the distributed rows: a negative diagonal, or an indefinite A with a
+    positive one (caught by the factorizations of the subdomain and coarse blocks, or MUMPS's inertia)."""
+    from pddattn.problems import make_problem
+    from pddattn.problems.families import write_petsc_binary
+    import scipy.sparse as sp
+    A = make_problem("poisson2d", (15, 15)).A.tocsr()
+    if shift == "negative":
+        A = -A
+    else:  # between the two smallest eigenvalues: one negative, a positive diagonal
+        lam = np.linalg.eigvalsh(A.toarray())
+        A = (A - 0.5 * (lam[0] + lam[1]) * sp.eye(A.shape[0])).tocsr()
+    write_petsc_binary(A, tmp_path / "A.petsc")
+    for data in ("solve", "probe"):
+        p, _ = mpirun(2, "-m", "pddattn", "train", "--matrix", str(tmp_path / "A.petsc"), "--subdomains", "4",
+                      "--steps", "5", "--data", data, "--out", str(tmp_path / data))
+        errors = [line for line in p.stderr.splitlines() if line.startswith("pddattn: error:")]
+        assert p.returncode != 0 and len(errors) == 1 and "not positive definite" in errors[0], p.stderr
+        assert "nan" not in p.stdout and "RuntimeWarning" not in p.stderr

@@ -186,6 +186,12 @@ def _bad(tmp_path, name, **arrays):
      "--test-fraction must be in (0, 1)"),
     (lambda p: _bad(p, "k.npz", f=np.array([["a"] * 8] * 10), u=np.ones((10, 8))), [], "f and u must be real"),
     (lambda p: p / "missing.npz", [], "no such file or folder"),
+    (lambda p: _bad(p, "l.npz", f=np.ones((10, 8)), u=np.zeros((10, 8))), [], "relative errors need u != 0"),
+    (lambda p: _bad(p, "m.npz", f=np.ones((10, 8)), u=np.where(np.arange(10)[:, None] == 7, 0.0, np.ones((10, 8)))),
+     [], "u is zero in 1 samples (the first: sample 7)"),
+    (lambda p: _bad(p, "n.npz", f=np.ones((10, 8)), u=np.where(np.eye(10, 8) > 0, np.inf, 1.0)), [],
+     "u holds a NaN or inf (sample 0)"),
+    (lambda p: (p / "o.npz").write_bytes(b"not an archive") and p / "o.npz", [], "it is not a .npz archive"),
 ])
 def test_bad_pairs_are_one_line_before_training(tmp_path, make, extra, message):
     p = run("train", "--data", make(tmp_path), "--subdomains", "2", "--rank", "2", *FAST, *extra)

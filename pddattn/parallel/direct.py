@@ -12,11 +12,13 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ..errors import CollectiveError
+
 __all__ = ["DistributedSolver"]
 
 
 class DistributedSolver:
-    """A distributed LU (MUMPS) of A whose local rows are ``own``.
+    """A distributed LDL^T (MUMPS) of A whose local rows are ``own``; refuses an A that is not SPD.
 
     Parameters
     ----------
@@ -49,11 +51,23 @@ class DistributedSolver:
         ksp.setOperators(self.A)
         ksp.setType("preonly")
         pc = ksp.getPC()
-        pc.setType("lu")
+        pc.setType("cholesky")  # MUMPS's LDL^T (SYM=2): its inertia is the SPD check of A on its rows
         pc.setFactorSolverType("mumps")
         ksp.setUp()
         self.factor, self.m, self.n, self.comm = pc.getFactorMatrix(), m, n, pcomm
         self._ksp = ksp  # keeps the factorization alive
+        negative = self.factor.getMumpsInfog(12)  # global: the same on every rank
+        if negative:
+            self.free()
+            raise CollectiveError(f"the matrix is not positive definite ({negative} negative pivots in its "
+                                  "distributed LDL^T); pddattn needs a symmetric positive definite operator")
+
+    def free(self):
+        """The factorization and its matrix (PETSc objects)."""
+        for obj in (getattr(self, "_ksp", None), getattr(self, "A", None)):
+            if obj is not None:
+                obj.destroy()
+        self._ksp = self.A = None
 
     def solve(self, f):
         """Own rows of u = A^-1 f for own rows f, shape (m, B)."""

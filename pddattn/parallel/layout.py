@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from ..errors import CollectiveError, ConfigurationError
+
 __all__ = ["block_range", "process_grid", "subdomain_holdings", "holdings_of", "check_distribution", "Layout", "SerialLayout", "make_layout",
            "launched_under_mpi", "CollectiveError", "ConfigurationError"]
 
@@ -29,12 +31,6 @@ __all__ = ["block_range", "process_grid", "subdomain_holdings", "holdings_of", "
 _LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
 
 
-class CollectiveError(ValueError):
-    """An error every rank raises alike (decided from shared data), so all can exit cleanly."""
-
-
-class ConfigurationError(CollectiveError):
-    """A configuration that cannot run; raised identically on every rank."""
 
 
 def launched_under_mpi():

@@ -15,3 +15,28 @@ from .pc import DDAttentionPC, rank_deficiency
 from .solve import solve_main
 
 __all__ = ["DDAttentionPC", "rank_deficiency", "petsc_matrix", "laplacian_matrix", "gather_operator", "solve_main"]
+
+
+def __getattr__(name):
+    """``-pc_python_type pddattn.petsc.NAME`` with a NAME this module lacks: one line, not a crash.
+
+    petsc4py looks the class up with hasattr; a plain AttributeError makes it
+    import a module of that name, fail, and leave a Python PC without a
+    context, which crashes PetscFinalize (SEGV, exit 59). A name some
+    ``*pc_python_type`` option asks for gets a stand-in context instead: its
+    create() registers the PC for the clean exit (teardown.py) and its
+    setFromOptions raises the one-line error.
+    """
+    if not name.startswith("_") and f"{__name__}.{name}" in _python_pc_types():
+        from .teardown import unknown_pc
+        return unknown_pc(f"{__name__}.{name}", __all__[0])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _python_pc_types():
+    """The values of every ``*pc_python_type`` option in PETSc's database (empty before PETSc starts)."""
+    import sys
+    petsc = sys.modules.get("petsc4py.PETSc")
+    if petsc is None or not petsc.Sys.isInitialized():
+        return set()
+    return {value for key, value in petsc.Options().getAll().items() if key.endswith("pc_python_type")}

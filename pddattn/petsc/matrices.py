@@ -167,5 +167,5 @@ def _symmetric(A, path):
     from ..parallel.layout import CollectiveError
     PETSc = _petsc()
     if not A.isSymmetric(1e-12 * max(A.norm(PETSc.NormType.INFINITY), 1e-300)):
-        raise CollectiveError(f"the matrix in {path} is not symmetric; an SPD operator is")
+        raise CollectiveError(f"the matrix in {path} is not symmetric; pddattn needs a symmetric positive definite operator")
     return A

@@ -17,7 +17,7 @@ OPTIONS = [
     ("pddattn_model", "", "a trained pddattn checkpoint (none: build from the operator)"),
     ("pddattn_subdomains", "", "4x4 (boxes of the DMDA grid) or 16 (algebraic); default one per rank"),
     ("pddattn_overlap", 1, "overlap delta in layers of the grid / graph of A"),
-    ("pddattn_coarse", "harmonic", "coarse space: harmonic (GDSW-type), q1, hat or none"),
+    ("pddattn_coarse", "harmonic", "coarse space: harmonic (GDSW-type), q1, hat, nicolaides or none"),
     ("pddattn_rank", 0, "local rank r (0: full, classical two-level additive Schwarz)"),
     ("pddattn_train_steps", 0, "condition-loss training steps on this operator during setUp"),
     ("pddattn_train_lr", 1e-4, "learning rate of that training (scale-aware Adam)"),
@@ -36,8 +36,8 @@ OPTIONS = [
                                  "jacobi only when the model is rank-deficient; none: the model alone"),
     ("pddattn_precision", "float64", "arithmetic of the learned factors' products in apply: float64 or float32 "
                                      "(half the bytes; sparse solves, Krylov vectors and A stay float64)"),
-    ("pddattn_factors", "sparse", "full-rank untrained parts: sparse (LU of the A_i and of the top block) or "
-                                  "dense (the Schwarz factors Q_i Q_i^T = A_i^-1)"),
+    ("pddattn_factors", "sparse", "full-rank untrained parts: sparse (a sparse Cholesky of the A_i and of the "
+                                  "top block, CHOLMOD where PETSc has SuiteSparse) or dense (the Schwarz factors Q_i Q_i^T = A_i^-1)"),
 ]
 
 
@@ -80,14 +80,16 @@ def parse_options(prefix):
     return values
 
 
+# The least value of each integer option (as the CLI's flags check theirs).
+MINIMUM = {"overlap": 0, "rank": 0, "train_steps": 0, "levels": 2, "top_size": 0, "chebyshev_degree": 1}
+
+
 def _check_numbers(values, prefix):
     if not values["train_lr"] > 0:
         raise ConfigurationError(f"-{prefix}pddattn_train_lr must be positive, got {values['train_lr']}")
-    if values["levels"] < 2 or values["top_size"] < 0:
-        raise ConfigurationError(f"-{prefix}pddattn_levels must be >= 2 and -{prefix}pddattn_top_size >= 0")
-    if values["chebyshev_degree"] < 1:
-        raise ConfigurationError(f"-{prefix}pddattn_chebyshev_degree must be >= 1, got "
-                                 f"{values['chebyshev_degree']}")
+    for name, least in MINIMUM.items():
+        if values[name] < least:
+            raise ConfigurationError(f"-{prefix}pddattn_{name} must be >= {least}, got {values[name]}")
 
 
 def _auto_correction(opts):

@@ -13,7 +13,7 @@ Two ways, chosen by options (under the PC's prefix):
   subdomains are ``-pddattn_subdomains`` (``4x4``: boxes of the DMDA grid;
   ``16``: algebraic row blocks of A), by default one per rank (the DMDA's
   process grid when the PC has a DMDA), as PCASM. ``-pddattn_overlap``
-  (default 1), ``-pddattn_coarse`` (harmonic, q1, hat, none; default
+  (default 1), ``-pddattn_coarse`` (harmonic, q1, hat, nicolaides, none; default
   harmonic), ``-pddattn_rank`` (default full: classical two-level additive
   Schwarz), ``-pddattn_train_steps K`` (condition-loss training on this
   operator during setUp, on the PC's model as it is distributed: each rank
@@ -93,9 +93,13 @@ class DDAttentionPC:
 
     # ------------------------------------------------------------------ set-up
     def setUp(self, pc):
+        from ..parallel.layout import CollectiveError
         teardown.register(self, pc)
         with teardown.abort_if_one_rank_fails(pc.comm.tompi4py()):
-            self._setup(pc)
+            try:
+                self._setup(pc)
+            except CollectiveError as exc:  # say it in the PC's option names, not the CLI's flags
+                raise type(exc)(in_option_names(str(exc), pc.getOptionsPrefix() or "")) from None
 
     def _setup(self, pc):
         """Structure (layout, decomposition, exchange plans, Scatter) once; new values of A refactor only."""
@@ -251,6 +255,7 @@ class DDAttentionPC:
         problem cannot be rebuilt here (a matrix file absent) or has no A (learnt from pairs)."""
         from ..checkpoint import CheckpointError, architecture_of, read_collective, restore, stored_model
         from ..models import model_from_architecture
+        from ..operators import LOADED
         from ..problems import problem_from_spec
         path = opts["model"]
         payload = read_collective(path, layout)  # rank 0 reads; every rank gets it or the same error
@@ -275,7 +280,7 @@ class DDAttentionPC:
             grid = None if problem is None else arch["problem"]["grid"]
             problem = _operator_problem(gather_operator(P, dm)[0], grid)
         model = stored_model(payload, lambda a: model_from_architecture(a, layout, problem=problem,
-                                                                         dtype=torch.float64))
+                                                                         dtype=torch.float64, init=LOADED))
         restore(payload, model)
         self._stored_probe = payload.get("progress", {}).get("probe")
         if self._stored_probe is None:  # a checkpoint from before the probe was stored
@@ -466,6 +471,18 @@ class DDAttentionPC:
 
 
 # ---------------------------------------------------------------------- helpers
+_FLAGS = {"--subdomains": "pddattn_subdomains", "--overlap": "pddattn_overlap", "--rank": "pddattn_rank",
+          "--levels": "pddattn_levels", "--top-size": "pddattn_top_size", "--coarse": "pddattn_coarse"}
+
+
+def in_option_names(message, prefix):
+    """A shared error message with the CLI's flags replaced by this PC's options (no --data-parallel here)."""
+    message = message.replace(", or --data-parallel", "")
+    for flag, option in _FLAGS.items():
+        message = message.replace(flag, f"-{prefix}{option}")
+    return message
+
+
 def _from_rows_applies(opts):
     """Whether the PC is built from a rank's rows (local.py): from the operator, any number of levels;
     exact (sparse factorizations) at full rank, Schwarz factors at a given rank, dense or to be trained."""
@@ -482,8 +499,7 @@ def _spec_of(opts, pc, grid, size):
     try:
         layout_N = parse_subdomains(text)
     except ValueError as exc:
-        raise ConfigurationError(f"-{opts['prefix']}{str(exc).replace('--subdomains', 'pddattn_subdomains')}") \
-            from None
+        raise ConfigurationError(str(exc)) from None
     kind = "boxes" if len(layout_N) == 2 else "algebraic"
     if kind == "boxes" and (grid is None or len(grid) != 2):
         raise ConfigurationError(f"-{opts['prefix']}pddattn_subdomains {text} needs a 2D DMDA on the PC (the "

@@ -16,7 +16,27 @@ from ..problems.families import spec_label
 from .matrices import mat_read, petsc_matrix
 from .verdict import norm_name
 
-__all__ = ["solve_main", "assemble_problem", "timed_solve"]
+__all__ = ["solve_main", "assemble_problem", "timed_solve", "PetscFailure", "petsc_message", "reason_text"]
+
+
+class PetscFailure(RuntimeError):
+    """PETSc refused an option or failed in a solve, perhaps on this rank only (the CLI ends the job)."""
+
+
+def petsc_message(exc):
+    """The line of a PETSc error that says what went wrong (its last), without the rank tag."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[-1] if lines else "error"
+    return "PETSc: " + (text.split("] ", 1)[1] if text.startswith("[") and "] " in text else text)
+
+
+def reason_text(reason):
+    """'converged reason 2: ...' or 'diverged reason -10 (DIVERGED_...)': KSP's verdict in words."""
+    names = {v: k for k, v in vars(_petsc().KSP.ConvergedReason).items() if not k.startswith("_") and
+             isinstance(v, int)}
+    word = "converged" if reason > 0 else "diverged" if reason < 0 else "stopped"
+    name = names.get(reason, "")
+    return f"{word} reason {reason}" + (f" ({name})" if reason <= 0 and name else "")
 
 def _petsc():
     from petsc4py import PETSc
@@ -248,15 +268,21 @@ def solve_main(args, layout):
         ksp.setDMActive(False)
     ksp.setOperators(A)
     ksp.setTolerances(rtol=1e-8)
-    ksp.setFromOptions()
+    try:
+        ksp.setFromOptions()
+    except PETSc.Error as exc:  # a bad option: every rank alike
+        raise CollectiveError(petsc_message(exc)) from None
     test = true_residual_test(ksp)
-    x, setup, solve, true_rel = timed_solve(ksp, A, b)
+    try:
+        x, setup, solve, true_rel = timed_solve(ksp, A, b)
+    except PETSc.Error as exc:  # perhaps on this rank alone (a zero pivot): the CLI ends every rank
+        raise PetscFailure(petsc_message(exc)) from None
     verdict, error = judge(ksp, true_rel, b.norm())
     spec = problem.spec()
     lines = [f"problem {spec['family']} grid {'x'.join(map(str, problem.grid))} coefficient {spec['coefficient']}: "
              f"n={problem.n}, ranks={comm.getSize()}, KSP {ksp.getType()}, PC {ksp.getPC().getType()}, "
              f"norm {norm_name(ksp.getNormType())} ({test})",
-             f"KSP converged reason {ksp.getConvergedReason()}: {ksp.getIterationNumber()} iterations",
+             f"KSP {reason_text(ksp.getConvergedReason())}: {ksp.getIterationNumber()} iterations",
              f"true relative residual ||b - A x|| / ||b|| = {true_rel:.3e} {verdict}",
              f"time: setup {setup:.3f} s, solve {solve:.3f} s"]
     if exact is not None:

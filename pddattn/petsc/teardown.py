@@ -98,11 +98,34 @@ def _collective_error_hook(previous):
 
 
 def _world_rank():
+    """This process's rank in the world, from mpi4py or else petsc4py (a user's program may load only that)."""
     mpi = sys.modules.get("mpi4py.MPI")
-    if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized():
-        return 0
-    return mpi.COMM_WORLD.Get_rank()
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        return mpi.COMM_WORLD.Get_rank()
+    petsc = sys.modules.get("petsc4py.PETSc")
+    if petsc is not None and petsc.Sys.isInitialized() and not petsc.Sys.isFinalized():
+        return petsc.COMM_WORLD.getRank()
+    return 0
 
 
 atexit.register(detach_all)
 sys.excepthook = _collective_error_hook(sys.excepthook)
+
+
+def unknown_pc(name, known):
+    """A stand-in PC context for ``-pc_python_type NAME`` naming no class: a clean one-line error."""
+    from ..parallel.layout import ConfigurationError
+
+    class UnknownPC:
+        def create(self, pc):
+            register(self, pc)  # so detach_all retypes the PC before PetscFinalize
+
+        def destroy(self, pc):
+            unregister(self)
+
+        def setFromOptions(self, pc):
+            raise ConfigurationError(f"-pc_python_type {name}: there is no such preconditioner; "
+                                     f"pddattn's is pddattn.petsc.{known}")
+
+        setUp = setFromOptions
+    return UnknownPC

@@ -18,6 +18,7 @@ Every bad input is a one-line ValueError before anything is trained.
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,9 @@ def _read_arrays(path):
     if not path.is_file():
         raise ValueError(f"--data {path}: no such file or folder (give a data kind: fourier, probe, solve, or a "
                          f"pairs .npz / a folder with f.npy and u.npy)")
+    if not zipfile.is_zipfile(path):  # np.load would call it "pickled data"
+        raise ValueError(f"cannot read {path}: it is not a .npz archive (numpy.savez) of arrays f and u, nor "
+                         "a folder of f.npy and u.npy")
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -176,6 +180,17 @@ class PairsData:
                     return k, lo + int(np.argmin(ok))
         return None
 
+    def squared_norms(self, rows):
+        """{name: sum over ``rows`` of u^2, per sample} of u (and u_test): summed over ranks, zero marks a u = 0."""
+        out = {}
+        for k in ("u", "u_test"):
+            if k in self.arrays:
+                a = self.arrays[k]
+                step = max(1, _CHUNK_VALUES // max(len(rows), 1))
+                out[k] = np.concatenate([np.square(np.asarray(a[lo:lo + step][:, rows], dtype=np.float64)).sum(1)
+                                         for lo in range(0, a.shape[0], step)])
+        return out
+
     def gain(self, count=256):
         """An estimate of ||A^-1||_2 from the data: the largest singular value of U F^+ on ``count`` pairs.
 
@@ -186,8 +201,16 @@ class PairsData:
         if not hasattr(self, "_gain"):
             take = np.arange(min(count, self.train_count))
             F, U = self.read("train", take, np.arange(self.n))
+            for name, block in (("f", F), ("u", U)):  # before their spectrum: one line, not LAPACK's
+                finite = np.isfinite(block).all(axis=1)
+                if not finite.all():
+                    raise ValueError(f"--data {self.path}: {name} holds a NaN or inf (sample "
+                                     f"{self.train[take[np.argmin(finite)]]}); the pairs must be finite")
             from ..regression import data_gram, map_norm
             self._gain = map_norm(data_gram(F.T, U.T))
+            if not self._gain > 0:
+                raise ValueError(f"--data {self.path}: u is zero on the first {len(take)} training pairs; "
+                                 "relative errors need u != 0")
         return self._gain
 
     def describe(self):
