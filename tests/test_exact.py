@@ -8,6 +8,7 @@ import torch
 
 from pddattn import DDAttention, boxes, make_problem
 from pddattn.decomposition import algebraic
+from tolerances import cond, rounding
 
 GRID = (23, 19)
 CASES = {
@@ -31,7 +32,8 @@ def test_the_sparse_path_equals_the_dense_factors(case, levels):
     x = torch.from_numpy(np.random.default_rng(3).standard_normal((p.n, 4)))
     with torch.no_grad():  # values only: the dense factors are parameters
         a, b = dense.matvec(x), exact.matvec(x)
-    assert float((a - b).abs().max() / a.abs().max()) < 1e-12
+    # Sparse solves against dense inverse factors of the same blocks: kappa(A_i) eps each, kappa(A_i) <= kappa(A).
+    assert float((a - b).abs().max() / a.abs().max()) < rounding(cond(p.A), factor=100)
     assert exact.num_parameters() == 0 and exact.rank_bound() == p.n
 
 
@@ -46,7 +48,7 @@ def test_the_sparse_path_is_additive_schwarz_with_exact_solves():
         M[np.ix_(s, s)] += D[:, None] * np.linalg.inv(A[np.ix_(s, s)]) * D[None, :]
     x = np.random.default_rng(5).standard_normal((p.n, 2))
     y = exact.matvec(torch.from_numpy(x)).numpy()
-    assert np.abs(y - M @ x).max() / np.abs(M @ x).max() < 1e-10
+    assert np.abs(y - M @ x).max() / np.abs(M @ x).max() < rounding(cond(A), factor=100)  # solves, as above
 
 
 @pytest.mark.mpi(min_size=2)
@@ -65,7 +67,8 @@ def test_the_distributed_sparse_path_equals_serial(levels):
     want = serial.matvec(torch.from_numpy(x)).numpy()[dist.own_rows]
     got = dist.matvec(torch.from_numpy(x[dist.own_rows])).numpy()
     error = np.abs(got - want).max() / np.abs(want).max() if len(want) else 0.0
-    assert MPI.COMM_WORLD.allreduce(error, op=MPI.MAX) < 1e-12
+    # The same sparse solves, their blocks factored on other ranks: kappa(A) eps, factor 100 for the sums.
+    assert MPI.COMM_WORLD.allreduce(error, op=MPI.MAX) < rounding(cond(p.A), factor=100)
     dist.free()
     layout.free()
 
@@ -101,5 +104,6 @@ def test_both_factor_packages_solve_the_block_diagonal_and_count_what_petsc_logs
     got = factor.solve(X)
     logged = PETSc.Log.getFlops() - before
     want = np.linalg.solve(A.toarray(), X)
-    assert np.abs(got - want).max() <= 1e-12 * np.abs(want).max()
+    # Two backward-stable solves of one SPD system: kappa(A) eps apart, factor 10.
+    assert np.abs(got - want).max() <= rounding(cond(A), factor=10) * np.abs(want).max()
     assert factor.package == package and logged == factor.flops(columns=2)

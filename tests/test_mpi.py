@@ -21,6 +21,7 @@ from pddattn.decomposition import intervals as Decomposition
 from pddattn.operators import DDAttention
 from pddattn.parallel.layout import ConfigurationError, Layout, check_distribution
 from pddattn.train import TrainConfig, train
+from tolerances import APPLY, adam_steps, cond, rounding
 
 pytestmark = pytest.mark.mpi(min_size=2)
 
@@ -82,7 +83,7 @@ def test_forward_equals_serial(case, symmetric, coarse):
     x = torch.randn(case[0], 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     err = relative(dist.matvec(x[lo:hi]), serial.matvec(x)[lo:hi])
     err_t = relative(dist.matvec(x[lo:hi], transpose=True), serial.matvec(x, transpose=True)[lo:hi])
-    assert worst(max(err, err_t)) <= 1e-12
+    assert worst(max(err, err_t)) <= APPLY  # the same sums in another order (tolerances.py)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -100,7 +101,7 @@ def test_gradients_equal_serial(case, symmetric):
     for (name, p), (_, q) in zip(serial.named_parameters(), dist.named_parameters()):
         expected = dist.from_global(name, p.grad)
         errors.append(relative(q.grad, expected))
-    assert worst(max(errors)) <= 1e-12
+    assert worst(max(errors)) <= APPLY  # the gradient is one more application (the adjoint)
 
 
 def _train_pair(tmp=None, steps=1, data_parallel=1, case=(48, 12, 5, "smooth"), **extra):
@@ -125,22 +126,22 @@ def _parameter_error(serial, dist):
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_one_optimizer_step_equals_serial(symmetric):
     serial, dist, _, _ = _train_pair(steps=1, symmetric=symmetric)
-    assert worst(_parameter_error(serial, dist)) <= 1e-12
+    assert worst(_parameter_error(serial, dist)) <= adam_steps(1)
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_twenty_training_steps_equal_serial(case):
     serial, dist, s_sum, d_sum = _train_pair(steps=20, case=case)
-    assert worst(_parameter_error(serial, dist)) <= 1e-9
-    assert worst(abs(s_sum["test_error"] - d_sum["test_error"]) / s_sum["test_error"]) <= 1e-9
+    assert worst(_parameter_error(serial, dist)) <= adam_steps(20)
+    assert worst(abs(s_sum["test_error"] - d_sum["test_error"]) / s_sum["test_error"]) <= adam_steps(20)
 
 
 def test_two_data_replicas_equal_serial():
     if world().Get_size() % 2:
         pytest.skip("R = 2 needs an even number of ranks")
     serial, dist, s_sum, d_sum = _train_pair(steps=20, data_parallel=2)
-    assert worst(_parameter_error(serial, dist)) <= 1e-9
-    assert worst(abs(s_sum["test_error"] - d_sum["test_error"]) / s_sum["test_error"]) <= 1e-9
+    assert worst(_parameter_error(serial, dist)) <= adam_steps(20)
+    assert worst(abs(s_sum["test_error"] - d_sum["test_error"]) / s_sum["test_error"]) <= adam_steps(20)
 
 
 def shared_tmpdir():
@@ -159,7 +160,7 @@ def test_checkpoint_from_p_ranks_loads_serially_and_on_p_ranks():
     with torch.no_grad():
         y = dist.matvec(x[lo:hi])
         err = max(relative(y, serial.matvec(x)[lo:hi]), relative(again.matvec(x[lo:hi]), y))
-    assert worst(err) <= 1e-14
+    assert worst(err) <= APPLY  # one application, serial against distributed
 
 
 def test_a_distributed_checkpoint_is_sharded_and_loads_on_fewer_ranks():
@@ -184,7 +185,7 @@ def test_a_distributed_checkpoint_is_sharded_and_loads_on_fewer_ranks():
         with torch.no_grad():
             err = relative(model.matvec(x[lo:hi]), serial.matvec(x)[lo:hi])
     fewer.Free()
-    assert worst(err) <= 1e-14
+    assert worst(err) <= APPLY  # one application, serial against distributed
 
 
 def test_distributed_resume_continues_the_same_run():
@@ -257,7 +258,8 @@ def test_variable_coefficient_schwarz_operator_equals_serial(coarse):
     serial, dist = DDAttention(d, **kwargs), DistributedDDAttention(d, layout=layout, **kwargs)
     lo, hi = dist.own_range
     x = torch.randn(61, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    assert worst(relative(dist.matvec(x[lo:hi]), serial.matvec(x)[lo:hi])) <= 1e-12
+    # Schwarz factors of a kappa(A) = 1.2e7 operator: its blocks' inverses carry kappa(A_i) eps <= kappa(A) eps.
+    assert worst(relative(dist.matvec(x[lo:hi]), serial.matvec(x)[lo:hi])) <= rounding(cond(p.A), factor=10)
     # The same run serially on rank 0 (the reference), then distributed.
     cfg = TrainConfig(problem="diffusion1d", n=61, coefficient="jump:1e4", coefficient_seed=2, subdomains=6,
                       overlap=2, coarse_space=coarse, rank=4, steps=5, batch=8, test_size=8, eval_every=5,
@@ -265,7 +267,7 @@ def test_variable_coefficient_schwarz_operator_equals_serial(coarse):
     _, ref = train(dataclasses.replace(cfg), out=None, layout=None) if world().Get_rank() == 0 else (None, None)
     ref = world().bcast(ref and ref["test_error"], root=0)
     _, mine = train(cfg, out=None, layout=layout)
-    assert worst(abs(mine["test_error"] - ref) / ref) <= 1e-9
+    assert worst(abs(mine["test_error"] - ref) / ref) <= adam_steps(5, per_step=rounding(cond(p.A), factor=10))
 
 
 @pytest.mark.parametrize("levels,coarse,init,suffix", [(2, "harmonic", "random", "petsc"),
@@ -288,8 +290,8 @@ def test_training_on_a_matrix_file_reads_each_ranks_rows_and_equals_serial(tmp_p
                       lr=0.01, warmup=1, init=init)
     serial, s_sum = train(dataclasses.replace(cfg), out=None)
     dist, d_sum = train(cfg, out=None, layout=Layout())
-    assert worst(_parameter_error(serial, dist)) <= 1e-9
-    assert worst(abs(s_sum["test_error"] - d_sum["test_error"]) / s_sum["test_error"]) <= 1e-9
+    assert worst(_parameter_error(serial, dist)) <= adam_steps(5)
+    assert worst(abs(s_sum["test_error"] - d_sum["test_error"]) / s_sum["test_error"]) <= adam_steps(5)
     assert s_sum["data"] == d_sum["data"] == "solve"
     held_whole = dist.problem._A is not None or not dist.problem.rows_only
     assert worst(float(held_whole)) == 0.0  # every rank read its rows only, none the whole matrix
@@ -327,8 +329,16 @@ def test_the_condition_loss_and_its_gradient_equal_serial(where):
     errors = [relative(d_theta, s_theta), abs(value - s_loss.item()) / abs(s_loss.item())]
     errors += [relative(q.grad, dist.from_global(name, p.grad))
                for (name, p), (_, q) in zip(serial.named_parameters(), dist.named_parameters())]
-    assert worst(max(errors)) <= 1e-10, errors
+    # Lanczos multiplies by A, so a summation-order difference in A x (relative to ||A|| ||x||) reaches the
+    # Ritz values and their gradients amplified by up to kappa(A): 1.2e7 here for the 1e4 jump in 1D (the
+    # measured 1.1e-10 is 0.04 kappa eps), 471 in 2D. Factor 10: the 80 Lanczos steps and the backward pass.
+    assert worst(max(errors)) <= rounding(cond(p.A), factor=10), errors
     dist.free()
+
+
+def make_problem_of(cfg):
+    from pddattn.models import problem_of
+    return problem_of(cfg.to_dict())
 
 
 def test_condition_training_equals_serial():
@@ -348,7 +358,9 @@ def test_condition_training_equals_serial():
     kappas = [[row["condition"] for row in summary["history"]] for summary in (s_sum, d_sum)]
     if world().Get_rank() == 0:  # the log's rows are the root's
         assert len(kappas[0]) == len(kappas[1]) == 6 and kappas[0][-1] < kappas[0][0]  # it trained
-    assert worst(relative(kappas[1], kappas[0]) if world().Get_rank() == 0 else 0.0) <= 1e-9
-    # Adam divides each entry's gradient by its own magnitude, so entries whose gradient is near zero
-    # turn rounding-level differences into steps of up to lr: measured 4e-9 after five steps on 2 ranks.
-    assert worst(_parameter_error(serial, dist)) <= 1e-7
+    # The condition loss carries kappa(A) eps (see the test above); Adam divides each entry's gradient by its
+    # own magnitude, so entries whose gradient is near zero turn it into steps of up to lr (growth 1e4):
+    # measured 4e-9 after five steps on 2 ranks.
+    per_step = rounding(cond(make_problem_of(cfg).A), factor=10)
+    assert worst(relative(kappas[1], kappas[0]) if world().Get_rank() == 0 else 0.0) <= adam_steps(5, per_step)
+    assert worst(_parameter_error(serial, dist)) <= adam_steps(5, per_step, growth=1e4)

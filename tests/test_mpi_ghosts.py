@@ -21,10 +21,12 @@ from pddattn.problems import make_problem
 from pddattn.train import TrainConfig, train
 
 from test_mpi import distributable, relative, world, worst
+from tolerances import APPLY, adam_steps, applied, cond
 
 pytestmark = pytest.mark.mpi(min_size=2)
 
 PROBLEM = make_problem("diffusion2d", (13, 11), "jump:1e4", seed=1)
+KAPPA = cond(PROBLEM.A)  # 9e4
 # (name, builder): uneven 13x11 grid; boxes 3x2 (process grids 2x1, 3x1, 2x2), algebraic N=7.
 DECOMPOSITIONS = {
     "boxes-q1": lambda: boxes((13, 11), (3, 2), 2, "smooth", "q1", PROBLEM.A),
@@ -51,7 +53,7 @@ def test_forward_and_transpose_equal_serial(name, symmetric, init):
     x = torch.randn(PROBLEM.n, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     err = relative(dist.matvec(x[own]), serial.matvec(x)[own])
     err_t = relative(dist.matvec(x[own], transpose=True), serial.matvec(x, transpose=True)[own])
-    assert worst(max(err, err_t)) <= 1e-12
+    assert worst(max(err, err_t)) <= applied(KAPPA if init == "schwarz" else 10)
 
 
 @pytest.mark.parametrize("name", DECOMPOSITIONS)
@@ -66,7 +68,7 @@ def test_gradients_equal_serial(name):
     layout.sync_gradients(dist)
     errors = [relative(q.grad, dist.from_global(name_, p.grad))
               for (name_, p), (_, q) in zip(serial.named_parameters(), dist.named_parameters())]
-    assert worst(max(errors)) <= 1e-12
+    assert worst(max(errors)) <= APPLY  # random factors: the adjoint application
 
 
 def test_rows_partition_and_holdings_cover_every_subdomain():
@@ -123,7 +125,7 @@ def _parameter_error(serial, dist):
 @pytest.mark.parametrize("name", ["boxes-q1", "algebraic"])
 def test_one_step_equals_serial(name):
     serial, dist, _, _ = _train_pair(name, "probe", 1)
-    assert worst(_parameter_error(serial, dist)) <= 1e-12
+    assert worst(_parameter_error(serial, dist)) <= adam_steps(1)
     if name.startswith("boxes") and world().Get_size() > 1:  # boxes on a family: each rank built its share only
         from pddattn.parallel.share import DecompositionShare
         share = dist.decomposition
@@ -134,8 +136,8 @@ def test_one_step_equals_serial(name):
 @pytest.mark.parametrize("name,data", [("boxes-q1", "probe"), ("boxes-harmonic", "solve"), ("algebraic", "probe")])
 def test_twenty_steps_equal_serial(name, data):
     serial, dist, s_sum, d_sum = _train_pair(name, data, 20)
-    assert worst(_parameter_error(serial, dist)) <= 1e-9
-    assert worst(abs(s_sum["test_error"] - d_sum["test_error"]) / s_sum["test_error"]) <= 1e-9
+    assert worst(_parameter_error(serial, dist)) <= adam_steps(20)
+    assert worst(abs(s_sum["test_error"] - d_sum["test_error"]) / s_sum["test_error"]) <= adam_steps(20)
 
 
 def test_fourier_data_on_boxes_equals_serial():
@@ -151,7 +153,8 @@ def test_fourier_data_on_boxes_equals_serial():
     coef = s.coefficients(4, 0, 2)
     f, u = evaluate_rows(s, coef, own)
     F, U = s.evaluate(coef)
-    assert worst(max(relative(f, F[:, own]), relative(u, U[:, own]))) <= 1e-12
+    # A DST synthesis on a box against the whole grid's: sums of 143 sine terms, |a| |s| / |f| <= 10.
+    assert worst(max(relative(f, F[:, own]), relative(u, U[:, own]))) <= applied(10, terms=143)
 
 
 @pytest.mark.parametrize("name", ["boxes-harmonic", "algebraic"])
@@ -162,10 +165,10 @@ def test_three_levels_forward_and_training_equal_serial(name):
     assert (dist.transfer is not None) == (dist.coarse_model.decomposition.N >= world().Get_size())
     own = torch.as_tensor(dist.own_rows)
     x = torch.randn(PROBLEM.n, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    assert worst(relative(dist.matvec(x[own]), serial.matvec(x)[own])) <= 1e-12
+    assert worst(relative(dist.matvec(x[own]), serial.matvec(x)[own])) <= applied(KAPPA)  # a Schwarz start
     s, d, s_sum, d_sum = _train_pair(name, "probe", 20, levels=3, top_size=3)
     assert d.coarse_model is not None
-    assert worst(_parameter_error(s, d)) <= 1e-9
+    assert worst(_parameter_error(s, d)) <= adam_steps(20)
 
 
 def test_three_level_checkpoint_from_p_ranks_loads_serially():
@@ -177,7 +180,7 @@ def test_three_level_checkpoint_from_p_ranks_loads_serially():
     own = torch.as_tensor(dist.own_rows)
     x = torch.randn(PROBLEM.n, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     with torch.no_grad():
-        assert worst(relative(dist.matvec(x[own]), serial.matvec(x)[own])) <= 1e-13
+        assert worst(relative(dist.matvec(x[own]), serial.matvec(x)[own])) <= APPLY  # random start, 3 steps
 
 
 def test_three_level_transfer_traffic_matches_a_model_from_phi():

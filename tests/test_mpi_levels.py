@@ -16,11 +16,17 @@ from pddattn.parallel.layout import Layout
 from pddattn.parallel.share import DecompositionShare
 from pddattn.train import TrainConfig, train
 
+from pddattn.problems import make_problem
 from test_mpi import relative, world, worst
+from tolerances import APPLY, adam_steps, cond, rounding
 
 pytestmark = pytest.mark.mpi(min_size=2)
 
 GRID, BOXES = (39, 35), "6x5"
+# Coarse bases from local solves of A_II: relative rounding kappa(A_II) eps <= kappa(A) eps for A's principal
+# blocks, and kappa(A_l) <= kappa(A) kappa(Phi^T Phi) (~10) on the coarse levels; factor 10 for the sums.
+KAPPA = cond(make_problem("diffusion2d", GRID, "jump:1e4", seed=1).A)
+PHI = rounding(10 * KAPPA, factor=10)
 
 
 def _config(levels, steps=1, **extra):
@@ -62,12 +68,12 @@ def test_per_rank_coarse_levels_equal_serial(levels):
         for i in d.held:  # the tiles' cores and subdomains are the serial ones
             assert np.array_equal(d.cores[i], w.cores[i]) and np.array_equal(d.subdomains[i], w.subdomains[i])
         phi = w.phi[d.own]
-        assert worst(abs(d.phi - phi).max() / abs(phi).max()) <= 1e-12
+        assert worst(abs(d.phi - phi).max() / abs(phi).max()) <= PHI
     own = torch.as_tensor(dist.own_rows)
     n = serial.n
     x = torch.randn(n, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     with torch.no_grad():
-        assert worst(relative(dist.matvec(x[own]), serial.matvec(x)[own])) <= 1e-12
+        assert worst(relative(dist.matvec(x[own]), serial.matvec(x)[own])) <= PHI + APPLY  # random factors
 
 
 def test_a_rank_holds_only_its_rows_of_the_coarse_level():
@@ -93,7 +99,7 @@ def test_a_rank_holds_only_its_rows_of_the_coarse_level():
 @pytest.mark.parametrize("levels", [3, 4])
 def test_twenty_steps_with_per_rank_coarse_levels_equal_serial(levels):
     serial, dist = _pair(levels, steps=20, top_size=4)
-    assert worst(_parameter_error(serial, dist)) <= 1e-9
+    assert worst(_parameter_error(serial, dist)) <= adam_steps(20, per_step=PHI + APPLY)
 
 
 @pytest.mark.parametrize("pou", ["count", "smooth"])
@@ -105,7 +111,8 @@ def test_algebraic_blocks_on_a_family_are_built_per_rank(pou):
     spec = {"kind": "algebraic", "N": 7, "delta": 2, "pou": pou, "coarse": "harmonic"}
     problem = make_problem("diffusion2d", (13, 11), "jump:1e4", seed=1)
     share, _ = levels_of(problem, spec, layout=Layout())
-    whole = algebraic(make_problem("diffusion2d", (13, 11), "jump:1e4", seed=1).A, 7, 2, pou, "harmonic")
+    whole_problem = make_problem("diffusion2d", (13, 11), "jump:1e4", seed=1)
+    whole = algebraic(whole_problem.A, 7, 2, pou, "harmonic")
     assert isinstance(share, DecompositionShare) and problem._A is None
     for i in share.held:
         assert np.array_equal(share.cores[i], whole.cores[i]) and np.array_equal(share.subdomains[i],
@@ -113,4 +120,5 @@ def test_algebraic_blocks_on_a_family_are_built_per_rank(pou):
     weights = relative(torch.as_tensor(share.held_pou_weights(share.held)),
                        torch.as_tensor(whole.held_pou_weights(share.held)))
     phi = whole.phi[share.own]
-    assert worst(max(weights, abs(share.phi - phi).max() / abs(phi).max())) <= 1e-14
+    # Weights from the same counts, Phi from local solves (see PHI) on this smaller problem.
+    assert worst(max(weights, abs(share.phi - phi).max() / abs(phi).max())) <= rounding(cond(whole_problem.A), factor=10)

@@ -9,6 +9,7 @@ from pddattn.decomposition import algebraic, boxes, intervals
 from pddattn.hierarchy import coarse_levels
 from pddattn.operators import DDAttention
 from pddattn.problems import make_problem
+from tolerances import cond, rounding
 
 
 def dense(model):
@@ -48,7 +49,8 @@ def test_harmonic_multilevel_at_full_rank_is_exact_in_1d(levels, top_size):
     assert len(model.level_operators) == levels - 1
     set_exact(model)
     Ainv = np.linalg.inv(p.A.toarray())
-    assert np.abs(dense(model) - Ainv).max() <= 1e-10 * np.abs(Ainv).max()
+    # Both inverses carry kappa(A) eps (1.2e7 here); factor 100 for the levels' products.
+    assert np.abs(dense(model) - Ainv).max() <= rounding(cond(p.A), factor=100) * np.abs(Ainv).max()
 
 
 def multilevel_schwarz(A, d, hierarchy):
@@ -71,7 +73,7 @@ def test_schwarz_initialisation_is_multilevel_additive_schwarz(case):
     model = DDAttention(d, r=d.max_size, init="schwarz", symmetric=True, dtype=torch.float64, problem=p, levels=3,
                         top_size=4)
     M = multilevel_schwarz(p.A.toarray(), d, coarse_levels(d, p.A, 3, 4))
-    assert np.abs(dense(model) - M).max() <= 1e-10 * np.abs(M).max()
+    assert np.abs(dense(model) - M).max() <= rounding(cond(p.A), factor=100) * np.abs(M).max()  # as above
 
 
 def test_parameters_and_training_run_with_three_levels(tmp_path):

@@ -5,6 +5,7 @@ import torch
 import reference as ref
 from pddattn.decomposition import intervals as Decomposition
 from pddattn.operators import DDAttention, GlobalAttention
+from tolerances import APPLY, REORDERED, cond, rounding
 
 # Uneven cores (n not divisible by N), overlaps wider than a core, boundary clipping.
 CASES = [(23, 4, 2), (40, 7, 6), (31, 3, 0), (12, 1, 3)]
@@ -28,12 +29,13 @@ def test_dd_equals_independent_dense_construction(n, N, delta, pou, symmetric, c
     Qs, Ks, Q0, K0 = unpadded(model)
     M_ref = ref.dd_matrix(n, N, delta, pou, Qs, Ks, Q0 if coarse else None, K0)
     M = model.dense().numpy()
-    assert np.abs(M - M_ref).max() <= 1e-12 * np.abs(M_ref).max()
+    assert np.abs(M - M_ref).max() <= APPLY * np.abs(M_ref).max()  # random factors, sums reordered
     f = torch.randn(5, n)
-    assert torch.allclose(model(f), f @ torch.as_tensor(M_ref).T, rtol=0, atol=1e-12 * f.abs().max().item())
-    assert torch.allclose(model(f, transpose=True), f @ torch.as_tensor(M_ref), rtol=0, atol=1e-12)
-    if symmetric:
-        assert np.abs(M - M.T).max() <= 1e-13 * np.abs(M).max()
+    scale = np.abs(M_ref).max() * n * f.abs().max().item()  # |M| |f| bounds each entry of M f
+    assert torch.allclose(model(f), f @ torch.as_tensor(M_ref).T, rtol=0, atol=APPLY * scale)
+    assert torch.allclose(model(f, transpose=True), f @ torch.as_tensor(M_ref), rtol=0, atol=APPLY * scale)
+    if symmetric:  # Q K^T with K = Q: symmetric up to the order of each entry's sums
+        assert np.abs(M - M.T).max() <= APPLY * np.abs(M).max()
 
 
 @pytest.mark.parametrize("n,N,delta", CASES)
@@ -42,7 +44,9 @@ def test_schwarz_init_is_two_level_additive_schwarz(n, N, delta, pou):
     d = Decomposition(n, N, delta, pou)
     model = DDAttention(d, r=d.max_size, init="schwarz")
     M_ref = ref.schwarz_matrix(n, N, delta, pou)
-    assert np.abs(model.dense().numpy() - M_ref).max() <= 1e-12 * np.abs(M_ref).max()
+    # Schwarz factors from an eigendecomposition against dense inverses: kappa(A) eps (factor 100).
+    assert np.abs(model.dense().numpy() - M_ref).max() <= rounding(cond(ref.laplacian(n)), factor=100) * \
+        np.abs(M_ref).max()
 
 
 def test_truncated_schwarz_keeps_the_smoothest_modes():
@@ -62,13 +66,13 @@ def test_dd_with_enough_rank_represents_the_exact_inverse():
     model = DDAttention(d, r=d.max_size, init="schwarz")
     ref.set_exact_blocks(model, A)
     Ainv = np.linalg.inv(A)
-    assert np.abs(model.dense().numpy() - Ainv).max() <= 1e-12 * np.abs(Ainv).max()
+    assert np.abs(model.dense().numpy() - Ainv).max() <= rounding(cond(A), factor=100) * np.abs(Ainv).max()
 
 
 def test_global_attention():
     model = GlobalAttention(9, 2, seed=1)
     M = (model.Q @ model.K.T).detach()
-    assert torch.allclose(model.dense(), M, rtol=0, atol=1e-14)
+    assert torch.allclose(model.dense(), M, rtol=0, atol=REORDERED * M.abs().max().item())  # Q K^T two ways
     assert model.num_parameters() == 2 * 9 * 2
     assert GlobalAttention(9, 2, symmetric=True).num_parameters() == 9 * 2
     f = torch.randn(9)

@@ -13,6 +13,7 @@ import torch
 
 import reference as ref
 from pddattn.train import TrainConfig, train
+from tolerances import APPLY
 
 PETSc = pytest.importorskip("petsc4py.PETSc")
 pytestmark = pytest.mark.mpi(min_size=1)
@@ -91,7 +92,7 @@ def test_pc_apply_equals_the_operator(symmetric, N):
         with torch.no_grad():
             expected = serial.matvec(torch.from_numpy(values).reshape(-1, 1), transpose=transpose).numpy().ravel()
         errors.append(np.abs(y.getArray() - expected[lo:hi]).max() / np.abs(expected).max())
-    assert worst(max(errors)) <= 1e-12
+    assert worst(max(errors)) <= APPLY  # a trained rank-3 model: one application, the sums in PETSc's order
 
 
 def test_a_model_too_small_for_the_ranks_is_a_clear_error_everywhere():

@@ -19,9 +19,13 @@ pytestmark = pytest.mark.mpi(min_size=1)
 
 from test_petsc import everyone, worst  # noqa: E402
 from test_petsc_operator import make_pc, on_dmda, plain  # noqa: E402
+from tolerances import cond, rounding  # noqa: E402
 
 GRID = (19, 17)
 PROBLEM = make_problem("diffusion2d", GRID, "jump:1e4", seed=1)
+# Index sets and weights are exact; harmonic Phi comes from local solves of A_II, relative rounding
+# kappa(A_II) eps <= kappa(A) eps (1.1e5 here), factor 10 for the sums: tolerances.py.
+SOLVES = rounding(cond(PROBLEM.A), factor=10)
 
 
 def _layout():
@@ -59,7 +63,7 @@ def test_a_share_of_dmda_boxes_equals_the_whole_decomposition(layout, delta, coa
     spec = {"kind": "boxes", "N": list(layout), "delta": delta, "pou": "count", "coarse": coarse}
     share, _ = local_share(A, dm, spec, _layout())
     d = boxes(GRID, layout, delta, "count", coarse, PROBLEM.A)
-    assert worst(_compare(share, d)) <= 1e-12
+    assert worst(_compare(share, d)) <= SOLVES
 
 
 @pytest.mark.parametrize("N,delta", [(5, 2), (7, 0), (4, 1)])
@@ -69,7 +73,7 @@ def test_a_share_of_algebraic_blocks_equals_the_whole_decomposition(N, delta):
     spec = {"kind": "algebraic", "N": N, "delta": delta, "pou": "count", "coarse": "harmonic"}
     share, _ = local_share(A, None, spec, _layout())
     d = algebraic(PROBLEM.A, N, delta, "count", "harmonic")
-    assert worst(_compare(share, d)) <= 1e-12
+    assert worst(_compare(share, d)) <= SOLVES
 
 
 def test_the_dmda_numbering_is_the_application_ordering():
@@ -165,7 +169,7 @@ def test_a_matrix_file_is_read_by_rows_with_matload_and_never_whole(tmp_path):
     r = b.duplicate()
     A.mult(u, r)
     r.axpy(-1.0, b)
-    assert r.norm() <= 1e-10 * b.norm()
+    assert r.norm() <= 10 * SOLVES * b.norm()  # a backward-stable direct solve: ||r|| <= kappa eps ||A|| ||u||
     serial_f, _ = make_sampler("solve", PROBLEM, seed=0).sample(1)
     assert np.array_equal(b.getArray(), serial_f[0, lo:hi])  # the serial sampler's right-hand side
     pc = make_pc(A, None, "fromfile_", subdomains="4", overlap=1)
@@ -200,4 +204,4 @@ def test_the_petsc_one_level_term_equals_the_models(where, subdomains, overlap):
     got = y.duplicate()
     context._model_to_vec(expected, got)
     got.axpy(-1.0, y)
-    assert worst(got.norm() / y.norm()) <= 1e-12
+    assert worst(got.norm() / y.norm()) <= SOLVES  # sparse local solves in PETSc and in the model

@@ -6,6 +6,7 @@ import scipy.sparse as sp
 import reference as ref
 from pddattn.problems import (backward_error, coefficient_field, make_problem, make_sampler, problem_from_spec,
                               write_petsc_binary)
+from tolerances import rounding
 
 
 def test_laplace1d_and_constant_diffusion1d_are_the_seed_matrix():
@@ -14,12 +15,19 @@ def test_laplace1d_and_constant_diffusion1d_are_the_seed_matrix():
     assert np.array_equal(make_problem("diffusion1d", (17,), "const").A.toarray(), A)
 
 
+def _field_factor(coefficient):
+    """A row sums 2 (1D) or 4 (2D) face values, each k(x) at a point computed two ways: the rounding of the
+    row (factor 4 or 8) plus k's own: lognormal:S is exp(S g), g a sum of 256 features (factor S * 256)."""
+    kind, _, value = coefficient.partition(":")
+    return float(value) * 256 if kind == "lognormal" else 0.0
+
+
 @pytest.mark.parametrize("coefficient", ["smooth:100", "jump:1e4", "lognormal:1.5"])
 def test_diffusion1d_matches_the_definition(coefficient):
     k = coefficient_field(coefficient, seed=3, dim=1)
     A = make_problem("diffusion1d", (23,), coefficient, seed=3).A.toarray()
     B = ref.diffusion1d(23, lambda x: float(k(np.array([[x]]))[0]))
-    assert np.abs(A - B).max() <= 1e-13 * np.abs(B).max()
+    assert np.abs(A - B).max() <= rounding(factor=4 + _field_factor(coefficient)) * np.abs(B).max()
 
 
 @pytest.mark.parametrize("coefficient", ["const", "smooth:10", "jump:1e4", "lognormal:1"])
@@ -27,9 +35,10 @@ def test_diffusion2d_matches_the_definition(coefficient):
     k = coefficient_field(coefficient, seed=1, dim=2)
     A = make_problem("diffusion2d", (7, 5), coefficient, seed=1).A.toarray()
     B = ref.diffusion2d(7, 5, lambda x, y: float(k(np.array([[x, y]]))[0]))
-    assert np.abs(A - B).max() <= 1e-13 * np.abs(B).max()
+    assert np.abs(A - B).max() <= rounding(factor=8 + _field_factor(coefficient)) * np.abs(B).max()
     if coefficient == "const":  # poisson2d is the constant case, x fastest
-        assert np.abs(make_problem("poisson2d", (7, 5)).A.toarray() - B).max() <= 1e-12 * np.abs(B).max()
+        assert np.abs(make_problem("poisson2d", (7, 5)).A.toarray() - B).max() <= rounding(factor=8) * \
+            np.abs(B).max()
 
 
 def test_coefficient_ranges_and_seeds():
@@ -96,7 +105,7 @@ def test_data_is_exact_reproducible_and_sliceable(family, grid, coefficient, kin
     p = make_problem(family, grid, coefficient)
     s = make_sampler(kind, p, seed=4)
     f, u = s.sample(5, stream=1, index=7)
-    assert backward_error(p.A, f, u) <= 1e-14
+    assert backward_error(p.A, f, u) <= rounding(factor=45)  # backward stable: a small multiple of eps
     f2, u2 = make_sampler(kind, p, seed=4).sample(5, stream=1, index=7, lo=3, hi=11)
     assert np.array_equal(f2, f[:, 3:11]) and np.array_equal(u2, u[:, 3:11])
     assert not np.allclose(s.sample(5, stream=1, index=8)[0], f)
@@ -112,6 +121,9 @@ def test_smallest_eigenpairs(family, coefficient):
     p = make_problem(family, (45, 47), coefficient)
     lam, V = p.smallest_eigenpairs(6)
     exact = np.linalg.eigvalsh(p.A.toarray())[:6]
+    # Shift-invert Lanczos to its convergence tolerance, not rounding: eigsh's tol=1e-10 on relative Ritz
+    # residuals bounds the eigenvalues' relative error by 1e-10 |A| / lambda_1 ... met to 1e-9 here; the
+    # eigenvectors' residual relative to |A| (~1e-7 lambda_max) and their orthogonality follow.
     assert np.abs(lam / exact - 1).max() <= 1e-9
     assert np.abs(p.A @ V - V * lam).max() <= 1e-7 * lam.max() and np.abs(V.T @ V - np.eye(6)).max() <= 1e-9
 
@@ -127,5 +139,7 @@ def test_fourier_rows_of_a_box_equal_the_whole_synthesis(grid, modes):
     i, j = np.meshgrid(np.arange(2, 9), np.arange(3, 7))
     rows = np.sort((j * grid[0] + i).ravel())
     fr, ur = evaluate_rows(s, coef, rows)
-    assert np.abs(fr - f[:, rows]).max() < 1e-13 * np.abs(f).max()
-    assert np.abs(ur - u[:, rows]).max() < 1e-13 * np.abs(u).max()
+    # Separable synthesis against the whole DST: sums of at most nx + ny terms per entry, in another order.
+    bound = rounding(factor=sum(grid))
+    assert np.abs(fr - f[:, rows]).max() < bound * np.abs(f).max()
+    assert np.abs(ur - u[:, rows]).max() < bound * np.abs(u).max()

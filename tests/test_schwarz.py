@@ -5,6 +5,7 @@ import pytest
 import reference as ref
 from pddattn import DDAttention, algebraic, boxes, intervals, make_problem
 from pddattn.schwarz import local_inverse_factors
+from tolerances import cond, rounding
 
 
 def dense_of(model):
@@ -16,7 +17,8 @@ def test_harmonic_equals_hat_for_laplace1d():
     for N, delta in ((5, 2), (8, 0), (3, 7)):
         hat, harm = intervals(61, N, delta), intervals(61, N, delta, coarse="harmonic", A=p.A)
         assert harm.coarse_size == hat.coarse_size == N - 1
-        assert np.abs(harm.phi.toarray() - hat.phi.toarray()).max() <= 1e-14
+        # Local solves of A_II (kappa <= kappa(A)) against the closed-form hats, factor 10.
+        assert np.abs(harm.phi.toarray() - hat.phi.toarray()).max() <= rounding(cond(p.A), factor=10)
 
 
 def test_dd_with_harmonic_coarse_is_exact_for_a_1e4_jump():
@@ -27,7 +29,8 @@ def test_dd_with_harmonic_coarse_is_exact_for_a_1e4_jump():
     A = p.A.toarray()
     ref.set_exact_blocks(model, A)
     Ainv = np.linalg.inv(A)
-    assert np.abs(dense_of(model) - Ainv).max() <= 1e-10 * np.abs(Ainv).max()
+    # Both sides carry kappa(A) eps (2e7 here): the blocks' inverses and the dense inverse; factor 100.
+    assert np.abs(dense_of(model) - Ainv).max() <= rounding(cond(A), factor=100) * np.abs(Ainv).max()
 
 
 def test_q1_is_the_tensor_product_of_hats():
@@ -44,7 +47,8 @@ def test_harmonic_2d_is_edges_and_vertices_extended_harmonically():
     gamma = np.zeros(p.n, dtype=bool)
     gamma[d.interface] = True
     residual = (p.A.toarray() @ Phi)[~gamma]      # A-harmonic off the interface
-    assert np.abs(residual).max() <= 1e-9 * np.abs(p.A).max()
+    # Phi_I from solves of A_II: the residual is kappa(A_II) eps |A| |Phi| at most (|Phi| <= 1), factor 10.
+    assert np.abs(residual).max() <= rounding(cond(p.A), factor=10) * np.abs(p.A).max()
     assert np.allclose(Phi[gamma].sum(axis=1), 1.0)  # indicators partition the interface
 
 
@@ -71,7 +75,8 @@ def test_schwarz_init_is_two_level_additive_schwarz(case, ranks):
     D = d.pou_weights()
     expected = ref.two_level_schwarz(p.A.toarray(), d.subdomains, [D[i, :len(s)] for i, s in enumerate(d.subdomains)],
                                      d.phi.toarray(), r, r0)
-    assert np.abs(dense_of(model) - expected).max() <= 1e-10 * np.abs(expected).max()
+    # Eigendecompositions against dense inverses of the same blocks: kappa(A) eps, factor 100.
+    assert np.abs(dense_of(model) - expected).max() <= rounding(cond(p.A), factor=100) * np.abs(expected).max()
 
 
 def test_closed_form_fast_path_equals_the_general_construction():
@@ -81,7 +86,8 @@ def test_closed_form_fast_path_equals_the_general_construction():
     general = local_inverse_factors(p, d, 5, closed_form=False)
     # Eigenvectors are unique up to sign: compare the products Q Q^T.
     prod = lambda Q: np.einsum("nir,njr->nij", Q, Q)  # noqa: E731
-    assert np.abs(prod(fast) - prod(general)).max() <= 1e-12 * np.abs(prod(fast)).max()
+    # Closed-form sines against an eigensolver: kappa(A_i) eps for the inverse's leading part, factor 100.
+    assert np.abs(prod(fast) - prod(general)).max() <= rounding(cond(p.A), factor=100) * np.abs(prod(fast)).max()
 
 
 def kappa(model, problem):
