@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .parallel.layout import CollectiveError
+from .errors import CheckpointError
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "atomic_save", "read", "save", "load_model", "architecture_of",
            "global_state"]
@@ -50,10 +50,6 @@ __all__ = ["FORMAT", "VERSION", "CheckpointError", "atomic_save", "read", "save"
 FORMAT, VERSION = "pddattn-checkpoint", 2
 SHARDED_VERSION = 3  # written only by a model distributed over domain ranks
 READABLE = (1, 2, 3)
-
-
-class CheckpointError(CollectiveError):
-    """A checkpoint that cannot be written, read or used here (raised on every rank alike)."""
 
 
 def atomic_save(payload, path):

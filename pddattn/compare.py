@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .capacity import global_capacity, schwarz_start_error
 from .train import train
+from .errors import ConfigurationError
 
 __all__ = ["THRESHOLDS", "BASELINES", "FNO_LR", "compare", "parse_baselines", "reached", "format_table",
            "plot_curves", "pyplot"]
@@ -36,7 +37,6 @@ FNO_LR = 1e-3  # AdamW; chosen by the sweep in benchmarks/fno_compare.py (docs/r
 
 def parse_baselines(text):
     """'global', 'fno' or 'global,fno' as a tuple; ConfigurationError otherwise."""
-    from .parallel.layout import ConfigurationError
     names = tuple(dict.fromkeys(t.strip() for t in str(text).split(",") if t.strip()))
     bad = [t for t in names if t not in BASELINES]
     if not names or bad:
@@ -60,7 +60,6 @@ def compare(base, global_rank=64, global_lr=None, dd_lr=None, out="runs/compare"
     parameters (DD's decomposition and ranks, the global rank, the FNO's width and
     modes) instead of ``base``, ``global_rank`` and ``base.fno_*``.
     """
-    from .parallel.layout import ConfigurationError
     if base.steps < 1 or (global_steps is not None and global_steps < 1):
         raise ConfigurationError("compare trains every model: --steps (and --global-steps) must be >= 1; "
                                  "`pddattn train --steps 0` saves an untrained model")
@@ -107,7 +106,6 @@ def compare(base, global_rank=64, global_lr=None, dd_lr=None, out="runs/compare"
 def _sizes_at_budget(base, budget, baselines):
     """(problem, {model: {"config": changes, "parameters": count}}) by the rules of pddattn.budget."""
     from .budget import dd_at_budget, fno_at_budget, global_at_budget
-    from .parallel.layout import ConfigurationError
     problem, _, _ = dataclasses.replace(base, model="global").validate().build()  # no decomposition yet
     try:
         changes, params = dd_at_budget(base, problem, budget)

@@ -1,7 +1,7 @@
 """The error types every layer raises: one place, no imports (so any module may use them)."""
 from __future__ import annotations
 
-__all__ = ["CollectiveError", "ConfigurationError"]
+__all__ = ["CollectiveError", "ConfigurationError", "CheckpointError"]
 
 
 class CollectiveError(ValueError):
@@ -10,3 +10,7 @@ class CollectiveError(ValueError):
 
 class ConfigurationError(CollectiveError):
     """A configuration that cannot run; raised identically on every rank."""
+
+
+class CheckpointError(CollectiveError):
+    """A checkpoint that cannot be written, read or used here (raised on every rank alike)."""

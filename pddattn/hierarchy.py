@@ -39,6 +39,8 @@ import json
 import numpy as np
 import scipy.sparse as sp
 
+from .errors import CollectiveError, ConfigurationError
+
 __all__ = ["Level", "coarse_levels", "levels_of", "TOP_SIZE", "COARSE_ROWS", "LEVEL_COARSE"]
 
 TOP_SIZE = 64  # rows of the dense top level (the default of --top-size)
@@ -252,7 +254,6 @@ def _check_diagonal(P, path):
     subdomain factorizations, and the distributed LDL^T of ``solve`` data.
     """
     from mpi4py import MPI
-    from .errors import CollectiveError
     diagonal = P.getDiagonal()
     bad = P.getComm().tompi4py().allreduce(int((diagonal.getArray(readonly=True) <= 0).sum()), op=MPI.SUM)
     diagonal.destroy()
@@ -262,7 +263,7 @@ def _check_diagonal(P, path):
 
 
 def _share(problem, spec, layout):
-    from .parallel.layout import ConfigurationError, check_distribution
+    from .parallel.layout import check_distribution
     from .parallel.setup import algebraic_share, family_share
     import types
     N = spec["N"]

@@ -15,7 +15,7 @@ import math
 import os
 import resource
 
-from .parallel.layout import ConfigurationError
+from .errors import ConfigurationError
 
 __all__ = ["estimate_bytes", "available_bytes", "check_memory", "format_bytes"]
 

@@ -43,11 +43,12 @@ from . import checkpoint
 from .memory import check_memory
 from .models import MODELS, architecture, model_from_architecture, problem_of
 from .operators import INITS
-from .parallel.layout import ConfigurationError, SerialLayout, block_range
+from .parallel.layout import SerialLayout, block_range
 from .problems import make_sampler, parse_grid
 from .problems.pairs import PairsSampler, is_data_file, load_pairs
 from .problems.samplers import evaluate_rows
 from .spectrum import condition_loss, condition_number, fit_probe
+from .errors import ConfigurationError
 
 __all__ = ["TrainConfig", "TrainData", "train", "train_step", "fit_condition", "make_optimizer", "lr_factor",
            "relative_errors"]

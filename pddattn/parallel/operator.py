@@ -39,7 +39,8 @@ import torch
 from ..operators import PREFIX, DDAttention, sparse_pair
 from .comm import CommStats, allreduce_sum
 from .ghosts import GhostExchange, halo_exchange, owners, reverse_exchange
-from .layout import ConfigurationError, check_distribution, subdomain_holdings
+from .layout import check_distribution, subdomain_holdings
+from ..errors import ConfigurationError
 
 __all__ = ["DistributedDDAttention"]
 

@@ -20,8 +20,8 @@ import torch
 
 from ..decomposition import box_ramp, interval_ramp, split_sizes
 from .ghosts import GhostExchange
-from .layout import ConfigurationError
-from .share import CoreMap, DecompositionShare, pou_weights
+from .share import CoreMap, DecompositionShare, pou_weights, sum_over_ranks
+from ..errors import ConfigurationError
 
 __all__ = ["finish_share", "family_share", "algebraic_share", "check_geometry", "coarse_rows", "galerkin_part", "sum_over_ranks", "FAMILY_SHARE_KINDS"]
 
@@ -283,13 +283,3 @@ def galerkin_part(phi, A_UU, U, plan, comm):
     A_own = A_UU[np.searchsorted(U, own)]          # own rows; their columns lie in the ring
     A_own = sp.csr_matrix((A_own.data, to_ext[A_own.indices], A_own.indptr), shape=(len(own), len(nodes)))
     return sp.csr_matrix(phi.T @ (A_own @ phi_ext))
-
-
-def sum_over_ranks(M, comm):
-    """The sparse M summed over the ranks of ``comm``, on every rank (triplets allgathered)."""
-    if comm.Get_size() == 1:
-        return sp.csr_matrix(M)
-    M = sp.coo_matrix(M)
-    parts = comm.allgather((M.row, M.col, M.data))
-    r, c, v = (np.concatenate(p) for p in zip(*parts))
-    return sp.csr_matrix((v, (r, c)), shape=M.shape)

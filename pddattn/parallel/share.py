@@ -26,7 +26,7 @@ import torch
 from ..decomposition import split_sizes
 from .layout import holdings_of
 
-__all__ = ["CoreMap", "DecompositionShare", "Held", "pou_weights", "rows_problem"]
+__all__ = ["CoreMap", "DecompositionShare", "Held", "pou_weights", "rows_problem", "sum_over_ranks"]
 
 
 class CoreMap:
@@ -176,7 +176,6 @@ class DecompositionShare:
     @property
     def A0(self):
         if self._A0 is None:
-            from .setup import sum_over_ranks
             self._A0 = sum_over_ranks(self.A0_local, self.comm) if self.comm is not None else self.A0_local
         return self._A0
 
@@ -252,3 +251,13 @@ def rows_problem(rows, U, grid):
         return rows[where]
 
     return Problem("operator", tuple(grid), "const", 0, None, stencil=rows_of)
+
+
+def sum_over_ranks(M, comm):
+    """The sparse M summed over the ranks of ``comm``, on every rank (triplets allgathered)."""
+    if comm.Get_size() == 1:
+        return sp.csr_matrix(M)
+    M = sp.coo_matrix(M)
+    parts = comm.allgather((M.row, M.col, M.data))
+    r, c, v = (np.concatenate(p) for p in zip(*parts))
+    return sp.csr_matrix((v, (r, c)), shape=M.shape)

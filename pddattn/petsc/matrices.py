@@ -14,6 +14,8 @@ import zlib
 import numpy as np
 import scipy.sparse as sp
 
+from ..errors import CollectiveError
+
 __all__ = ["petsc_matrix", "laplacian_matrix", "gather_operator", "operator_state", "dmda_grid", "mat_load",
            "mat_read"]
 
@@ -105,7 +107,6 @@ def mat_load(path, comm=None):
     matrix that is not symmetric is a CollectiveError on every rank.
     ``comm``: a petsc4py or mpi4py communicator (default COMM_WORLD).
     """
-    from ..parallel.layout import CollectiveError
     PETSc = _petsc()
     comm = PETSc.COMM_WORLD if comm is None else PETSc.Comm(comm)
     viewer = PETSc.Viewer().createBinary(str(path), "r", comm=comm)
@@ -131,7 +132,6 @@ def mat_read(path, comm=None):
     from ..problems.families import matrix_header
     if matrix_header(path) is not None:
         return mat_load(path, comm)
-    from ..parallel.layout import CollectiveError
     from ..problems.families import read_matrix
     PETSc = _petsc()
     comm = PETSc.COMM_WORLD if comm is None else PETSc.Comm(comm)
@@ -164,7 +164,6 @@ def mat_read(path, comm=None):
 
 def _symmetric(A, path):
     """A, unless it is not symmetric (then a CollectiveError on every rank)."""
-    from ..parallel.layout import CollectiveError
     PETSc = _petsc()
     if not A.isSymmetric(1e-12 * max(A.norm(PETSc.NormType.INFINITY), 1e-300)):
         raise CollectiveError(f"the matrix in {path} is not symmetric; pddattn needs a symmetric positive definite operator")

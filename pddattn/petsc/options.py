@@ -7,8 +7,8 @@ is one ConfigurationError line, the same on every rank) and resolves
 from __future__ import annotations
 
 from ..hierarchy import LEVEL_COARSE
-from ..parallel.layout import ConfigurationError
 from .corrections import CORRECTIONS
+from ..errors import ConfigurationError
 
 __all__ = ["OPTIONS", "parse_options"]
 

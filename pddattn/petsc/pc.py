@@ -37,9 +37,9 @@ import torch
 
 from ..problems.families import spec_label
 from . import teardown
-from ..parallel.layout import ConfigurationError
 from .matrices import dmda_grid, gather_operator
 from .options import OPTIONS, parse_options
+from ..errors import CollectiveError, ConfigurationError
 
 __all__ = ["DDAttentionPC", "rank_deficiency", "OPTIONS", "PROBE_TOLERANCE"]
 
@@ -93,7 +93,6 @@ class DDAttentionPC:
 
     # ------------------------------------------------------------------ set-up
     def setUp(self, pc):
-        from ..parallel.layout import CollectiveError
         teardown.register(self, pc)
         with teardown.abort_if_one_rank_fails(pc.comm.tompi4py()):
             try:
@@ -494,7 +493,6 @@ def _from_rows_applies(opts):
 def _spec_of(opts, pc, grid, size):
     """The decomposition spec of the options: boxes of the DMDA's grid (4x4) or algebraic blocks (16)."""
     from ..decomposition import parse_subdomains
-    from ..parallel.layout import ConfigurationError
     text = opts["subdomains"] or _default_subdomains(pc, grid, size)
     try:
         layout_N = parse_subdomains(text)

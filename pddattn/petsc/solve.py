@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from ..problems.families import spec_label
 from .matrices import mat_read, petsc_matrix
 from .verdict import norm_name
+from ..errors import CollectiveError
 
 __all__ = ["solve_main", "assemble_problem", "timed_solve", "PetscFailure", "petsc_message", "reason_text"]
 
@@ -45,7 +46,6 @@ def _petsc():
 
 def _check_input_file(path, what, comm):
     """One collective verdict on a file: every rank raises the same one-line error or none does."""
-    from ..parallel.layout import CollectiveError
     import os
     problem = None
     if comm.getRank() == 0 and not os.path.isfile(path):
@@ -60,7 +60,6 @@ def _right_hand_side(args, A, problem, natural):
 
     ``natural``: the grid (natural) index of each of this rank's rows (assemble_problem).
     """
-    from ..parallel.layout import CollectiveError
     from ..problems import make_sampler
     PETSc = _petsc()
     comm, n = A.getComm(), problem.n
@@ -124,7 +123,6 @@ def _solve_problem(args, layout):
     """The problem to solve: the model's own (from -pddattn_model) or the command line's."""
     PETSc = _petsc()
     from ..models import problem_of
-    from ..parallel.layout import CollectiveError
     model_path = next((PETSc.Options(p).getString("pddattn_model", "") for p in ("", "sub_0_", "sub_1_")
                        if PETSc.Options(p).hasName("pddattn_model")), None)
     given = any(v is not None for v in (args.n, args.grid, args.problem, args.coefficient, args.matrix))
@@ -157,7 +155,6 @@ def assemble_problem(problem, comm, dmda):
     assembled in its ordering, renumbered by arithmetic on the ownership
     ranges (petsc.local.Numbering): no rank asks for the index of all n.
     """
-    from ..parallel.layout import CollectiveError
     PETSc = _petsc()
     if not dmda:
         if _unread(problem):  # a matrix file: each rank gets its rows (MatLoad, or .npz rows from rank 0)
@@ -255,7 +252,6 @@ def solve_main(args, layout):
     petsc4py.init(sys.argv[:1] + args.petsc_options)
     PETSc = _petsc()
     PETSc.Options().insertString(" ".join(args.petsc_options))  # in case PETSc was initialised earlier
-    from ..parallel.layout import CollectiveError
     from .verdict import judge, true_residual_test
     problem = _solve_problem(args, layout)
     comm = PETSc.COMM_WORLD

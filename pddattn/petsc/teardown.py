@@ -24,6 +24,8 @@ import ctypes
 import sys
 import traceback
 
+from ..errors import CollectiveError, ConfigurationError
+
 __all__ = ["register", "unregister", "detach_all", "live_handles", "abort_if_one_rank_fails"]
 
 _live: dict[int, int] = {}  # id(context) -> PC handle
@@ -71,7 +73,6 @@ def abort_if_one_rank_fails(comm):
     An unexpected exception (a bug, memory) is raised on one rank only; the
     others would wait for it in the next collective forever.
     """
-    from ..parallel.layout import CollectiveError
     try:
         yield
     except CollectiveError:
@@ -88,7 +89,6 @@ def abort_if_one_rank_fails(comm):
 
 def _collective_error_hook(previous):
     def hook(kind, value, tb):
-        from ..parallel.layout import CollectiveError
         if not isinstance(value, CollectiveError):
             return previous(kind, value, tb)
         if _world_rank() == 0:  # raised on every rank alike: one line is enough
@@ -114,7 +114,6 @@ sys.excepthook = _collective_error_hook(sys.excepthook)
 
 def unknown_pc(name, known):
     """A stand-in PC context for ``-pc_python_type NAME`` naming no class: a clean one-line error."""
-    from ..parallel.layout import ConfigurationError
 
     class UnknownPC:
         def create(self, pc):
