@@ -2,11 +2,11 @@
 
     .venv/bin/python benchmarks/threads.py --out benchmarks/results
 
-For each setting (spinning threads: OMP_WAIT_POLICY=ACTIVE, the OpenMP
-default; sleeping threads: PASSIVE, what the pddattn command sets unless
-told; one thread: OMP_NUM_THREADS=1) the same 300-step training runs alone,
-then beside an identical endless training with the same setting (the
-contention of two users' jobs on one node). Wall seconds of the whole
+For each setting (libgomp's default, which spins a while and then sleeps;
+spinning threads, OMP_WAIT_POLICY=ACTIVE; sleeping threads, PASSIVE; a short
+spin, GOMP_SPINCOUNT=10000; one thread, OMP_NUM_THREADS=1) the same
+300-step training runs alone, then beside an identical endless training with
+the same setting (two users' jobs on one node). Wall seconds of the whole
 command, imports included. Writes threads.json and threads.md.
 """
 from __future__ import annotations
@@ -22,8 +22,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PDDATTN = str(ROOT / ".venv" / "bin" / "pddattn")
-SETTINGS = {"spinning (OMP_WAIT_POLICY=ACTIVE)": {"OMP_WAIT_POLICY": "ACTIVE"},
-            "sleeping (OMP_WAIT_POLICY=PASSIVE, the default)": {"OMP_WAIT_POLICY": "PASSIVE"},
+SETTINGS = {"libgomp's default (GOMP_SPINCOUNT=300000: spin, then sleep)": {"GOMP_SPINCOUNT": "300000"},
+            "spinning (OMP_WAIT_POLICY=ACTIVE)": {"OMP_WAIT_POLICY": "ACTIVE"},
+            "sleeping (OMP_WAIT_POLICY=PASSIVE)": {"OMP_WAIT_POLICY": "PASSIVE"},
+            "short spin (GOMP_SPINCOUNT=10000)": {"GOMP_SPINCOUNT": "10000"},
             "one thread (OMP_NUM_THREADS=1)": {"OMP_NUM_THREADS": "1"}}
 RUN = ["train", "--n", "1023", "--subdomains", "32", "--eval-every", "100"]
 
@@ -42,7 +44,8 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for name, extra in SETTINGS.items():
-            env = dict(os.environ, **extra)
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
+            env.update(extra)
             alone = timed(env, f"{scratch}/a")
             load = subprocess.Popen([PDDATTN, *RUN, "--steps", "10000000", "--out", f"{scratch}/load", "--overwrite"],
                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

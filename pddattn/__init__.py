@@ -10,19 +10,10 @@ with variable coefficients, or a user's matrix), compared with the global
 low-rank attention Q K^T, run under MPI and usable as a PETSc preconditioner
 (``-pc_type python -pc_python_type pddattn.petsc.DDAttentionPC``).
 """
-import os as _os
-import sys as _sys
-
-if _os.path.basename(_sys.argv[0] if _sys.argv else "") == "pddattn":
-    # The console script: OpenMP threads that sleep when idle, set before torch loads libgomp. Spinning
-    # ones (the default) collapse when another process shares the cores: a 300-step training took 21.5 s
-    # beside a second one, 9.0 s with this, 7.5 s with OMP_NUM_THREADS=1 (docs/results.md). Yours wins.
-    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from .decomposition import Decomposition, algebraic, boxes, intervals  # noqa: E402
-from .operators import DDAttention, GlobalAttention  # noqa: E402
-from .problems import make_problem, make_sampler  # noqa: E402
-from .problems.laplace1d import FourierSampler, ProbeSampler  # noqa: E402
+from .decomposition import Decomposition, algebraic, boxes, intervals
+from .operators import DDAttention, GlobalAttention
+from .problems import make_problem, make_sampler
+from .problems.laplace1d import FourierSampler, ProbeSampler
 
 __version__ = "0.2.0"
 __all__ = ["Decomposition", "intervals", "boxes", "algebraic", "DDAttention", "GlobalAttention", "make_problem",

@@ -125,13 +125,15 @@ with -help to list them all with their defaults, or see docs/reference.md.
 def build_parser():
     p = _Parser(prog="pddattn", description="Domain-decomposition attention (Koehler and Rheinbach).",
                 epilog="Threads: torch uses one per core (under mpirun the ranks on a node share the cores). "
-                       "pddattn sets OMP_WAIT_POLICY=PASSIVE unless you set it, so that idle threads sleep "
-                       "instead of spinning; on a machine shared with other jobs, OMP_NUM_THREADS=1 is often "
-                       "fastest for small models.")
+                       "On a machine shared with other jobs set OMP_NUM_THREADS=1 for small models: beside a "
+                       "second training a 300-step run took 7.7 s with the default threads and 3.4 s with one "
+                       "(3.5 s either way alone); never OMP_WAIT_POLICY=ACTIVE there (42 s). "
+                       "benchmarks/threads.py measures it.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     t = sub.add_parser("train", help="train one model (serial or under mpirun)",
-                       epilog="Threads: one per core; on a shared machine OMP_NUM_THREADS=1 is often fastest "
-                              "for small models (pddattn --help).")
+                       epilog="Threads: one per core; on a machine shared with other jobs, OMP_NUM_THREADS=1 "
+                              "is as fast alone and 2.3x faster beside a second training for small models "
+                              "(pddattn --help).")
     _add_model_options(t)
     _add_training_options(t)
     t.add_argument("--out", help="folder for log.jsonl and checkpoint.pt (default runs/MODEL-DATE-TIME)")
