@@ -23,7 +23,7 @@ import time
 from .parallel.layout import make_layout
 from .problems import COEFFICIENTS, DATA_KINDS, FAMILIES
 from .problems.pairs import is_data_file
-from .train import TrainConfig
+from .config import TrainConfig
 from .errors import CollectiveError, ConfigurationError
 
 # Errors every rank raises alike (validated before any communication): a clean exit.
