@@ -20,11 +20,11 @@ import sys
 import textwrap
 import time
 
+from .config import TrainConfig
+from .errors import CollectiveError, ConfigurationError
 from .parallel.layout import make_layout
 from .problems import COEFFICIENTS, DATA_KINDS, FAMILIES
 from .problems.pairs import is_data_file
-from .config import TrainConfig
-from .errors import CollectiveError, ConfigurationError
 
 # Errors every rank raises alike (validated before any communication): a clean exit.
 COLLECTIVE_ERRORS = (CollectiveError,)

@@ -24,8 +24,8 @@ import json
 from pathlib import Path
 
 from .capacity import global_capacity, schwarz_start_error
-from .train import train
 from .errors import ConfigurationError
+from .train import train
 
 __all__ = ["THRESHOLDS", "BASELINES", "FNO_LR", "compare", "parse_baselines", "reached", "format_table",
            "plot_curves", "pyplot"]

@@ -11,12 +11,12 @@ import math
 import os
 
 from .decomposition import parse_subdomains
+from .errors import ConfigurationError
 from .hierarchy import TOP_SIZE, levels_of
 from .operators import DDAttention, GlobalAttention
 from .parallel.layout import SerialLayout, check_distribution
 from .problems import make_problem, parse_grid, problem_from_spec
 from .problems.families import matrix_shape, unread_matrix_problem
-from .errors import ConfigurationError
 
 __all__ = ["MODELS", "problem_of", "decomposition_spec", "architecture", "upgrade_architecture",
            "model_from_architecture"]

@@ -39,9 +39,9 @@ import numpy as np
 import torch
 
 from . import checkpoint
-from .memory import check_memory
 from .config import DTYPES, LOSSES, TrainConfig, device_missing
 from .errors import ConfigurationError
+from .memory import check_memory
 from .models import model_from_architecture
 from .parallel.layout import SerialLayout, block_range
 from .problems.samplers import evaluate_rows

@@ -3,7 +3,7 @@
 Importing this package does not import mpi4py; the layout and operator do,
 when they are built over a communicator.
 """
-from .layout import Layout, SerialLayout, block_range, check_distribution, make_layout
 from ..errors import ConfigurationError
+from .layout import Layout, SerialLayout, block_range, check_distribution, make_layout
 
 __all__ = ["ConfigurationError", "Layout", "SerialLayout", "block_range", "check_distribution", "make_layout"]

@@ -36,11 +36,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..operators import PREFIX, DDAttention, sparse_pair
 from .comm import CommStats, allreduce_sum
+from ..errors import ConfigurationError
 from .ghosts import GhostExchange, halo_exchange, owners, reverse_exchange
 from .layout import check_distribution, subdomain_holdings
-from ..errors import ConfigurationError
+from ..operators import PREFIX, DDAttention, sparse_pair
 
 __all__ = ["DistributedDDAttention"]
 

@@ -19,9 +19,9 @@ import scipy.sparse as sp
 import torch
 
 from ..decomposition import box_ramp, interval_ramp, split_sizes
+from ..errors import ConfigurationError
 from .ghosts import GhostExchange
 from .share import CoreMap, DecompositionShare, pou_weights, sum_over_ranks
-from ..errors import ConfigurationError
 
 __all__ = ["finish_share", "family_share", "algebraic_share", "check_geometry", "coarse_rows", "galerkin_part", "sum_over_ranks", "FAMILY_SHARE_KINDS"]
 

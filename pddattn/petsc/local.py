@@ -26,11 +26,11 @@ import types
 import numpy as np
 import scipy.sparse as sp
 
+from ..errors import ConfigurationError
+from .matrices import dmda_grid
 from ..parallel.layout import check_distribution
 from ..parallel.setup import check_geometry, finish_share
 from ..parallel.share import CoreMap, rows_problem
-from .matrices import dmda_grid
-from ..errors import ConfigurationError
 
 __all__ = ["Numbering", "LOCAL_COARSE", "local_share"]
 

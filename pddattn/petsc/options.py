@@ -6,9 +6,9 @@ is one ConfigurationError line, the same on every rank) and resolves
 """
 from __future__ import annotations
 
-from ..hierarchy import LEVEL_COARSE
 from .corrections import CORRECTIONS
 from ..errors import ConfigurationError
+from ..hierarchy import LEVEL_COARSE
 
 __all__ = ["OPTIONS", "parse_options"]
 

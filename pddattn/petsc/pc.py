@@ -35,11 +35,11 @@ import time
 import numpy as np
 import torch
 
-from ..problems.families import spec_label
 from . import teardown
+from ..errors import CollectiveError, ConfigurationError
 from .matrices import dmda_grid, gather_operator
 from .options import OPTIONS, parse_options
-from ..errors import CollectiveError, ConfigurationError
+from ..problems.families import spec_label
 
 __all__ = ["DDAttentionPC", "rank_deficiency", "OPTIONS", "PROBE_TOLERANCE"]
 

@@ -12,10 +12,10 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from ..problems.families import spec_label
-from .matrices import mat_read, petsc_matrix
-from .verdict import norm_name
 from ..errors import CollectiveError
+from .matrices import mat_read, petsc_matrix
+from ..problems.families import spec_label
+from .verdict import norm_name
 
 __all__ = ["solve_main", "assemble_problem", "timed_solve", "PetscFailure", "petsc_message", "reason_text"]
 
@@ -38,6 +38,7 @@ def reason_text(reason):
     word = "converged" if reason > 0 else "diverged" if reason < 0 else "stopped"
     name = names.get(reason, "")
     return f"{word} reason {reason}" + (f" ({name})" if reason <= 0 and name else "")
+
 
 def _petsc():
     from petsc4py import PETSc
