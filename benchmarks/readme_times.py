@@ -11,6 +11,7 @@ readme_times.json and readme_times.md as it goes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -47,16 +48,26 @@ def readme_commands(readme=ROOT / "README.md"):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--scratch", help="run in this folder and keep it (default: a temporary one)")
+    parser.add_argument("--start-at", help="skip the commands before the first one containing this text, "
+                                           "keeping the rows already in --out (a run resumed)")
     args = parser.parse_args()
     rows = []
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_rmaps_base_oversubscribe="1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as scratch:
+    commands = readme_commands()
+    if args.start_at:
+        first = next(i for i, (c, _) in enumerate(commands) if args.start_at in c)
+        earlier = {c for c, _ in commands[:first]}
+        rows = [r for r in json.loads((out / "readme_times.json").read_text())["rows"] if r["command"] in earlier]
+        commands = commands[first:]
+    with (contextlib.nullcontext(args.scratch) if args.scratch else tempfile.TemporaryDirectory()) as scratch:
         for name in (".venv", "examples", "launch", "pyproject.toml"):
-            os.symlink(ROOT / name, Path(scratch) / name)
-        for command, skipped in readme_commands():
+            if not (Path(scratch) / name).exists():
+                os.symlink(ROOT / name, Path(scratch) / name)
+        for command, skipped in commands:
             if skipped:
                 rows.append({"command": command, "seconds": None, "returncode": None, "last": skipped})
                 continue
