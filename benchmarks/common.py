@@ -53,12 +53,12 @@ def references_for(config):
     from pddattn.parallel.layout import SerialLayout
     from pddattn.train import TrainConfig, TrainData
     cfg = TrainConfig(**{k: v for k, v in config.items() if v is not None or k == "coarse_rank"})
-    problem, arch, sampler = cfg.build()
-    model = model_from_architecture(arch, problem=problem)
+    problem, arch, sampler, hierarchy = cfg.build()
+    model = model_from_architecture(arch, problem=problem, hierarchy=hierarchy)
     data = TrainData(cfg, model, SerialLayout(), sampler)
     if cfg.model == "global":
         return {"capacity": global_capacity(cfg, problem, data)[0]}
-    return {"schwarz_start": schwarz_start_error(cfg, problem, data)}
+    return {"schwarz_start": schwarz_start_error(cfg, problem, data, hierarchy)}
 
 
 def time_to_reach(history, threshold):

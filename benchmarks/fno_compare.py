@@ -123,7 +123,7 @@ def run_cells(args, results, path):
         steps = args.steps_2d if dim == 2 else args.steps_1d
         base = TrainConfig(**spec, subdomains="4x4" if dim == 2 else 32, steps=steps, batch=args.batch, eval_every=max(steps // 20, 1), test_size=256,
                            warmup=max(steps // 20, 1), dtype="float32", seed=0)
-        problem, _, _ = base.validate().build()
+        problem = base.validate().build().problem
         grid = tuple(problem.grid)
         key_sweep = f"{dim}d"
         if key_sweep not in results["sweeps"]:

@@ -58,8 +58,8 @@ def worker(args):
                       levels=args.levels, top_size=args.top_size, modes=16, batch=args.batch, steps=10**9, warmup=0,
                       test_size=1, dtype="float64")
     layout = make_layout(1, comm=_world())
-    problem, arch, sampler = cfg.build()
-    model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64)
+    problem, arch, sampler, hierarchy = cfg.build()
+    model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64, hierarchy=hierarchy)
     optimizer = make_optimizer(model, 1e-3)
     data = TrainData(cfg, model, layout, sampler)
     t0 = time.perf_counter()

@@ -56,13 +56,13 @@ def regression_capacity(pairs, f_test, u_test, r, limit=REGRESSION_PAIRS):
     return reduced_rank_error(F.T, U.T, Ft, Ut, r), f"rank-r regression on {count} pairs"
 
 
-def schwarz_start_error(cfg, problem, data):
+def schwarz_start_error(cfg, problem, data, hierarchy=None):
     """Test error of the DD architecture of ``cfg`` initialised as truncated two-level Schwarz."""
     from .models import architecture, model_from_architecture
     from .train import evaluate
     from .parallel.layout import SerialLayout
-    arch = architecture(cfg.to_dict(), problem)
-    model = model_from_architecture(arch, problem=problem, dtype=torch.float64, init="schwarz")
+    arch = architecture(cfg.to_dict(), problem, hierarchy)
+    model = model_from_architecture(arch, problem=problem, dtype=torch.float64, init="schwarz", hierarchy=hierarchy)
     f, u = data.test
     test_set = SimpleNamespace(test=(f.double(), u.double()), test_size=data.test_size)  # float64 evaluation
     return evaluate(model, test_set, SerialLayout())

@@ -23,10 +23,12 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .exact import sparse_factor
+from .patterns import Gather, Pattern, canonical
 from .problems.families import block_diagonal, principal_block
 
 __all__ = ["COARSE_SPACES", "attach_coarse", "hat_basis", "q1_basis", "harmonic_basis", "nicolaides_basis",
-           "interior_blocks"]
+           "interior_blocks", "HarmonicPlan"]
 
 COARSE_SPACES = ("hat", "q1", "harmonic", "nicolaides", "none")
 
@@ -126,27 +128,117 @@ def _interface_groups(A, core_of):
 
 def harmonic_basis(A, decomposition):
     """(Phi, Gamma): the GDSW-type basis for any SPD A and cores (module docstring), and the interface."""
-    A = sp.csr_matrix(A)
-    n = A.shape[0]
-    core_of = np.empty(n, dtype=np.int64)
-    for c, nodes in enumerate(decomposition.cores):
-        core_of[nodes] = c
-    gamma, groups = _interface_groups(A, core_of)
-    n0 = len(groups)
-    group_of = np.full(n, -1)
-    for g, nodes in enumerate(groups):
-        group_of[nodes] = g
-    rows, cols, vals = [gamma], [group_of[gamma]], [np.ones(len(gamma))]
-    is_gamma = group_of >= 0
-    # A Phi_Gamma once: row p holds A_p,Gamma Phi_Gamma, so a core's right-hand side is a row slice.
-    a_phi_gamma = A @ sp.csr_matrix((np.ones(len(gamma)), (gamma, group_of[gamma])), shape=(n, n0))
-    ext = _interior_extensions(A, decomposition.cores, is_gamma, a_phi_gamma)
-    if ext is not None:
-        rows.append(ext[0])
-        cols.append(ext[1])
-        vals.append(ext[2])
-    phi = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n0))
-    return phi, np.sort(gamma)
+    plan = HarmonicPlan(A, decomposition.cores)
+    return plan.phi(A), plan.gamma
+
+
+class HarmonicPlan:
+    """The harmonic basis of one pattern of A and one set of cores: structure once, Phi for any values.
+
+    ``group_of`` (each node's interface group, -1 off Gamma) and ``n0`` are
+    given where the groups are numbered across ranks (parallel/setup.py);
+    else they come from A's pattern and the cores.
+
+    Structure (from A's pattern alone): Gamma and its groups, the core
+    interiors that Gamma couples to, the right-hand side's layout and Phi's
+    pattern. Values: Phi_I = -A_II^-1 A_I,Gamma Phi_Gamma, all cores in one
+    sparse factorization of diag(A_II) (:meth:`phi`). Core c's coarse columns
+    go to slots 0..k_c - 1 of one dense right-hand side of max_c k_c columns,
+    so one solve serves every core (the blocks do not couple); Phi's pattern
+    is every slot of every interior row of its core that the slot's right-hand
+    side reaches through the interiors' graph.
+    """
+
+    def __init__(self, A, cores, group_of=None, n0=None):
+        A = canonical(A)
+        n = A.shape[0]
+        self.A_pattern = Pattern.of(A)
+        if group_of is None:
+            group_of, n0 = self._groups(A, cores)
+        self.n0, self.gamma = int(n0), np.flatnonzero(group_of >= 0)
+        self._gamma_cols = group_of[self.gamma]
+        self._interiors(A, cores, group_of)
+
+    @staticmethod
+    def _groups(A, cores):
+        """(group of every node, -1 off Gamma; the number of groups) from A's pattern and the cores."""
+        n = A.shape[0]
+        core_of = np.empty(n, dtype=np.int64)
+        for c, nodes in enumerate(cores):
+            core_of[nodes] = c
+        _, groups = _interface_groups(A, core_of)
+        group_of = np.full(n, -1)
+        for g, nodes in enumerate(groups):
+            group_of[nodes] = g
+        return group_of, len(groups)
+
+    def _interiors(self, A, cores, group_of):
+        """The right-hand side's entries (A's entries (p, c), p interior, c on Gamma), slots and Phi's pattern."""
+        n, n0 = A.shape[0], max(self.n0, 1)
+        label = np.repeat(np.arange(len(cores)), [len(c) for c in cores]) if len(cores) else np.zeros(0, np.int64)
+        nodes = np.concatenate(cores) if len(cores) else np.zeros(0, np.int64)
+        inside = group_of[nodes] < 0
+        nodes, label = nodes[inside], label[inside]
+        row_of = np.full(n, -1)
+        row_of[nodes] = np.arange(len(nodes))
+        rows_A = np.repeat(np.arange(n), np.diff(A.indptr))
+        entry = np.flatnonzero((group_of[A.indices] >= 0) & (row_of[rows_A] >= 0))
+        coupled = np.zeros(len(cores), dtype=bool)
+        coupled[label[row_of[rows_A[entry]]]] = True  # cores whose interior sees Gamma
+        keep = coupled[label]
+        nodes, label = nodes[keep], label[keep]
+        row_of[:] = -1
+        row_of[nodes] = np.arange(len(nodes))
+        row, col = row_of[rows_A[entry]], group_of[A.indices[entry]]
+        pairs, pair_of = np.unique(label[row] * n0 + col, return_inverse=True)
+        pair_core = pairs // n0
+        slot = np.arange(len(pairs)) - np.searchsorted(pair_core, pair_core)  # rank of the column within its core
+        self.width = int(slot.max()) + 1 if len(slot) else 0
+        self._entry, self._target = entry, row * self.width + slot[pair_of.ravel()]
+        sizes = np.bincount(label, minlength=len(cores))
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        interiors = [nodes[starts[c]:starts[c + 1]] for c in np.flatnonzero(sizes)]
+        self.block = Gather.of(lambda M: block_diagonal(lambda rows: M[rows], interiors), A)
+        # Slot s of a row of core c holds coarse column pairs[first_c + s] % n0, for s < k_c.
+        first = np.searchsorted(pair_core, np.arange(len(cores)))
+        count = np.bincount(pair_core, minlength=len(cores))
+        r = np.repeat(np.arange(len(nodes)), count[label])
+        s = np.arange(len(r)) - np.repeat(np.cumsum(count[label]) - count[label], count[label])
+        r, s = self._reached(r, s, row, slot[pair_of.ravel()])
+        self._slots = r * self.width + s
+        rows = np.concatenate([self.gamma, nodes[r]])
+        cols = np.concatenate([self._gamma_cols, pairs[first[label[r]] + s] % n0])
+        order = sp.csr_matrix((np.arange(1, len(rows) + 1, dtype=np.float64), (rows, cols)), shape=(n, self.n0))
+        self.pattern = Pattern.of(order)
+        self._order = canonical(order).data.astype(np.int64) - 1
+        self.rows = len(nodes)
+
+    def _reached(self, r, s, row, slot):
+        """The slots (r, s) a right-hand side entry reaches: those in a connected piece of the interiors'
+        graph that holds an entry of slot s (elsewhere the harmonic extension is zero for every A)."""
+        if not len(r):
+            return r, s
+        _, piece = _connected_pieces(self.block.pattern.matrix(np.ones(self.block.pattern.nnz)))
+        reached = np.unique(piece[row] * self.width + slot)
+        keep = np.isin(piece[r] * self.width + s, reached)
+        return r[keep], s[keep]
+
+    def phi(self, A, factor=None):
+        """Phi (CSR) for A, of the pattern the plan was made for; ``factor``: diag(A_II)'s, when made."""
+        return self.pattern.matrix(self.entries(self.A_pattern.entries(A), factor))
+
+    def entries(self, data, factor=None):
+        """Phi's entries (nnz,) for A's entries ``data``; a (B, nnz_A) array gives (B, nnz), one solve each."""
+        data = np.asarray(data, dtype=np.float64)
+        if data.ndim == 2:
+            return np.stack([self.entries(row) for row in data]) if len(data) else np.zeros((0, self.pattern.nnz))
+        values = np.ones(len(self.gamma) + len(self._slots))
+        if self.rows:
+            rhs = -np.bincount(self._target, weights=data[self._entry], minlength=self.rows * self.width)
+            factor = factor or sparse_factor(self.block.matrix(data))
+            X = factor.solve(rhs.reshape(self.rows, self.width))
+            values[len(self.gamma):] = X.ravel()[self._slots]
+        return values[self._order]
 
 
 def nicolaides_basis(decomposition):
@@ -156,51 +248,6 @@ def nicolaides_basis(decomposition):
     keep = index >= 0
     cols = np.broadcast_to(np.arange(d.N)[:, None], index.shape)
     return sp.csr_matrix((weights[keep], (index[keep], cols[keep])), shape=(d.n, d.N))
-
-
-def _interior_extensions(A, cores, is_gamma, a_phi_gamma):
-    """(rows, cols, values) of Phi_I = -A_II^-1 A_I,Gamma Phi_Gamma for every core's interior, or None.
-
-    All cores in one sparse factorization of the block diagonal diag(A_II):
-    core c's used coarse columns go to slots 0..k_c - 1 of one dense
-    right-hand side of max_c k_c columns, so one solve serves every core (the
-    blocks do not couple). No loop over cores: the slots come from one sort of
-    the (core, column) pairs.
-    """
-    from .exact import sparse_factor
-    if not len(cores):
-        return None
-    label = np.repeat(np.arange(len(cores)), [len(c) for c in cores])
-    nodes = np.concatenate(cores)
-    inside = ~is_gamma[nodes]
-    nodes, label = nodes[inside], label[inside]
-    rhs = sp.csr_matrix(a_phi_gamma)[nodes].tocoo()
-    coupled = np.bincount(label[rhs.row], minlength=len(cores)) > 0  # cores whose interior sees Gamma
-    if not coupled.any():
-        return None
-    keep = coupled[label]
-    if not keep.all():  # drop the cores that see no Gamma, renumbering the kept rows
-        renumber = np.cumsum(keep) - 1
-        entry = keep[rhs.row]
-        rhs = sp.coo_matrix((rhs.data[entry], (renumber[rhs.row[entry]], rhs.col[entry])),
-                            shape=(int(keep.sum()), rhs.shape[1]))
-    nodes, label = nodes[keep], label[keep]
-    n0 = a_phi_gamma.shape[1]
-    pairs, pair_of = np.unique(label[rhs.row] * n0 + rhs.col, return_inverse=True)
-    pair_core = pairs // n0
-    slot = np.arange(len(pairs)) - np.searchsorted(pair_core, pair_core)  # rank of the column within its core
-    B = np.zeros((len(nodes), int(slot.max()) + 1))
-    B[rhs.row, slot[pair_of.ravel()]] = -rhs.data
-    sizes = np.bincount(label, minlength=len(cores))
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    interiors = [nodes[starts[c]:starts[c + 1]] for c in np.flatnonzero(sizes)]
-    X = sparse_factor(block_diagonal(lambda rows: A[rows], interiors)).solve(B)
-    # Slot s of a row of core c holds coarse column pairs[first_c + s] % n0, for s < k_c.
-    first, count = np.searchsorted(pair_core, np.arange(len(cores))), np.bincount(pair_core, minlength=len(cores))
-    r, s = np.nonzero(X)
-    ok = s < count[label[r]]
-    r, s = r[ok], s[ok]
-    return nodes[r], pairs[first[label[r]] + s] % n0, X[r, s]
 
 
 def attach_coarse(d, kind, A=None):
@@ -221,7 +268,8 @@ def attach_coarse(d, kind, A=None):
     elif kind == "harmonic":
         if A is None:
             raise ValueError("the harmonic coarse space is computed from A; pass the matrix")
-        d.phi, d.interface = harmonic_basis(A, d)
+        d.coarse_plan = HarmonicPlan(A, d.cores)
+        d.phi, d.interface = d.coarse_plan.phi(A), d.coarse_plan.gamma
     elif kind == "nicolaides":
         d.phi, d.interface = nicolaides_basis(d), np.zeros(0, dtype=np.int64)
     else:

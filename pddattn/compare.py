@@ -82,20 +82,22 @@ def compare(base, global_rank=64, global_lr=None, dd_lr=None, out="runs/compare"
     runs["dd"] = dataclasses.replace(base, model="dd", lr=dd_lr or base.lr)
     for cfg in runs.values():
         cfg.validate()  # every model's configuration (the FNO's extra included) before any training
-    problem, _, _ = runs["dd"].build(problem)
+    problem, _, _, hierarchy = runs["dd"].build(problem)  # the DD model and its Schwarz start share the levels
     results = {"config": {name: cfg.to_dict() for name, cfg in runs.items()}, "problem": problem.spec(),
                **({"budget": {"parameters": budget, "rule": "pddattn.budget", **sizes}} if sizes else {}),
                "data": problem.pairs.describe() if problem.pairs is not None else {"kind": base.data_kind(problem)},
                "models": {}}
     for name, cfg in runs.items():
         echo(f"training {name} ...")
-        model, row = train(cfg, out=out / name, layout=layout, problem=problem)
+        model, row = train(cfg, out=out / name, layout=layout, problem=problem,
+                           hierarchy=hierarchy if name == "dd" else None)
         for t in THRESHOLDS:
             row[f"reach_{t:g}"] = dict(zip(("step", "time"), reached(row["history"], t)))
         if name == "global":
             row["capacity"], row["capacity_kind"] = global_capacity(cfg, problem, model.train_data)
         elif name == "dd":
-            row["schwarz_start"] = schwarz_start_error(cfg, problem, model.train_data) if problem.has_operator \
+            row["schwarz_start"] = schwarz_start_error(cfg, problem, model.train_data, hierarchy) \
+                if problem.has_operator \
                 else None
         results["models"][name] = row
     results["ratios"] = _ratios(results["models"])
@@ -106,7 +108,7 @@ def compare(base, global_rank=64, global_lr=None, dd_lr=None, out="runs/compare"
 def _sizes_at_budget(base, budget, baselines):
     """(problem, {model: {"config": changes, "parameters": count}}) by the rules of pddattn.budget."""
     from .budget import dd_at_budget, fno_at_budget, global_at_budget
-    problem, _, _ = dataclasses.replace(base, model="global").validate().build()  # no decomposition yet
+    problem = dataclasses.replace(base, model="global").validate().build().problem  # no decomposition yet
     try:
         changes, params = dd_at_budget(base, problem, budget)
         sizes = {"dd": {"config": changes, "parameters": params}}

@@ -1,7 +1,7 @@
 """The training configuration: everything a run depends on, as plain data, checked in one place.
 
     cfg = TrainConfig(model="dd", n=1023, subdomains=32, overlap=2, rank=8).validate()
-    problem, arch, sampler = cfg.build()        # A built once and handed down
+    problem, arch, sampler, hierarchy = cfg.build()   # A and the levels built once and handed down
 
 ``validate`` names the first bad field in one ConfigurationError line (the
 same on every rank, before any communication); ``build`` turns the plain
@@ -12,16 +12,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 
 import torch
 
 from .errors import ConfigurationError
-from .models import MODELS, architecture, problem_of
+from .models import MODELS, architecture, hierarchy_of, problem_of
 from .operators import INITS
 from .problems import make_sampler, parse_grid
 from .problems.pairs import PairsSampler, is_data_file, load_pairs
 
-__all__ = ["TrainConfig", "DTYPES", "LOSSES", "device_missing"]
+
+class Built(typing.NamedTuple):
+    """What a configuration builds: the operator, the architecture, the data and (DD) the levels."""
+
+    problem: object
+    arch: dict
+    sampler: object
+    hierarchy: object = None
+
+__all__ = ["TrainConfig", "Built", "DTYPES", "LOSSES", "device_missing"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 LOSSES = ("error", "condition")
@@ -144,10 +154,12 @@ class TrainConfig:
             return None
         return load_pairs(self.data, parse_grid(self.grid) if self.grid else None, self.test_fraction, self.seed)
 
-    def build(self, problem=None, layout=None):
-        """(problem, architecture, sampler): A built once and handed down; one-line errors.
+    def build(self, problem=None, layout=None, hierarchy=None):
+        """:class:`Built` (problem, architecture, sampler, hierarchy): A and the levels built once and handed
+        down; one-line errors.
 
-        ``layout``: where the model will run (a distributed one builds a rank's share only).
+        ``layout``: where the model will run (a distributed one builds a rank's share only);
+        ``hierarchy``: the DD model's levels when the caller has them (compare's models share one).
         """
         try:
             pairs = self.pairs()
@@ -159,7 +171,10 @@ class TrainConfig:
                 sampler = PairsSampler(pairs, self.seed)
             else:
                 problem = problem or problem_of(self.to_dict(), layout)
-            arch = architecture(self.to_dict(), problem, layout)  # first: a rank's share gives it A's rows
+            if self.model == "dd":  # first: a rank's share gives level 0's problem its rows of A
+                hierarchy = hierarchy or hierarchy_of(self.to_dict(), problem, layout)
+                problem = hierarchy.problem
+            arch = architecture(self.to_dict(), problem, hierarchy)
             if pairs is None:
                 sampler = make_sampler(self.data_kind(problem), problem, self.modes, self.alpha, self.seed)
             if self.model == "fno":
@@ -167,7 +182,7 @@ class TrainConfig:
                 arch["scales"] = list(data_scales(sampler))
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
-        return problem, arch, sampler
+        return Built(problem, arch, sampler, hierarchy)
 
     def _check_recorded(self, pairs):
         if self.data_sha256 and self.data_sha256 != pairs.sha256:

@@ -19,6 +19,8 @@ through A's graph, as PCASM's overlap). The kernels only ever see :meth:`Decompo
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -85,6 +87,7 @@ class Decomposition:
         self._ramps = ramps
         self.phi = sp.csr_matrix((self.n, 0)) if phi is None else sp.csr_matrix(phi)
         self.coarse = self.spec.get("coarse", "none")
+        self.coarse_plan = None  # the harmonic basis's plan (coarse.HarmonicPlan): Phi for new values of A
         self.__dict__.update(extra)  # builder-specific geometry (core_bounds, starts, stops, ...)
 
     # ------------------------------------------------------------------ sizes
@@ -111,6 +114,17 @@ class Decomposition:
     def contiguous(self):
         """True when every core and subdomain is a node range (what the 1D MPI exchange needs)."""
         return hasattr(self, "core_bounds")
+
+    @property
+    def whole(self):
+        """True: every subdomain and all of Phi are here (a rank's DecompositionShare says False)."""
+        return True
+
+    def with_phi(self, phi):
+        """The same structure with another coarse basis of Phi's pattern (new values of A)."""
+        out = copy.copy(self)
+        out.phi = sp.csr_matrix(phi)
+        return out
 
     def to_dict(self):
         return dict(self.spec)

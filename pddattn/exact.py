@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .patterns import canonical
 from .problems.families import block_diagonal
 
 __all__ = ["BlockDiagonalSolve", "SparseSolve", "application_cost", "factor_package", "sparse_factor", "sparse_lu"]
@@ -50,8 +51,7 @@ class _PetscCholesky:
 
     def __init__(self, A, package=None):
         from petsc4py import PETSc
-        A = sp.csr_matrix(A)
-        A.sort_indices()
+        A = canonical(A)
         # PETSc's Mat over these arrays (petsc4py keeps them alive): no copy row by row, 5 ms of 30 at 255^2
         self._csr = (A.indptr.astype(PETSc.IntType), A.indices.astype(PETSc.IntType), A.data.astype(PETSc.ScalarType))
         self.M = PETSc.Mat().createAIJWithArrays(A.shape, self._csr, comm=PETSc.COMM_SELF)
@@ -67,6 +67,18 @@ class _PetscCholesky:
         self.ksp.setUp()
         self.b, self.x = self.M.createVecs()
         self.n, self.nnz = A.shape[0], int(pc.getFactorMatrix().getInfo()["nz_used"])  # the triangle, diagonal in
+
+    def refactor(self, A):
+        """New values of the same pattern: PETSc redoes the numeric factorization only (the ordering and
+        symbolic factor stay)."""
+        A = canonical(A)
+        if A.shape != self.M.getSize() or A.nnz != len(self._csr[1]):
+            raise ValueError("refactor needs the pattern the factorization was made for")
+        self._csr[2][:] = A.data
+        self.M.setValuesCSR(*self._csr)
+        self.M.assemble()
+        self.ksp.setUp()
+        return self
 
     def destroy(self):
         """Free the PETSc objects now: petsc4py's garbage collection of a Mat leaves memory behind
@@ -119,6 +131,18 @@ class SparseSolve:
         nnz = _factor_nnz(self.lu)
         flops = self.lu.flops(columns) if hasattr(self.lu, "flops") else columns * 2 * nnz
         return flops, 2 * 12 * nnz + columns * 3 * 8 * self.n
+
+    def solve(self, X):
+        """A^-1 X for a numpy array X (n,) or (n, B)."""
+        return self.lu.solve(X) if self.n else X
+
+    def refactor(self, A):
+        """The factorization of A, of the pattern this one was made for: numeric only where PETSc's."""
+        if self.n and hasattr(self.lu, "refactor"):
+            self.lu.refactor(A)
+        elif self.n:
+            self.lu = sparse_factor(A)
+        return self
 
     def free(self):
         """Release the factorization's PETSc objects (SuperLU's go with Python's collection)."""

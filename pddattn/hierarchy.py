@@ -26,22 +26,37 @@ partition of the whole A_l and the row blocks remain to rebuild checkpoints
 written with them. The loop is pyamg's shape: one short loop appending
 levels.
 
-:func:`levels_of` is the one place a decomposition spec becomes objects: it
-builds level 0's decomposition and the coarse levels once per problem and
-returns the same objects to every later caller in the run (the architecture,
-the model, the Schwarz start, the PC's training).
+:func:`build_hierarchy` is the one place a decomposition spec becomes
+objects; its :class:`Hierarchy` is handed to whoever needs the levels (the
+architecture, the model, the Schwarz start, the PC). A level's *structure*
+(index sets, partition of unity, the patterns of A_l, Phi_{l+1} and
+A_{l+1}, the harmonic basis's plan) is built once; its *values* (A_l's
+entries, Phi_{l+1}, A_{l+1}, factorizations) follow any A of the same
+pattern through :meth:`Hierarchy.update`, or B of them at once through
+:meth:`Hierarchy.values`.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import CollectiveError, ConfigurationError
+from .decomposition import algebraic, decomposition_from_spec
+from .errors import ConfigurationError
+from .exact import SparseSolve
+from .parallel.coarse_level import tiled_share
+from .parallel.layout import check_distribution
+from .parallel.setup import FAMILY_SHARE_KINDS, algebraic_share, family_share
+from .parallel.share import rows_problem
+from .patterns import Gather, Pattern, canonical, onto
+from .problems import operator_problem
+from .problems.families import block_diagonal, matrix_shape
+from .schwarz import galerkin
+from .tiling import anchor_cores, tile_cores, tile_grid
 
-__all__ = ["Level", "coarse_levels", "levels_of", "TOP_SIZE", "COARSE_ROWS", "LEVEL_COARSE"]
+__all__ = ["Hierarchy", "Level", "LevelPlan", "Values", "build_hierarchy", "coarse_levels", "TOP_SIZE",
+           "COARSE_ROWS", "LEVEL_COARSE"]
 
 TOP_SIZE = 64  # rows of the dense top level (the default of --top-size)
 COARSE_ROWS = 24  # rows per coarse subdomain when top_size = 0 (about 8 fine subdomains' functions in 2D)
@@ -58,6 +73,28 @@ class Level:
     A: sp.csr_matrix
     decomposition: object
     problem: object = None  # A_l as a Problem (family 'operator'), what the level's operator is built on
+    plan: object = None  # how its values follow A (LevelPlan); None on a per-rank share
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelPlan:
+    """A level's structure for its values: the patterns of A_l and A_{l+1}, and Phi_{l+1}'s plan.
+
+    ``phi`` is the harmonic basis's :class:`~pddattn.coarse.HarmonicPlan`, or
+    None where Phi does not depend on A's values (hat, q1, Nicolaides, none);
+    ``coarse`` is A_{l+1}'s pattern (the next level's, or the top's), None
+    without a coarse space; ``blocks`` gathers diag(R_i A_l R_i^T).
+    """
+
+    pattern: Pattern
+    phi: object
+    coarse: Pattern | None
+    blocks: Gather
+
+    @classmethod
+    def of(cls, A, decomposition, coarse):
+        blocks = Gather.of(lambda M: block_diagonal(lambda rows: M[rows], decomposition.subdomains), A)
+        return cls(Pattern.of(A), decomposition.coarse_plan, coarse, blocks)
 
 
 LEVEL_COARSE = ("harmonic", "nicolaides")
@@ -89,14 +126,12 @@ def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1, coarse="
         the whole A_l) and ``blocks`` only to rebuild checkpoints written
         before them (the architecture's ``level_partition``).
     """
-    from .decomposition import algebraic
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
         raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
     if isinstance(top_size, bool) or not isinstance(top_size, int) or top_size < 0:
         raise ValueError(f"top size must be an integer >= 0 (0: fixed coarse subdomains), got {top_size!r}")
     if coarse not in LEVEL_COARSE:
         raise ValueError(f"the coarse levels' space must be one of {LEVEL_COARSE}, got {coarse!r}")
-    from .problems import operator_problem
     out, d, problem_l = [], decomposition, A
     for depth in range(levels - 2):
         if d.coarse_size == 0:
@@ -133,15 +168,12 @@ def _spreads(d, tiles, coarse):
 
 def _tiled_level(d, part, cores, grid, delta, coarse):
     """(share, problem) of the coarse level below the share d, built per rank (parallel/coarse_level.py)."""
-    from .parallel.coarse_level import tiled_share
-    from .parallel.share import rows_problem
     level, rows, U = tiled_share(d, cores, part, grid, delta, coarse, d.comm)
     return level, rows_problem(rows, U, (level.n,))
 
 
 def _tiles(d, count):
     """(part, cores, tile grid): about ``count`` tiles of d's core grid, fewer while a tile would be empty."""
-    from .tiling import anchor_cores, tile_cores, tile_grid
     grid = getattr(d, "core_grid", None) or tuple(d.layout)
     home = anchor_cores(d, _core_lookup(d))
     while True:
@@ -171,36 +203,198 @@ def _coarsening(n_l, top_size, remaining):
     return max((n_l / top_size) ** (1.0 / remaining), 1.0)
 
 
-def levels_of(problem, spec, levels=2, top_size=TOP_SIZE, level_coarse="harmonic", layout=None,
-              level_partition="tiles"):
-    """(level 0's decomposition, its coarse levels) for ``spec`` on ``problem``, built once per problem.
 
-    Every later call with the same spec, levels and top size returns the same
-    objects, so a run builds each decomposition and coarse basis once. With a
-    ``layout`` of more than one domain rank, intervals, boxes and algebraic
-    row blocks on a family with A, and row blocks of a matrix file, are this
-    rank's share only (parallel/setup.py: its subdomains, weights and rows of
-    Phi), and so is every coarse level below with a tile per rank
-    (parallel/coarse_level.py). Collective then: every rank calls alike.
+
+# ------------------------------------------------------------------ the hierarchy
+@dataclasses.dataclass
+class Values:
+    """The values of B operators on one hierarchy's structure, each with a leading operator dimension.
+
+    ``A[l]`` is (B, nnz of A_l) on ``hierarchy.levels[l].plan.pattern``;
+    ``phi[l]`` (B, nnz of Phi_{l+1}) on the level's Phi pattern, None where
+    Phi does not depend on A; ``top`` (B, nnz of A_top) on the last level's
+    coarse pattern (None without a coarse space).
     """
-    from .decomposition import decomposition_from_spec
-    cache = problem.__dict__.setdefault("_levels", {})
-    shared = _share_applies(problem, spec, layout)
-    key = json.dumps(spec, sort_keys=True) + (f"@{layout.domain_rank}/{layout.domain_size}" if shared else "")
-    if key not in cache:
-        cache[key] = (_share(problem, spec, layout) if shared else decomposition_from_spec(spec, problem), {})
-    d, below = cache[key]
-    depth = (levels, top_size, level_coarse, level_partition) if levels > 2 else (2,)
-    if depth not in below:
-        below[depth] = coarse_levels(d, problem, levels, top_size, coarse=level_coarse, partition=level_partition)
-    return d, below[depth]
+
+    A: list
+    phi: list
+    top: np.ndarray | None
+
+    @property
+    def count(self):
+        return len(self.A[0])
+
+
+class Hierarchy:
+    """The levels of DD attention on one operator: structure built once, values recomputed per operator.
+
+    ``levels[0]`` holds the problem's A and its decomposition, ``levels[l]``
+    (l >= 1) A_l = Phi_l^T A_{l-1} Phi_l and its decomposition; below the
+    last is the top A_top (:attr:`top`), dense in the operator. Build it
+    with :func:`build_hierarchy`.
+
+    >>> from pddattn.problems import make_problem
+    >>> p, q = (make_problem("diffusion2d", (31, 31), "lognormal:1", seed=s) for s in (1, 2))
+    >>> spec = {"kind": "boxes", "N": [4, 4], "delta": 1, "pou": "count", "coarse": "harmonic"}
+    >>> h = build_hierarchy(p, spec)
+    >>> h.update(q.A).same_structure(p.A), abs(h.decomposition.phi - build_hierarchy(q, spec).decomposition.phi).max() < 1e-12
+    (True, True)
+    """
+
+    def __init__(self, levels, top=None):
+        self.levels, self.top = list(levels), top
+        self._factors = None  # (local solves per level, top solve) once factorize() has made them
+        self._interiors = {}  # level -> the harmonic interiors' factorization, kept for the next update
+
+    @property
+    def decomposition(self):
+        """Level 0's decomposition."""
+        return self.levels[0].decomposition
+
+    @property
+    def problem(self):
+        """Level 0's operator as a Problem."""
+        return self.levels[0].problem
+
+    @property
+    def below(self):
+        """The coarse levels 1 .. L-2."""
+        return self.levels[1:]
+
+    @property
+    def updatable(self):
+        """Whether every level has a plan: whole decompositions (a per-rank share is rebuilt instead)."""
+        return all(level.plan is not None for level in self.levels)
+
+    def same_structure(self, A):
+        """Whether A has the pattern this hierarchy was built on (so :meth:`update` applies)."""
+        return self.updatable and self.levels[0].plan.pattern.same(canonical(A))
+
+    def update(self, A, problem=None):
+        """New values for A, of level 0's pattern, in place: A_l, Phi_{l+1}, A_top and any factorizations.
+
+        ``problem`` names A (default: A as an operator on level 0's grid).
+        Returns self. ValueError when A has another pattern.
+        """
+        self._check_updatable()
+        A = canonical(A)
+        data = self.levels[0].plan.pattern.entries(A)
+        problem = problem or operator_problem(A, self.problem.grid)
+        for depth, level in enumerate(self.levels):
+            phi = level.plan.phi.phi(A, self._interior_factor(depth, A)) if level.plan.phi is not None else \
+                level.decomposition.phi
+            self.levels[depth] = Level(A, level.decomposition.with_phi(phi), problem, level.plan)
+            if level.plan.coarse is None:
+                break
+            A = level.plan.coarse.matrix(onto(galerkin(problem, phi), level.plan.coarse))
+            data, problem = A.data, operator_problem(A)
+        self.top = A if self.levels[-1].plan.coarse is not None else None
+        self._refactor()
+        return self
+
+    def values(self, operators):
+        """The values of B operators of level 0's pattern, batched (:class:`Values`); the hierarchy's own
+        values stay. Each Phi costs one numeric factorization (the symbolic one is shared)."""
+        self._check_updatable()
+        A = [canonical(M) for M in operators]
+        if not A:
+            raise ValueError("values of no operators: pass at least one")
+        out = Values([], [], None)
+        for depth, level in enumerate(self.levels):
+            plan = level.plan
+            data = np.stack([plan.pattern.entries(M) for M in A])
+            out.A.append(data)
+            factor = SparseSolve(plan.phi.block.matrix(data[0])) if plan.phi is not None else None
+            phis = [plan.phi.phi(M, factor.refactor(plan.phi.block.matrix(row))) if factor else
+                    level.decomposition.phi for M, row in zip(A, data)]
+            out.phi.append(np.stack([p.data for p in phis]) if plan.phi is not None else None)
+            if factor is not None:
+                factor.free()
+            if plan.coarse is None:
+                break
+            A = [plan.coarse.matrix(onto(galerkin(operator_problem(M), p), plan.coarse)) for M, p in zip(A, phis)]
+        if self.levels[-1].plan.coarse is not None:
+            out.top = np.stack([M.data for M in A])
+        return out
+
+    def factorize(self):
+        """Sparse factorizations of every level's diag(R_i A_l R_i^T) and of A_top, kept with the values
+        (:meth:`update` refactors them, numerically only). Returns (local solves, top solve)."""
+        self._check_updatable()
+        if self._factors is None:
+            local = [SparseSolve(level.plan.blocks.matrix(level.plan.pattern.entries(level.A)))
+                     for level in self.levels]
+            self._factors = (local, SparseSolve(self.top) if self.top is not None else None)
+        return self._factors
+
+    def free(self):
+        """Release the factorizations' PETSc objects."""
+        local, top = self._factors or ((), None)
+        for solve in [*local, top, *self._interiors.values()]:
+            if solve is not None:
+                solve.free()
+        self._factors, self._interiors = None, {}
+
+    def _interior_factor(self, depth, A):
+        """diag(A_II) of level ``depth``'s harmonic basis for A, factored: numerically only after the first."""
+        block = self.levels[depth].plan.phi.block.matrix(self.levels[depth].plan.pattern.entries(A))
+        solve = self._interiors.get(depth)
+        self._interiors[depth] = SparseSolve(block) if solve is None else solve.refactor(block)
+        return self._interiors[depth]
+
+    def _refactor(self):
+        if self._factors is None:
+            return
+        local, top = self._factors
+        for solve, level in zip(local, self.levels):
+            solve.refactor(level.plan.blocks.matrix(level.plan.pattern.entries(level.A)))
+        if top is not None:
+            top.refactor(self.top)
+
+    def _check_updatable(self):
+        if not self.updatable:
+            raise ConfigurationError("this hierarchy holds a rank's share of its levels; new values are taken "
+                                     "by building its share anew (the PC's set-up does: petsc/local.py)")
+
+
+def build_hierarchy(problem, spec, levels=2, top_size=TOP_SIZE, level_coarse="harmonic", layout=None,
+                    level_partition="tiles"):
+    """The :class:`Hierarchy` of ``spec`` on ``problem``: the one place a decomposition spec becomes levels.
+
+    With a ``layout`` of more than one domain rank, intervals, boxes and
+    algebraic row blocks on a family with A, and row blocks of a matrix file,
+    are this rank's share only (parallel/setup.py: its subdomains, weights
+    and rows of Phi), and so is every coarse level below with a tile per rank
+    (parallel/coarse_level.py). Collective then: every rank calls alike. The
+    problem is not changed: a matrix file read by rows gives level 0 a
+    problem of its own that answers those rows.
+    """
+    if _share_applies(problem, spec, layout):
+        d, problem = _share(problem, spec, layout)
+    else:
+        d = decomposition_from_spec(spec, problem)
+    below = coarse_levels(d, problem, levels, top_size, coarse=level_coarse, partition=level_partition)
+    out = [Level(problem.A if _whole(d, problem) else None, d, problem)] + below
+    if not all(_whole(level.decomposition, level.problem) for level in out):
+        return Hierarchy(out)
+    patterns = [Pattern.of(level.A) for level in out[1:]]
+    last = out[-1]
+    top = canonical(galerkin(last.problem, last.decomposition.phi)) if last.decomposition.coarse_size else None
+    patterns.append(Pattern.of(top) if top is not None else None)
+    for level, coarse in zip(out, patterns):
+        level.plan = LevelPlan.of(level.A, level.decomposition, coarse)
+    return Hierarchy(out, top)
+
+
+def _whole(d, problem):
+    """Whether a level holds its whole decomposition on a problem with A in memory (so it has a plan)."""
+    return d.whole and problem.has_operator and not problem.rows_only
 
 
 def _share_applies(problem, spec, layout):
     """Whether a rank builds only its share: distributed, and either subdomains on a family's stencil
     rows (intervals, boxes, algebraic row blocks) or algebraic ones on a matrix file this rank reads
-    its rows of (:func:`_matrix_share`)."""
-    from .parallel.setup import FAMILY_SHARE_KINDS
+    its rows of (petsc/local.matrix_file_share)."""
     if layout is None or layout.domain_size <= 1 or not problem.has_operator:
         return False
     if _matrix_share_applies(problem, spec):
@@ -218,65 +412,26 @@ def _family_algebraic(spec):
 
 def _matrix_share_applies(problem, spec):
     """A matrix file not in memory, algebraic row blocks, count weights: what petsc/local.py builds."""
-    from .problems.families import matrix_shape
     return (problem.matrix is not None and problem._A is None and spec.get("kind") == "algebraic"
             and spec.get("pou") == "count" and spec.get("partition", "blocks") == "blocks"
             and spec.get("coarse") in ("harmonic", "none") and matrix_shape(problem.matrix) is not None)
 
 
-def _matrix_share(problem, spec, layout):
-    """A rank's share of an algebraic decomposition of a matrix file, from its rows alone.
-
-    The file is read by mat_read (MatLoad, each rank its rows; an .npz sent
-    out from rank 0, which alone reads it), the share built as
-    DDAttentionPC builds its own (petsc/local.py: MatIncreaseOverlap,
-    MatCreateSubMatrices, harmonic rows from local solves); the problem then
-    answers A's rows at the rank's subdomains and ring only, so nothing on
-    any rank reads the whole matrix.
-    """
-    from petsc4py import PETSc
-    from .petsc.local import local_share
-    from .petsc.matrices import mat_read
-    P = mat_read(problem.matrix, PETSc.Comm(layout.domain_comm))
-    try:
-        _check_diagonal(P, problem.matrix)
-        share, local = local_share(P, None, spec, layout)
-    finally:
-        P.destroy()
-    problem.stencil = local.stencil
-    return share
-
-
-def _check_diagonal(P, path):
-    """A positive diagonal, checked on every rank's rows: the SPD test that costs nothing (collective).
-
-    The rest of positive definiteness is checked where A is factored: the
-    subdomain factorizations, and the distributed LDL^T of ``solve`` data.
-    """
-    from mpi4py import MPI
-    diagonal = P.getDiagonal()
-    bad = P.getComm().tompi4py().allreduce(int((diagonal.getArray(readonly=True) <= 0).sum()), op=MPI.SUM)
-    diagonal.destroy()
-    if bad:
-        raise CollectiveError(f"the matrix in {path} is not positive definite ({bad} diagonal entries <= 0); "
-                              "pddattn needs a symmetric positive definite operator")
-
-
 def _share(problem, spec, layout):
-    from .parallel.layout import check_distribution
-    from .parallel.setup import algebraic_share, family_share
-    import types
+    """(this rank's share, the problem level 0 answers rows from)."""
     N = spec["N"]
-    counts = types.SimpleNamespace(N=int(np.prod(N)), spec=spec, layout=tuple(N) if isinstance(N, list) else (N,))
+    counts = dataclasses.make_dataclass("Counts", ["N", "spec", "layout"])(
+        int(np.prod(N)), spec, tuple(N) if isinstance(N, list) else (N,))
     check_distribution(counts, layout.world_size, layout.data_size)
     try:
         if _matrix_share_applies(problem, spec):
-            return _matrix_share(problem, spec, layout)
+            from .petsc.local import matrix_file_share  # petsc4py: only for a matrix file read by rows
+            share, stencil = matrix_file_share(problem, spec, layout)
+            return share, dataclasses.replace(problem, stencil=stencil)
         if spec.get("kind") == "algebraic":
-            return algebraic_share(problem, spec, layout, layout.domain_comm)
-        return family_share(problem, spec, layout, layout.domain_comm)
+            return algebraic_share(problem, spec, layout, layout.domain_comm), problem
+        return family_share(problem, spec, layout, layout.domain_comm), problem
     except ConfigurationError:
         raise
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
-

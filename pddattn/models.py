@@ -12,13 +12,13 @@ import os
 
 from .decomposition import parse_subdomains
 from .errors import ConfigurationError
-from .hierarchy import TOP_SIZE, levels_of
+from .hierarchy import TOP_SIZE, build_hierarchy
 from .operators import DDAttention, GlobalAttention
 from .parallel.layout import SerialLayout, check_distribution
 from .problems import make_problem, parse_grid, problem_from_spec
 from .problems.families import matrix_shape, unread_matrix_problem
 
-__all__ = ["MODELS", "problem_of", "decomposition_spec", "architecture", "upgrade_architecture",
+__all__ = ["MODELS", "problem_of", "decomposition_spec", "hierarchy_of", "architecture", "upgrade_architecture",
            "model_from_architecture"]
 
 MODELS = ("dd", "global", "fno")
@@ -65,11 +65,21 @@ def decomposition_spec(cfg, problem):
             "pou": cfg.get("pou", "count"), "coarse": coarse}
 
 
-def architecture(cfg, problem=None, layout=None):
-    """The architecture part of a training config (dict), as stored in checkpoints.
+def hierarchy_of(cfg, problem, layout=None):
+    """The Hierarchy a DD config (dict) names on ``problem``: built here, once, and handed down.
 
     ``layout``: the MPI layout the model will run on; a distributed one builds
-    this rank's share of the decomposition only (``hierarchy.levels_of``).
+    this rank's share of the decomposition only (``hierarchy.build_hierarchy``).
+    """
+    return build_hierarchy(problem, decomposition_spec(cfg, problem), cfg.get("levels", 2),
+                           cfg.get("top_size", TOP_SIZE), cfg.get("level_coarse", "harmonic"), layout)
+
+
+def architecture(cfg, problem=None, hierarchy=None):
+    """The architecture part of a training config (dict), as stored in checkpoints.
+
+    A DD model's is read off its ``hierarchy`` (:func:`hierarchy_of`, built
+    here when not given).
     """
     problem = problem or problem_of(cfg)
     if cfg["model"] == "global":
@@ -79,15 +89,15 @@ def architecture(cfg, problem=None, layout=None):
         return {"model": "fno", "n": problem.n, "problem": problem.spec(), "grid": list(problem.grid),
                 "width": cfg.get("fno_width", 32), "modes": cfg.get("fno_modes", 16),
                 "layers": cfg.get("fno_layers", 4)}
-    levels, top_size, level_coarse = cfg.get("levels", 2), cfg.get("top_size", TOP_SIZE), cfg.get("level_coarse",
-                                                                                                    "harmonic")
-    d, below = levels_of(problem, decomposition_spec(cfg, problem), levels, top_size, level_coarse, layout)
+    hierarchy = hierarchy or hierarchy_of(cfg, problem)
+    d, levels = hierarchy.decomposition, cfg.get("levels", 2)
     arch = {"model": "dd", "n": problem.n, "problem": problem.spec(), "decomposition": d.to_dict(),
             "rank": cfg["rank"], "coarse_rank": d.coarse_size if cfg.get("coarse_rank") is None else cfg["coarse_rank"],
             "symmetric": cfg["symmetric"], "coarse": d.coarse_size > 0}
     if levels > 2:  # the coarse rank is then the top level's (default: full)
-        top = below[-1].decomposition
-        arch.update(levels=levels, top_size=top_size, level_coarse=level_coarse, level_partition="tiles",
+        top = hierarchy.levels[-1].decomposition
+        arch.update(levels=levels, top_size=cfg.get("top_size", TOP_SIZE),
+                    level_coarse=cfg.get("level_coarse", "harmonic"), level_partition="tiles",
                     coarse_rank=top.coarse_size if cfg.get("coarse_rank") is None else cfg["coarse_rank"])
     return arch
 
@@ -106,10 +116,11 @@ def upgrade_architecture(arch):
 
 
 def model_from_architecture(arch, layout=None, *, problem=None, dtype=None, device=None, init="random",
-                            init_scale=0.1, seed=0):
+                            init_scale=0.1, seed=0, hierarchy=None):
     """A GlobalAttention, DDAttention or DistributedDDAttention for ``arch``.
 
-    ``problem`` is rebuilt from the architecture's spec when not given.
+    ``problem`` is rebuilt from the architecture's spec when not given; a DD
+    model's ``hierarchy`` (the levels) is built from it when not given.
     Raises ConfigurationError (identically on every rank) when the layout
     cannot hold the model.
     """
@@ -136,10 +147,12 @@ def model_from_architecture(arch, layout=None, *, problem=None, dtype=None, devi
                                seed=seed, dtype=dtype, device=device, problem=problem, init=init)
     levels, top_size = arch.get("levels", 2), arch.get("top_size", TOP_SIZE)
     try:
-        d, below = levels_of(problem, arch["decomposition"], levels, top_size, arch.get("level_coarse", "harmonic"),
-                             layout, arch.get("level_partition", "blocks"))  # absent: written before the partition
+        hierarchy = hierarchy or build_hierarchy(problem, arch["decomposition"], levels, top_size,
+                                                 arch.get("level_coarse", "harmonic"), layout,
+                                                 arch.get("level_partition", "blocks"))  # absent: before partitions
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
+    d, below, problem = hierarchy.decomposition, hierarchy.below, hierarchy.problem
     check_distribution(d, layout.world_size, layout.data_size)
     kwargs = dict(r=arch["rank"], r0=arch.get("coarse_rank") if d.coarse_size else None,
                   symmetric=arch["symmetric"], coarse=arch.get("coarse", True) and d.coarse_size > 0, init=init,

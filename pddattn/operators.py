@@ -330,7 +330,7 @@ class DDAttention(_Attention):
     top_size : int
         The target size of the dense top level when levels > 2.
     coarse_levels : list of hierarchy.Level, optional
-        The levels below this one, when already built (``hierarchy.levels_of``);
+        The levels below this one, when already built (``Hierarchy.below``);
         built here otherwise.
     rows : object, optional
         Where a rank's rows live: ``rows.own`` (the output rows, sorted global
@@ -545,7 +545,7 @@ class DDAttention(_Attention):
         Parameters
         ----------
         decomposition : Decomposition
-            This level's, built on the new values (``hierarchy.levels_of``).
+            This level's, on the new values (``Hierarchy.update``).
         problem : Problem
         coarse_levels : list of hierarchy.Level
             The levels below, built on the new values.

@@ -197,7 +197,7 @@ class _Log:
             self.bar.close()
 
 
-def train(cfg, out=None, resume=False, layout=None, problem=None):
+def train(cfg, out=None, resume=False, layout=None, problem=None, hierarchy=None):
     """Train one model; return (model, summary) with the evaluation history in the summary.
 
     Parameters
@@ -212,14 +212,16 @@ def train(cfg, out=None, resume=False, layout=None, problem=None):
         The MPI layout (default: serial).
     problem : Problem, optional
         The operator, when the caller has built it already (it must be the one ``cfg`` names).
+    hierarchy : Hierarchy, optional
+        A DD model's levels, when the caller has built them (on ``problem``, as ``cfg`` names them).
     """
     cfg.validate()
     layout = layout or SerialLayout(cfg.data_parallel)
     check_memory(cfg, layout)
     torch.manual_seed(cfg.seed)
-    problem, arch, sampler = cfg.build(problem, layout)
-    model = model_from_architecture(arch, layout, problem=problem, dtype=DTYPES[cfg.dtype],
-                                    device=cfg.device, init=cfg.init, init_scale=cfg.init_scale, seed=cfg.seed)
+    problem, arch, sampler, hierarchy = cfg.build(problem, layout, hierarchy)
+    model = model_from_architecture(arch, layout, problem=problem, dtype=DTYPES[cfg.dtype], device=cfg.device,
+                                    init=cfg.init, init_scale=cfg.init_scale, seed=cfg.seed, hierarchy=hierarchy)
     optimizer = make_optimizer(model, cfg.lr, cfg.beta2)
     ckpt_path = Path(out) / "checkpoint.pt" if out else None
     if out and layout.is_root:

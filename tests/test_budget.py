@@ -14,7 +14,7 @@ PROBLEMS = {"laplace1d": dict(problem="laplace1d", n=1023), "poisson2d-63": dict
 
 def built(spec, **changes):
     cfg = dataclasses.replace(TrainConfig(**spec, subdomains="4x4" if "grid" in spec else 32), **changes)
-    problem, arch, _ = cfg.validate().build()
+    problem, arch, _, _ = cfg.validate().build()
     return cfg, problem, arch
 
 

@@ -106,11 +106,11 @@ def test_twenty_steps_with_per_rank_coarse_levels_equal_serial(levels):
 def test_algebraic_blocks_on_a_family_are_built_per_rank(pou):
     """Row blocks grown through the stencil's graph on each rank: the whole decomposition's parts, no whole A."""
     from pddattn.decomposition import algebraic
-    from pddattn.hierarchy import levels_of
+    from pddattn.hierarchy import build_hierarchy
     from pddattn.problems import make_problem
     spec = {"kind": "algebraic", "N": 7, "delta": 2, "pou": pou, "coarse": "harmonic"}
     problem = make_problem("diffusion2d", (13, 11), "jump:1e4", seed=1)
-    share, _ = levels_of(problem, spec, layout=Layout())
+    share = build_hierarchy(problem, spec, layout=Layout()).decomposition
     whole_problem = make_problem("diffusion2d", (13, 11), "jump:1e4", seed=1)
     whole = algebraic(whole_problem.A, 7, 2, pou, "harmonic")
     assert isinstance(share, DecompositionShare) and problem._A is None

@@ -96,13 +96,13 @@ def test_grid_arrays_are_read_in_natural_order_and_a_problem_adds_a(tmp_path):
     path = tmp_path / "grid.npz"
     np.savez(path, f=f.reshape(30, ny, nx), u=u.reshape(30, ny, nx))
     cfg = TrainConfig(problem="poisson2d", data=str(path), subdomains="2x2", overlap=1, rank=2, steps=0, test_size=4)
-    problem, _, sampler = cfg.validate().build()
+    problem, _, sampler, _ = cfg.validate().build()
     assert problem.grid == (7, 5) and problem.has_operator
     F, U = sampler.evaluate(sampler.coefficients(8, 0, 3))
     # pddattn's A in the same order: f = A u to rounding, |A| |u| ~ kappa(A) |f| (tolerances.py).
     assert np.abs(problem.A @ U.T - F.T).max() < rounding(cond(problem.A), factor=10) * np.abs(F).max()
     data_only = TrainConfig(problem="data", data=str(path), subdomains="2x2", overlap=1, rank=2)
-    problem, arch, _ = data_only.validate().build()
+    problem, arch, _, _ = data_only.validate().build()
     assert problem.grid == (7, 5) and not problem.has_operator
     assert arch["decomposition"]["kind"] == "boxes" and arch["decomposition"]["coarse"] == "q1"
 

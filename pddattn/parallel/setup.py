@@ -221,7 +221,7 @@ def _harmonic_rows(A_UU, U, own, ring_plan, cores, cmap, comm):
     numbered as the serial basis numbers them, by first node, from one
     allgather of first nodes, and the ring's group ids come from their owners.
     """
-    from ..coarse import _interface_groups, _interior_extensions
+    from ..coarse import HarmonicPlan, _interface_groups
     at = np.minimum(np.searchsorted(own, U), max(len(own) - 1, 0))
     is_own = own[at] == U if len(own) else np.zeros(len(U), dtype=bool)  # both sorted: no isin sort
     _, groups = _interface_groups(A_UU, cmap.core_of(U))
@@ -237,17 +237,8 @@ def _harmonic_rows(A_UU, U, own, ring_plan, cores, cmap, comm):
     ext = ring_plan.forward(torch.from_numpy(group_own[:, None])).numpy()[:, 0]
     group = np.full(len(U), -1, dtype=np.int64)
     group[np.searchsorted(U, np.concatenate([own, ring_plan.ghosts]))] = ext.astype(np.int64)
-    gamma = np.flatnonzero(group >= 0)
-    phi_gamma = sp.csr_matrix((np.ones(len(gamma)), (gamma, group[gamma])), shape=(len(U), n0))
-    where = [np.searchsorted(U, c) for c in cores]
-    parts = _interior_extensions(A_UU, where, group >= 0, A_UU @ phi_gamma)
-    mine = gamma[is_own[gamma]]
-    rows, cols, vals = [np.searchsorted(own, U[mine])], [group[mine]], [np.ones(len(mine))]
-    if parts is not None:
-        rows.append(np.searchsorted(own, U[parts[0]]))
-        cols.append(parts[1])
-        vals.append(parts[2])
-    phi = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(own), n0))
+    plan = HarmonicPlan(A_UU, [np.searchsorted(U, c) for c in cores], group, n0)
+    phi = plan.phi(A_UU)[np.searchsorted(U, own)]  # the ring's Gamma rows are their owners'
     return phi, every
 
 

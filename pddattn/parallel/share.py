@@ -183,6 +183,11 @@ class DecompositionShare:
     def coarse_size(self):
         return self.phi.shape[1]
 
+    @property
+    def whole(self):
+        """False: this rank's subdomains and rows of Phi only (a Decomposition says True)."""
+        return False
+
     def to_dict(self):
         return dict(self.spec)
 

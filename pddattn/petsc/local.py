@@ -26,13 +26,13 @@ import types
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import ConfigurationError
+from ..errors import CollectiveError, ConfigurationError
 from .matrices import dmda_grid
 from ..parallel.layout import check_distribution
 from ..parallel.setup import check_geometry, finish_share
 from ..parallel.share import CoreMap, rows_problem
 
-__all__ = ["Numbering", "LOCAL_COARSE", "local_share"]
+__all__ = ["Numbering", "LOCAL_COARSE", "local_share", "matrix_file_share"]
 
 LOCAL_COARSE = ("harmonic", "q1", "none")
 
@@ -163,3 +163,37 @@ def local_share(P, dm, spec, layout, plan=None):
     share = finish_share(spec, cmap, comm, cores, subs, ring, U, rows, plan=plan, A_UU=A_UU)
     share.numbering = numbering
     return share, rows_problem(rows, U, dmda_grid(dm) or (n,))
+
+
+def matrix_file_share(problem, spec, layout):
+    """(share, rows stencil): a rank's share of an algebraic decomposition of a matrix file, from its rows.
+
+    The file is read by mat_read (MatLoad, each rank its rows; an .npz sent
+    out from rank 0, which alone reads it), the share built as
+    DDAttentionPC builds its own (:func:`local_share`), and the stencil
+    answers A's rows at the rank's subdomains and ring only, so nothing on
+    any rank reads the whole matrix.
+    """
+    from .matrices import mat_read
+    PETSc = _petsc()
+    P = mat_read(problem.matrix, PETSc.Comm(layout.domain_comm))
+    try:
+        _check_diagonal(P, problem.matrix)
+        share, local = local_share(P, None, spec, layout)
+    finally:
+        P.destroy()
+    return share, local.stencil
+
+
+def _check_diagonal(P, path):
+    """A positive diagonal, checked on every rank's rows: the SPD test that costs nothing (collective).
+
+    The rest of positive definiteness is checked where A is factored: the
+    subdomain factorizations, and the distributed LDL^T of ``solve`` data.
+    """
+    diagonal = P.getDiagonal()
+    bad = P.getComm().tompi4py().allreduce(int((diagonal.getArray(readonly=True) <= 0).sum()), op=_mpi().SUM)
+    diagonal.destroy()
+    if bad:
+        raise CollectiveError(f"the matrix in {path} is not positive definite ({bad} diagonal entries <= 0); "
+                              "pddattn needs a symmetric positive definite operator")

@@ -66,11 +66,18 @@ class DDAttentionPC:
     def destroy(self, pc):
         teardown.unregister(self)
         self._free_vectors()
-        if self.model is not None:
-            self.model.free()
+        self._free_model()
         if self.layout is not None:
             self.layout.free()
         self.model = self.key = self.info = self.layout = None
+
+    def _free_model(self):
+        """Release the model's and its hierarchy's objects outside Python (factorizations, communicators)."""
+        if self.model is not None:
+            self.model.free()
+        if self.info and self.info.get("hierarchy") is not None:
+            self.info["hierarchy"].free()
+        self.model = None
 
     def _free_vectors(self):
         for obj in (self._scatter, self._xm, self._ym, self._jacobi, self._jacobi_work, self._one_level,
@@ -129,8 +136,7 @@ class DDAttentionPC:
             self.key = key
             self.setups["refactored"] += 1
             return
-        if self.model is not None:
-            self.model.free()
+        self._free_model()
         model, info = self._from_operator(opts, A, grid, pc, self.layout)
         self._take(model, dict(info, gathered=True), opts, key)
         self._to_petsc = petsc_of_natural.__getitem__
@@ -139,8 +145,7 @@ class DDAttentionPC:
     def _setup_stored(self, opts, key, P, pc):
         """A stored model, on the rows of its own problem (nothing gathered when that is a family's stencil)."""
         from .local import Numbering
-        if self.model is not None:
-            self.model.free()
+        self._free_model()
         model, info = self._from_model(opts, P, pc.getDM(), self.layout)
         self._take(model, info, opts, key)
         self._to_petsc = Numbering(pc.getDM()).to_petsc
@@ -166,9 +171,7 @@ class DDAttentionPC:
                     self.key = key
                     self.setups["refactored"] += 1
                     return
-            if self.model is not None:
-                self.model.free()
-                self.model = None
+            self._free_model()
             share, problem = local_share(P, pc.getDM(), spec, self.layout)
             below = _levels_below(share, problem, opts)
         except ValueError as exc:
@@ -236,16 +239,15 @@ class DDAttentionPC:
 
     def _refactor(self, opts, key, A, grid):
         """New values of the same operator (same Mat, size, options, pattern): refactor the model in place."""
-        from ..hierarchy import TOP_SIZE, levels_of
         if self.model is None or key[0] != self.key[0] or key[2] != self.key[2] or opts != self.info["options"]:
             return False
         if opts["model"] or opts["train_steps"]:
             return False  # a stored or trained model does not follow A's values: build anew
-        problem = _operator_problem(A, grid)
-        arch = self.info["arch"]
-        d, below = levels_of(problem, arch["decomposition"], arch.get("levels", 2), arch.get("top_size", TOP_SIZE),
-                             arch.get("level_coarse", "harmonic"), level_partition=arch.get("level_partition", "blocks"))
-        ok = self.model.refactor(d, problem, below)
+        hierarchy = self.info.get("hierarchy")
+        ok = hierarchy is not None and hierarchy.same_structure(A)  # else the model is built anew
+        if ok:  # the same structure: values only (Phi, A_l, numeric refactorizations)
+            hierarchy.update(A, _operator_problem(A, grid))
+            ok = self.model.refactor(hierarchy.decomposition, hierarchy.problem, hierarchy.below)
         return bool(self.layout.comm.allreduce(int(ok), op=_mpi_min()) if self.layout.world_size > 1 else ok)
 
     def _from_model(self, opts, P, dm, layout):
@@ -294,11 +296,12 @@ class DDAttentionPC:
         from ..models import model_from_architecture
         problem = _operator_problem(A, grid)
         spec = _spec_of(opts, pc, grid, layout.world_size)
-        from ..hierarchy import levels_of
+        from ..hierarchy import build_hierarchy
         try:
-            d, below = levels_of(problem, spec, opts["levels"], opts["top_size"], opts["level_coarse"])
+            hierarchy = build_hierarchy(problem, spec, opts["levels"], opts["top_size"], opts["level_coarse"])
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
+        d, below = hierarchy.decomposition, hierarchy.below
         r = opts["rank"] or d.max_size
         arch = {"model": "dd", "n": problem.n, "problem": problem.spec(), "decomposition": d.to_dict(), "rank": r,
                 "coarse_rank": d.coarse_size, "symmetric": True, "coarse": d.coarse_size > 0}
@@ -310,8 +313,8 @@ class DDAttentionPC:
         # Untrained at full rank, M^-1 is additive Schwarz: sparse factorizations apply it exactly (exact.py).
         exact = opts["factors"] == "sparse" and not opts["rank"] and not opts["train_steps"]
         model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64,
-                                        init="exact" if exact else "schwarz")
-        info = {"source": "built from the operator", "arch": arch, "grid": grid}
+                                        init="exact" if exact else "schwarz", hierarchy=hierarchy)
+        info = {"source": "built from the operator", "arch": arch, "grid": grid, "hierarchy": hierarchy}
         if opts["train_steps"]:
             info["training"] = _train_in_setup(model, opts, layout)
         return model, info
