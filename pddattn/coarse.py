@@ -151,7 +151,6 @@ class HarmonicPlan:
 
     def __init__(self, A, cores, group_of=None, n0=None):
         A = canonical(A)
-        n = A.shape[0]
         self.A_pattern = Pattern.of(A)
         if group_of is None:
             group_of, n0 = self._groups(A, cores)

@@ -278,7 +278,7 @@ class Hierarchy:
         """
         self._check_updatable()
         A = canonical(A)
-        data = self.levels[0].plan.pattern.entries(A)
+        self.levels[0].plan.pattern.entries(A)  # ValueError for another pattern, before anything changes
         problem = problem or operator_problem(A, self.problem.grid)
         for depth, level in enumerate(self.levels):
             phi = level.plan.phi.phi(A, self._interior_factor(depth, A)) if level.plan.phi is not None else \
@@ -287,7 +287,7 @@ class Hierarchy:
             if level.plan.coarse is None:
                 break
             A = level.plan.coarse.matrix(onto(galerkin(problem, phi), level.plan.coarse))
-            data, problem = A.data, operator_problem(A)
+            problem = operator_problem(A)
         self.top = A if self.levels[-1].plan.coarse is not None else None
         self._refactor()
         return self
