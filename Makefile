@@ -22,7 +22,7 @@ OUT ?= runs
 
 .PHONY: setup demo test test-serial test-mpi bench bench-speed bench-scaling bench-reproduce bench-petsc \
         bench-2d bench-kappa bench-stability bench-petsc2d bench-multilevel bench-setup bench-solve bench-pc-cost \
-        bench-precision clean
+        bench-precision bench-hierarchy clean
 
 setup: $(VENV)/.installed
 
@@ -62,7 +62,7 @@ test-mpi: setup
 	done
 
 bench: bench-speed bench-reproduce bench-scaling bench-petsc bench-2d bench-kappa bench-stability \
-       bench-petsc2d bench-multilevel bench-setup bench-solve bench-pc-cost bench-precision
+       bench-petsc2d bench-multilevel bench-setup bench-solve bench-pc-cost bench-precision bench-hierarchy
 
 bench-speed: setup
 	$(PY) benchmarks/step_time.py --out benchmarks/results
@@ -94,6 +94,9 @@ bench-multilevel: setup
 bench-setup: setup
 	$(PY) benchmarks/setup_cost.py --out benchmarks/results
 	$(PY) benchmarks/setup_projection.py --out benchmarks/results
+
+bench-hierarchy: setup
+	$(PY) benchmarks/hierarchy_update.py --out benchmarks/results
 
 bench-pc-cost: setup
 	$(PY) benchmarks/pc_cost.py --out benchmarks/results

@@ -53,13 +53,13 @@ def measure(grid):
     seconds = time.perf_counter() - t
     model = pc.getPythonContext().model
     share = model.decomposition
-    top = model._top_solve.lu
+    top = model.parametrization.top_solve.lu
     t = time.perf_counter()
     from pddattn.exact import SparseSolve
     SparseSolve(share.A0)
     top_seconds = time.perf_counter() - t
     row = {"grid": grid, "n": problem.n, "N": share.N, "n0": share.coarse_size, "A0_nnz": int(share.A0.nnz),
-           "top_factor_nnz": int(top.nnz), "local_factor_nnz": int(model._local_solve.solve.lu.nnz),
+           "top_factor_nnz": int(top.nnz), "local_factor_nnz": int(model.parametrization.local_solve.solve.lu.nnz),
            "share_bytes": int(share.nbytes()), "A0_bytes": int(12 * share.A0.nnz + 8 * share.coarse_size),
            "rows_held": int(share.rows_held), "A_nnz": int(A.getInfo()["nz_used"]), "phi_nnz": int(share.phi.nnz),
            "stacked": int(share.sizes.sum()), "setup_s": seconds, "top_factor_s": top_seconds}
@@ -85,7 +85,7 @@ def _three_levels(grid):
     index = sum(a.nbytes for a in (*d.cores, *d.subdomains)) + 8 * int(d.sizes.sum())  # and the weights
     A1 = level.problem.A
     out = {"n1": d.n, "N1": d.N, "n2": d.coarse_size, "level1_bytes": int(index + 12 * (d.phi.nnz + A1.nnz)
-                                                                           + 12 * level._local_solve.solve.lu.nnz),
+                                                                           + 12 * level.parametrization.local_solve.solve.lu.nnz),
            "levels3_setup_s": seconds}
     pc.destroy()
     return out

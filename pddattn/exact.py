@@ -68,11 +68,17 @@ class _PetscCholesky:
         self.b, self.x = self.M.createVecs()
         self.n, self.nnz = A.shape[0], int(pc.getFactorMatrix().getInfo()["nz_used"])  # the triangle, diagonal in
 
+    def same_pattern(self, A):
+        """Whether A has the pattern this factorization was made for (so :meth:`refactor` applies)."""
+        A = canonical(A)
+        return A.shape == self.M.getSize() and np.array_equal(A.indptr, self._csr[0]) and \
+            np.array_equal(A.indices, self._csr[1])
+
     def refactor(self, A):
         """New values of the same pattern: PETSc redoes the numeric factorization only (the ordering and
         symbolic factor stay)."""
         A = canonical(A)
-        if A.shape != self.M.getSize() or A.nnz != len(self._csr[1]):
+        if not self.same_pattern(A):
             raise ValueError("refactor needs the pattern the factorization was made for")
         self._csr[2][:] = A.data
         self.M.setValuesCSR(*self._csr)
@@ -138,10 +144,11 @@ class SparseSolve:
 
     def refactor(self, A):
         """The factorization of A, of the pattern this one was made for: numeric only where PETSc's."""
-        if self.n and hasattr(self.lu, "refactor"):
+        if self.n and hasattr(self.lu, "refactor") and self.lu.same_pattern(A):
             self.lu.refactor(A)
         elif self.n:
-            self.lu = sparse_factor(A)
+            self.free()
+            self.n, self.lu = A.shape[0], sparse_factor(A)
         return self
 
     def free(self):
@@ -177,7 +184,12 @@ class BlockDiagonalSolve:
         self.rows = np.asarray(index)[valid].astype(np.int64)
         self.weight = np.asarray(weight)[valid]
         self.solve = SparseSolve(block_diagonal(rows_of, subdomains))
-        self._restriction = None
+        self._subdomains, self._restriction = subdomains, None
+
+    def refactor(self, rows_of):
+        """The blocks of new values of A (``rows_of``), factored numerically where the pattern is the same."""
+        self.solve.refactor(block_diagonal(rows_of, self._subdomains))
+        return self
 
     def free(self):
         self.solve.free()
@@ -235,16 +247,17 @@ def application_cost(model, correction="balanced", a_nnz=0, columns=1, degree=2)
     if correction not in counts:
         raise ValueError(f"unknown correction {correction!r}; choose one of {tuple(counts)}")
     n_local, n_coarse, n_A = counts[correction] if model.has_coarse else (1, 0, 0)
-    local = model._local_solve.cost(columns)
-    top = model._top_solve.cost(columns) if model._top_solve is not None else (0, 0)
+    exact = model.parametrization
+    local = exact.local_solve.cost(columns)
+    top = exact.top_solve.cost(columns) if exact.top_solve is not None else (0, 0)
     phi = model.decomposition.phi_rows(model.own_rows) if model.has_coarse else sp.csr_matrix((0, 0))
     coarse = (top[0] + 4 * phi.nnz * columns, top[1] + 2 * 12 * phi.nnz + 2 * 8 * phi.shape[0] * columns)
     parts = {"local": tuple(n_local * v for v in local), "coarse": tuple(n_coarse * v for v in coarse),
              "A": (n_A * 2 * a_nnz * columns, n_A * 12 * a_nnz)}
     parts["total"] = tuple(sum(p[k] for p in parts.values()) for k in (0, 1))
-    solver = model._local_solve.solve.lu
+    solver = exact.local_solve.solve.lu
     parts["logged"] = n_local * (solver.flops(columns) if hasattr(solver, "flops") else 0) + \
-        n_coarse * (model._top_solve.lu.flops(columns) if top[0] and hasattr(model._top_solve.lu, "flops") else 0)
+        n_coarse * (exact.top_solve.lu.flops(columns) if top[0] and hasattr(exact.top_solve.lu, "flops") else 0)
     parts["reduce_bytes"] = n_coarse * 8 * model.decomposition.coarse_size * columns
     return parts
 

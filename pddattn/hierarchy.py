@@ -241,7 +241,10 @@ class Hierarchy:
     (True, True)
     """
 
+    builds = 0  # hierarchies made in this process: what tests/test_build_once.py counts
+
     def __init__(self, levels, top=None):
+        Hierarchy.builds += 1
         self.levels, self.top = list(levels), top
         self._factors = None  # (local solves per level, top solve) once factorize() has made them
         self._interiors = {}  # level -> the harmonic interiors' factorization, kept for the next update
@@ -358,7 +361,7 @@ class Hierarchy:
 
 
 def build_hierarchy(problem, spec, levels=2, top_size=TOP_SIZE, level_coarse="harmonic", layout=None,
-                    level_partition="tiles"):
+                    level_partition="tiles", share=None):
     """The :class:`Hierarchy` of ``spec`` on ``problem``: the one place a decomposition spec becomes levels.
 
     With a ``layout`` of more than one domain rank, intervals, boxes and
@@ -367,9 +370,13 @@ def build_hierarchy(problem, spec, levels=2, top_size=TOP_SIZE, level_coarse="ha
     and rows of Phi), and so is every coarse level below with a tile per rank
     (parallel/coarse_level.py). Collective then: every rank calls alike. The
     problem is not changed: a matrix file read by rows gives level 0 a
-    problem of its own that answers those rows.
+    problem of its own that answers those rows. ``share``: level 0 as the
+    caller built it from its rows of a distributed Mat (the PC: petsc/local.py),
+    with ``problem`` answering those rows.
     """
-    if _share_applies(problem, spec, layout):
+    if share is not None:
+        d = share
+    elif _share_applies(problem, spec, layout):
         d, problem = _share(problem, spec, layout)
     else:
         d = decomposition_from_spec(spec, problem)

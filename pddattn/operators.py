@@ -5,27 +5,27 @@ DD attention:               y = Phi Q_0 K_0^T Phi^T f
                                 + sum_i R_i^T D_i^1/2 Q_i K_i^T D_i^1/2 R_i f.
 
 The two DD terms are written once, as functions of node-major tensors
-(nodes x batch), and reused unchanged by the serial module below, by the
-MPI operator in :mod:`pddattn.parallel` (which only adds communication
-around them) and by the PETSc preconditioner. Node-major layout makes R_i a
-gather of contiguous rows and R_i^T a row scatter-add; subdomains are padded
-to a common length L so one ``bmm`` handles all of them, with no Python loop
-over subdomains in forward or backward.
+(nodes x batch), in kernels.py, and reused unchanged by the serial module
+below, by the MPI operator in :mod:`pddattn.parallel` (which only adds
+communication around them) and by the PETSc preconditioner. What a level's
+blocks are (free, Schwarz-started or exact factors) is its factor
+parametrization (factors.py); the operator applies every level alike.
 
 Modules take and return batch-major tensors (..., n), like torch layers.
 """
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import torch
 from torch import nn
 
 from .decomposition import Decomposition
+from .factors import natural_scales as _level_scales, parametrization
 from .hierarchy import TOP_SIZE, coarse_levels as _coarse_levels
-from .schwarz import (coarse_top_inverse_eigenvalue, global_top_inverse_eigenvalue, local_top_inverse_eigenvalue,
-                      natural_scale, schwarz_factors)
+from .kernels import coarse_interpolate, coarse_restrict, sparse_pair, subdomain_attention
+from .parallel.share import DecompositionShare
+from .problems import make_problem
+from .schwarz import global_top_inverse_eigenvalue, natural_scale
 
 __all__ = ["GlobalAttention", "DDAttention", "subdomain_attention", "coarse_restrict",
            "coarse_interpolate", "INITS"]
@@ -33,110 +33,6 @@ __all__ = ["GlobalAttention", "DDAttention", "subdomain_attention", "coarse_rest
 INITS = ("random", "schwarz")
 LOADED = "none"  # zero factors of the right shapes, to be filled from a checkpoint: needs neither A nor data
 PREFIX = "coarse_model."  # a level's parameter names carry one per level above it
-
-
-# --------------------------------------------------------------------- kernels
-def subdomain_attention(x, index, weight, Q, K):
-    """sum_i R_i^T D_i^1/2 Q_i K_i^T D_i^1/2 R_i x, batched over subdomains.
-
-    Parameters
-    ----------
-    x : Tensor, shape (m, B)
-        Node-major input on a range of m nodes (contiguous for speed).
-    index : LongTensor, shape (N, L)
-        R_i as row indices into x. Padding entries may point at any row:
-        D_i^1/2 is zero there, so they read and write nothing.
-    weight : Tensor, shape (N, L, 1)
-        D_i^1/2, zero at padding.
-    Q, K : Tensor, shape (N, L, r)
-        Per-subdomain factors (pass them swapped for the transpose).
-
-    Returns
-    -------
-    Tensor, shape (m, B)
-    """
-    m, batch = x.shape
-    X = x[index]                                                               # R_i
-    # D^1/2 Q K^T D^1/2 = (D^1/2 Q)(D^1/2 K)^T: weight whichever is smaller, the
-    # factors (N L r numbers each) or the gathered data (N L B, in and out).
-    if batch >= Q.shape[-1]:
-        Y = torch.bmm(weight * Q, torch.bmm((weight * K).transpose(1, 2), X))  # D^1/2 Q_i K_i^T D^1/2
-    else:  # single vectors: Krylov solves, Lanczos
-        Y = weight * torch.bmm(Q, torch.bmm(K.transpose(1, 2), weight * X))
-    return x.new_zeros(m, batch).index_add(0, index.reshape(-1), Y.reshape(-1, batch))  # R_i^T
-
-
-class _SparseProduct(torch.autograd.Function):
-    """y = S x for a constant sparse S; the backward applies the stored S^T."""
-
-    @staticmethod
-    def forward(ctx, x, S, S_T):
-        ctx.S_T = S_T
-        return S @ x.contiguous()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return ctx.S_T @ grad.contiguous(), None, None
-
-
-class SparseMatrix:
-    """A constant sparse matrix as torch CSR (autograd, any device) and scipy CSR (CPU inference).
-
-    Without autograd on the CPU (PC applications, evaluations) the product is
-    scipy's single-threaded kernel: torch's sparse products run on OpenMP
-    threads, which a rank sharing its cores with others oversubscribes
-    (measured 0.2 ms against 14-25 ms per Phi^T x at 255^2 under load).
-    """
-
-    def __init__(self, rows, cols, vals, shape, dtype, device):
-        import scipy.sparse as sp
-        self._coo, self._torch = (rows, cols, vals, shape, dtype, device), None
-        self.scipy = sp.csr_matrix((np.asarray(vals, dtype=np.float64), (rows, cols)), shape=shape)
-
-    @property
-    def torch(self):
-        """The torch CSR tensor, made on first use (a PC that never trains never pays its coalesce)."""
-        if self._torch is None:
-            rows, cols, vals, shape, dtype, device = self._coo
-            coo = torch.sparse_coo_tensor(np.stack([rows, cols]), vals, shape, dtype=dtype, device=device,
-                                          check_invariants=True).coalesce()
-            with warnings.catch_warnings():  # "sparse CSR support is in beta": we use only S @ dense
-                warnings.simplefilter("ignore", UserWarning)
-                self._torch = coo.to_sparse_csr()
-        return self._torch
-
-    def __matmul__(self, x):
-        if not torch.is_grad_enabled() and x.device.type == "cpu":
-            return torch.from_numpy(np.asarray(self.scipy @ x.detach().numpy())).to(x.dtype)
-        return _SparseProduct.apply(x, self.torch, self.transpose.torch)
-
-
-def torch_csr(A, dtype, device):
-    """A scipy CSR matrix as a torch CSR tensor of ``dtype`` on ``device`` (for products A @ dense only)."""
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": we use only A @ dense
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(torch.from_numpy(A.indptr.astype(np.int64)),
-                                       torch.from_numpy(A.indices.astype(np.int64)),
-                                       torch.from_numpy(A.data), A.shape, dtype=dtype, device=device,
-                                       check_invariants=False)
-
-
-def sparse_pair(rows, cols, vals, shape, dtype, device):
-    """(S, S^T) as SparseMatrix from coordinates; both are applied in O(nnz B)."""
-    S = SparseMatrix(rows, cols, vals, shape, dtype, device)
-    S_T = SparseMatrix(cols, rows, vals, shape[::-1], dtype, device)
-    S.transpose, S_T.transpose = S_T, S
-    return S, S_T
-
-
-def coarse_restrict(x, phi, phi_t):
-    """Phi^T x for node-major x (m, B), given (Phi, Phi^T) restricted to those m rows."""
-    return phi_t @ x
-
-
-def coarse_interpolate(z, phi, phi_t):
-    """Phi z, node-major (m, B), from (Phi, Phi^T) restricted to m rows."""
-    return phi @ z
 
 
 def same_structure(d, e):
@@ -152,18 +48,6 @@ def same_structure(d, e):
 
 
 # --------------------------------------------------------------- initialisation
-def _counter_normal(seed, stream, count, size, rows=None):
-    """Standard normals (len(rows), size) of rows ``rows`` (default all ``count``): entry (i, j) is a
-    function of (seed, stream, i, j) alone (see problems.samplers.Noise)."""
-    from .problems.samplers import Noise
-    noise = Noise(seed, stream, 0, count, size)
-    noise = noise if rows is None else noise[np.asarray(rows)]
-    step = max(1, (1 << 18) // max(size, 1))  # a few MB of counters at a time
-    columns = np.arange(size)
-    parts = [noise[a:a + step].at(columns) for a in range(0, len(noise), step)]
-    return np.concatenate(parts) if parts else np.zeros((0, size))
-
-
 def _normal(shape, scale, generator, dtype, device):
     return (torch.randn(shape, generator=generator, dtype=torch.float64) * scale).to(dtype=dtype, device=device)
 
@@ -171,7 +55,6 @@ def _normal(shape, scale, generator, dtype, device):
 def _default_problem(problem, n):
     """The seed's operator, the 1D Laplacian on n nodes, when no problem is given."""
     if problem is None:
-        from .problems import make_problem
         return make_problem("laplace1d", (n,))
     if problem.n != n:
         raise ValueError(f"the problem has n={problem.n} nodes, the operator {n}")
@@ -360,12 +243,10 @@ class DDAttention(_Attention):
                  init_scale=0.1, seed=0, dtype=None, device=None, subdomains=None, problem=None, rows=None,
                  levels=2, top_size=TOP_SIZE, coarse_levels=None, coarse_model=None):
         super().__init__()
-        from .parallel.share import DecompositionShare
         if not isinstance(decomposition, (Decomposition, DecompositionShare)):
             raise TypeError("decomposition must be a pddattn.Decomposition (or a rank's DecompositionShare)")
         self.problem = _default_problem(problem, decomposition.n)
-        if init not in INITS + ("exact", LOADED):
-            raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
+        self.parametrization = parametrization(init)
         d = self.decomposition = decomposition
         self.n, self.r = d.n, _check_rank("local rank r", r)
         self.r0 = d.coarse_size if r0 is None else _check_rank("coarse rank r0", r0)
@@ -383,34 +264,13 @@ class DDAttention(_Attention):
                                                       device=device, top_size=top_size)
             self.coarse_model, self.r0 = coarse_model, coarse_model.r0
         self.level_operators = [self] + (coarse_model.level_operators if self.coarse_model is not None else [])
-        dtype = dtype or torch.get_default_dtype()
-        self._set_buffers(dtype, device)
-        if init == "exact":  # full-rank additive Schwarz through sparse factorizations: nothing to learn
-            self.r, self.r0 = d.max_size, d.coarse_size if self.coarse_model is None else self.r0
-            self.Q = self.K = self.Q0 = self.K0 = None
-            self._factorize()
-            return
-        Q, K, Q0, K0 = self._initial_factors(init_scale, seed, dtype, device)
-        self.Q = nn.Parameter(Q.contiguous())
-        self.K = None if self.symmetric else nn.Parameter(K.contiguous())
-        dense_top = self.coarse and self.coarse_model is None
-        self.Q0 = nn.Parameter(Q0) if dense_top else None
-        self.K0 = nn.Parameter(K0) if dense_top and not self.symmetric else None
-
-    def _factorize(self):
-        """init='exact': one sparse LU of this rank's blocks diag(A_i); the top level's A_0 (see exact.py)."""
-        from .exact import BlockDiagonalSolve, SparseSolve
-        d = self.decomposition
-        self._free_solves()  # a refactor's: the last values' factorizations
-        self._local_solve = BlockDiagonalSolve(self.problem.rows, d.held_subdomains(self.held), self.index.cpu().numpy(),
-                                               self.weight[..., 0].cpu().numpy())
-        dense_top = self.coarse and d.coarse_size and self.coarse_model is None
-        self._top_solve = SparseSolve(d.coarse_operator(self.problem)) if dense_top else None
+        self._set_buffers(dtype or torch.get_default_dtype(), device)
+        self.parametrization.make(self, init_scale, seed, dtype or torch.get_default_dtype(), device)
 
     @property
     def exact(self):
         """True when the parts are applied by sparse factorizations (init='exact')."""
-        return self.init == "exact"
+        return self.parametrization.exact
 
     def _coarse_operators(self, below, seed, **kwargs):
         """Level 1's operator for the levels ``below`` (hierarchy.Level list), built coarsest first.
@@ -480,11 +340,7 @@ class DDAttention(_Attention):
     def _own_scales(self):
         """This level's natural scales (computed once per set of values of A)."""
         if not hasattr(self, "_scales"):
-            d, p = self.decomposition, self.problem
-            local = natural_scale(self._max_over_ranks(local_top_inverse_eigenvalue(p, d, self.held)), d.max_size)
-            dense = d.coarse_size and self.coarse_model is None
-            coarse = natural_scale(coarse_top_inverse_eigenvalue(p, d), d.coarse_size) if dense else 1.0
-            self._scales = {"Q": local, "K": local, "Q0": coarse, "K0": coarse}
+            self._scales = _level_scales(self)
         return self._scales
 
     def _max_over_ranks(self, value):
@@ -502,37 +358,6 @@ class DDAttention(_Attention):
             whole = not self.level_operators[depth - 1].distributes_below
             names += [PREFIX * depth + k for k, _ in m.named_parameters(recurse=False) if whole or k in ("Q0", "K0")]
         return tuple(names)
-
-    def _initial_factors(self, init_scale, seed, dtype, device):
-        """The held subdomains' (N_held, L, r) factors and the (n_0, r0) coarse ones (K's None if symmetric).
-
-        Random factors are a counter-based function of (seed, factor, subdomain, entry),
-        so a rank draws only its own subdomains and its share equals the serial model's;
-        Schwarz factors are computed for the held subdomains only.
-        """
-        d = self.decomposition
-        if self.init == LOADED:
-            return self._zero_factors(dtype, device)
-        if self.init == "schwarz":
-            r0 = 0 if self.coarse_model is not None else self.r0  # the coarse levels initialise themselves
-            Q, Q0 = (torch.as_tensor(a, dtype=dtype, device=device)
-                     for a in schwarz_factors(self.problem, d, self.r, r0, subdomains=self.held))
-            return Q, None if self.symmetric else Q.clone(), Q0, Q0.clone()
-        scales = self._own_scales()
-        std, std0 = init_scale * scales["Q"], init_scale * scales["Q0"]
-        held, L = self.held, d.max_size
-        mask = (np.arange(L)[None, :] < d.sizes[held][:, None])[..., None]
-        Q, K = (_counter_normal(seed, stream, d.N, L * self.r, held).reshape(len(held), L, self.r) * mask * std
-                for stream in (0, 1))
-        top = 0 if self.coarse_model is not None else d.coarse_size
-        Q0, K0 = (_counter_normal(seed, stream, top, self.r0).reshape(top, self.r0) * std0 for stream in (2, 3))
-        return tuple(torch.as_tensor(a).to(dtype=dtype, device=device) for a in (Q, K, Q0, K0))
-
-    def _zero_factors(self, dtype, device):
-        """(Q, K, Q0, K0) of the right shapes, all zero: a checkpoint's values replace them."""
-        top = 0 if self.coarse_model is not None else self.decomposition.coarse_size
-        shapes = ((len(self.held), self.decomposition.max_size, self.r),) * 2 + ((top, self.r0),) * 2
-        return tuple(torch.zeros(s, dtype=dtype, device=device) for s in shapes)
 
     def refactor(self, decomposition, problem, coarse_levels=()):
         """Take new values of A with the same structure: Phi, coarse operators and Schwarz factors anew.
@@ -553,7 +378,7 @@ class DDAttention(_Attention):
         new = [(decomposition, problem)] + [(level.decomposition, level.problem) for level in coarse_levels]
         pairs = list(zip(self.level_operators, new))
         if len(pairs) < len(self.level_operators) or any(
-                m.init not in ("schwarz", "exact") or not same_structure(m.decomposition, e) for m, (e, _) in pairs):
+                not m.parametrization.follows_A or not same_structure(m.decomposition, e) for m, (e, _) in pairs):
             return False
         for m, (e, p) in reversed(pairs):  # the levels below first: a level's factors may read them
             m._take_values(e, p)
@@ -564,14 +389,7 @@ class DDAttention(_Attention):
         self.decomposition, self.problem, self._phi = decomposition, problem, None
         self.__dict__.pop("_scales", None)
         self.__dict__.pop("_a_csr", None)  # A's products (spectrum.py) follow the new values
-        if self.exact:
-            self._factorize()
-            return
-        Q, K, Q0, K0 = self._initial_factors(None, None, self.Q.dtype, self.Q.device)
-        with torch.no_grad():
-            for mine, new in ((self.Q, Q), (self.K, K), (self.Q0, Q0), (self.K0, K0)):
-                if mine is not None:
-                    mine.copy_(new)
+        self.parametrization.follow(self)
 
     def free(self):
         """Release what the operator's levels hold outside Python (the distributed ones: communicators)."""
@@ -580,14 +398,7 @@ class DDAttention(_Attention):
 
     def _release(self):
         """What this level holds outside Python: serially its factorizations (init='exact')."""
-        self._free_solves()
-
-    def _free_solves(self):
-        for name in ("_local_solve", "_top_solve"):
-            solve = self.__dict__.get(name)
-            if solve is not None:
-                solve.free()
-            self.__dict__[name] = None
+        self.parametrization.release()
 
     def factors(self, transpose=False):
         """(Q, K, Q0, K0) with the symmetric ties resolved, swapped for the transpose."""
@@ -598,10 +409,7 @@ class DDAttention(_Attention):
 
     def local_term(self, x_ext, transpose=False):
         """sum over held subdomains of R_i^T D_i^1/2 Q_i K_i^T D_i^1/2 R_i, node-major."""
-        if self.exact:  # Q_i K_i^T = A_i^-1, symmetric
-            return self._local_solve(x_ext)
-        Q, K, _, _ = self.factors(transpose)
-        return subdomain_attention(x_ext, self.index, self.weight, Q, K)
+        return self.parametrization.local(self, x_ext, transpose)
 
     def coarse_term(self, x_own, transpose=False):
         """Phi_1 M_1^-1 Phi_1^T x on the owned rows: one descent through the levels, one ascent.
@@ -633,10 +441,7 @@ class DDAttention(_Attention):
 
     def top_term(self, c, transpose=False):
         """The top block on the coarse vector c: Q_0 K_0^T c, or A_top^-1 c when exact."""
-        if self.exact:
-            return self._top_solve(c)
-        _, _, Q0, K0 = self.factors(transpose)
-        return Q0 @ (K0.T @ c)
+        return self.parametrization.top(self, c, transpose)
 
     def matvec(self, x, transpose=False):
         """M^-1 (or its transpose) applied to the columns of x, shape (n, B): local part plus coarse part."""
@@ -657,14 +462,7 @@ class DDAttention(_Attention):
 
     def num_parameters(self):
         """sum_i 2 n_i r + 2 n_0 r0 (halved when symmetric) of the whole operator, padding excluded."""
-        if self.exact:
-            return 0  # nothing learned: A_i and A_0 are factored
-        total = 0
-        for m in self.level_operators:
-            d = m.decomposition
-            count = int(d.sizes.sum()) * m.r + (d.coarse_size * m.r0 if m.coarse and m.coarse_model is None else 0)
-            total += count if m.symmetric else 2 * count
-        return total
+        return sum(m.parametrization.count(m) for m in self.level_operators)
 
     def level_flops(self, batch):
         """Floating-point operations of one application to ``batch`` vectors, per level, on this module.
@@ -680,9 +478,7 @@ class DDAttention(_Attention):
         -------
         list of (level, flops), then ("top", flops) when there is a dense top.
         """
-        if self.exact:
-            raise ValueError("level_flops counts the dense factors; init='exact' applies sparse factorizations")
-        out = [(level, 4 * int(np.prod(m.Q.shape)) * batch) for level, m in enumerate(self.level_operators)]
+        out = [(level, m.parametrization.flops(m, batch)) for level, m in enumerate(self.level_operators)]
         last = self.level_operators[-1]
         if last.has_coarse:
             top, r0 = last.Q0.shape
@@ -696,7 +492,7 @@ class DDAttention(_Attention):
         bound = None  # of the levels below the one in hand, coarsest first
         for m in reversed(self.level_operators):
             d = m.decomposition
-            local = int(np.minimum(m.r, d.sizes).sum())
+            local = m.parametrization.rank(m)
             below = 0 if not m.has_coarse else bound if bound is not None else min(m.r0, d.coarse_size)
             bound = min(local + below, d.n)
         return bound

@@ -55,7 +55,7 @@ def operator_apply(model):
     key = (like.dtype, like.device)
     cache = getattr(model, "_a_csr", None)
     if cache is None or cache[0] != key:
-        from .operators import torch_csr
+        from .kernels import torch_csr
         cache = model._a_csr = (key, torch_csr(model.problem.A.tocsr(), like.dtype, like.device))
     csr = cache[1]
     return lambda x: csr @ x.contiguous()

@@ -1,48 +1,38 @@
-"""Data built from a spec is built once per run: one decomposition (with its coarse basis) per level."""
-import collections
-
+"""Data built from a spec is built once per run: one Hierarchy (decompositions and coarse bases of every
+level), counted through the Hierarchy's own public counter, and handed to whoever needs the levels."""
 import pytest
 
-import pddattn.coarse
+from pddattn.hierarchy import Hierarchy
 from pddattn.train import TrainConfig, train
 
 TINY = dict(n=1023, subdomains=32, steps=2, test_size=4, batch=4, eval_every=1)
 
 
 @pytest.fixture
-def builds(monkeypatch):
-    """Counts coarse-basis builds (every decomposition builder ends in one) by decomposition kind."""
-    calls = collections.Counter()
-    real = pddattn.coarse.attach_coarse
-
-    def counted(d, kind, A=None):
-        calls[d.spec["kind"]] += 1
-        return real(d, kind, A)
-
-    monkeypatch.setattr(pddattn.coarse, "attach_coarse", counted)
-    return calls
+def builds():
+    """The number of hierarchies built since the test started."""
+    start = Hierarchy.builds
+    return lambda: Hierarchy.builds - start
 
 
-@pytest.mark.parametrize("levels,expected", [(2, {"intervals": 1}), (4, {"intervals": 1, "algebraic": 2})])
-def test_train_builds_each_level_once(builds, levels, expected):
-    train(TrainConfig(**TINY, levels=levels, top_size=4), out=None)
-    assert dict(builds) == expected  # before: 2 at two levels, 7 at four
+@pytest.mark.parametrize("levels", [2, 4])
+def test_train_builds_the_hierarchy_once(builds, levels):
+    model, _ = train(TrainConfig(**TINY, levels=levels, top_size=4), out=None)
+    assert builds() == 1  # before the Hierarchy: 2 decompositions at two levels, 7 at four
+    assert len(model.level_operators) == levels - 1
 
 
-def test_compare_builds_the_decomposition_once(builds, tmp_path):
+def test_compare_builds_the_hierarchy_once(builds, tmp_path):
+    """The DD model and its Schwarz start share one hierarchy; the global model needs none."""
     from pddattn.compare import compare
     compare(TrainConfig(**TINY), out=tmp_path, echo=lambda *a: None)
-    assert dict(builds) == {"intervals": 1}  # DD model and its Schwarz start share it; before: 5
+    assert builds() == 1  # before: 5 decompositions
 
 
-def test_the_pcs_setup_with_training_builds_once(builds, monkeypatch):
+def test_the_pcs_setup_with_training_builds_once(builds):
+    """The PC trains its own model on the hierarchy of its rows (petsc/local.py): built once; a second
+    KSPSetOperators with new values keeps its structure (a share is rebuilt on its plan: one more)."""
     PETSc = pytest.importorskip("petsc4py.PETSc")
-    import pddattn.operators
-    import pddattn.petsc.local
-    factors, real = [], pddattn.operators.schwarz_factors
-    monkeypatch.setattr(pddattn.operators, "schwarz_factors", lambda *a, **k: factors.append(1) or real(*a, **k))
-    shares, share = [], pddattn.petsc.local.local_share
-    monkeypatch.setattr(pddattn.petsc.local, "local_share", lambda *a, **k: shares.append(1) or share(*a, **k))
     from pddattn.petsc import DDAttentionPC, petsc_matrix
     from pddattn.problems import make_problem
     p = make_problem("diffusion2d", (15, 15), "lognormal:1", seed=2)
@@ -55,7 +45,34 @@ def test_the_pcs_setup_with_training_builds_once(builds, monkeypatch):
     pc.setType("python")
     pc.setPythonContext(DDAttentionPC())
     pc.setUp()
-    # The PC trains its own model, built from its rows (petsc/local.py): one share, its A_i eigendecompositions
-    # once (before: a gathered decomposition shared by two models, each factorizing every A_i)
-    assert len(shares) == 1 and len(factors) == 1 and pc.getPythonContext().info["training"]["steps"] == 2
+    context = pc.getPythonContext()
+    assert builds() == 1 and context.info["training"]["steps"] == 2
+    assert context.info["hierarchy"].decomposition is context.model.decomposition
+    pc.destroy()
+
+
+def test_a_gathered_pc_updates_its_hierarchy_for_new_values(builds):
+    """New values of the PC's Mat: the hierarchy's update, not a new build (the gathered path, which a
+    Nicolaides coarse space takes; the path from a rank's rows rebuilds its share on its exchange plan)."""
+    PETSc = pytest.importorskip("petsc4py.PETSc")
+    from pddattn.petsc import DDAttentionPC, petsc_matrix
+    from pddattn.problems import make_problem
+    p, q = (make_problem("diffusion2d", (15, 15), "lognormal:1", seed=s) for s in (2, 3))
+    A = petsc_matrix(p.A, PETSc.COMM_SELF)
+    pc = PETSc.PC().create(comm=PETSc.COMM_SELF)
+    pc.setOptionsPrefix("update_")
+    for key, value in dict(subdomains="4", overlap=1, coarse="nicolaides").items():
+        PETSc.Options("update_")[f"pddattn_{key}"] = value
+    pc.setOperators(A)
+    pc.setType("python")
+    pc.setPythonContext(DDAttentionPC())
+    pc.setUp()
+    context = pc.getPythonContext()
+    hierarchy = context.info["hierarchy"]
+    B = petsc_matrix(q.A, PETSc.COMM_SELF)
+    A.zeroEntries()
+    A.axpy(1.0, B, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
+    pc.setUp()
+    assert builds() == 1 and context.setups == {"built": 1, "refactored": 1}
+    assert context.info["hierarchy"] is hierarchy and abs(hierarchy.levels[0].A - q.A).max() == 0
     pc.destroy()

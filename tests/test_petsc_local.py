@@ -139,7 +139,7 @@ def test_the_cost_model_counts_the_flops_petsc_logs(correction, local, coarse):
     one_level.W.mult(u, one_level.t)
     one_level.W.multTranspose(one_level.s, v)
     weights = local * (PETSc.Log.getFlops() - before)
-    counted = 3 * local * len(model._local_solve.rows)
+    counted = 3 * local * len(model.parametrization.local_solve.rows)
     assert everyone(weights == counted if PETSc.COMM_WORLD.getSize() == 1 else weights >= counted)
     before = PETSc.Log.getFlops()
     pc.apply(u, v)

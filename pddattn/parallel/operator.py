@@ -40,7 +40,8 @@ from .comm import CommStats, allreduce_sum
 from ..errors import ConfigurationError
 from .ghosts import GhostExchange, halo_exchange, owners, reverse_exchange
 from .layout import check_distribution, subdomain_holdings
-from ..operators import PREFIX, DDAttention, sparse_pair
+from ..kernels import sparse_pair
+from ..operators import PREFIX, DDAttention
 
 __all__ = ["DistributedDDAttention"]
 

@@ -42,7 +42,7 @@ class RowOperator:
     def _csr(self, like):
         key = (like.dtype, like.device)
         if self._tensor is None or self._tensor[0] != key:
-            from ..operators import torch_csr
+            from ..kernels import torch_csr
             self._tensor = (key, torch_csr(self._local, like.dtype, like.device))
         return self._tensor[1]
 

@@ -22,8 +22,9 @@ __all__ = ["OneLevelSchwarz", "applies"]
 
 def applies(model):
     """Whether the model's finest local term is the exact sparse one in float64 (init='exact')."""
-    solve = getattr(model, "_local_solve", None)
-    return bool(getattr(model, "exact", False)) and solve is not None and hasattr(solve.solve.lu, "ksp")
+    factors = getattr(model, "parametrization", None)  # a DD model's (a global or FNO model has none)
+    return bool(factors is not None and factors.exact and factors.local_solve is not None
+                and hasattr(factors.local_solve.solve.lu, "ksp"))
 
 
 class OneLevelSchwarz:
@@ -41,7 +42,7 @@ class OneLevelSchwarz:
     def __init__(self, model, P, to_petsc):
         from petsc4py import PETSc
         ext = model.ext_nodes
-        block = model._local_solve
+        block = model.parametrization.local_solve
         W = block.restriction(len(ext))
         columns = np.asarray(to_petsc(ext), dtype=np.int64)[W.indices]
         self.W = PETSc.Mat().createAIJ(size=((W.shape[0], None), P.getSizes()[1]), comm=P.getComm(),

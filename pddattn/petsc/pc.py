@@ -167,17 +167,20 @@ class DDAttentionPC:
         try:
             if same:  # new values: the same plan, refactored in place unless the structure changed
                 share, problem = local_share(P, pc.getDM(), spec, self.layout, plan=self.model.decomposition.plan)
-                if self.model.refactor(share, problem, _levels_below(share, problem, opts)):
+                hierarchy = _hierarchy_of(share, problem, spec, opts)
+                if self.model.refactor(share, hierarchy.problem, hierarchy.below):
+                    self.info["hierarchy"] = hierarchy
                     self.key = key
                     self.setups["refactored"] += 1
                     return
             self._free_model()
             share, problem = local_share(P, pc.getDM(), spec, self.layout)
-            below = _levels_below(share, problem, opts)
+            hierarchy = _hierarchy_of(share, problem, spec, opts)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
+        below = hierarchy.below
         exact = opts["factors"] == "sparse" and not opts["rank"] and not opts["train_steps"]
-        model = _share_model(share, problem, self.layout, below, opts["rank"], "exact" if exact else "schwarz")
+        model = _share_model(hierarchy, self.layout, opts["rank"], "exact" if exact else "schwarz")
         training = _train_in_setup(model, opts, self.layout) if opts["train_steps"] else None
         self.model = _in_precision(model.eval(), opts["precision"])
         self.key, self.setups["built"] = key, self.setups["built"] + 1
@@ -190,7 +193,7 @@ class DDAttentionPC:
         self.info = {"source": "built from the operator, from this rank's rows" + ("" if exact else (
                          f", truncated Schwarz factors (rank {self.model.r})" if opts["rank"] else
                          ", dense Schwarz factors")), "arch": arch, "options": opts,
-                     "from_rows": True, "rows_held": share.rows_held}
+                     "from_rows": True, "rows_held": share.rows_held, "hierarchy": hierarchy}
         if training is not None:
             self.info["training"] = training
         self._to_petsc = share.numbering.to_petsc
@@ -509,14 +512,13 @@ def _spec_of(opts, pc, grid, size):
     return {"kind": kind, "N": N, "delta": opts["overlap"], "pou": "count", "coarse": opts["coarse"]}
 
 
-def _share_model(share, problem, layout, below=(), rank=0, init="exact"):
-    """Two-level (or multilevel) Schwarz from a share: applied by sparse factorizations (init='exact', full
-    rank) or as its Schwarz factors, the best rank-``rank`` parts of each A_i^-1 (init='schwarz').
-
-    ``below``: the coarse levels (hierarchy.coarse_levels of the share: built
-    from the summed A_1, as in training); none for two levels.
+def _share_model(hierarchy, layout, rank=0, init="exact"):
+    """Two-level (or multilevel) Schwarz on a hierarchy over a share: applied by sparse factorizations
+    (init='exact', full rank) or as its Schwarz factors, the best rank-``rank`` parts of each A_i^-1
+    (init='schwarz'). Its coarse levels are built from the summed A_1, as in training.
     """
     from ..operators import DDAttention
+    share, problem, below = hierarchy.decomposition, hierarchy.problem, hierarchy.below
     full = max([share.max_size] + [level.decomposition.max_size for level in below])
     kwargs = dict(r=rank or full, symmetric=True, coarse=share.coarse_size > 0, init=init, dtype=torch.float64,
                   problem=problem, levels=len(below) + 2, coarse_levels=list(below))
@@ -526,10 +528,10 @@ def _share_model(share, problem, layout, below=(), rank=0, init="exact"):
     return DistributedDDAttention(share, layout=layout, **kwargs)
 
 
-def _levels_below(share, problem, opts):
-    """The coarse levels under a share (replicated, from the summed A_1); empty for two levels."""
-    from ..hierarchy import coarse_levels
-    return coarse_levels(share, problem, opts["levels"], opts["top_size"], coarse=opts["level_coarse"])
+def _hierarchy_of(share, problem, spec, opts):
+    """The hierarchy over a share built from this rank's rows: its coarse levels from the summed A_1."""
+    from ..hierarchy import build_hierarchy
+    return build_hierarchy(problem, spec, opts["levels"], opts["top_size"], opts["level_coarse"], share=share)
 
 
 def _mpi_min():
