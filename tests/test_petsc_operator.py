@@ -105,7 +105,7 @@ def test_schwarz_factors_are_built_from_the_rows_never_gathered(where, options, 
 
     def no_gather(*args):
         raise AssertionError("the PC gathered the operator")
-    monkeypatch.setattr("pddattn.petsc.pc.gather_operator", no_gather)
+    monkeypatch.setattr("pddattn.petsc.sources.gather_operator", no_gather)
     A, dm, natural = (on_dmda if where == "dmda" else plain)(PROBLEM)
     pc = make_pc(A, dm, f"rows{r}{where}_", **options)
     pc.setUp()
@@ -331,7 +331,7 @@ def test_a_model_of_this_matrix_is_accepted_and_applied(monkeypatch):
     p = make_problem("diffusion2d", (15, 15), "lognormal:1")
     A = petsc_matrix(p.A, PETSc.COMM_WORLD)
     pc = make_pc(A, None, "same_", model=path, smoother="none")  # the rank-4 model itself
-    monkeypatch.setattr("pddattn.petsc.pc.gather_operator", no_gather)
+    monkeypatch.setattr("pddattn.petsc.sources.gather_operator", no_gather)
     pc.setUp()
     model = pc.getPythonContext().model
     assert not pc.getPythonContext().info["gathered"]

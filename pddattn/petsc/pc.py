@@ -35,9 +35,9 @@ import time
 import numpy as np
 import torch
 
-from . import teardown
+from . import sources, teardown
 from ..errors import CollectiveError, ConfigurationError
-from .matrices import dmda_grid, gather_operator
+from ..parallel.layout import Layout
 from .options import OPTIONS, parse_options
 from ..problems.families import spec_label
 
@@ -55,7 +55,7 @@ class DDAttentionPC:
     """petsc4py Python-PC context applying y = M^-1 x of DD attention."""
 
     def __init__(self):
-        self.model = self.key = self.info = self.layout = None
+        self.model = self.key = self.info = self.layout = self.source = None
         self._scatter = self._xm = self._ym = self._work = self._jacobi = self._jacobi_work = None
         self._vcycle = self._one_level = self._to_petsc = None
         self.setups = {"built": 0, "refactored": 0}
@@ -69,7 +69,7 @@ class DDAttentionPC:
         self._free_model()
         if self.layout is not None:
             self.layout.free()
-        self.model = self.key = self.info = self.layout = None
+        self.model = self.key = self.info = self.layout = self.source = None
 
     def _free_model(self):
         """Release the model's and its hierarchy's objects outside Python (factorizations, communicators)."""
@@ -77,7 +77,7 @@ class DDAttentionPC:
             self.model.free()
         if self.info and self.info.get("hierarchy") is not None:
             self.info["hierarchy"].free()
-        self.model = None
+        self.model = self.source = None
 
     def _free_vectors(self):
         for obj in (self._scatter, self._xm, self._ym, self._jacobi, self._jacobi_work, self._one_level,
@@ -109,7 +109,6 @@ class DDAttentionPC:
 
     def _setup(self, pc):
         """Structure (layout, decomposition, exchange plans, Scatter) once; new values of A refactor only."""
-        from ..parallel.layout import Layout
         _, P = pc.getOperators()
         key = (int(P.handle), P.stateGet(), P.getSize()[0])
         if self.model is not None and key == self.key:
@@ -117,87 +116,22 @@ class DDAttentionPC:
         opts, t0 = self._options(pc), time.perf_counter()
         if self.layout is None:
             self.layout = Layout(comm=pc.comm.tompi4py())
-        if _from_rows_applies(opts):
-            self._setup_from_rows(opts, key, P, pc)
+        if sources.same_structure(self.source, opts, P) and sources.update(self.source, opts, P, pc, self.layout):
+            self.setups["refactored"] += 1
         else:
-            self._setup_gathered(opts, key, P, pc)
+            self._free_model()
+            self.source = sources.build(opts, P, pc, self.layout)
+            self.model, self.info = _in_precision(self.source.model.eval(), opts["precision"]), self.source.info
+            self.setups["built"] += 1
+            self._to_petsc = self.source.to_petsc
+            self._setup_scatter(P, self._to_petsc(self.model.own_rows))
+            if self.source.probe is not None:
+                self._check_fit(opts, P)
+        self.key = key
         self._setup_smoother(opts, P)  # D^-1 follows the values too
         self._setup_one_level(P)
         self._setup_correction(opts, P)  # and lambda_max(M1 A)
         self.info["seconds"] = time.perf_counter() - t0
-
-    def _setup_gathered(self, opts, key, P, pc):
-        """A trained or truncated model from the operator: on the whole operator, gathered on every rank."""
-        if opts["model"]:
-            self._setup_stored(opts, key, P, pc)
-            return
-        A, petsc_of_natural, grid = gather_operator(P, pc.getDM())
-        if self._refactor(opts, key, A, grid):
-            self.key = key
-            self.setups["refactored"] += 1
-            return
-        self._free_model()
-        model, info = self._from_operator(opts, A, grid, pc, self.layout)
-        self._take(model, dict(info, gathered=True), opts, key)
-        self._to_petsc = petsc_of_natural.__getitem__
-        self._setup_scatter(P, petsc_of_natural[model.own_rows])
-
-    def _setup_stored(self, opts, key, P, pc):
-        """A stored model, on the rows of its own problem (nothing gathered when that is a family's stencil)."""
-        from .local import Numbering
-        self._free_model()
-        model, info = self._from_model(opts, P, pc.getDM(), self.layout)
-        self._take(model, info, opts, key)
-        self._to_petsc = Numbering(pc.getDM()).to_petsc
-        self._setup_scatter(P, self._to_petsc(model.own_rows))
-        self._check_fit(opts, P)
-
-    def _take(self, model, info, opts, key):
-        """Hold a newly built model (in the asked precision) and what describes it."""
-        info["options"] = opts
-        self.model, self.key, self.info = _in_precision(model.eval(), opts["precision"]), key, info
-        self.setups["built"] += 1
-
-    def _setup_from_rows(self, opts, key, P, pc):
-        """The exact two-level PC from this rank's rows of P (local.py): structure once, values refactored."""
-        from .local import local_share
-        spec = _spec_of(opts, pc, dmda_grid(pc.getDM()), self.layout.world_size)
-        same = self.model is not None and self.info.get("from_rows") and key[0] == self.key[0] \
-            and key[2] == self.key[2] and opts == self.info["options"] and not opts["train_steps"]
-        try:
-            if same:  # new values: the same plan, refactored in place unless the structure changed
-                share, problem = local_share(P, pc.getDM(), spec, self.layout, plan=self.model.decomposition.plan)
-                hierarchy = _hierarchy_of(share, problem, spec, opts)
-                if self.model.refactor(share, hierarchy.problem, hierarchy.below):
-                    self.info["hierarchy"] = hierarchy
-                    self.key = key
-                    self.setups["refactored"] += 1
-                    return
-            self._free_model()
-            share, problem = local_share(P, pc.getDM(), spec, self.layout)
-            hierarchy = _hierarchy_of(share, problem, spec, opts)
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
-        below = hierarchy.below
-        exact = opts["factors"] == "sparse" and not opts["rank"] and not opts["train_steps"]
-        model = _share_model(hierarchy, self.layout, opts["rank"], "exact" if exact else "schwarz")
-        training = _train_in_setup(model, opts, self.layout) if opts["train_steps"] else None
-        self.model = _in_precision(model.eval(), opts["precision"])
-        self.key, self.setups["built"] = key, self.setups["built"] + 1
-        arch = {"model": "dd", "n": share.n, "problem": problem.spec(), "decomposition": share.to_dict(),
-                "rank": self.model.r, "coarse_rank": share.coarse_size, "symmetric": True,
-                "coarse": share.coarse_size > 0}
-        if below:
-            arch.update(levels=opts["levels"], top_size=opts["top_size"], level_coarse=opts["level_coarse"],
-                        level_partition="tiles", coarse_rank=below[-1].decomposition.coarse_size)
-        self.info = {"source": "built from the operator, from this rank's rows" + ("" if exact else (
-                         f", truncated Schwarz factors (rank {self.model.r})" if opts["rank"] else
-                         ", dense Schwarz factors")), "arch": arch, "options": opts,
-                     "from_rows": True, "rows_held": share.rows_held, "hierarchy": hierarchy}
-        if training is not None:
-            self.info["training"] = training
-        self._to_petsc = share.numbering.to_petsc
-        self._setup_scatter(P, self._to_petsc(self.model.own_rows))
 
     def _setup_smoother(self, opts, P):
         """D^-1 of the operator, added to M^-1 when the model is rank-deficient (or when asked): no singular
@@ -240,88 +174,6 @@ class DDAttentionPC:
         start.destroy()
         self._vcycle = Multiplicative(opts["chebyshev_degree"], lam)
 
-    def _refactor(self, opts, key, A, grid):
-        """New values of the same operator (same Mat, size, options, pattern): refactor the model in place."""
-        if self.model is None or key[0] != self.key[0] or key[2] != self.key[2] or opts != self.info["options"]:
-            return False
-        if opts["model"] or opts["train_steps"]:
-            return False  # a stored or trained model does not follow A's values: build anew
-        hierarchy = self.info.get("hierarchy")
-        ok = hierarchy is not None and hierarchy.same_structure(A)  # else the model is built anew
-        if ok:  # the same structure: values only (Phi, A_l, numeric refactorizations)
-            hierarchy.update(A, _operator_problem(A, grid))
-            ok = self.model.refactor(hierarchy.decomposition, hierarchy.problem, hierarchy.below)
-        return bool(self.layout.comm.allreduce(int(ok), op=_mpi_min()) if self.layout.world_size > 1 else ok)
-
-    def _from_model(self, opts, P, dm, layout):
-        """(the stored model, info). Its problem is rebuilt from the checkpoint: a family assembles the
-        rows a rank needs from its stencil, so the operator handed to the PC is gathered only when that
-        problem cannot be rebuilt here (a matrix file absent) or has no A (learnt from pairs)."""
-        from ..checkpoint import CheckpointError, architecture_of, read_collective, restore, stored_model
-        from ..models import model_from_architecture
-        from ..operators import LOADED
-        from ..problems import problem_from_spec
-        path = opts["model"]
-        payload = read_collective(path, layout)  # rank 0 reads; every rank gets it or the same error
-        arch = architecture_of(payload)
-        if arch["model"] != "dd":
-            raise CheckpointError(f"{path} holds a {arch['model']} model; DDAttentionPC needs a DD-attention model")
-        n = P.getSize()[0]
-        if arch["n"] != n:
-            raise CheckpointError(f"{path} is a model for n={arch['n']}, but the operator has n={n}")
-        carried = P.getName() or ""
-        learnt_from_pairs = arch["problem"]["family"] == "data"  # no A to name: the probe below decides
-        if carried.startswith("pddattn ") and carried[len("pddattn "):] != spec_label(arch["problem"]) \
-                and not learnt_from_pairs:
-            raise CheckpointError(f"{path} is a model of {spec_label(arch['problem'])}, but the operator is "
-                                  f"{carried[len('pddattn '):]}")
-        try:
-            problem = problem_from_spec(arch["problem"])
-        except ValueError:  # e.g. the training matrix file is not here: the probe decides
-            problem = None
-        gathered = problem is None or not problem.has_operator
-        if gathered:  # the operator handed to the PC is the A (pairs alone: on their grid)
-            grid = None if problem is None else arch["problem"]["grid"]
-            problem = _operator_problem(gather_operator(P, dm)[0], grid)
-        model = stored_model(payload, lambda a: model_from_architecture(a, layout, problem=problem,
-                                                                         dtype=torch.float64, init=LOADED))
-        restore(payload, model)
-        self._stored_probe = payload.get("progress", {}).get("probe")
-        if self._stored_probe is None:  # a checkpoint from before the probe was stored
-            from ..spectrum import fit_probe
-            self._stored_probe = fit_probe(model, problem.A, layout)
-        from ..parallel.share import DecompositionShare
-        built_from = ("this rank's share, its rows from the stencil" if isinstance(model.decomposition,
-                      DecompositionShare) else "rebuilt whole on every rank from its stencil or file")
-        return model, {"source": f"model {path}", "arch": arch, "gathered": gathered, "built_from": built_from}
-
-    def _from_operator(self, opts, A, grid, pc, layout):
-        from ..models import model_from_architecture
-        problem = _operator_problem(A, grid)
-        spec = _spec_of(opts, pc, grid, layout.world_size)
-        from ..hierarchy import build_hierarchy
-        try:
-            hierarchy = build_hierarchy(problem, spec, opts["levels"], opts["top_size"], opts["level_coarse"])
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
-        d, below = hierarchy.decomposition, hierarchy.below
-        r = opts["rank"] or d.max_size
-        arch = {"model": "dd", "n": problem.n, "problem": problem.spec(), "decomposition": d.to_dict(), "rank": r,
-                "coarse_rank": d.coarse_size, "symmetric": True, "coarse": d.coarse_size > 0}
-        if opts["levels"] > 2:
-            top = below[-1].decomposition
-            r = opts["rank"] or max(d.max_size, top.max_size)
-            arch.update(rank=r, coarse_rank=top.coarse_size, levels=opts["levels"], top_size=opts["top_size"],
-                        level_coarse=opts["level_coarse"], level_partition="tiles")
-        # Untrained at full rank, M^-1 is additive Schwarz: sparse factorizations apply it exactly (exact.py).
-        exact = opts["factors"] == "sparse" and not opts["rank"] and not opts["train_steps"]
-        model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64,
-                                        init="exact" if exact else "schwarz", hierarchy=hierarchy)
-        info = {"source": "built from the operator", "arch": arch, "grid": grid, "hierarchy": hierarchy}
-        if opts["train_steps"]:
-            info["training"] = _train_in_setup(model, opts, layout)
-        return model, info
-
     def _setup_scatter(self, P, petsc_rows):
         """Vec layout <-> model layout (the model's own rows, as PETSc indices); none when they agree."""
         PETSc = _petsc()
@@ -343,7 +195,7 @@ class DDAttentionPC:
         from ..checkpoint import CheckpointError
         from ..spectrum import fit_probe
         now = fit_probe(self.model, lambda x: self._operator_apply(P, x), getattr(self.model, "layout", None))
-        stored = self._stored_probe
+        stored = self.source.probe
         if abs(now - stored) > PROBE_TOLERANCE * max(stored, 1e-12) + 1e-10:
             raise CheckpointError(
                 f"{opts['model']} does not fit this operator: ||x - M^-1 A x|| / ||x|| is {now:.3e} here but was "
@@ -488,72 +340,6 @@ def in_option_names(message, prefix):
     return message
 
 
-def _from_rows_applies(opts):
-    """Whether the PC is built from a rank's rows (local.py): from the operator, any number of levels;
-    exact (sparse factorizations) at full rank, Schwarz factors at a given rank, dense or to be trained."""
-    from .local import LOCAL_COARSE
-    return (not opts["model"] and opts["coarse"] in LOCAL_COARSE
-            and (opts["levels"] == 2 or opts["coarse"] != "none"))
-
-
-def _spec_of(opts, pc, grid, size):
-    """The decomposition spec of the options: boxes of the DMDA's grid (4x4) or algebraic blocks (16)."""
-    from ..decomposition import parse_subdomains
-    text = opts["subdomains"] or _default_subdomains(pc, grid, size)
-    try:
-        layout_N = parse_subdomains(text)
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from None
-    kind = "boxes" if len(layout_N) == 2 else "algebraic"
-    if kind == "boxes" and (grid is None or len(grid) != 2):
-        raise ConfigurationError(f"-{opts['prefix']}pddattn_subdomains {text} needs a 2D DMDA on the PC (the "
-                                 f"grid of the boxes); without one give a number of algebraic subdomains")
-    N = list(layout_N) if kind == "boxes" else int(np.prod(layout_N))
-    return {"kind": kind, "N": N, "delta": opts["overlap"], "pou": "count", "coarse": opts["coarse"]}
-
-
-def _share_model(hierarchy, layout, rank=0, init="exact"):
-    """Two-level (or multilevel) Schwarz on a hierarchy over a share: applied by sparse factorizations
-    (init='exact', full rank) or as its Schwarz factors, the best rank-``rank`` parts of each A_i^-1
-    (init='schwarz'). Its coarse levels are built from the summed A_1, as in training.
-    """
-    from ..operators import DDAttention
-    share, problem, below = hierarchy.decomposition, hierarchy.problem, hierarchy.below
-    full = max([share.max_size] + [level.decomposition.max_size for level in below])
-    kwargs = dict(r=rank or full, symmetric=True, coarse=share.coarse_size > 0, init=init, dtype=torch.float64,
-                  problem=problem, levels=len(below) + 2, coarse_levels=list(below))
-    if layout.domain_size == 1:
-        return DDAttention(share, **kwargs)
-    from ..parallel.operator import DistributedDDAttention
-    return DistributedDDAttention(share, layout=layout, **kwargs)
-
-
-def _hierarchy_of(share, problem, spec, opts):
-    """The hierarchy over a share built from this rank's rows: its coarse levels from the summed A_1."""
-    from ..hierarchy import build_hierarchy
-    return build_hierarchy(problem, spec, opts["levels"], opts["top_size"], opts["level_coarse"], share=share)
-
-
-def _mpi_min():
-    from mpi4py import MPI
-    return MPI.MIN
-
-
-def _operator_problem(A, grid):
-    """The operator as a Problem (family 'operator': no file, identified by its values)."""
-    from ..problems import operator_problem
-    return operator_problem(A, grid)
-
-
-def _default_subdomains(pc, grid, size):
-    """One subdomain per rank, as PCASM: the DMDA's process grid when there is one."""
-    dm = pc.getDM()
-    if grid is not None and len(grid) == 2:
-        Px, Py = (int(v) for v in dm.getProcSizes())
-        return f"{Px}x{Py}"
-    return str(size)
-
-
 def _in_precision(model, precision):
     """The model with its learned factors in ``precision``; exact (factorized) parts stay float64."""
     if precision == "float32" and model.num_parameters() > 0:
@@ -579,25 +365,6 @@ def _describe(spec):
     if spec.get("family") == "operator":
         return f"the operator given to the PC (grid {'x'.join(map(str, spec['grid']))})"
     return spec_label(spec)
-
-
-def _train_in_setup(model, opts, layout):
-    """-pddattn_train_steps: condition-loss training of the PC's own model, on its layout (serial or
-    distributed over the PC's ranks: train.fit_condition), kappa estimated at the start and the end.
-
-    The default lr 1e-4 is what a short run needs: on diffusion2d jump:1e4 at 63^2
-    (4x4 boxes, delta 2, full ranks) 30 steps took the kappa estimate from 45 to 24
-    at 1e-4, while at 1e-3 and 1e-2 it first rose tenfold and ended above the start.
-    """
-    from ..train import TrainConfig, fit_condition
-    if model.rank_bound() < model.n:
-        raise ConfigurationError(
-            f"-{opts['prefix']}pddattn_train_steps needs an invertible M^-1 (the condition loss estimates "
-            f"kappa(M A)), but local rank {model.r} gives rank at most {model.rank_bound():,} < n = {model.n:,}; "
-            f"leave -{opts['prefix']}pddattn_rank at 0 (full)")
-    cfg = TrainConfig(model="dd", symmetric=True, loss="condition", steps=opts["train_steps"], lr=opts["train_lr"],
-                      warmup=0, dtype="float64")
-    return fit_condition(model, cfg, layout)
 
 
 def rank_deficiency(model):

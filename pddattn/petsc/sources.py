@@ -1,0 +1,266 @@
+"""Where DDAttentionPC's model comes from, and how it takes new values of the same operator.
+
+Three sources, chosen by the options:
+
+- ``rows``: built from the operator, from this rank's rows of it (local.py):
+  every PC from the operator with a harmonic, q1 or no coarse space;
+- ``gathered``: built from the operator gathered on every rank (the hat and
+  Nicolaides coarse spaces);
+- ``stored``: a trained checkpoint (``-pddattn_model``), on the rows of its
+  own problem (a family's stencil), the operator gathered only where that
+  problem cannot be rebuilt here.
+
+:func:`build` makes a :class:`Source` (the model, what describes it, the
+numbering to PETSc's rows); :func:`update` takes new values of a Mat of the
+same structure: the rows source rebuilds its share on its exchange plan, the
+gathered one updates its Hierarchy (hierarchy.update), and both then let the
+factor parametrization follow (numeric refactorizations). It answers alike
+on every rank.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from ..checkpoint import CheckpointError, architecture_of, read_collective, restore, stored_model
+from ..decomposition import parse_subdomains
+from ..errors import ConfigurationError
+from ..hierarchy import build_hierarchy
+from ..models import model_from_architecture
+from ..operators import LOADED, DDAttention
+from ..parallel.operator import DistributedDDAttention
+from ..problems import operator_problem, problem_from_spec
+from ..problems.families import spec_label
+from ..spectrum import fit_probe
+from ..train import TrainConfig, fit_condition
+from .local import LOCAL_COARSE, Numbering, local_share
+from .matrices import dmda_grid, gather_operator
+
+__all__ = ["Source", "build", "update", "same_structure"]
+
+
+@dataclasses.dataclass
+class Source:
+    """A PC's model and what describes it: ``info`` (source, arch, options, hierarchy, ...), ``to_petsc``
+    (natural node numbers -> the operator's rows) and, for a stored model, its fit ``probe``."""
+
+    kind: str
+    model: object
+    info: dict
+    to_petsc: object
+    probe: float | None = None
+
+
+def build(opts, P, pc, layout):
+    """The model the options ask for, on the operator P (collective)."""
+    if opts["model"]:
+        source = _stored(opts, P, pc.getDM(), layout)
+    elif opts["coarse"] in LOCAL_COARSE and (opts["levels"] == 2 or opts["coarse"] != "none"):
+        source = _from_rows(opts, P, pc, layout)
+    else:
+        source = _gathered(opts, P, pc, layout)
+    source.info["options"] = opts
+    return source
+
+
+def same_structure(source, opts, P):
+    """The one "same structure?" test: the same Mat (handle and size) under the same options, with a model
+    that follows A (built from the operator, untrained): then new values are an :func:`update`."""
+    if source is None or source.kind == "stored" or opts["train_steps"] or opts != source.info["options"]:
+        return False
+    return source.info["mat"] == (int(P.handle), P.getSize()[0])
+
+
+def update(source, opts, P, pc, layout):
+    """Take P's new values into ``source`` in place; False (on every rank alike) when the structure changed."""
+    try:
+        ok = _update_rows(source, opts, P, pc, layout) if source.kind == "rows" else \
+            _update_gathered(source, P, pc)
+    except ValueError:
+        ok = False
+    return bool(layout.comm.allreduce(int(ok), op=_mpi().MIN)) if layout.world_size > 1 else ok
+
+
+# --------------------------------------------------------------------- rows
+def _from_rows(opts, P, pc, layout):
+    """Exact (sparse factorizations) at full rank, Schwarz factors at a given rank, dense or trained."""
+    spec = _spec_of(opts, pc, dmda_grid(pc.getDM()), layout.world_size)
+    try:
+        share, problem = local_share(P, pc.getDM(), spec, layout)
+        hierarchy = _hierarchy_of(share, problem, spec, opts)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    exact = opts["factors"] == "sparse" and not opts["rank"] and not opts["train_steps"]
+    model = _share_model(hierarchy, layout, opts["rank"], "exact" if exact else "schwarz")
+    below = hierarchy.below
+    arch = {"model": "dd", "n": share.n, "problem": problem.spec(), "decomposition": share.to_dict(),
+            "rank": model.r, "coarse_rank": share.coarse_size, "symmetric": True, "coarse": share.coarse_size > 0}
+    if below:
+        arch.update(levels=opts["levels"], top_size=opts["top_size"], level_coarse=opts["level_coarse"],
+                    level_partition="tiles", coarse_rank=below[-1].decomposition.coarse_size)
+    info = {"source": "built from the operator, from this rank's rows" + ("" if exact else (
+                f", truncated Schwarz factors (rank {model.r})" if opts["rank"] else ", dense Schwarz factors")),
+            "arch": arch, "from_rows": True, "rows_held": share.rows_held, "hierarchy": hierarchy,
+            "mat": (int(P.handle), P.getSize()[0]), "spec": spec}
+    if opts["train_steps"]:
+        info["training"] = _train_in_setup(model, opts, layout)
+    return Source("rows", model, info, share.numbering.to_petsc)
+
+
+def _update_rows(source, opts, P, pc, layout):
+    """The share rebuilt on its exchange plan from the new rows, then the model's values."""
+    spec, model = source.info["spec"], source.model
+    share, problem = local_share(P, pc.getDM(), spec, layout, plan=model.decomposition.plan)
+    hierarchy = _hierarchy_of(share, problem, spec, opts)
+    if not model.refactor(share, hierarchy.problem, hierarchy.below):
+        return False
+    source.info["hierarchy"] = hierarchy
+    return True
+
+
+def _hierarchy_of(share, problem, spec, opts):
+    """The hierarchy over a share built from this rank's rows: its coarse levels from the summed A_1."""
+    return build_hierarchy(problem, spec, opts["levels"], opts["top_size"], opts["level_coarse"], share=share)
+
+
+def _share_model(hierarchy, layout, rank=0, init="exact"):
+    """Two-level (or multilevel) Schwarz on a hierarchy over a share: applied by sparse factorizations
+    (init='exact', full rank) or as its Schwarz factors, the best rank-``rank`` parts of each A_i^-1
+    (init='schwarz'). Its coarse levels are built from the summed A_1, as in training.
+    """
+    share, problem, below = hierarchy.decomposition, hierarchy.problem, hierarchy.below
+    full = max([share.max_size] + [level.decomposition.max_size for level in below])
+    kwargs = dict(r=rank or full, symmetric=True, coarse=share.coarse_size > 0, init=init, dtype=torch.float64,
+                  problem=problem, levels=len(below) + 2, coarse_levels=list(below))
+    if layout.domain_size == 1:
+        return DDAttention(share, **kwargs)
+    return DistributedDDAttention(share, layout=layout, **kwargs)
+
+
+# ----------------------------------------------------------------- gathered
+def _gathered(opts, P, pc, layout):
+    """A model from the whole operator, gathered on every rank."""
+    A, petsc_of_natural, grid = gather_operator(P, pc.getDM())
+    problem = operator_problem(A, grid)
+    spec = _spec_of(opts, pc, grid, layout.world_size)
+    try:
+        hierarchy = build_hierarchy(problem, spec, opts["levels"], opts["top_size"], opts["level_coarse"])
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    d, below = hierarchy.decomposition, hierarchy.below
+    r = opts["rank"] or d.max_size
+    arch = {"model": "dd", "n": problem.n, "problem": problem.spec(), "decomposition": d.to_dict(), "rank": r,
+            "coarse_rank": d.coarse_size, "symmetric": True, "coarse": d.coarse_size > 0}
+    if opts["levels"] > 2:
+        top = below[-1].decomposition
+        r = opts["rank"] or max(d.max_size, top.max_size)
+        arch.update(rank=r, coarse_rank=top.coarse_size, levels=opts["levels"], top_size=opts["top_size"],
+                    level_coarse=opts["level_coarse"], level_partition="tiles")
+    # Untrained at full rank, M^-1 is additive Schwarz: sparse factorizations apply it exactly (exact.py).
+    exact = opts["factors"] == "sparse" and not opts["rank"] and not opts["train_steps"]
+    model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64,
+                                    init="exact" if exact else "schwarz", hierarchy=hierarchy)
+    info = {"source": "built from the operator", "arch": arch, "grid": grid, "hierarchy": hierarchy,
+            "gathered": True, "mat": (int(P.handle), P.getSize()[0])}
+    if opts["train_steps"]:
+        info["training"] = _train_in_setup(model, opts, layout)
+    return Source("gathered", model, info, petsc_of_natural.__getitem__)
+
+
+def _update_gathered(source, P, pc):
+    """The hierarchy's update (values only: Phi, A_l, refactorizations), then the model's."""
+    A, _, grid = gather_operator(P, pc.getDM())
+    hierarchy = source.info["hierarchy"]
+    if not hierarchy.same_structure(A):
+        return False
+    hierarchy.update(A, operator_problem(A, grid))
+    return source.model.refactor(hierarchy.decomposition, hierarchy.problem, hierarchy.below)
+
+
+# ------------------------------------------------------------------- stored
+def _stored(opts, P, dm, layout):
+    """A stored model. Its problem is rebuilt from the checkpoint: a family assembles the rows a rank
+    needs from its stencil, so the operator handed to the PC is gathered only when that problem cannot
+    be rebuilt here (a matrix file absent) or has no A (learnt from pairs)."""
+    path = opts["model"]
+    payload = read_collective(path, layout)  # rank 0 reads; every rank gets it or the same error
+    arch = architecture_of(payload)
+    if arch["model"] != "dd":
+        raise CheckpointError(f"{path} holds a {arch['model']} model; DDAttentionPC needs a DD-attention model")
+    n = P.getSize()[0]
+    if arch["n"] != n:
+        raise CheckpointError(f"{path} is a model for n={arch['n']}, but the operator has n={n}")
+    carried = P.getName() or ""
+    learnt_from_pairs = arch["problem"]["family"] == "data"  # no A to name: the probe decides
+    if carried.startswith("pddattn ") and carried[len("pddattn "):] != spec_label(arch["problem"]) \
+            and not learnt_from_pairs:
+        raise CheckpointError(f"{path} is a model of {spec_label(arch['problem'])}, but the operator is "
+                              f"{carried[len('pddattn '):]}")
+    try:
+        problem = problem_from_spec(arch["problem"])
+    except ValueError:  # e.g. the training matrix file is not here: the probe decides
+        problem = None
+    gathered = problem is None or not problem.has_operator
+    if gathered:  # the operator handed to the PC is the A (pairs alone: on their grid)
+        grid = None if problem is None else arch["problem"]["grid"]
+        problem = operator_problem(gather_operator(P, dm)[0], grid)
+    model = stored_model(payload, lambda a: model_from_architecture(a, layout, problem=problem,
+                                                                     dtype=torch.float64, init=LOADED))
+    restore(payload, model)
+    probe = payload.get("progress", {}).get("probe")
+    if probe is None:  # a checkpoint from before the probe was stored
+        probe = fit_probe(model, problem.A, layout)
+    built_from = ("this rank's share, its rows from the stencil" if not model.decomposition.whole else
+                  "rebuilt whole on every rank from its stencil or file")
+    info = {"source": f"model {path}", "arch": arch, "gathered": gathered, "built_from": built_from}
+    return Source("stored", model, info, Numbering(dm).to_petsc, probe)
+
+
+# ------------------------------------------------------------------ helpers
+def _spec_of(opts, pc, grid, size):
+    """The decomposition spec of the options: boxes of the DMDA's grid (4x4) or algebraic blocks (16)."""
+    text = opts["subdomains"] or _default_subdomains(pc, grid, size)
+    try:
+        layout_N = parse_subdomains(text)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    kind = "boxes" if len(layout_N) == 2 else "algebraic"
+    if kind == "boxes" and (grid is None or len(grid) != 2):
+        raise ConfigurationError(f"-{opts['prefix']}pddattn_subdomains {text} needs a 2D DMDA on the PC (the "
+                                 f"grid of the boxes); without one give a number of algebraic subdomains")
+    N = list(layout_N) if kind == "boxes" else int(np.prod(layout_N))
+    return {"kind": kind, "N": N, "delta": opts["overlap"], "pou": "count", "coarse": opts["coarse"]}
+
+
+def _default_subdomains(pc, grid, size):
+    """One subdomain per rank, as PCASM: the DMDA's process grid when there is one."""
+    dm = pc.getDM()
+    if grid is not None and len(grid) == 2:
+        Px, Py = (int(v) for v in dm.getProcSizes())
+        return f"{Px}x{Py}"
+    return str(size)
+
+
+def _train_in_setup(model, opts, layout):
+    """-pddattn_train_steps: condition-loss training of the PC's own model, on its layout (serial or
+    distributed over the PC's ranks: train.fit_condition), kappa estimated at the start and the end.
+
+    The default lr 1e-4 is what a short run needs: on diffusion2d jump:1e4 at 63^2
+    (4x4 boxes, delta 2, full ranks) 30 steps took the kappa estimate from 45 to 24
+    at 1e-4, while at 1e-3 and 1e-2 it first rose tenfold and ended above the start.
+    """
+    if model.rank_bound() < model.n:
+        raise ConfigurationError(
+            f"-{opts['prefix']}pddattn_train_steps needs an invertible M^-1 (the condition loss estimates "
+            f"kappa(M A)), but local rank {model.r} gives rank at most {model.rank_bound():,} < n = {model.n:,}; "
+            f"leave -{opts['prefix']}pddattn_rank at 0 (full)")
+    cfg = TrainConfig(model="dd", symmetric=True, loss="condition", steps=opts["train_steps"], lr=opts["train_lr"],
+                      warmup=0, dtype="float64")
+    return fit_condition(model, cfg, layout)
+
+
+def _mpi():
+    from mpi4py import MPI
+    return MPI
