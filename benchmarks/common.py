@@ -52,7 +52,7 @@ def references_for(config):
     from pddattn.models import model_from_architecture
     from pddattn.parallel.layout import SerialLayout
     from pddattn.train import TrainConfig, TrainData
-    cfg = TrainConfig(**{k: v for k, v in config.items() if v is not None or k == "coarse_rank"})
+    cfg = TrainConfig.from_dict({k: v for k, v in config.items() if v is not None or k == "coarse_rank"})
     problem, arch, sampler, hierarchy = cfg.build()
     model = model_from_architecture(arch, problem=problem, hierarchy=hierarchy)
     data = TrainData(cfg, model, SerialLayout(), sampler)

@@ -40,9 +40,12 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from .errors import CheckpointError
+from .problems import problem_from_spec
+from .problems.families import Problem
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "atomic_save", "read", "save", "load_model", "architecture_of",
            "global_state"]
@@ -188,13 +191,10 @@ def _matrix_of(model):
 
 def stored_problem(payload):
     """The payload's problem: rebuilt from its spec, or from the matrix stored in it when the file is gone."""
-    from .problems import problem_from_spec
-    from .problems.families import Problem
     spec = architecture_of(payload)["problem"]
     stored = payload.get("matrix")
     if stored is None or spec.get("matrix") is None or os.path.exists(spec["matrix"]):
         return problem_from_spec(spec)  # a changed file is refused there: the user meant that file
-    import scipy.sparse as sp
     A = sp.csr_matrix((stored["data"].numpy(), stored["indices"].numpy(), stored["indptr"].numpy()),
                       shape=tuple(stored["shape"]))
     return Problem("matrix", tuple(spec["grid"]), spec["coefficient"], spec["seed"], A, spec.get("matrix"),

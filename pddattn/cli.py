@@ -54,7 +54,7 @@ def _add_model_options(p, model=True):
     g.add_argument("--problem", choices=FAMILIES, help="the operator A (default laplace1d; data: none, the pairs of --data FILE alone)")
     g.add_argument("--n", type=int, help=f"interior nodes of a 1D grid (default {_DEFAULTS.n})")
     g.add_argument("--grid", help="grid shape, 1023 or 127x127 (default: --n)")
-    g.add_argument("--coefficient", help=f"coefficient field: const, smooth:C, jump:C, lognormal:S "
+    g.add_argument("--coefficient", help=f"coefficient field: const, smooth:C, jump:C, lognormal:S, darcy "
                                          f"(kinds {', '.join(COEFFICIENTS)}; default const)")
     g.add_argument("--coefficient-seed", type=int, help="seed of a random coefficient field (default 0)")
     g.add_argument("--matrix", help="a user's SPD matrix: PETSc binary Mat or scipy .npz (sets --problem matrix)")
@@ -74,7 +74,8 @@ def _add_model_options(p, model=True):
                    help="coarse space of the coarse levels with --levels > 2 (default harmonic)")
     g.add_argument("--pou", choices=("count", "smooth"), help="partition of unity (default count)")
     g.add_argument("--symmetric", action="store_true", default=None, help="tie K = Q (SPSD operator)")
-    g.add_argument("--one-level", dest="coarse", action="store_false", default=None, help="drop the coarse term")
+    g.add_argument("--one-level", dest="coarse_space", action="store_const", const="none",
+                   help="drop the coarse term: the same as --coarse none")
     g.add_argument("--init", choices=("random", "schwarz"), help="initial factors (default random)")
     g.add_argument("--init-scale", type=float, help="random init std in natural units (default 0.1)")
     g.add_argument("--fno-width", type=int, help=f"FNO hidden channels (default {_DEFAULTS.fno_width})")
@@ -160,7 +161,7 @@ def build_parser():
     s.add_argument("--problem", choices=[f for f in FAMILIES if f != "data"], help="problem family (default: the model's, else laplace1d)")
     s.add_argument("--n", type=int, default=None, help="1D grid nodes (default: the model's, else 1023)")
     s.add_argument("--grid", help="grid, 1023 or 127x127 (default: the model's)")
-    s.add_argument("--coefficient", help="const, smooth:C, jump:C, lognormal:S (default: the model's, else const)")
+    s.add_argument("--coefficient", help="const, smooth:C, jump:C, lognormal:S, darcy (default: the model's, else const)")
     s.add_argument("--coefficient-seed", type=int, default=0, help="seed of a random coefficient (default 0)")
     s.add_argument("--matrix", help="a PETSc binary Mat or scipy .npz file (problem 'matrix')")
     s.add_argument("--dmda", action="store_true",

@@ -59,7 +59,6 @@ class TrainConfig:
     level_coarse: str = "harmonic"      # coarse space of the coarse levels: harmonic or nicolaides
     pou: str = "count"
     symmetric: bool = False
-    coarse: bool = True
     init: str = "random"
     init_scale: float = 0.1
     loss: str = "error"                 # or "condition": kappa(M A), for preconditioners
@@ -202,7 +201,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d):
+        """A config from its dict; one written before ``coarse`` went (coarse: false) says coarse_space none."""
         fields = {f.name for f in dataclasses.fields(cls)}
+        if d.get("coarse") is False and not d.get("coarse_space"):
+            d = dict(d, coarse_space="none")
         return cls(**{k: v for k, v in d.items() if k in fields})
 
 

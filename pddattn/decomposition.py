@@ -24,8 +24,11 @@ import copy
 import numpy as np
 import scipy.sparse as sp
 
+from .coarse import attach_coarse, interior_blocks
+from .schwarz import galerkin
+
 __all__ = ["Decomposition", "POU_KINDS", "DECOMPOSITIONS", "PARTITIONS", "intervals", "boxes", "algebraic",
-           "decomposition_from_spec", "parse_subdomains", "split_sizes"]
+           "decomposition_from_spec", "parse_subdomains", "split_sizes", "same_structure"]
 
 POU_KINDS = ("count", "smooth")
 DECOMPOSITIONS = ("intervals", "boxes", "algebraic")
@@ -186,7 +189,6 @@ class Decomposition:
 
     def coarse_operator(self, problem):
         """A_0 = Phi^T A Phi, from blocks of the problem's rows."""
-        from .schwarz import galerkin
         return galerkin(problem, self.phi)
 
     def exchange_plan(self, holdings, rank, comm=None, stats=None):
@@ -196,12 +198,23 @@ class Decomposition:
 
     def interior_blocks(self):
         """Core interiors (cores minus the nodes where Phi is 1), see coarse.interior_blocks."""
-        from .coarse import interior_blocks
         return interior_blocks(self)
 
     def coarse_basis_dense(self):
         """Phi as a dense (n, n_0) array (tests and small diagnostics only)."""
         return self.phi.toarray()
+
+
+def same_structure(d, e):
+    """Whether two decompositions have the same index sets, weights' kind and coarse-basis pattern."""
+    if (d.n, d.N, d.pou, d.spec) != (e.n, e.N, e.pou, e.spec) or d.phi.shape != e.phi.shape:
+        return False
+    if not all(np.array_equal(a, b) for a, b in zip(d.subdomains, e.subdomains)):
+        return False
+    p, q = d.phi.tocsr(), e.phi.tocsr()
+    p.sort_indices()
+    q.sort_indices()
+    return np.array_equal(p.indptr, q.indptr) and np.array_equal(p.indices, q.indices)
 
 
 # -------------------------------------------------------------------- builders
@@ -250,7 +263,6 @@ def intervals(n, N, delta, pou="count", coarse="hat", A=None):
     d = Decomposition(n, [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])],
                       [np.arange(a, b) for a, b in zip(starts, stops)], pou, ramps, spec=spec,
                       core_bounds=bounds, starts=starts, stops=stops, grid=(n,), layout=(N,))
-    from .coarse import attach_coarse
     return attach_coarse(d, coarse, A)
 
 
@@ -275,7 +287,6 @@ def boxes(grid, layout, delta, pou="count", coarse="q1", A=None):
     spec = {"kind": "boxes", "N": [Nx, Ny], "delta": delta, "pou": pou, "coarse": coarse}
     d = Decomposition(nx * ny, cores, subs, pou, ramps, spec=spec, grid=(nx, ny), layout=(Nx, Ny),
                       box_bounds=(bx, by))
-    from .coarse import attach_coarse
     return attach_coarse(d, coarse, A)
 
 
@@ -326,7 +337,6 @@ def algebraic(A, N, delta, pou="count", coarse="harmonic", partition="blocks", c
     if partition != "blocks":
         spec["partition"] = partition
     d = Decomposition(n, cores, subs, pou, ramps, spec=spec, layout=(N,))
-    from .coarse import attach_coarse
     return attach_coarse(d, coarse, A)
 
 

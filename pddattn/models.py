@@ -59,8 +59,6 @@ def decomposition_spec(cfg, problem):
     if kind != "boxes" and len(N) == 2:
         N = (N[0] * N[1],)
     coarse = cfg.get("coarse_space") or _DEFAULT_COARSE[kind]
-    if not cfg.get("coarse", True):
-        coarse = "none"
     return {"kind": kind, "N": list(N) if kind == "boxes" else N[0], "delta": cfg["overlap"],
             "pou": cfg.get("pou", "count"), "coarse": coarse}
 
@@ -155,7 +153,7 @@ def model_from_architecture(arch, layout=None, *, problem=None, dtype=None, devi
     d, below, problem = hierarchy.decomposition, hierarchy.below, hierarchy.problem
     check_distribution(d, layout.world_size, layout.data_size)
     kwargs = dict(r=arch["rank"], r0=arch.get("coarse_rank") if d.coarse_size else None,
-                  symmetric=arch["symmetric"], coarse=arch.get("coarse", True) and d.coarse_size > 0, init=init,
+                  symmetric=arch["symmetric"], init=init,
                   init_scale=init_scale, seed=seed, dtype=dtype, device=device, problem=problem,
                   levels=levels, top_size=top_size, coarse_levels=below)
     if layout.domain_size == 1:

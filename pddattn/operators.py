@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .decomposition import Decomposition
+from .decomposition import Decomposition, same_structure
 from .factors import natural_scales as _level_scales, parametrization
 from .hierarchy import TOP_SIZE, coarse_levels as _coarse_levels
 from .kernels import coarse_interpolate, coarse_restrict, sparse_pair, subdomain_attention
@@ -35,19 +35,6 @@ LOADED = "none"  # zero factors of the right shapes, to be filled from a checkpo
 PREFIX = "coarse_model."  # a level's parameter names carry one per level above it
 
 
-def same_structure(d, e):
-    """Whether two decompositions have the same index sets, weights' kind and coarse-basis pattern."""
-    if (d.n, d.N, d.pou, d.spec) != (e.n, e.N, e.pou, e.spec) or d.phi.shape != e.phi.shape:
-        return False
-    if not all(np.array_equal(a, b) for a, b in zip(d.subdomains, e.subdomains)):
-        return False
-    p, q = d.phi.tocsr(), e.phi.tocsr()
-    p.sort_indices()
-    q.sort_indices()
-    return np.array_equal(p.indptr, q.indptr) and np.array_equal(p.indices, q.indices)
-
-
-# --------------------------------------------------------------- initialisation
 def _normal(shape, scale, generator, dtype, device):
     return (torch.randn(shape, generator=generator, dtype=torch.float64) * scale).to(dtype=dtype, device=device)
 
@@ -239,7 +226,7 @@ class DDAttention(_Attention):
     checkpoint since multilevel DD attention carries.
     """
 
-    def __init__(self, decomposition, r, r0=None, symmetric=False, coarse=True, init="random",
+    def __init__(self, decomposition, r, r0=None, symmetric=False, init="random",
                  init_scale=0.1, seed=0, dtype=None, device=None, subdomains=None, problem=None, rows=None,
                  levels=2, top_size=TOP_SIZE, coarse_levels=None, coarse_model=None):
         super().__init__()
@@ -250,7 +237,7 @@ class DDAttention(_Attention):
         d = self.decomposition = decomposition
         self.n, self.r = d.n, _check_rank("local rank r", r)
         self.r0 = d.coarse_size if r0 is None else _check_rank("coarse rank r0", r0)
-        self.symmetric, self.coarse, self.init = bool(symmetric), bool(coarse), init
+        self.symmetric, self.init = bool(symmetric), init
         self.held = np.arange(d.N) if subdomains is None else np.asarray(subdomains, dtype=np.int64)
         self.rows = rows
         self.levels, self.top_size = int(levels), int(top_size)
@@ -281,7 +268,7 @@ class DDAttention(_Attention):
         model = None
         for depth, (kind, extra) in reversed(list(enumerate(self._level_kinds(below)))):
             model = kind(below[depth].decomposition, problem=below[depth].problem, seed=seed + 1 + depth,
-                         levels=len(below) + 1 - depth, coarse_model=model, coarse=True, **extra, **kwargs)
+                         levels=len(below) + 1 - depth, coarse_model=model, **extra, **kwargs)
         return model
 
     def _level_kinds(self, below):
@@ -451,8 +438,14 @@ class DDAttention(_Attention):
         return y
 
     @property
+    def coarse(self):
+        """Whether the level has a coarse term: its decomposition has a coarse space (``coarse`` "none" is
+        the one way to say it has none, the one-level ablation)."""
+        return self.decomposition.coarse_size > 0
+
+    @property
     def has_coarse(self):
-        return bool(self.coarse and self.decomposition.coarse_size)
+        return self.coarse
 
     def local_matvec(self, x, transpose=False):
         """sum_i R_i^T D_i^1/2 Q_i K_i^T D_i^1/2 R_i x on this module's rows (the one-level part M_1)."""

@@ -64,9 +64,9 @@ def distributable(d, size, R=1):
         return False
 
 
-def models(case, data_parallel=1, **kwargs):
+def models(case, data_parallel=1, coarse=True, **kwargs):
     n, N, delta, pou = case
-    d = Decomposition(n, N, delta, pou)
+    d = Decomposition(n, N, delta, pou, coarse="hat" if coarse else "none")
     if not distributable(d, world().Get_size(), data_parallel):
         pytest.skip(f"{case} cannot be distributed over {world().Get_size()} ranks")
     layout = Layout(data_parallel)

@@ -24,8 +24,8 @@ def unpadded(model):
 @pytest.mark.parametrize("symmetric", [False, True])
 @pytest.mark.parametrize("coarse", [True, False])
 def test_dd_equals_independent_dense_construction(n, N, delta, pou, symmetric, coarse):
-    d = Decomposition(n, N, delta, pou)
-    model = DDAttention(d, r=3, r0=2, symmetric=symmetric, coarse=coarse, seed=7, init_scale=30.0)
+    d = Decomposition(n, N, delta, pou, coarse="hat" if coarse else "none")
+    model = DDAttention(d, r=3, r0=2, symmetric=symmetric, seed=7, init_scale=30.0)
     Qs, Ks, Q0, K0 = unpadded(model)
     M_ref = ref.dd_matrix(n, N, delta, pou, Qs, Ks, Q0 if coarse else None, K0)
     M = model.dense().numpy()
@@ -84,7 +84,7 @@ def test_parameter_counts_exclude_padding():
     m = DDAttention(d, r=3, r0=2)
     assert m.num_parameters() == 2 * (int(d.sizes.sum()) * 3 + 3 * 2)
     assert DDAttention(d, r=3, r0=2, symmetric=True).num_parameters() == m.num_parameters() // 2
-    assert DDAttention(d, r=3, coarse=False).num_parameters() == 2 * int(d.sizes.sum()) * 3
+    assert DDAttention(Decomposition(23, 4, 2, coarse="none"), r=3).num_parameters() == 2 * int(d.sizes.sum()) * 3
     assert m.num_parameters() < GlobalAttention(23, 8).num_parameters()
 
 

@@ -30,7 +30,7 @@ def test_diffusion1d_matches_the_definition(coefficient):
     assert np.abs(A - B).max() <= rounding(factor=4 + _field_factor(coefficient)) * np.abs(B).max()
 
 
-@pytest.mark.parametrize("coefficient", ["const", "smooth:10", "jump:1e4", "lognormal:1"])
+@pytest.mark.parametrize("coefficient", ["const", "smooth:10", "jump:1e4", "lognormal:1", "darcy"])
 def test_diffusion2d_matches_the_definition(coefficient):
     k = coefficient_field(coefficient, seed=1, dim=2)
     A = make_problem("diffusion2d", (7, 5), coefficient, seed=1).A.toarray()
@@ -50,6 +50,24 @@ def test_coefficient_ranges_and_seeds():
     a, b = coefficient_field("lognormal:1", 0, 2)(x), coefficient_field("lognormal:1", 1, 2)(x)
     assert np.array_equal(a, coefficient_field("lognormal:1", 0, 2)(x)) and not np.allclose(a, b)
     assert 0.5 < np.log(a).std() < 2.0 and (a > 0).all()
+
+
+def test_the_darcy_field_is_the_thresholded_cosine_series():
+    """12 where sum_k xi_k (pi^2 |k|^2 + 9)^-1 cos(pi k1 x) cos(pi k2 y) >= 0, else 3 (k != 0, 64 modes per
+    axis, xi_k from the seed): checked against that sum written out, at points away from its zero set."""
+    from pddattn.problems.coefficients import DARCY_MODES
+    x = np.random.default_rng(1).uniform(size=(300, 2))
+    k = np.arange(DARCY_MODES)
+    xi = np.random.default_rng([4, 7919]).standard_normal((DARCY_MODES, DARCY_MODES))
+    g = np.array([(xi / (np.pi**2 * (k[:, None]**2 + k[None, :]**2) + 9.0)
+                   * np.outer(np.cos(np.pi * k * a), np.cos(np.pi * k * b))).sum() - xi[0, 0] / 9.0 for a, b in x])
+    field = coefficient_field("darcy", 4, 2)(x)
+    clear = np.abs(g) > 1e-9 * np.abs(g).max()  # the series' rounding decides only at its zero set
+    assert set(np.unique(field)) == {3.0, 12.0} and np.array_equal(field[clear], np.where(g >= 0, 12.0, 3.0)[clear])
+    assert np.array_equal(field, coefficient_field("darcy", 4, 2)(x))
+    assert not np.array_equal(field, coefficient_field("darcy", 5, 2)(x))
+    with pytest.raises(ValueError, match="takes no value"):
+        coefficient_field("darcy:2", 0, 2)
 
 
 @pytest.mark.parametrize("kwargs,match", [

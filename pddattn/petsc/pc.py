@@ -36,10 +36,16 @@ import numpy as np
 import torch
 
 from . import sources, teardown
+from ..checkpoint import CheckpointError
+from .corrections import Multiplicative, Parts, balanced, estimate_lambda_max
 from ..errors import CollectiveError, ConfigurationError
-from ..parallel.layout import Layout
+from ..exact import application_cost
+from .one_level import OneLevelSchwarz, applies
 from .options import OPTIONS, parse_options
+from ..parallel.layout import Layout
 from ..problems.families import spec_label
+from ..problems.samplers import Noise
+from ..spectrum import fit_probe
 
 __all__ = ["DDAttentionPC", "rank_deficiency", "OPTIONS", "PROBE_TOLERANCE"]
 
@@ -151,7 +157,6 @@ class DDAttentionPC:
 
     def _setup_one_level(self, P):
         """The exact M1 as PETSc Mat and Vecs (one_level.py), for every set of values: the factor is new."""
-        from .one_level import OneLevelSchwarz, applies
         if self._one_level is not None:
             self._one_level.destroy()
         self._one_level = OneLevelSchwarz(self.model, P, self._to_petsc) if applies(self.model) else None
@@ -166,8 +171,6 @@ class DDAttentionPC:
             raise ConfigurationError(
                 f"-{opts['prefix']}pddattn_coarse_correction multiplicative needs an exact coarse solve (the PC "
                 f"built from the operator, two levels, untrained, full rank); use balanced")
-        from ..problems.samplers import Noise
-        from .corrections import Multiplicative, estimate_lambda_max
         start = P.createVecLeft()  # white noise at the natural rows: the same start on any layout
         self._model_to_vec(Noise(0, 0, 0, 1, m.n).at(m.own_rows)[0], start)
         lam = estimate_lambda_max(P, self._parts(P, False).local, start)
@@ -192,8 +195,6 @@ class DDAttentionPC:
 
     def _check_fit(self, opts, P):
         """Refuse (on every rank alike) a model whose probe on this operator differs from training."""
-        from ..checkpoint import CheckpointError
-        from ..spectrum import fit_probe
         now = fit_probe(self.model, lambda x: self._operator_apply(P, x), getattr(self.model, "layout", None))
         stored = self.source.probe
         if abs(now - stored) > PROBE_TOLERANCE * max(stored, 1e-12) + 1e-10:
@@ -237,7 +238,6 @@ class DDAttentionPC:
 
     def _parts(self, P, transpose):
         """M1, P0 and A as Vec -> Vec maps (their transposes for a transposed application)."""
-        from .corrections import Parts
         m = self.model
         local = self._one_level or (lambda a, b: self._model_apply(lambda v: m.local_matvec(v, transpose), a, b))
         return Parts(local,
@@ -245,7 +245,6 @@ class DDAttentionPC:
                      P.multTranspose if transpose else P.mult)
 
     def _apply(self, pc, x, y, transpose):
-        from .corrections import balanced
         m, correction = self.model, self.info["options"]["correction"]
         _, P = pc.getOperators()
         if self._work is None:
@@ -311,7 +310,6 @@ class DDAttentionPC:
                  f"set-ups: {self.setups['built']} built, {self.setups['refactored']} refactored on new values; "
                  f"the last took {self.info.get('seconds', 0.0):.3f} s"]
         if getattr(m, "exact", False) and m.coarse_model is None:
-            from ..exact import application_cost
             _, P = pc.getOperators()
             nnz = int(P.getInfo(_petsc().Mat.InfoType.LOCAL)["nz_used"])
             c = application_cost(m, self.info["options"]["correction"], nnz, degree=self.info["options"][

@@ -132,7 +132,7 @@ def _share_model(hierarchy, layout, rank=0, init="exact"):
     """
     share, problem, below = hierarchy.decomposition, hierarchy.problem, hierarchy.below
     full = max([share.max_size] + [level.decomposition.max_size for level in below])
-    kwargs = dict(r=rank or full, symmetric=True, coarse=share.coarse_size > 0, init=init, dtype=torch.float64,
+    kwargs = dict(r=rank or full, symmetric=True, init=init, dtype=torch.float64,
                   problem=problem, levels=len(below) + 2, coarse_levels=list(below))
     if layout.domain_size == 1:
         return DDAttention(share, **kwargs)
