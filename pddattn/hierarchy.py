@@ -161,8 +161,10 @@ def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1, coarse="
 
 def _spreads(d, tiles, coarse):
     """Whether the level below d is built as per-rank shares: d is one, and every rank gets a tile."""
-    comm = getattr(d, "comm", None)
-    return (hasattr(d, "A0_local") and comm is not None and comm.Get_size() > 1 and tiles >= comm.Get_size()
+    if d.whole:
+        return False
+    comm = d.comm
+    return (comm is not None and comm.Get_size() > 1 and tiles >= comm.Get_size()
             and coarse == "harmonic")
 
 
@@ -188,7 +190,7 @@ def _tiles(d, count):
 
 def _core_lookup(d):
     """Global node -> core of d: arithmetic for a share, an array for a whole decomposition."""
-    if hasattr(d, "core_map"):
+    if not d.whole:
         return d.core_map.core_of
     core = np.empty(d.n, dtype=np.int64)
     for c, nodes in enumerate(d.cores):

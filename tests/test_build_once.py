@@ -29,22 +29,28 @@ def test_compare_builds_the_hierarchy_once(builds, tmp_path):
     assert builds() == 1  # before: 5 decompositions
 
 
-def test_the_pcs_setup_with_training_builds_once(builds):
-    """The PC trains its own model on the hierarchy of its rows (petsc/local.py): built once; a second
-    KSPSetOperators with new values keeps its structure (a share is rebuilt on its plan: one more)."""
-    PETSc = pytest.importorskip("petsc4py.PETSc")
-    from pddattn.petsc import DDAttentionPC, petsc_matrix
-    from pddattn.problems import make_problem
-    p = make_problem("diffusion2d", (15, 15), "lognormal:1", seed=2)
-    A = petsc_matrix(p.A, PETSc.COMM_SELF)
+def _pc_on(A, prefix, **options):
+    """A set-up DDAttentionPC on the PETSc Mat A with ``-{prefix}pddattn_*`` options."""
+    from petsc4py import PETSc
+    from pddattn.petsc import DDAttentionPC
     pc = PETSc.PC().create(comm=PETSc.COMM_SELF)
-    pc.setOptionsPrefix("once_")
-    for key, value in dict(subdomains="4", overlap=1, train_steps=2).items():
-        PETSc.Options("once_")[f"pddattn_{key}"] = value
+    pc.setOptionsPrefix(prefix)
+    for key, value in options.items():
+        PETSc.Options(prefix)[f"pddattn_{key}"] = value
     pc.setOperators(A)
     pc.setType("python")
     pc.setPythonContext(DDAttentionPC())
     pc.setUp()
+    return pc
+
+
+def test_the_pcs_setup_with_training_builds_once(builds):
+    """The PC trains its own model on the hierarchy of its rows (petsc/local.py): built once."""
+    PETSc = pytest.importorskip("petsc4py.PETSc")
+    from pddattn.petsc import petsc_matrix
+    from pddattn.problems import make_problem
+    p = make_problem("diffusion2d", (15, 15), "lognormal:1", seed=2)
+    pc = _pc_on(petsc_matrix(p.A, PETSc.COMM_SELF), "once_", subdomains="4", overlap=1, train_steps=2)
     context = pc.getPythonContext()
     assert builds() == 1 and context.info["training"]["steps"] == 2
     assert context.info["hierarchy"].decomposition is context.model.decomposition
@@ -55,18 +61,11 @@ def test_a_gathered_pc_updates_its_hierarchy_for_new_values(builds):
     """New values of the PC's Mat: the hierarchy's update, not a new build (the gathered path, which a
     Nicolaides coarse space takes; the path from a rank's rows rebuilds its share on its exchange plan)."""
     PETSc = pytest.importorskip("petsc4py.PETSc")
-    from pddattn.petsc import DDAttentionPC, petsc_matrix
+    from pddattn.petsc import petsc_matrix
     from pddattn.problems import make_problem
     p, q = (make_problem("diffusion2d", (15, 15), "lognormal:1", seed=s) for s in (2, 3))
     A = petsc_matrix(p.A, PETSc.COMM_SELF)
-    pc = PETSc.PC().create(comm=PETSc.COMM_SELF)
-    pc.setOptionsPrefix("update_")
-    for key, value in dict(subdomains="4", overlap=1, coarse="nicolaides").items():
-        PETSc.Options("update_")[f"pddattn_{key}"] = value
-    pc.setOperators(A)
-    pc.setType("python")
-    pc.setPythonContext(DDAttentionPC())
-    pc.setUp()
+    pc = _pc_on(A, "update_", subdomains="4", overlap=1, coarse="nicolaides")
     context = pc.getPythonContext()
     hierarchy = context.info["hierarchy"]
     B = petsc_matrix(q.A, PETSc.COMM_SELF)

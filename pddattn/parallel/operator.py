@@ -160,7 +160,7 @@ class DistributedDDAttention(DDAttention):
     def owner_of(self, nodes):
         """The domain rank owning each global node: from the counts for a share, else from the holdings."""
         d = self.decomposition
-        if hasattr(d, "core_map"):
+        if not d.whole:
             return d.core_map.owner_of(nodes)
         if getattr(self, "_owner", None) is None:
             self._owner = owners(d, subdomain_holdings(d, self.layout.domain_size))

@@ -1,0 +1,299 @@
+"""One DD-attention model for a family of operators: local factors generated from the operator.
+
+For every operator A of a stencil family (one grid, one decomposition, any
+coefficient field),
+
+    M(A)^-1 = Phi(A) A_0(A)^-1 Phi(A)^T + sum_i R_i^T D_i^1/2 Q_i(A) Q_i(A)^T D_i^1/2 R_i,
+    Q_i(A) = h G_theta(X_i(A)),
+
+X_i(A) being the stencil entries of A's rows on Omega_i, scaled by h^2 (so
+that they do not depend on h) and laid out on the box's grid, and G_theta
+one small convolutional network shared by all subdomains: its parameters do
+not depend on n or N. Phi(A) is the harmonic (GDSW-type) basis and A_0(A) =
+Phi^T A Phi is factored exactly: both are the Hierarchy's values for A
+(hierarchy.values, batched over operators), so an operator's set-up is a
+values update on a structure built once. The local term is the kernel every
+DD operator uses (kernels.subdomain_attention); the coarse term the sparse
+products and factorizations of every exact one (exact.py). Symmetric: M(A)^-1
+is SPSD.
+
+The first version serves 2D boxes with two levels (the Darcy benchmark's
+shape); the model is trained by :func:`fit` on a set of operators and
+measured by :func:`relative_errors` on others (held-out seeds).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from .exact import SparseSolve
+from .kernels import sparse_pair, subdomain_attention
+
+__all__ = ["StencilFeatures", "BoxGrids", "Generator", "FamilyDDAttention", "OperatorValues", "fit",
+           "relative_errors", "iterate"]
+
+
+class StencilFeatures:
+    """Each node's 5-point stencil entries (S, W, centre, E, N) x h^2 from A's entries, zero off the grid.
+
+    Structure (built once from A's pattern): the feature slot of each stored
+    entry, by its column offset. Values: one scatter of A's entries.
+    """
+
+    OFFSETS = 5
+
+    def __init__(self, pattern, grid):
+        nx, ny = grid
+        rows = np.repeat(np.arange(pattern.shape[0]), np.diff(pattern.indptr))
+        offset = pattern.indices - rows
+        channel = np.select([offset == -nx, offset == -1, offset == 0, offset == 1, offset == nx],
+                            [0, 1, 2, 3, 4], default=-1)
+        if (channel < 0).any():
+            raise ValueError("generated factors need a 5-point stencil on the grid (a diffusion2d family)")
+        self.n, self.slot = pattern.shape[0], rows * self.OFFSETS + channel
+        self.scale = (1.0 / (nx + 1)) * (1.0 / (ny + 1))  # h^2: the stencil's 1 / h^2 taken out
+
+    def __call__(self, data):
+        """(n, 5) features of A's entries ``data`` (in the pattern's order)."""
+        out = np.zeros(self.n * self.OFFSETS)
+        out[self.slot] = np.asarray(data) * self.scale
+        return out.reshape(self.n, self.OFFSETS)
+
+
+class BoxGrids:
+    """Each box subdomain's nodes on a common (H, W) grid, and back to its padded index slots.
+
+    ``nodes`` (N, H, W): the node at each grid point, -1 outside the box;
+    ``slots`` (N, L): the grid point (flattened) of each of the subdomain's
+    sorted nodes, for the (N, L, r) factors the kernel takes.
+    """
+
+    def __init__(self, decomposition):
+        d = decomposition
+        if d.spec.get("kind") != "boxes":
+            raise ValueError("generated factors need a boxes decomposition (a 2D grid)")
+        (nx, ny), (bx, by), delta = d.grid, d.box_bounds, d.delta
+        Nx, Ny = d.layout
+        x0 = np.maximum(bx[:-1] - delta, 0)
+        x1 = np.minimum(bx[1:] + delta, nx)
+        y0 = np.maximum(by[:-1] - delta, 0)
+        y1 = np.minimum(by[1:] + delta, ny)
+        self.H, self.W = int((y1 - y0).max()), int((x1 - x0).max())
+        self.nodes = np.full((d.N, self.H, self.W), -1, dtype=np.int64)
+        self.slots = np.zeros((d.N, d.max_size), dtype=np.int64)
+        for J in range(Ny):
+            for I in range(Nx):
+                i = J * Nx + I
+                h, w = y1[J] - y0[J], x1[I] - x0[I]
+                block = np.arange(y0[J], y1[J])[:, None] * nx + np.arange(x0[I], x1[I])[None, :]
+                self.nodes[i, :h, :w] = block
+                self.slots[i, : h * w] = (np.arange(h)[:, None] * self.W + np.arange(w)[None, :]).ravel()
+        self.mask = self.nodes >= 0
+
+    def layout(self, features):
+        """(N, C + 1, H, W): the nodes' features on each box's grid and a mask channel."""
+        grid = np.where(self.mask[..., None], features[np.maximum(self.nodes, 0)], 0.0)
+        return np.concatenate([grid, self.mask[..., None]], axis=-1).transpose(0, 3, 1, 2)
+
+
+class Generator(nn.Module):
+    """G_theta: a small convolutional network on a box's grid, shared by all subdomains.
+
+    ``depth`` 3x3 convolutions of ``width`` channels with GELU between them,
+    then a 1x1 convolution to the rank r: its receptive field covers
+    2 depth + 1 nodes across, which is the box's width and overlap here.
+    """
+
+    def __init__(self, channels, r, width=32, depth=4):
+        super().__init__()
+        layers, c = [], channels
+        for _ in range(depth):
+            layers += [nn.Conv2d(c, width, 3, padding=1), nn.GELU()]
+            c = width
+        layers.append(nn.Conv2d(c, r, 1))
+        with torch.no_grad():  # start near Q = 0: M(A)^-1 then begins as the coarse term and omega D^-1,
+            layers[-1].weight.mul_(0.01)  # a convergent iteration, which unrolled training can take from there
+            layers[-1].bias.zero_()
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@dataclasses.dataclass
+class OperatorValues:
+    """What the model needs of one operator: its box features, Phi, A_0's factorization and A.
+
+    ``A`` is a kernels.SparseMatrix (products with autograd, for unrolled
+    training); ``blocks`` diag(R_i A R_i^T), factored on first use by the
+    classical Schwarz references (:func:`schwarz`).
+    """
+
+    features: torch.Tensor
+    phi: tuple
+    top: SparseSolve
+    A: object
+    blocks: object = None
+    inverse_diagonal: torch.Tensor = None
+    _local: SparseSolve = None
+
+    def local_solve(self):
+        if self._local is None:
+            self._local = SparseSolve(self.blocks)
+        return self._local
+
+    def free(self):
+        for solve in (self.top, self._local):
+            if solve is not None:
+                solve.free()
+
+
+class FamilyDDAttention(nn.Module):
+    """DD attention whose local factors are generated from the operator (module docstring).
+
+    Parameters
+    ----------
+    hierarchy : Hierarchy
+        Two levels on a boxes decomposition with a coarse space, built on any
+        member of the family (its structure serves them all).
+    r : int
+        Rank of every generated local block.
+    width, depth : int
+        The generator's convolutions.
+    seed : int
+        Seed of the generator's initial weights.
+    """
+
+    def __init__(self, hierarchy, r, width=32, depth=4, seed=0, dtype=torch.float64):
+        super().__init__()
+        if len(hierarchy.levels) != 1 or hierarchy.top is None:
+            raise ValueError("generated factors need two levels with a coarse space")
+        d = self.decomposition = hierarchy.decomposition
+        self.hierarchy, self.n, self.r, self.width, self.depth = hierarchy, d.n, int(r), int(width), int(depth)
+        self.grids = BoxGrids(d)
+        self.stencil = StencilFeatures(hierarchy.levels[0].plan.pattern, d.grid)
+        self.h = 1.0 / (max(d.grid) + 1)
+        index = d.held_indices(np.arange(d.N), pad=-1)
+        self.register_buffer("weight", torch.as_tensor(np.sqrt(d.held_pou_weights(np.arange(d.N)))[..., None],
+                                                       dtype=dtype), persistent=False)
+        self.register_buffer("index", torch.as_tensor(np.maximum(index, 0)), persistent=False)
+        self.register_buffer("slots", torch.as_tensor(self.grids.slots), persistent=False)
+        torch.manual_seed(seed)
+        self.generator = Generator(StencilFeatures.OFFSETS + 1, self.r, width, depth).to(dtype)
+        # omega D^-1 added: the SPD shift that makes M(A)^-1 invertible where the rank-r blocks are not
+        self.jacobi = nn.Parameter(torch.tensor(-2.0, dtype=dtype))  # omega = softplus(-2) = 0.13
+
+    def values(self, matrices):
+        """The OperatorValues of each operator (one batched hierarchy values() for all: Phi, A_0)."""
+        h = self.hierarchy
+        batch = h.values(matrices)
+        out = []
+        plan, dtype = h.levels[0].plan, self.weight.dtype
+        for b in range(len(matrices)):
+            data = batch.A[0][b]
+            phi = plan.phi.pattern.matrix(batch.phi[0][b]) if batch.phi[0] is not None else self.decomposition.phi
+            features = torch.as_tensor(self.grids.layout(self.stencil(data)), dtype=dtype)
+            A = plan.pattern.matrix(data)
+            out.append(OperatorValues(features, _pair(phi, dtype), SparseSolve(plan.coarse.matrix(batch.top[b])),
+                                      _pair(A, dtype)[0], plan.blocks.matrix(data),
+                                      torch.as_tensor(1.0 / A.diagonal(), dtype=dtype)[:, None]))
+        return out
+
+    def factors(self, op):
+        """Q (N, L, r) = h G(X) gathered from each box's grid to its sorted nodes (zero at padding)."""
+        Q = self.generator(op.features).flatten(2).transpose(1, 2)          # (N, H W, r)
+        Q = torch.gather(Q, 1, self.slots[..., None].expand(-1, -1, self.r))  # (N, L, r)
+        return self.h * Q
+
+    def matvec(self, x, op):
+        """M(A)^-1 x for node-major x (n, B)."""
+        Q = self.factors(op)
+        y = subdomain_attention(x, self.index, self.weight, Q, Q)
+        phi, phi_t = op.phi
+        return y + phi @ op.top(phi_t @ x) + nn.functional.softplus(self.jacobi) * op.inverse_diagonal * x
+
+    def forward(self, f, op):
+        """M(A)^-1 f for f of shape (B, n)."""
+        return self.matvec(f.T.contiguous(), op).T
+
+    def num_parameters(self):
+        return sum(p.numel() for p in self.parameters())
+
+
+def _pair(S, dtype):
+    coo = S.tocoo()
+    return sparse_pair(coo.row, coo.col, coo.data, coo.shape, dtype, None)
+
+
+def schwarz(model, op, restricted=False):
+    """Classical two-level Schwarz on the model's structure with exact local solves, as f (B, n) -> M^-1 f:
+    additive, sum R_i^T D_i^1/2 A_i^-1 D_i^1/2 R_i (the paper's weights), or restricted (RAS),
+    sum R_i^T D_i A_i^-1 R_i; plus the same exact coarse term Phi A_0^-1 Phi^T."""
+    index = model.index.numpy()
+    valid = np.arange(index.shape[1])[None, :] < model.decomposition.sizes[:, None]
+    rows = index[valid]
+    weight = model.weight[..., 0].numpy()[valid]
+    stacked = np.arange(len(rows))
+    R = sp.csr_matrix((np.ones(len(rows)), (stacked, rows)), shape=(len(rows), model.n))
+    W_in = R if restricted else sp.csr_matrix((weight, (stacked, rows)), shape=R.shape)
+    W_out = sp.csr_matrix(((weight ** 2) if restricted else weight, (stacked, rows)), shape=R.shape)
+    solve = op.local_solve()
+    phi, phi_t = op.phi
+
+    def apply(f):
+        x = f.T.contiguous()
+        local = torch.as_tensor(np.asarray(W_out.T @ solve.solve(np.asarray(W_in @ x.numpy()))), dtype=f.dtype)
+        return (local + phi @ op.top(phi_t @ x)).T
+    return apply
+
+
+def _relative(y, u):
+    return ((y - u).norm(dim=1) / u.norm(dim=1))
+
+
+def iterate(apply, A, f, steps):
+    """u_k after ``steps`` of u_(k+1) = u_k + M^-1 (f - A u_k) from u_0 = 0 (so u_1 = M^-1 f).
+
+    ``apply``: f (B, n) -> M^-1 f; A: the operator (scipy sparse), for the residuals.
+    """
+    u = apply(f)
+    for _ in range(steps - 1):
+        u = u + apply(f - (A @ u.T.contiguous()).T)
+    return u
+
+
+def relative_errors(model, ops, data, steps=1):
+    """Mean relative L2 error of ``steps`` iterations over operators ``ops`` with data [(f, u)] each."""
+    with torch.no_grad():
+        errors = [_relative(iterate(lambda x, op=op: model(x, op), op.A, f, steps), u)
+                  for op, (f, u) in zip(ops, data)]
+    return float(torch.cat(errors).mean())
+
+
+def fit(model, ops, data, steps, lr=1e-3, batch=8, seed=0, unroll=1, log=None):
+    """Adam on the mean relative squared error, a training operator per step (in turn).
+
+    ``data`` [(f, u)] per operator, f and u (count, n); each step takes ``batch`` of its pairs at random.
+    ``unroll`` K: the error after K steps u_(k+1) = u_k + M(A)^-1 (f - A u_k), with shared weights
+    (K = 1: one application).
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    rng = np.random.default_rng(seed)
+    for step in range(steps):
+        k = step % len(ops)
+        f, u = data[k]
+        pick = torch.as_tensor(rng.choice(len(f), size=min(batch, len(f)), replace=False))
+        op = ops[k]
+        loss = (_relative(iterate(lambda x: model(x, op), op.A, f[pick], unroll), u[pick]) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if log is not None:
+            log(step, float(loss.detach()))
+    return model

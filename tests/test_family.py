@@ -1,0 +1,111 @@
+"""Generated factors (family.py): one model for a family of operators, measured on held-out operators only."""
+import numpy as np
+import pytest
+import torch
+
+from pddattn.family import FamilyDDAttention, fit, relative_errors, schwarz
+from pddattn.hierarchy import build_hierarchy
+from pddattn.operators import DDAttention
+from pddattn.problems import make_problem
+from pddattn.problems.samplers import make_sampler
+from tolerances import cond, rounding
+
+GRID = (31, 31)
+SPEC = {"kind": "boxes", "N": [4, 4], "delta": 2, "pou": "count", "coarse": "harmonic"}
+
+
+def _problems(seeds, grid=GRID):
+    return [make_problem("diffusion2d", grid, "darcy", seed=s) for s in seeds]
+
+
+def _data(problems, count, seed):
+    pairs = (make_sampler("solve", p, seed=seed).sample(count) for p in problems)
+    return [(torch.as_tensor(f), torch.as_tensor(u)) for f, u in pairs]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return FamilyDDAttention(build_hierarchy(_problems([1])[0], SPEC), r=4, width=8, depth=2)
+
+
+def test_the_box_grids_hold_each_subdomain_in_its_index_order(model):
+    d, grids = model.decomposition, model.grids
+    for i in range(d.N):
+        n_i = d.sizes[i]
+        assert np.array_equal(grids.nodes[i].ravel()[grids.slots[i, :n_i]], d.subdomains[i])
+        assert np.array_equal(np.sort(grids.nodes[i][grids.mask[i]]), d.subdomains[i])
+
+
+def test_the_features_are_the_stencil_times_h_squared(model):
+    p = _problems([7])[0]
+    A = p.A.toarray()
+    features = model.stencil(model.hierarchy.levels[0].plan.pattern.entries(p.A))
+    nx = GRID[0]
+    h2 = 1.0 / (GRID[0] + 1) ** 2
+    for node in (0, 5, nx + 3, 17 * nx + 30, nx * GRID[1] - 1):
+        want = [A[node, node + o] if 0 <= node + o < A.shape[0] and abs((node % nx) - ((node + o) % nx)) <= 1
+                else 0.0 for o in (-nx, -1, 0, 1, nx)]
+        assert np.abs(features[node] - h2 * np.array(want)).max() <= rounding(factor=4) * np.abs(want).max() * h2
+
+
+def test_the_operator_is_the_formula_on_each_operators_values(model):
+    """M(A)^-1 = sum_i R_i^T D_i^1/2 Q_i Q_i^T D_i^1/2 R_i + Phi A_0^-1 Phi^T + omega D^-1, written out densely,
+    with Phi and A_0 those of a hierarchy built afresh on the held-out operator."""
+    p = _problems([11])[0]
+    op = model.values([p.A])[0]
+    fresh = build_hierarchy(p, SPEC)
+    d, phi = fresh.decomposition, fresh.decomposition.phi.toarray()
+    with torch.no_grad():
+        Q = model.factors(op).numpy()
+        M = model.matvec(torch.eye(model.n, dtype=torch.float64), op).numpy()
+    weights = np.sqrt(d.pou_weights())
+    dense = phi @ np.linalg.solve(fresh.top.toarray(), phi.T)
+    for i, nodes in enumerate(d.subdomains):
+        B = weights[i, :len(nodes), None] * Q[i, :len(nodes)]
+        dense[np.ix_(nodes, nodes)] += B @ B.T
+    dense += np.diag(torch.nn.functional.softplus(model.jacobi).item() / p.A.diagonal())
+    assert np.abs(M - dense).max() <= rounding(cond(fresh.top), 100) * np.abs(dense).max()
+    assert np.abs(M - M.T).max() <= rounding(cond(fresh.top), 100) * np.abs(dense).max()  # SPSD: symmetric
+
+
+def test_the_additive_reference_is_the_exact_dd_operator():
+    """family.schwarz(additive) is DDAttention(init='exact') on the same operator: the classical bar."""
+    p = _problems([3])[0]
+    h = build_hierarchy(p, SPEC)
+    m = FamilyDDAttention(h, r=2, width=4, depth=1)
+    op = m.values([p.A])[0]
+    exact = DDAttention(h.decomposition, r=1, init="exact", problem=p, symmetric=True)
+    f = torch.randn(3, m.n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = schwarz(m, op)(f), exact(f)
+    assert (a - b).abs().max() <= rounding(cond(p.A.toarray()), 10) * b.abs().max()
+
+
+def test_training_on_some_operators_lowers_the_error_on_others():
+    torch.manual_seed(0)
+    train, held_out = _problems(range(1, 9)), _problems(range(1001, 1005))
+    model = FamilyDDAttention(build_hierarchy(train[0], SPEC), r=4, width=8, depth=2)
+    train_ops, test_ops = model.values([p.A for p in train]), model.values([p.A for p in held_out])
+    test_data = _data(held_out, 8, 2)
+    before = relative_errors(model, test_ops, test_data)
+    fit(model, train_ops, _data(train, 16, 1), steps=80, lr=3e-3, batch=8)
+    after = relative_errors(model, test_ops, test_data)
+    assert after < 0.8 * before, (before, after)
+
+
+def test_one_model_serves_other_grids_with_boxes_of_the_same_size():
+    """The generator's parameters do not depend on n or N: weights trained at 31^2 serve a 63^2 model (boxes
+    of the same 8 x 8 nodes) better than its untrained start, on held-out operators of the finer grid."""
+    torch.manual_seed(0)
+    train = _problems(range(1, 9))
+    small = FamilyDDAttention(build_hierarchy(train[0], SPEC), r=4, width=8, depth=2)
+    fit(small, small.values([p.A for p in train]), _data(train, 16, 1), steps=80, lr=3e-3, batch=8)
+    big_spec = dict(SPEC, N=[8, 8])  # 63 = 2 x 31 + 1
+    held_out = _problems(range(2001, 2003), (63, 63))
+    big = FamilyDDAttention(build_hierarchy(held_out[0], big_spec), r=4, width=8, depth=2)
+    assert big.num_parameters() == small.num_parameters()
+    ops, data = big.values([p.A for p in held_out]), _data(held_out, 4, 3)
+    untrained = relative_errors(big, ops, data)
+    big.load_state_dict(small.state_dict())
+    assert relative_errors(big, ops, data) < 0.9 * untrained  # measured 0.82
