@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import math
 
+from .decomposition import decomposition_from_spec
+from .models import decomposition_spec
+
 __all__ = ["dd_at_budget", "global_at_budget", "fno_at_budget"]
 
 FNO_WIDTHS, FNO_MODES = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96), (16, 12, 24, 8)
@@ -38,8 +41,6 @@ def dd_at_budget(cfg, problem, budget):
     budget : int
         Parameters to spend.
     """
-    from .decomposition import decomposition_from_spec
-    from .models import decomposition_spec
     symmetric, k = problem.has_operator, (1 if problem.has_operator else 2)
     for N in _finest_first(problem):
         spec = decomposition_spec({**cfg.to_dict(), "subdomains": N, "overlap": 1}, problem)

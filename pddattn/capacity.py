@@ -25,6 +25,11 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from .models import architecture, model_from_architecture
+from .parallel.layout import SerialLayout
+from .regression import reduced_rank_error
+from .train import evaluate
+
 __all__ = ["truncated_inverse_error", "global_capacity", "regression_capacity", "schwarz_start_error"]
 
 
@@ -49,7 +54,6 @@ def global_capacity(cfg, problem, data):
 
 def regression_capacity(pairs, f_test, u_test, r, limit=REGRESSION_PAIRS):
     """(error, what it is) of the rank-r reduced-rank regression on up to ``limit`` training pairs."""
-    from .regression import reduced_rank_error
     count = min(pairs.train_count, limit)
     F, U = pairs.read("train", np.arange(count), np.arange(pairs.n))
     Ft, Ut = (np.asarray(t.detach().cpu().double() if isinstance(t, torch.Tensor) else t) for t in (f_test, u_test))
@@ -58,9 +62,6 @@ def regression_capacity(pairs, f_test, u_test, r, limit=REGRESSION_PAIRS):
 
 def schwarz_start_error(cfg, problem, data, hierarchy=None):
     """Test error of the DD architecture of ``cfg`` initialised as truncated two-level Schwarz."""
-    from .models import architecture, model_from_architecture
-    from .train import evaluate
-    from .parallel.layout import SerialLayout
     arch = architecture(cfg.to_dict(), problem, hierarchy)
     model = model_from_architecture(arch, problem=problem, dtype=torch.float64, init="schwarz", hierarchy=hierarchy)
     f, u = data.test

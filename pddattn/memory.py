@@ -16,6 +16,8 @@ import os
 import resource
 
 from .errors import ConfigurationError
+from .problems.pairs import is_data_file
+from .spectrum import LANCZOS_STEPS
 
 __all__ = ["estimate_bytes", "available_bytes", "check_memory", "format_bytes"]
 
@@ -30,7 +32,6 @@ def format_bytes(b):
 
 
 def _nodes(cfg):
-    from .problems.pairs import is_data_file
     if is_data_file(cfg.data) and cfg.problem == "data" and not cfg.grid:
         return None  # the grid comes from the pairs' shape
     if cfg.grid:
@@ -66,7 +67,6 @@ def estimate_bytes(cfg):
         coarse = 3 * 8 * n0 * n0 + 16 * extended             # dense A_0 and eigh; index sets
     parts = {"test set": test, "batch": batch, "model": 4 * params * size + coarse, "operator": 200 * n}
     if cfg.loss == "condition":  # kappa's Lanczos vectors and A times them (spectrum.condition_number: 80 steps)
-        from .spectrum import LANCZOS_STEPS
         parts["lanczos"] = 2 * n * 2 * LANCZOS_STEPS * size
     return parts
 

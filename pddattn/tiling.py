@@ -40,13 +40,13 @@ def anchor_cores(d, core_of):
     if kind == "nicolaides":
         return np.arange(d.coarse_size, dtype=np.int64)
     if kind == "hat":
-        bounds = d.core_bounds if hasattr(d, "core_bounds") else d.core_map.bounds
+        bounds = d.core_bounds if d.whole else d.core_map.bounds
         return core_of(np.asarray(bounds[1:-1], dtype=np.int64))
     if kind == "q1":
-        (bx, by), nx = (d.box_bounds if hasattr(d, "box_bounds") else (d.core_map.bx, d.core_map.by)), d.grid[0]
+        (bx, by), nx = (d.box_bounds if d.whole else (d.core_map.bx, d.core_map.by)), d.grid[0]
         return core_of((by[1:-1][:, None] * nx + bx[1:-1][None, :]).ravel())
     if kind == "harmonic":
-        return core_of(d.anchors if hasattr(d, "anchors") else harmonic_anchors(d.phi, d.interface))
+        return core_of(harmonic_anchors(d.phi, d.interface) if d.whole else d.anchors)
     raise ValueError(f"a {kind!r} coarse space has no home cores to tile; coarse levels need "
                      "harmonic, nicolaides, hat or q1 above them")
 

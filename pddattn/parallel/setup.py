@@ -18,9 +18,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..decomposition import box_ramp, interval_ramp, split_sizes
+from ..coarse import HarmonicPlan, _interface_groups, hat_basis
+from ..decomposition import _ramp, box_ramp, interval_ramp, split_sizes
 from ..errors import ConfigurationError
 from .ghosts import GhostExchange
+from ..problems.families import principal_block
 from .share import CoreMap, DecompositionShare, pou_weights, sum_over_ranks
 
 __all__ = ["finish_share", "family_share", "algebraic_share", "check_geometry", "coarse_rows", "galerkin_part", "sum_over_ranks", "FAMILY_SHARE_KINDS"]
@@ -55,7 +57,6 @@ def finish_share(spec, cmap, comm, cores, subdomains, ring, U, rows, plan=None, 
     A_UU : CSR, optional
         R_U A R_U^T (columns numbered in U), where the caller has it already.
     """
-    from ..problems.families import principal_block
     held = cmap.holdings[comm.Get_rank()]
     own = np.sort(np.concatenate(cores)) if cores else np.zeros(0, dtype=np.int64)
     plan = plan or GhostExchange.from_reads(own, np.concatenate(subdomains) if subdomains else own,
@@ -110,7 +111,6 @@ def algebraic_share(problem, spec, layout, comm):
     weighs a smooth partition of unity by the graph distance to the outside,
     as decomposition.algebraic does on the whole A.
     """
-    from ..decomposition import _ramp
     n, delta, N = problem.n, int(spec["delta"]), int(spec["N"])
     check_geometry("algebraic", (n,), (N,), delta, n)
     cmap = CoreMap("algebraic", n, (n,), (N,), layout.domain_size)
@@ -189,14 +189,12 @@ def coarse_rows(kind, A_UU, U, own, ring_plan, cores, cmap, comm):
     if kind == "hat":
         if cmap.kind != "intervals":
             raise ConfigurationError("the hat coarse space needs an intervals decomposition (1D); use harmonic")
-        from ..coarse import hat_basis
         return hat_basis(cmap.n, cmap.bounds, own), None
     return _harmonic_rows(A_UU, U, own, ring_plan, cores, cmap, comm)
 
 
 def _q1_rows(own, cmap):
     """Rows of Phi = Phi_y (x) Phi_x at ``own``: the row-wise Kronecker product of the per-axis hats."""
-    from ..coarse import hat_basis
     (nx, ny), nx0 = cmap.grid, len(cmap.bx) - 2
     hx, hy = hat_basis(nx, cmap.bx)[own % nx].tocsr(), hat_basis(ny, cmap.by)[own // nx].tocsr()
     rows, cols, vals = [], [], []
@@ -221,7 +219,6 @@ def _harmonic_rows(A_UU, U, own, ring_plan, cores, cmap, comm):
     numbered as the serial basis numbers them, by first node, from one
     allgather of first nodes, and the ring's group ids come from their owners.
     """
-    from ..coarse import HarmonicPlan, _interface_groups
     at = np.minimum(np.searchsorted(own, U), max(len(own) - 1, 0))
     is_own = own[at] == U if len(own) else np.zeros(len(U), dtype=bool)  # both sorted: no isin sort
     _, groups = _interface_groups(A_UU, cmap.core_of(U))

@@ -25,6 +25,7 @@ import torch
 
 from ..decomposition import split_sizes
 from .layout import holdings_of
+from ..problems.families import Problem
 
 __all__ = ["CoreMap", "DecompositionShare", "Held", "pou_weights", "rows_problem", "sum_over_ranks"]
 
@@ -246,7 +247,6 @@ class DecompositionShare:
 
 def rows_problem(rows, U, grid):
     """A Problem whose rows exist only at the nodes U: asking for another row is an error."""
-    from ..problems.families import Problem
 
     def rows_of(nodes):
         nodes = np.asarray(nodes, dtype=np.int64)

@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import CollectiveError
+from ..problems.families import matrix_header, read_matrix
 
 __all__ = ["petsc_matrix", "laplacian_matrix", "gather_operator", "operator_state", "dmda_grid", "mat_load",
            "mat_read"]
@@ -129,10 +130,8 @@ def mat_read(path, comm=None):
     rank its block of rows, so no other rank ever holds the whole A. Errors
     are CollectiveErrors on every rank.
     """
-    from ..problems.families import matrix_header
     if matrix_header(path) is not None:
         return mat_load(path, comm)
-    from ..problems.families import read_matrix
     PETSc = _petsc()
     comm = PETSc.COMM_WORLD if comm is None else PETSc.Comm(comm)
     mpi = comm.tompi4py()
