@@ -38,6 +38,7 @@ pattern through :meth:`Hierarchy.update`, or B of them at once through
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import scipy.sparse as sp
@@ -83,18 +84,23 @@ class LevelPlan:
     ``phi`` is the harmonic basis's :class:`~pddattn.coarse.HarmonicPlan`, or
     None where Phi does not depend on A's values (hat, q1, Nicolaides, none);
     ``coarse`` is A_{l+1}'s pattern (the next level's, or the top's), None
-    without a coarse space; ``blocks`` gathers diag(R_i A_l R_i^T).
+    without a coarse space; :attr:`blocks` gathers diag(R_i A R_i^T), made on
+    first use (the factorizations' and the family model's).
     """
 
     pattern: Pattern
     phi: object
     coarse: Pattern | None
-    blocks: Gather
+    subdomains: list
 
     @classmethod
     def of(cls, A, decomposition, coarse):
-        blocks = Gather.of(lambda M: block_diagonal(lambda rows: M[rows], decomposition.subdomains), A)
-        return cls(Pattern.of(A), decomposition.coarse_plan, coarse, blocks)
+        return cls(Pattern.of(A), decomposition.coarse_plan, coarse, decomposition.subdomains)
+
+    @functools.cached_property
+    def blocks(self):
+        A = self.pattern.matrix(np.ones(self.pattern.nnz))
+        return Gather.of(lambda M: block_diagonal(lambda rows: M[rows], self.subdomains), A)
 
 
 LEVEL_COARSE = ("harmonic", "nicolaides")

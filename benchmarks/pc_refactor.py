@@ -1,0 +1,102 @@
+"""DDAttentionPC's set-up on new values of its Mat (same pattern) against its first set-up.
+
+A user who calls KSPSetOperators again with new values (a time step, a
+Newton step, a new coefficient field) pays the PC's second set-up. Cases,
+at 511^2 diffusion2d lognormal:1 (first seed 1, then the values of seed 2
+copied into the same Mat), one rank, ``OMP_NUM_THREADS=1``:
+
+- rows: boxes of 16x16 nodes on the DMDA, overlap 2, harmonic coarse space:
+  the set-up from each rank's rows (the default path), whose share is rebuilt
+  on its exchange plan and whose factorizations are redone numerically;
+- gathered: 1024 algebraic row blocks, overlap 2, Nicolaides coarse space:
+  the gathered path, whose Hierarchy takes the new values (hierarchy.update).
+
+Each case runs ``--repeat`` times in this process; the medians are printed
+and written. Runs on any pddattn tree (``PYTHONPATH=tree``): only the public
+PC is used, so the last release can be measured the same way.
+
+    python benchmarks/pc_refactor.py --out benchmarks/results    # about 2 minutes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import petsc4py  # noqa: E402
+
+petsc4py.init([])
+from petsc4py import PETSc  # noqa: E402
+
+from pddattn.petsc import DDAttentionPC, petsc_matrix  # noqa: E402
+from pddattn.problems import make_problem  # noqa: E402
+
+CASES = {"rows": {"subdomains": "32x32", "overlap": 2, "coarse": "harmonic"},
+         "gathered": {"subdomains": "1024", "overlap": 2, "coarse": "nicolaides"}}
+
+
+def measure(name, side, first, second):
+    """(first set-up s, set-up on new values s, the PC's counts of built and refactored set-ups)."""
+    options = CASES[name]
+    A, B = petsc_matrix(first, PETSc.COMM_SELF), petsc_matrix(second, PETSc.COMM_SELF)
+    prefix = f"refactor_{name}_"
+    for key, value in options.items():
+        PETSc.Options(prefix)[f"pddattn_{key}"] = value
+    pc = PETSc.PC().create(comm=PETSc.COMM_SELF)
+    pc.setOptionsPrefix(prefix)
+    pc.setOperators(A)
+    pc.setType("python")
+    context = DDAttentionPC()
+    pc.setPythonContext(context)
+    if name == "rows":
+        pc.setDM(PETSc.DMDA().create([side, side], stencil_width=1, comm=PETSc.COMM_SELF))
+    t0 = time.perf_counter()
+    pc.setUp()
+    built = time.perf_counter() - t0
+    A.zeroEntries()
+    A.axpy(1.0, B, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
+    t0 = time.perf_counter()
+    pc.setUp()
+    again = time.perf_counter() - t0
+    counts = dict(context.setups)
+    pc.destroy()
+    for M in (A, B):
+        M.destroy()
+    return built, again, counts
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--side", type=int, default=511)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--name", default="pc_refactor", help="file name of the results (json and md)")
+    args = parser.parse_args(argv)
+    first, second = (make_problem("diffusion2d", (args.side, args.side), "lognormal:1", seed=s).A for s in (1, 2))
+    rows = []
+    for name in CASES:
+        runs = [measure(name, args.side, first, second) for _ in range(args.repeat)]
+        rows.append({"case": name, **CASES[name], "first_s": statistics.median(r[0] for r in runs),
+                     "new_values_s": statistics.median(r[1] for r in runs), "setups": runs[-1][2]})
+    lines = ["| case | options | first set-up s | set-up on new values s | new / first | set-ups |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['subdomains']}, overlap {r['overlap']}, {r['coarse']} | {r['first_s']:.3f} | "
+                     f"{r['new_values_s']:.3f} | {r['new_values_s'] / r['first_s']:.2f} | {r['setups']} |")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.name}.json").write_text(json.dumps({"side": args.side, "repeat": args.repeat, "rows": rows},
+                                                      indent=1))
+    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
