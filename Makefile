@@ -22,7 +22,7 @@ OUT ?= runs
 
 .PHONY: setup demo test test-serial test-mpi bench bench-speed bench-scaling bench-reproduce bench-petsc \
         bench-2d bench-kappa bench-stability bench-petsc2d bench-multilevel bench-setup bench-solve bench-pc-cost \
-        bench-precision bench-hierarchy clean
+        bench-precision bench-hierarchy bench-family clean
 
 setup: $(VENV)/.installed
 
@@ -62,7 +62,8 @@ test-mpi: setup
 	done
 
 bench: bench-speed bench-reproduce bench-scaling bench-petsc bench-2d bench-kappa bench-stability \
-       bench-petsc2d bench-multilevel bench-setup bench-solve bench-pc-cost bench-precision bench-hierarchy
+       bench-petsc2d bench-multilevel bench-setup bench-solve bench-pc-cost bench-precision bench-hierarchy \
+       bench-family
 
 bench-speed: setup
 	$(PY) benchmarks/step_time.py --out benchmarks/results
@@ -97,6 +98,11 @@ bench-setup: setup
 
 bench-hierarchy: setup
 	$(PY) benchmarks/hierarchy_update.py --out benchmarks/results
+	$(PY) benchmarks/pc_refactor.py --out benchmarks/results
+
+bench-family: setup
+	$(PY) benchmarks/family.py --out benchmarks/results
+	$(PY) benchmarks/family.py --data ones --operators 64 --out benchmarks/results
 
 bench-pc-cost: setup
 	$(PY) benchmarks/pc_cost.py --out benchmarks/results

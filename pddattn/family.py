@@ -182,8 +182,9 @@ class FamilyDDAttention(nn.Module):
                                                        dtype=dtype), persistent=False)
         self.register_buffer("index", torch.as_tensor(np.maximum(index, 0)), persistent=False)
         self.register_buffer("slots", torch.as_tensor(self.grids.slots), persistent=False)
-        torch.manual_seed(seed)
-        self.generator = Generator(StencilFeatures.OFFSETS + 1, self.r, width, depth).to(dtype)
+        with torch.random.fork_rng():  # the weights from ``seed``, the caller's random state untouched
+            torch.manual_seed(seed)
+            self.generator = Generator(StencilFeatures.OFFSETS + 1, self.r, width, depth).to(dtype)
         # omega D^-1 added: the SPD shift that makes M(A)^-1 invertible where the rank-r blocks are not
         self.jacobi = nn.Parameter(torch.tensor(-2.0, dtype=dtype))  # omega = softplus(-2) = 0.13
 
