@@ -83,7 +83,7 @@ class _PetscCholesky:
         self._csr[2][:] = A.data
         self.M.setValuesCSR(*self._csr)
         self.M.assemble()
-        self.ksp.setUp()
+        self.ksp.getPC().setUp()  # the numeric factorization now (KSPSetUp would leave it to the next solve)
         return self
 
     def destroy(self):
@@ -100,12 +100,25 @@ class _PetscCholesky:
     def solve(self, X):
         X = np.asarray(X, dtype=np.float64)
         columns = X.reshape(X.shape[0], -1)
-        out = np.empty_like(columns)
-        for k in range(columns.shape[1]):  # one or a few columns: PC applications, harmonic extensions
-            self.b.setArray(columns[:, k])
-            self.ksp.solve(self.b, self.x)
-            out[:, k] = self.x.getArray(readonly=True)
-        return out.reshape(X.shape)
+        if columns.shape[1] > 1:
+            return self._solve_columns(columns).reshape(X.shape)
+        self.b.setArray(columns[:, 0])  # one column: PC applications, Lanczos
+        self.ksp.solve(self.b, self.x)
+        return self.x.getArray(readonly=True).copy().reshape(X.shape)
+
+    def _solve_columns(self, columns):
+        """All columns in one MatMatSolve on the factor (the harmonic basis's ~10 slots: 0.14-0.24 s against
+        0.18-0.26 s for a KSPSolve each at 511^2 with CHOLMOD)."""
+        from petsc4py import PETSc
+        B = PETSc.Mat().createDense(columns.shape, array=np.asfortranarray(columns), comm=PETSc.COMM_SELF)
+        X = PETSc.Mat().createDense(columns.shape, comm=PETSc.COMM_SELF)
+        X.setUp()
+        try:
+            self.ksp.getPC().getFactorMatrix().matSolve(B, X)
+            return X.getDenseArray().copy()
+        finally:
+            B.destroy()
+            X.destroy()
 
 
 def sparse_factor(A):
