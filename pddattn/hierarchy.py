@@ -316,8 +316,8 @@ class Hierarchy:
             data = np.stack([plan.pattern.entries(M) for M in A])
             out.A.append(data)
             factor = SparseSolve(plan.phi.block.matrix(data[0])) if plan.phi is not None else None
-            phis = [plan.phi.phi(M, factor.refactor(plan.phi.block.matrix(row))) if factor else
-                    level.decomposition.phi for M, row in zip(A, data)]
+            phis = [plan.phi.phi(M, factor if b == 0 else factor.refactor(plan.phi.block.matrix(row))) if factor
+                    else level.decomposition.phi for b, (M, row) in enumerate(zip(A, data))]
             out.phi.append(np.stack([p.data for p in phis]) if plan.phi is not None else None)
             if factor is not None:
                 factor.free()
