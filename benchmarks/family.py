@@ -1,10 +1,11 @@
 """One model for a family of operators (family.py): held-out error against classical Schwarz at equal steps.
 
 Darcy fields (``--coefficient darcy``: the FNO paper's 12 / 3 field) on diffusion2d at 63^2, boxes of
-8 x 8 nodes with overlap 2, harmonic coarse space with an exact coarse solve. The model's local factors
-are generated from the operator (rank 16, a 4-layer convolutional network of width 32 shared by all
-subdomains) and trained on K operators (seeds 1..K) for ``--steps`` Adam steps through 4 unrolled steps
-u_(k+1) = u_k + M(A)^-1 (f - A u_k); data ``--data solve`` (f white, u = A^-1 f; 64 pairs per training
+8 x 8 nodes with overlap 2, the Q1 coarse space (``--coarse harmonic``: the GDSW-type one) with an
+exact coarse solve. The model's local factors are generated from the operator (rank 16, a 4-layer
+convolutional network of width 32 shared by all subdomains) and trained on K operators (seeds 1..K) for
+``--steps`` Adam steps, for one application or through K unrolled steps
+u_(k+1) = u_k + M(A)^-1 (f - A u_k) (``--unroll 1,4``: one model each); data ``--data solve`` (f white, u = A^-1 f; 64 pairs per training
 operator, 16 per held-out one) or ``ones`` (f = 1, Darcy's own right-hand side: one pair per operator).
 Every error is measured on held-out operators (seeds 1001..1016): the mean relative L2 error after 1 and 4
 steps, next to the same structure with exact local solves (additive, the paper's D^1/2 weights, and
@@ -12,7 +13,7 @@ restricted, RAS) iterated the same way, and the trained model applied at 127^2 (
 with no retraining. One core (OMP_NUM_THREADS=1); seconds per answer are the 4-step iteration's on 16
 right-hand sides, divided by 16.
 
-    python benchmarks/family.py --out benchmarks/results            # about 5 minutes
+    python benchmarks/family.py --out benchmarks/results            # about 40 minutes
     python benchmarks/family.py --data ones --operators 64 --out benchmarks/results   # family_ones.*
     python benchmarks/family.py --quick --out /tmp/family            # 31^2, a minute
 """
@@ -62,23 +63,27 @@ def _error(apply_of, ops, data, steps):
     return float(torch.cat(errors).mean()), seconds / answers
 
 
-def _rows(model, side, boxes, seeds, kind):
+def _rows(model, side, boxes, seeds, kind, coarse):
     """Held-out rows at side^2: the learned model (its weights as they are), AS and RAS."""
-    spec = {"kind": "boxes", "N": [boxes, boxes], "delta": 2, "pou": "count", "coarse": "harmonic"}
+    spec = _spec(boxes, coarse)
     problems = _problems(seeds, side)
     target = FamilyDDAttention(build_hierarchy(problems[0], spec), model.r, model.width, model.depth)
     target.load_state_dict(model.state_dict())
     ops, data = target.values([p.A for p in problems]), _data(problems, 16, 2, kind)
     out = {}
-    for name, apply_of in (("learned", lambda op: (lambda x: target(x, op))),
+    for name, apply_of in (("learned", target.apply_of),
                            ("AS (exact local solves)", lambda op: schwarz(target, op)),
                            ("RAS (exact local solves)", lambda op: schwarz(target, op, restricted=True))):
         out[name] = {f"K={k}": _error(apply_of, ops, data, k) for k in (1, 4)}
     return out
 
 
-def run(side, boxes, operators, steps, kind="solve", seed=0):
-    spec = {"kind": "boxes", "N": [boxes, boxes], "delta": 2, "pou": "count", "coarse": "harmonic"}
+def _spec(boxes, coarse):
+    return {"kind": "boxes", "N": [boxes, boxes], "delta": 2, "pou": "count", "coarse": coarse}
+
+
+def run(side, boxes, operators, steps, kind="solve", seed=0, unroll=4, coarse="q1"):
+    spec = _spec(boxes, coarse)
     train = _problems(range(1, operators + 1), side)
     torch.manual_seed(seed)
     model = FamilyDDAttention(build_hierarchy(train[0], spec), r=16, width=32, depth=4)
@@ -86,13 +91,14 @@ def run(side, boxes, operators, steps, kind="solve", seed=0):
     ops, data = model.values([p.A for p in train]), _data(train, 64, 1, kind)
     setup = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fit(model, ops, data, steps=steps, lr=1e-3, batch=16 if kind == "solve" else 1, unroll=4, seed=seed)
-    row = {"operators": operators, "steps": steps, "parameters": model.num_parameters(),
+    fit(model, ops, data, steps=steps, lr=1e-3, batch=16 if kind == "solve" else 1, unroll=unroll,
+        seed=seed)
+    row = {"operators": operators, "steps": steps, "unroll": unroll, "coarse": coarse, "parameters": model.num_parameters(),
            "setup_s": setup, "train_s": time.perf_counter() - t0,
-           "train_error": {f"K={k}": _error(lambda op: (lambda x: model(x, op)), ops[:16],
+           "train_error": {f"K={k}": _error(model.apply_of, ops[:16],
                                            [(f[:16], u[:16]) for f, u in data[:16]], k)[0] for k in (1, 4)},
-           "held_out": _rows(model, side, boxes, HELD_OUT, kind),
-           "finer": _rows(model, 2 * side + 1, 2 * boxes, HELD_OUT[:8], kind)}
+           "held_out": _rows(model, side, boxes, HELD_OUT, kind, coarse),
+           "finer": _rows(model, 2 * side + 1, 2 * boxes, HELD_OUT[:8], kind, coarse)}
     return row
 
 
@@ -106,7 +112,7 @@ def markdown(result):
             finer = row["finer"][name]
             train = (f"{row['train_error']['K=1']:.3f} / {row['train_error']['K=4']:.3f}"
                      if name == "learned" else "-")
-            lines.append(f"| {row['operators']} operators, {row['steps']} steps | {name} | {cells['K=1'][0]:.3f} | "
+            lines.append(f"| {row['operators']} operators, {row['steps']} steps, unrolled K={row['unroll']} | {name} | {cells['K=1'][0]:.3f} | "
                          f"{cells['K=4'][0]:.3f} | {cells['K=4'][1] * 1e3:.1f} ms | {finer['K=1'][0]:.3f} | "
                          f"{finer['K=4'][0]:.3f} | {train} |")
     return "\n".join(lines)
@@ -116,17 +122,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--quick", action="store_true", help="31^2, 4x4 boxes, 8 operators, 40 steps")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--operators", default="16,64")
+    parser.add_argument("--unroll", default="1,4", help="trained through K unrolled steps, each K listed")
+    parser.add_argument("--coarse", default="q1", help="coarse space (q1: contains the bilinears; harmonic)")
     parser.add_argument("--data", choices=("solve", "ones"), default="solve")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     side, boxes = (31, 4) if args.quick else (63, 8)
     counts = [8] if args.quick else [int(k) for k in args.operators.split(",")]
     steps = 40 if args.quick else args.steps
-    result = {"side": side, "boxes": boxes, "data": args.data,
-              "rows": [run(side, boxes, k, steps, args.data) for k in counts]}
-    out, name = Path(args.out), "family" if args.data == "solve" else "family_ones"
+    result = {"side": side, "boxes": boxes, "data": args.data, "coarse": args.coarse,
+              "rows": [run(side, boxes, k, steps, args.data, unroll=int(K), coarse=args.coarse)
+                       for k in counts for K in args.unroll.split(",")]}
+    out = Path(args.out)
+    name = ("family" if args.data == "solve" else "family_ones") + ("" if args.coarse == "q1" else f"_{args.coarse}")
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(result, indent=1))
     (out / f"{name}.md").write_text(markdown(result) + "\n")

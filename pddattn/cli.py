@@ -1,4 +1,4 @@
-"""Command line: ``pddattn train | compare | solve | bench``.
+"""Command line: ``pddattn train | compare | solve | apply | bench``.
 
     pddattn compare --out runs/compare                       # the main job
     pddattn train --model dd --n 1023 --subdomains 32 --out runs/dd
@@ -113,6 +113,39 @@ def _add_training_options(p):
     g.add_argument("--data-parallel", type=int, help="R data replicas under mpirun (default 1)")
 
 
+def _add_family_options(p):
+    g = p.add_argument_group("one model for a family of operators (--factors generated)")
+    g.add_argument("--factors", choices=("free", "generated"), default="free",
+                   help="free: Q_i, K_i are parameters of one matrix (the paper's model, default); generated: "
+                        "Q_i = G(X_i(A)) by a network shared by all subdomains, trained once on a family "
+                        "(--operators members; defaults diffusion2d 63x63 darcy, 8x8 boxes, --data ones)")
+    g.add_argument("--operators", type=int, help="training members of the family: coefficient seeds 1..K "
+                                                 "(default 64); held-out seeds from 1000001 are tested")
+    g.add_argument("--operators-held", type=int, help="operators set up at once (default 256)")
+    g.add_argument("--test-operators", type=int, help="held-out operators measured (default 16)")
+    g.add_argument("--unroll", type=int, help="train through K unrolled steps u += M(A)^-1 (f - A u) (default 1)")
+    g.add_argument("--generator-width", type=int, help="channels of the generator's convolutions (default 32)")
+    g.add_argument("--generator-depth", type=int, help="3x3 convolutions of the generator (default 4)")
+
+
+def _add_apply_parser(sub):
+    a = sub.add_parser("apply", help="a trained model's answer u = M(A)^-1 f on new operators, --refine K by CG",
+                       description="Write u for every right-hand side: a generated-factor model on any operator of "
+                                   "its family (a matrix file, or the fields of a triplet file), a free-factor one "
+                                   "on its own matrix. --refine K runs K steps of CG preconditioned by the model "
+                                   "from its answer; every residual printed is a true one.")
+    a.add_argument("--model", required=True, help="checkpoint.pt of `pddattn train`")
+    a.add_argument("--matrix", help="the operator: PETSc binary Mat or scipy .npz (with --rhs)")
+    a.add_argument("--grid", help="the matrix's grid, e.g. 127x127 (default: square)")
+    a.add_argument("--rhs", help="right-hand sides: .npy of shape (n,), (B, n) or (B, ny, nx)")
+    a.add_argument("--solution", help="the exact u (.npy, as --rhs), to print the error")
+    a.add_argument("--data", help="triplets .npz: fields a, right-hand sides f and solutions u on the full s x s "
+                                  "grid (the FNO data's convention: docs/reference.md)")
+    a.add_argument("--out", required=True, help="where u is written (.npy; for triplets (B, s, s), ring 0)")
+    a.add_argument("--refine", type=int, default=0, help="CG steps preconditioned by M(A)^-1 (default 0)")
+    a.add_argument("--rtol", type=float, default=0.0, help="stop refining below this true relative residual")
+
+
 SOLVE_EPILOG = """PETSc options: every single-dash option (-ksp_type cg, -pc_type gamg, -pc_gamg_threshold -1,
 -ksp_view, -log_view, -help) goes to PETSc unchanged. DD attention is
 -pc_type python -pc_python_type pddattn.petsc.DDAttentionPC, configured by its
@@ -137,9 +170,11 @@ def build_parser():
                               "(pddattn --help).")
     _add_model_options(t)
     _add_training_options(t)
+    _add_family_options(t)
     t.add_argument("--out", help="folder for log.jsonl and checkpoint.pt (default runs/MODEL-DATE-TIME)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace the run in --out (refused without it)")
+    _add_apply_parser(sub)
     c = sub.add_parser("compare", help="the main job: DD against the global baseline")
     _add_model_options(c, model=False)
     _add_training_options(c)
@@ -200,6 +235,12 @@ def config_from_args(args, base=None):
 
 
 def _cmd_train(args, layout):
+    if args.factors == "generated":
+        _train_generated(args, layout)
+        return
+    for flag in ("operators", "operators_held", "test_operators", "unroll", "generator_width", "generator_depth"):
+        if getattr(args, flag) is not None:
+            raise ConfigurationError(f"--{flag.replace('_', '-')} belongs to --factors generated")
     from .train import train
     cfg, given = config_from_args(args)
     if args.resume and not args.out:
@@ -220,6 +261,49 @@ def _cmd_train(args, layout):
         print(f"{summary['model']}: {summary['parameters']:,} parameters, test error "
               f"{summary['test_error']:.3e}{kappa} after {summary['steps']} steps, {summary['time']:.1f} s training")
         print(f"wrote {os.path.join(out, 'checkpoint.pt')} and {os.path.join(out, 'log.jsonl')}")
+
+
+_NOT_GENERATED = ("model", "n", "matrix", "decomposition", "coarse_rank", "levels", "top_size", "level_coarse",
+                  "pou", "symmetric", "init", "init_scale", "loss", "modes", "alpha", "beta2", "warmup", "dtype",
+                  "device", "eval_every", "test_size", "target", "checkpoint_every", "data_parallel", "resume",
+                  "coefficient_seed", "test_fraction", "fno_width", "fno_modes", "fno_layers")
+
+
+def _train_generated(args, layout):
+    """``train --factors generated``: one model for a family (family_run.py)."""
+    from . import family_run
+    from .problems.families import parse_grid
+    given = [k for k in _NOT_GENERATED if getattr(args, k, None) not in (None, False)]
+    if given:
+        raise ConfigurationError(f"--{given[0].replace('_', '-')} does not apply to --factors generated")
+    if layout.world_size > 1:
+        raise ConfigurationError("--factors generated trains on one process for now; run it without mpirun")
+    grid = parse_grid(args.grid or "63x63")
+    box = 8
+    if args.subdomains is not None:
+        from .decomposition import parse_subdomains
+        N = parse_subdomains(str(args.subdomains))
+        if len(N) != 2:
+            raise ConfigurationError("--factors generated takes boxes, --subdomains Nx x Ny")
+        box = max(1, int(round((grid[0] + 1) / N[0])))
+    values = {"problem": args.problem, "grid": grid, "coefficient": args.coefficient, "box": box,
+              "overlap": args.overlap, "coarse": args.coarse_space, "rank": args.rank, "width": args.generator_width,
+              "depth": args.generator_depth, "operators": args.operators, "held": args.operators_held,
+              "data": args.data, "steps": args.steps, "batch": args.batch, "lr": args.lr, "unroll": args.unroll,
+              "seed": args.seed, "test_operators": args.test_operators}
+    spec = family_run.FamilySpec(**{k: v for k, v in values.items() if v is not None})
+    out = args.out or time.strftime("runs/family-%Y%m%d-%H%M%S")
+    family_run.check_out(out, args.overwrite)
+    model, summary = family_run.train_family(spec, out)
+    print(family_run.format_summary(spec, summary))
+    print(f"wrote {os.path.join(out, 'checkpoint.pt')} and {os.path.join(out, 'log.jsonl')}")
+
+
+def _cmd_apply(args, layout):
+    from .apply import apply_main
+    if layout.world_size > 1:
+        raise ConfigurationError("pddattn apply runs on one process; use `pddattn solve` for MPI solves")
+    apply_main(args)
 
 
 def _stored_run(out, layout):
@@ -309,7 +393,8 @@ def _cmd_bench(args, layout):
             json.dump(result, fh, indent=1)
 
 
-COMMANDS = {"train": _cmd_train, "compare": _cmd_compare, "solve": _cmd_solve, "bench": _cmd_bench}
+COMMANDS = {"train": _cmd_train, "compare": _cmd_compare, "solve": _cmd_solve, "bench": _cmd_bench,
+            "apply": _cmd_apply}
 
 
 def main(argv=None):

@@ -47,13 +47,17 @@ class StencilFeatures:
     OFFSETS = 5
 
     def __init__(self, pattern, grid):
-        nx, ny = grid
+        nx, ny = (int(g) for g in grid)
         rows = np.repeat(np.arange(pattern.shape[0]), np.diff(pattern.indptr))
         offset = pattern.indices - rows
-        channel = np.select([offset == -nx, offset == -1, offset == 0, offset == 1, offset == nx],
-                            [0, 1, 2, 3, 4], default=-1)
-        if (channel < 0).any():
-            raise ValueError("generated factors need a 5-point stencil on the grid (a diffusion2d family)")
+        same_row = (rows // nx) == (pattern.indices // nx)
+        channel = np.select([offset == -nx, (offset == -1) & same_row, offset == 0, (offset == 1) & same_row,
+                             offset == nx], [0, 1, 2, 3, 4], default=-1)
+        five_point = 5 * nx * ny - 2 * nx - 2 * ny  # every node's stencil, none across the grid's edges
+        if (channel < 0).any() or pattern.nnz != five_point or nx * ny != pattern.shape[0]:
+            raise ValueError(f"this model generates factors from a 5-point stencil on a {nx}x{ny} grid (a "
+                             f"diffusion2d family); the operator's pattern is not one ({pattern.nnz} entries, "
+                             f"{five_point} expected)")
         self.n, self.slot = pattern.shape[0], rows * self.OFFSETS + channel
         self.scale = (1.0 / (nx + 1)) * (1.0 / (ny + 1))  # h^2: the stencil's 1 / h^2 taken out
 
@@ -71,6 +75,8 @@ class BoxGrids:
     ``slots`` (N, L): the grid point (flattened) of each of the subdomain's
     sorted nodes, for the (N, L, r) factors the kernel takes.
     """
+
+    CHANNELS = StencilFeatures.OFFSETS + 1 + 4  # stencil, mask, position
 
     def __init__(self, decomposition):
         d = decomposition
@@ -93,11 +99,32 @@ class BoxGrids:
                 self.nodes[i, :h, :w] = block
                 self.slots[i, : h * w] = (np.arange(h)[:, None] * self.W + np.arange(w)[None, :]).ravel()
         self.mask = self.nodes >= 0
+        self.position = self._position(self.mask)
 
-    def layout(self, features):
-        """(N, C + 1, H, W): the nodes' features on each box's grid and a mask channel."""
+    @staticmethod
+    def _position(mask):
+        """(N, H, W, 4): each node's place in its box, x and y in (0, 1) and sin(pi x), sin(pi y).
+
+        A convolution sees a few nodes around it; these channels tell it where the box's edges (the
+        local problem's Dirichlet boundary) are, which A_i^-1's leading modes depend on."""
+        extent_y, extent_x = mask.any(axis=2).sum(axis=1), mask.any(axis=1).sum(axis=1)
+        H, W = mask.shape[1:]
+        y = (np.arange(H)[None, :, None] + 1.0) / (extent_y[:, None, None] + 1.0)
+        x = (np.arange(W)[None, None, :] + 1.0) / (extent_x[:, None, None] + 1.0)
+        y, x = np.broadcast_to(y, mask.shape), np.broadcast_to(x, mask.shape)
+        out = np.stack([x, y, np.sin(np.pi * x), np.sin(np.pi * y)], axis=-1)
+        return np.where(mask[..., None], out, 0.0)
+
+    def layout(self, features, centre=2):
+        """(N, C + 1, H, W) features on each box's grid with a mask channel, and each box's scale (N,).
+
+        The scale s_i is the mean of the box's centre entries; the features are divided by it, so that
+        they do not change when A is multiplied by a constant (the factors take it back, ``factors``).
+        """
         grid = np.where(self.mask[..., None], features[np.maximum(self.nodes, 0)], 0.0)
-        return np.concatenate([grid, self.mask[..., None]], axis=-1).transpose(0, 3, 1, 2)
+        scale = grid[..., centre].sum(axis=(1, 2)) / self.mask.sum(axis=(1, 2))
+        grid = grid / scale[:, None, None, None]
+        return np.concatenate([grid, self.mask[..., None], self.position], axis=-1).transpose(0, 3, 1, 2), scale
 
 
 class Generator(nn.Module):
@@ -134,11 +161,13 @@ class OperatorValues:
     """
 
     features: torch.Tensor
+    scale: torch.Tensor
     phi: tuple
     top: SparseSolve
     A: object
     blocks: object = None
     inverse_diagonal: torch.Tensor = None
+    factors: tuple = None  # (weights' key, the generated Q), kept for inference (FamilyDDAttention.apply_of)
     _local: SparseSolve = None
 
     def local_solve(self):
@@ -184,7 +213,7 @@ class FamilyDDAttention(nn.Module):
         self.register_buffer("slots", torch.as_tensor(self.grids.slots), persistent=False)
         with torch.random.fork_rng():  # the weights from ``seed``, the caller's random state untouched
             torch.manual_seed(seed)
-            self.generator = Generator(StencilFeatures.OFFSETS + 1, self.r, width, depth).to(dtype)
+            self.generator = Generator(BoxGrids.CHANNELS, self.r, width, depth).to(dtype)
         # omega D^-1 added: the SPD shift that makes M(A)^-1 invertible where the rank-r blocks are not
         self.jacobi = nn.Parameter(torch.tensor(-2.0, dtype=dtype))  # omega = softplus(-2) = 0.13
 
@@ -197,9 +226,10 @@ class FamilyDDAttention(nn.Module):
         for b in range(len(matrices)):
             data = batch.A[0][b]
             phi = plan.phi.pattern.matrix(batch.phi[0][b]) if batch.phi[0] is not None else self.decomposition.phi
-            features = torch.as_tensor(self.grids.layout(self.stencil(data)), dtype=dtype)
+            features, scale = self.grids.layout(self.stencil(data))
+            features, scale = torch.as_tensor(features, dtype=dtype), torch.as_tensor(scale, dtype=dtype)
             A = plan.pattern.matrix(data)
-            out.append(OperatorValues(features, _pair(phi, dtype), SparseSolve(plan.coarse.matrix(batch.top[b])),
+            out.append(OperatorValues(features, scale, _pair(phi, dtype), SparseSolve(plan.coarse.matrix(batch.top[b])),
                                       _pair(A, dtype)[0], plan.blocks.matrix(data),
                                       torch.as_tensor(1.0 / A.diagonal(), dtype=dtype)[:, None]))
         return out
@@ -208,11 +238,11 @@ class FamilyDDAttention(nn.Module):
         """Q (N, L, r) = h G(X) gathered from each box's grid to its sorted nodes (zero at padding)."""
         Q = self.generator(op.features).flatten(2).transpose(1, 2)          # (N, H W, r)
         Q = torch.gather(Q, 1, self.slots[..., None].expand(-1, -1, self.r))  # (N, L, r)
-        return self.h * Q
+        return Q * (self.h / op.scale.sqrt())[:, None, None]  # A -> c A gives M^-1 -> M^-1 / c
 
-    def matvec(self, x, op):
-        """M(A)^-1 x for node-major x (n, B)."""
-        Q = self.factors(op)
+    def matvec(self, x, op, Q=None):
+        """M(A)^-1 x for node-major x (n, B); ``Q`` the factors of ``op`` where they are at hand."""
+        Q = self.factors(op) if Q is None else Q
         y = subdomain_attention(x, self.index, self.weight, Q, Q)
         phi, phi_t = op.phi
         return y + phi @ op.top(phi_t @ x) + nn.functional.softplus(self.jacobi) * op.inverse_diagonal * x
@@ -220,6 +250,18 @@ class FamilyDDAttention(nn.Module):
     def forward(self, f, op):
         """M(A)^-1 f for f of shape (B, n)."""
         return self.matvec(f.T.contiguous(), op).T
+
+    def apply_of(self, op):
+        """f (B, n) -> M(A)^-1 f with the factors generated once (for the steps of an iteration, a PC's
+        applications): with autograd where it is on, else computed once and kept on ``op``."""
+        if torch.is_grad_enabled():
+            Q = self.factors(op)
+        else:  # kept until the weights change (an optimizer step bumps their versions) or another model asks
+            key = (id(self),) + tuple(p._version for p in self.parameters())
+            if op.factors is None or op.factors[0] != key:
+                op.factors = (key, self.factors(op))
+            Q = op.factors[1]
+        return lambda f: self.matvec(f.T.contiguous(), op, Q).T
 
     def num_parameters(self):
         return sum(p.numel() for p in self.parameters())
@@ -267,11 +309,14 @@ def iterate(apply, A, f, steps):
     return u
 
 
-def relative_errors(model, ops, data, steps=1):
-    """Mean relative L2 error of ``steps`` iterations over operators ``ops`` with data [(f, u)] each."""
+def relative_errors(model, ops, data, steps=1, apply_of=None):
+    """Mean relative L2 error of ``steps`` iterations over operators ``ops`` with data [(f, u)] each.
+
+    ``apply_of``: op -> (f -> M^-1 f), another method on the same operators (default: the model).
+    """
+    apply_of = apply_of or model.apply_of
     with torch.no_grad():
-        errors = [_relative(iterate(lambda x, op=op: model(x, op), op.A, f, steps), u)
-                  for op, (f, u) in zip(ops, data)]
+        errors = [_relative(iterate(apply_of(op), op.A, f, steps), u) for op, (f, u) in zip(ops, data)]
     return float(torch.cat(errors).mean())
 
 
@@ -290,7 +335,7 @@ def fit(model, ops, data, steps, lr=1e-3, batch=8, seed=0, unroll=1, log=None):
         f, u = data[k]
         pick = torch.as_tensor(rng.choice(len(f), size=min(batch, len(f)), replace=False))
         op = ops[k]
-        loss = (_relative(iterate(lambda x: model(x, op), op.A, f[pick], unroll), u[pick]) ** 2).mean()
+        loss = (_relative(iterate(model.apply_of(op), op.A, f[pick], unroll), u[pick]) ** 2).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -15,6 +15,8 @@ __all__ = ["OPTIONS", "parse_options"]
 # (name, default, help) of every option, as -help prints them.
 OPTIONS = [
     ("pddattn_model", "", "a trained pddattn checkpoint (none: build from the operator)"),
+    ("pddattn_grid", "", "the operator's 2D grid nx x ny for a generated-factor model without a DMDA (default: "
+                         "square)"),
     ("pddattn_subdomains", "", "4x4 (boxes of the DMDA grid) or 16 (algebraic); default one per rank"),
     ("pddattn_overlap", 1, "overlap delta in layers of the grid / graph of A"),
     ("pddattn_coarse", "harmonic", "coarse space: harmonic (GDSW-type), q1, hat, nicolaides or none"),
@@ -57,7 +59,7 @@ def parse_options(prefix):
     from petsc4py import PETSc
     o = PETSc.Options(prefix)
     values = {"prefix": prefix, "model": o.getString("pddattn_model", ""),
-              "subdomains": o.getString("pddattn_subdomains", ""), "coarse": o.getString("pddattn_coarse", "harmonic")}
+              "subdomains": o.getString("pddattn_subdomains", ""), "grid": o.getString("pddattn_grid", ""), "coarse": o.getString("pddattn_coarse", "harmonic")}
     for name, choices in CHOICES.items():
         value = o.getString(f"pddattn_{name}", _default(name))
         if value not in choices:

@@ -35,7 +35,7 @@ import time
 import numpy as np
 import torch
 
-from . import sources, teardown
+from . import family_source, sources, teardown
 from ..checkpoint import CheckpointError
 from .corrections import Multiplicative, Parts, balanced, estimate_lambda_max
 from ..errors import CollectiveError, ConfigurationError
@@ -281,9 +281,17 @@ class DDAttentionPC:
         self._jacobi_work.pointwiseMult(self._jacobi, x)
         y.axpy(1.0, self._jacobi_work)
 
+    def _setups_line(self):
+        return (f"set-ups: {self.setups['built']} built, {self.setups['refactored']} refactored on new values; "
+                f"the last took {self.info.get('seconds', 0.0):.3f} s")
+
     def view(self, pc, viewer):
         if self.model is None:
             viewer.printfASCII("  DD attention: not set up\n")
+            return
+        if self.source.kind == "family":
+            for line in family_source.view_lines(self.source) + [self._setups_line()]:
+                viewer.printfASCII(f"  {line}\n")
             return
         a, m = self.info["arch"], self.model
         d = m.decomposition
@@ -307,8 +315,7 @@ class DDAttentionPC:
                   "set-up from the whole operator, gathered on every rank" if self.info.get("gathered") else
                   f"set-up on the stored model's problem ({self.info.get('built_from')}); the operator never "
                   "gathered"),
-                 f"set-ups: {self.setups['built']} built, {self.setups['refactored']} refactored on new values; "
-                 f"the last took {self.info.get('seconds', 0.0):.3f} s"]
+                 self._setups_line()]
         if getattr(m, "exact", False) and m.coarse_model is None:
             _, P = pc.getOperators()
             nnz = int(P.getInfo(_petsc().Mat.InfoType.LOCAL)["nz_used"])

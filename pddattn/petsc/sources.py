@@ -35,6 +35,7 @@ from ..problems import operator_problem, problem_from_spec
 from ..problems.families import spec_label
 from ..spectrum import fit_probe
 from ..train import TrainConfig, fit_condition
+from . import family_source
 from .local import LOCAL_COARSE, Numbering, local_share
 from .matrices import dmda_grid, gather_operator
 
@@ -55,7 +56,9 @@ class Source:
 
 def build(opts, P, pc, layout):
     """The model the options ask for, on the operator P (collective)."""
-    if opts["model"]:
+    if opts["model"] and family_source.is_family_model(opts["model"], layout):
+        source = family_source.build(opts, P, pc, layout, Source)
+    elif opts["model"]:
         source = _stored(opts, P, pc.getDM(), layout)
     elif opts["coarse"] in LOCAL_COARSE and (opts["levels"] == 2 or opts["coarse"] != "none"):
         source = _from_rows(opts, P, pc, layout)
@@ -67,7 +70,8 @@ def build(opts, P, pc, layout):
 
 def same_structure(source, opts, P):
     """The one "same structure?" test: the same Mat (handle and size) under the same options, with a model
-    that follows A (built from the operator, untrained): then new values are an :func:`update`."""
+    that follows A (built from the operator, untrained, or generating its factors from it): then new values
+    are an :func:`update`."""
     if source is None or source.kind == "stored" or opts["train_steps"] or opts != source.info["options"]:
         return False
     return source.info["mat"] == (int(P.handle), P.getSize()[0])
@@ -76,8 +80,9 @@ def same_structure(source, opts, P):
 def update(source, opts, P, pc, layout):
     """Take P's new values into ``source`` in place; False (on every rank alike) when the structure changed."""
     try:
-        ok = _update_rows(source, opts, P, pc, layout) if source.kind == "rows" else \
-            _update_gathered(source, P, pc)
+        update_of = {"rows": lambda: _update_rows(source, opts, P, pc, layout),
+                     "family": lambda: family_source.update(source, P, pc)}
+        ok = update_of.get(source.kind, lambda: _update_gathered(source, P, pc))()
     except ValueError:
         ok = False
     return bool(layout.comm.allreduce(int(ok), op=_mpi().MIN)) if layout.world_size > 1 else ok

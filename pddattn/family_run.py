@@ -1,0 +1,242 @@
+"""Training one generated-factor model over a family, its checkpoint, and the model on a new operator.
+
+    pddattn train --factors generated --problem diffusion2d --grid 63x63 --coefficient darcy \\
+        --operators 64 --steps 2000 --out runs/fam
+
+The training operators are the family's members with coefficient seeds
+1..K (``--operators K``), the held-out ones seeds 1000001.. (never trained
+on): the test error is measured on those alone, next to classical two-level
+Schwarz (exact local solves, additive and restricted) on the same structure
+at the same number of steps. Each operator is set up once per run (features,
+Phi, A_0's factorization: the hierarchy's batched ``values``), at most
+``--operators-held`` at a time.
+
+The checkpoint (``checkpoint.pt``) stores the :class:`FamilySpec` and the
+generator's weights; the subdomains are stored as a box size in nodes, so
+that the model serves any grid of its family (:func:`model_for`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, atomic_save
+from .errors import ConfigurationError
+from .family import FamilyDDAttention, fit, relative_errors, schwarz
+from .hierarchy import build_hierarchy
+from .problems import make_problem, operator_problem
+from .problems.samplers import make_sampler
+
+__all__ = ["FamilySpec", "FORMAT", "train_family", "save", "load", "model_for", "HELD_OUT_SEED"]
+
+FORMAT, VERSION = "pddattn-family", 1
+HELD_OUT_SEED = 1_000_001  # held-out members: coefficient seeds from here; training seeds stay below it
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilySpec:
+    """A generated-factor model and its training (plain data: the checkpoint stores it)."""
+
+    problem: str = "diffusion2d"
+    grid: tuple = (63, 63)
+    coefficient: str = "darcy"
+    box: int = 8              # box side in nodes: (nx + 1) / box boxes per axis on any grid
+    overlap: int = 2
+    coarse: str = "q1"
+    rank: int = 16
+    width: int = 32
+    depth: int = 4
+    operators: int = 64
+    held: int = 256           # operators set up at once (memory)
+    data: str = "ones"        # ones: f = 1 (Darcy); solve: white f, u = A^-1 f
+    samples: int = 16         # pairs per operator for data 'solve'
+    steps: int = 2000
+    batch: int = 1
+    lr: float = 1e-3
+    unroll: int = 1
+    seed: int = 0
+    test_operators: int = 16
+
+    def __post_init__(self):
+        object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
+        if self.problem != "diffusion2d" or len(self.grid) != 2:
+            raise ConfigurationError("--factors generated serves 2D stencil families: --problem diffusion2d with "
+                                     "an nx x ny --grid")
+        for name in ("box", "rank", "width", "depth", "operators", "held", "samples", "steps", "batch", "unroll",
+                     "test_operators"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.operators >= HELD_OUT_SEED:
+            raise ConfigurationError(f"--operators must stay below {HELD_OUT_SEED} (the held-out seeds)")
+        if self.data not in ("ones", "solve"):
+            raise ConfigurationError(f"--data {self.data}: generated factors train on 'ones' (f = 1) or 'solve'")
+        if self.coarse in ("none", "hat"):
+            raise ConfigurationError(f"--coarse {self.coarse}: generated factors need a 2D coarse space "
+                                     "(q1, harmonic or nicolaides)")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if k == "grid" else v) for k, v in d.items() if k in known})
+
+
+def boxes_for(grid, box):
+    """Boxes per axis so that each is about ``box`` nodes wide: round((n + 1) / box), at least 1."""
+    return [max(1, int(round((g + 1) / box))) for g in grid]
+
+
+def decomposition_spec(spec, grid):
+    return {"kind": "boxes", "N": boxes_for(grid, spec.box), "delta": spec.overlap, "pou": "count",
+            "coarse": spec.coarse}
+
+
+def members(spec, seeds, grid=None):
+    """The family's members with coefficient ``seeds`` on ``grid`` (default the training grid)."""
+    return [make_problem(spec.problem, grid or spec.grid, spec.coefficient, seed=s) for s in seeds]
+
+
+def pairs(spec, problems, seed):
+    """[(f, u)] per operator: f = 1 (data 'ones') or ``spec.samples`` white f (data 'solve'), u = A^-1 f."""
+    if spec.data == "ones":
+        return [(torch.ones(1, p.n, dtype=torch.float64), torch.as_tensor(p.solve(np.ones((p.n, 1))).T))
+                for p in problems]
+    return [tuple(torch.as_tensor(a) for a in make_sampler("solve", p, seed=seed).sample(spec.samples))
+            for p in problems]
+
+
+def new_model(spec, problem):
+    """An untrained model of ``spec`` on the grid of ``problem`` (its hierarchy's structure)."""
+    return FamilyDDAttention(build_hierarchy(problem, decomposition_spec(spec, problem.grid)), spec.rank,
+                             spec.width, spec.depth, seed=spec.seed)
+
+
+def train_family(spec, out, log=print):
+    """Train on seeds 1..K in chunks of ``spec.held`` operators, measure on held-out seeds, save; the summary."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = list(range(1, spec.operators + 1))
+    model = new_model(spec, members(spec, seeds[:1])[0])
+    chunks = [seeds[i:i + spec.held] for i in range(0, len(seeds), spec.held)]
+    per_chunk = [spec.steps * len(c) // len(seeds) for c in chunks]
+    per_chunk[-1] += spec.steps - sum(per_chunk)
+    t0, setup, history = time.perf_counter(), 0.0, []
+    with open(out / "log.jsonl", "w") as fh:
+        for chunk, steps in zip(chunks, per_chunk):
+            ts = time.perf_counter()
+            problems = members(spec, chunk)
+            ops, data = model.values([p.A for p in problems]), pairs(spec, problems, seed=spec.seed + 1)
+            setup += time.perf_counter() - ts
+
+            def record(step, loss, fh=fh, base=len(history)):
+                history.append(loss)
+                if step % 50 == 0 or step == steps - 1:
+                    fh.write(json.dumps({"step": base + step, "loss": loss}) + "\n")
+            fit(model, ops, data, steps, lr=spec.lr, batch=spec.batch, seed=spec.seed, unroll=spec.unroll,
+                log=record)
+            for op in ops:
+                op.free()
+    train_s = time.perf_counter() - t0 - setup
+    summary = {"parameters": model.num_parameters(), "train_s": train_s, "setup_s": setup, "steps": spec.steps,
+               "final_loss": float(np.mean(history[-20:])), **held_out_errors(model, spec)}
+    save(out / "checkpoint.pt", model, spec, summary)
+    return model, summary
+
+
+def held_out_errors(model, spec, grid=None, count=None):
+    """Mean relative L2 error on held-out members after 1 and ``unroll`` steps, with AS and RAS beside."""
+    problems = members(spec, range(HELD_OUT_SEED, HELD_OUT_SEED + (count or spec.test_operators)), grid)
+    target = model if grid is None else transfer(model, spec, problems[0])
+    ops, data = target.values([p.A for p in problems]), pairs(spec, problems, seed=spec.seed + 2)
+    ks = sorted({1, spec.unroll})
+    out = {"test_error": {f"K={k}": relative_errors(target, ops, data, k) for k in ks}}
+    for name, restricted in (("AS", False), ("RAS", True)):
+        out[name] = {f"K={k}": relative_errors(target, ops, data, k, apply_of=lambda op, r=restricted:
+                                               schwarz(target, op, r)) for k in ks}
+    for op in ops:
+        op.free()
+    return out
+
+
+def transfer(model, spec, problem):
+    """The model's weights on another grid of its family (boxes of the same size in nodes)."""
+    target = new_model(spec, problem)
+    target.load_state_dict(model.state_dict())
+    return target
+
+
+def save(path, model, spec, summary=None):
+    atomic_save({"format": FORMAT, "version": VERSION, "spec": spec.to_dict(), "state": model.state_dict(),
+                 "summary": summary or {}}, path)
+
+
+def is_family(payload):
+    return isinstance(payload, dict) and payload.get("format") == FORMAT
+
+
+def load(path):
+    """(spec, payload) of a family checkpoint; one line for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one line
+        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    if not is_family(payload):
+        raise CheckpointError(f"{path} is not a generated-factor (family) model")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path} has family checkpoint version {payload.get('version')}, this pddattn reads "
+                              f"{VERSION}")
+    return FamilySpec.from_dict(payload["spec"]), payload
+
+
+def model_for(spec, payload, A, grid):
+    """The stored model on operator ``A`` (scipy sparse) on ``grid``: its hierarchy built on A's pattern.
+
+    One line (ValueError) where the model cannot serve A: not a 2D grid, a grid that does not hold A's
+    rows, or another stencil than its family's 5-point one.
+    """
+    grid = tuple(int(g) for g in grid)
+    if len(grid) != 2:
+        raise ValueError(f"a generated-factor model of {spec.problem} needs a 2D grid (--grid nx x ny), "
+                         f"got {'x'.join(map(str, grid))}")
+    if int(np.prod(grid)) != A.shape[0]:
+        raise ValueError(f"grid {'x'.join(map(str, grid))} has {int(np.prod(grid))} nodes, the operator "
+                         f"{A.shape[0]} rows")
+    model = new_model(spec, operator_problem(A, grid))
+    model.load_state_dict(payload["state"])
+    return model.eval()
+
+
+def square_grid(n):
+    """The square grid of n nodes, or None."""
+    side = int(round(np.sqrt(n)))
+    return (side, side) if side * side == n else None
+
+
+def check_out(out, overwrite):
+    """Refuse to replace a stored run without ``overwrite``."""
+    if out and os.path.isfile(os.path.join(out, "checkpoint.pt")) and not overwrite:
+        raise ConfigurationError(f"{out} holds a run; replace it with --overwrite, or choose another --out")
+
+
+def format_summary(spec, summary):
+    """The training's result in a few lines: held-out errors next to AS and RAS at the same steps."""
+    ks = list(summary["test_error"])
+    cells = lambda d: " / ".join(f"{d[k]:.3e}" for k in ks)  # noqa: E731
+    return "\n".join([
+        f"generated factors: {summary['parameters']:,} parameters, {spec.operators} training operators, "
+        f"{summary['steps']} steps in {summary['train_s']:.1f} s (+ {summary['setup_s']:.1f} s set-up)",
+        f"held-out operators ({spec.test_operators}), mean relative L2 error at {', '.join(ks)}:",
+        f"  learned                      {cells(summary['test_error'])}",
+        f"  AS (exact local solves)      {cells(summary['AS'])}",
+        f"  RAS (exact local solves)     {cells(summary['RAS'])}"])

@@ -1,0 +1,185 @@
+"""One model for a family, as users run it: `train --factors generated`, `apply` (with --refine), the PC on
+operators it never saw, a user's own triplets and every bad input."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spl
+
+from pddattn import cli
+from pddattn.problems import make_problem
+from pddattn.problems.triplets import operator_of_field, read_triplets
+from pddattn.refine import refine
+from tolerances import cond, rounding
+
+SIDE = 17  # the full grid of the triplets: 15 x 15 unknowns, as the training grid
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fam") / "run"
+    rc = cli.main(["train", "--factors", "generated", "--grid", "15x15", "--subdomains", "2x2", "--operators", "3",
+                   "--steps", "30", "--test-operators", "2", "--rank", "4", "--generator-width", "8",
+                   "--generator-depth", "2", "--out", str(out)])
+    assert rc == 0
+    return out / "checkpoint.pt"
+
+
+def _fields(count, side, seed=7):
+    """Fields from another generator than the family's: a thresholded random sum of sines at the nodes."""
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 1, side)
+    X, Y = np.meshgrid(x, x)
+    out = []
+    for _ in range(count):
+        mu = sum(rng.normal() / (k * k + m * m) * np.sin(np.pi * k * X) * np.cos(np.pi * m * Y + rng.uniform(0, 6))
+                 for k in range(1, 5) for m in range(0, 5))
+        out.append(np.where(mu > 0, 12.0, 3.0))
+    return np.array(out)
+
+
+def _triplets(path, count=2, side=SIDE, **override):
+    a = _fields(count, side)
+    u = np.zeros_like(a)
+    for b in range(count):
+        u[b, 1:-1, 1:-1] = spl.spsolve(operator_of_field(a[b]).tocsc(), np.ones((side - 2) ** 2)).reshape(
+            side - 2, side - 2)
+    arrays = {"a": a, "f": np.ones_like(a), "u": u, **override}
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+def test_a_field_of_ones_gives_the_familys_constant_operator():
+    A = operator_of_field(np.ones((9, 9)))
+    B = make_problem("diffusion2d", (7, 7)).A
+    assert abs(A - B).max() <= rounding(factor=4) * abs(B).max()
+
+
+def test_the_edge_coefficient_is_the_mean_of_its_two_nodes():
+    a = np.arange(1.0, 26.0).reshape(5, 5)
+    A = operator_of_field(a).toarray()
+    h2 = 1.0 / 16
+    # node (1, 1) is unknown 0; its east neighbour (1, 2) is unknown 1, its north one (2, 1) unknown 3
+    assert np.isclose(A[0, 1], -(a[1, 1] + a[1, 2]) / 2 / h2) and np.isclose(A[0, 3], -(a[1, 1] + a[2, 1]) / 2 / h2)
+    ring = (a[1, 1] + a[0, 1]) / 2 + (a[1, 1] + a[1, 0]) / 2
+    assert np.isclose(A[0, 0], (ring + (a[1, 1] + a[1, 2]) / 2 + (a[1, 1] + a[2, 1]) / 2) / h2)
+
+
+def test_refine_is_cg_on_true_residuals():
+    A = make_problem("laplace1d", (200,)).A
+    F = np.random.default_rng(0).standard_normal((200, 3))
+    _, history = refine(A, F, np.zeros_like(F), lambda R: spl.spsolve(A.tocsc(), R), 1)
+    assert history[-1].max() <= rounding(cond(A.toarray()), 10)
+    U, history = refine(A, F, np.zeros_like(F), lambda R: R / A.diagonal()[:, None], 400, rtol=1e-10)
+    true = np.linalg.norm(F - A @ U, axis=0) / np.linalg.norm(F, axis=0)
+    assert np.allclose(history[-1], true) and true.max() <= 1e-10 and len(history) <= 201
+
+
+def test_training_a_family_model_reports_held_out_errors_beside_schwarz(trained, capsys):
+    from pddattn.family_run import load
+    spec, payload = load(trained)
+    assert spec.operators == 3 and spec.box == 8 and set(payload["summary"]["AS"]) == {"K=1"}
+    assert (trained.parent / "log.jsonl").read_text().count("loss") >= 1
+
+
+def test_apply_refines_a_users_own_fields_to_a_true_residual_below_1e_8(trained, tmp_path, capsys):
+    data = _triplets(tmp_path / "t.npz")
+    out = tmp_path / "u.npy"
+    assert cli.main(["apply", "--model", str(trained), "--data", str(data), "--out", str(out), "--refine", "100",
+                     "--rtol", "1e-9"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("operator 0: model answer") and "after" in lines[0]
+    U, t = np.load(out), read_triplets(data)
+    assert U.shape == (2, SIDE, SIDE) and np.all(U[:, 0] == 0)
+    for b, A in enumerate(t.operators()):
+        u = U[b, 1:-1, 1:-1].ravel()
+        assert np.linalg.norm(t.f[b] - A @ u) / np.linalg.norm(t.f[b]) < 1e-8
+
+
+def test_apply_serves_a_finer_grid_from_a_matrix_file(trained, tmp_path, capsys):
+    p = make_problem("diffusion2d", (31, 31), "darcy", seed=4242)
+    sp.save_npz(tmp_path / "A.npz", p.A)
+    np.save(tmp_path / "f.npy", np.ones((2, p.n)))
+    assert cli.main(["apply", "--model", str(trained), "--matrix", str(tmp_path / "A.npz"), "--rhs",
+                     str(tmp_path / "f.npy"), "--out", str(tmp_path / "u.npy"), "--refine", "200", "--rtol",
+                     "1e-9"]) == 0
+    U = np.load(tmp_path / "u.npy")
+    assert U.shape == (2, p.n)
+    assert np.linalg.norm(1 - p.A @ U[0]) / np.sqrt(p.n) < 1e-8
+
+
+@pytest.mark.parametrize("case,message", [
+    ("tridiagonal", "5-point stencil"),
+    ("nine-point", "5-point stencil"),
+    ("not square", "not a square grid"),
+])
+def test_a_model_applied_to_another_family_is_refused_in_one_line(trained, tmp_path, capsys, case, message):
+    A = {"tridiagonal": make_problem("laplace1d", (225,)).A,
+         "nine-point": sp.kron(sp.eye(15), sp.diags([1.0, 1.0, 1.0], [-1, 0, 1], (15, 15))) @
+         sp.kron(sp.diags([1.0, 1.0, 1.0], [-1, 0, 1], (15, 15)), sp.eye(15)) + 8 * sp.eye(225),
+         "not square": make_problem("laplace1d", (200,)).A}[case]
+    sp.save_npz(tmp_path / "A.npz", sp.csr_matrix(A))
+    np.save(tmp_path / "f.npy", np.ones(A.shape[0]))
+    rc = cli.main(["apply", "--model", str(trained), "--matrix", str(tmp_path / "A.npz"), "--rhs",
+                   str(tmp_path / "f.npy"), "--out", str(tmp_path / "u.npy")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "u.npy").exists()
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"u": np.zeros((2, SIDE, SIDE - 1))}, "u has shape"),
+    ({"f": np.full((2, SIDE, SIDE), np.nan)}, "NaN"),
+    ({"a": -np.ones((2, SIDE, SIDE))}, "positive"),
+    ({"a": None}, "no array 'a'"),
+    ({"f": np.ones((3, SIDE, SIDE))}, "3 samples"),
+])
+def test_a_bad_triplet_file_is_one_line(trained, tmp_path, capsys, override, message):
+    data = _triplets(tmp_path / "t.npz", **override) if "a" not in override or override["a"] is None else None
+    if data is None:
+        np.savez(tmp_path / "t.npz", a=override["a"], f=np.ones((2, SIDE, SIDE)))
+        data = tmp_path / "t.npz"
+    rc = cli.main(["apply", "--model", str(trained), "--data", str(data), "--out", str(tmp_path / "u.npy")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_bad_uses_of_the_family_commands_are_one_line(trained, tmp_path, capsys):
+    cases = [(["train", "--factors", "generated", "--levels", "3"], "--levels does not apply"),
+             (["train", "--operators", "5"], "--operators belongs to --factors generated"),
+             (["train", "--factors", "generated", "--problem", "laplace1d", "--grid", "63"], "2D stencil families"),
+             (["apply", "--model", str(trained), "--out", str(tmp_path / "u.npy")], "give the right-hand sides"),
+             (["apply", "--model", str(tmp_path / "none.pt"), "--rhs", "f.npy", "--matrix", "A.npz", "--out", "u"],
+              "no checkpoint file"),
+             (["apply", "--model", str(trained), "--data", "t.npz", "--matrix", "A.npz", "--out", "u"], "one way")]
+    for argv, message in cases:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, err)
+
+
+def test_the_pc_on_operators_it_never_saw_with_new_values_of_the_same_mat(trained, tmp_path):
+    """A user's petsc4py program on a held-out operator, then new values of the same Mat (a values update)."""
+    from test_mpirun import MPIRUN, ROOT, env
+    pytest.importorskip("petsc4py")
+    if MPIRUN is None:
+        pytest.skip("mpirun not installed")
+    sp.save_npz(tmp_path / "A.npz", make_problem("diffusion2d", (15, 15), "darcy", seed=5555).A)
+    results = {}
+    for ranks in (1, 2):
+        cmd = [MPIRUN, "--oversubscribe", "-n", str(ranks), sys.executable, "tests/user_family_program.py",
+               str(tmp_path / "A.npz"), "-ksp_type", "cg", "-pc_type", "python", "-pc_python_type",
+               "pddattn.petsc.DDAttentionPC", "-pddattn_model", str(trained), "-ksp_norm_type", "unpreconditioned",
+               "-ksp_rtol", "1e-9"]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=300, cwd=ROOT)
+        assert p.returncode == 0 and "SEGV" not in p.stdout + p.stderr, p.stdout[-2000:] + p.stderr[-2000:]
+        lines = dict(line.split(": ", 1) for line in p.stdout.splitlines() if ": " in line)
+        for name in ("first", "scaled"):
+            reason, its, true = lines[name].split()[1], int(lines[name].split()[3]), float(lines[name].split()[5])
+            assert reason == "2" and true < 1e-8, lines
+            results[ranks, name] = its
+        assert "setups built 1 refactored 1" in p.stdout
+    # the model is scale-equivariant (M(cA)^-1 = M(A)^-1 / c): the same iterations on 2.5 A
+    assert abs(results[1, "first"] - results[1, "scaled"]) <= 1 and abs(results[1, "first"] - results[2, "first"]) <= 2
