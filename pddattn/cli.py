@@ -276,8 +276,9 @@ def _train_generated(args, layout):
     given = [k for k in _NOT_GENERATED if getattr(args, k, None) not in (None, False)]
     if given:
         raise ConfigurationError(f"--{given[0].replace('_', '-')} does not apply to --factors generated")
-    if layout.world_size > 1:
-        raise ConfigurationError("--factors generated trains on one process for now; run it without mpirun")
+    if layout.data_size > 1:
+        raise ConfigurationError("--factors generated shares the boxes over the ranks; --data-parallel is not "
+                                 "built for it yet")
     grid = parse_grid(args.grid or "63x63")
     box = 8
     if args.subdomains is not None:
@@ -293,10 +294,12 @@ def _train_generated(args, layout):
               "seed": args.seed, "test_operators": args.test_operators}
     spec = family_run.FamilySpec(**{k: v for k, v in values.items() if v is not None})
     out = args.out or time.strftime("runs/family-%Y%m%d-%H%M%S")
+    out = layout.bcast(out)
     family_run.check_out(out, args.overwrite)
-    model, summary = family_run.train_family(spec, out)
-    print(family_run.format_summary(spec, summary))
-    print(f"wrote {os.path.join(out, 'checkpoint.pt')} and {os.path.join(out, 'log.jsonl')}")
+    model, summary = family_run.train_family(spec, out, layout.comm if layout.world_size > 1 else None)
+    if layout.is_root:
+        print(family_run.format_summary(spec, summary))
+        print(f"wrote {os.path.join(out, 'checkpoint.pt')} and {os.path.join(out, 'log.jsonl')}")
 
 
 def _cmd_apply(args, layout):

@@ -30,6 +30,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from .errors import ConfigurationError
 from .exact import SparseSolve
 from .kernels import sparse_pair, subdomain_attention
 
@@ -115,16 +116,17 @@ class BoxGrids:
         out = np.stack([x, y, np.sin(np.pi * x), np.sin(np.pi * y)], axis=-1)
         return np.where(mask[..., None], out, 0.0)
 
-    def layout(self, features, centre=2):
+    def layout(self, features, centre=2, boxes=slice(None)):
         """(N, C + 1, H, W) features on each box's grid with a mask channel, and each box's scale (N,).
 
         The scale s_i is the mean of the box's centre entries; the features are divided by it, so that
         they do not change when A is multiplied by a constant (the factors take it back, ``factors``).
         """
-        grid = np.where(self.mask[..., None], features[np.maximum(self.nodes, 0)], 0.0)
-        scale = grid[..., centre].sum(axis=(1, 2)) / self.mask.sum(axis=(1, 2))
+        mask, position = self.mask[boxes], self.position[boxes]
+        grid = np.where(mask[..., None], features[np.maximum(self.nodes[boxes], 0)], 0.0)
+        scale = grid[..., centre].sum(axis=(1, 2)) / mask.sum(axis=(1, 2))
         grid = grid / scale[:, None, None, None]
-        return np.concatenate([grid, self.mask[..., None], self.position], axis=-1).transpose(0, 3, 1, 2), scale
+        return np.concatenate([grid, mask[..., None], position], axis=-1).transpose(0, 3, 1, 2), scale
 
 
 class Generator(nn.Module):
@@ -197,7 +199,7 @@ class FamilyDDAttention(nn.Module):
         Seed of the generator's initial weights.
     """
 
-    def __init__(self, hierarchy, r, width=32, depth=4, seed=0, dtype=torch.float64):
+    def __init__(self, hierarchy, r, width=32, depth=4, seed=0, dtype=torch.float64, comm=None):
         super().__init__()
         if len(hierarchy.levels) != 1 or hierarchy.top is None:
             raise ValueError("generated factors need two levels with a coarse space")
@@ -206,11 +208,13 @@ class FamilyDDAttention(nn.Module):
         self.grids = BoxGrids(d)
         self.stencil = StencilFeatures(hierarchy.levels[0].plan.pattern, d.grid)
         self.h = 1.0 / (max(d.grid) + 1)
-        index = d.held_indices(np.arange(d.N), pad=-1)
-        self.register_buffer("weight", torch.as_tensor(np.sqrt(d.held_pou_weights(np.arange(d.N)))[..., None],
+        self.comm = comm if comm is not None and comm.Get_size() > 1 else None
+        own = self.own = _own_boxes(d.N, self.comm)
+        index = d.held_indices(own, pad=-1)
+        self.register_buffer("weight", torch.as_tensor(np.sqrt(d.held_pou_weights(own))[..., None],
                                                        dtype=dtype), persistent=False)
         self.register_buffer("index", torch.as_tensor(np.maximum(index, 0)), persistent=False)
-        self.register_buffer("slots", torch.as_tensor(self.grids.slots), persistent=False)
+        self.register_buffer("slots", torch.as_tensor(self.grids.slots[own, :index.shape[1]]), persistent=False)
         with torch.random.fork_rng():  # the weights from ``seed``, the caller's random state untouched
             torch.manual_seed(seed)
             self.generator = Generator(BoxGrids.CHANNELS, self.r, width, depth).to(dtype)
@@ -226,7 +230,7 @@ class FamilyDDAttention(nn.Module):
         for b in range(len(matrices)):
             data = batch.A[0][b]
             phi = plan.phi.pattern.matrix(batch.phi[0][b]) if batch.phi[0] is not None else self.decomposition.phi
-            features, scale = self.grids.layout(self.stencil(data))
+            features, scale = self.grids.layout(self.stencil(data), boxes=self.own)
             features, scale = torch.as_tensor(features, dtype=dtype), torch.as_tensor(scale, dtype=dtype)
             A = plan.pattern.matrix(data)
             out.append(OperatorValues(features, scale, _pair(phi, dtype), SparseSolve(plan.coarse.matrix(batch.top[b])),
@@ -244,6 +248,8 @@ class FamilyDDAttention(nn.Module):
         """M(A)^-1 x for node-major x (n, B); ``Q`` the factors of ``op`` where they are at hand."""
         Q = self.factors(op) if Q is None else Q
         y = subdomain_attention(x, self.index, self.weight, Q, Q)
+        if self.comm is not None:  # each rank's boxes: their terms summed, everything else replicated
+            y = _SumOverRanks.apply(y, self.comm)
         phi, phi_t = op.phi
         return y + phi @ op.top(phi_t @ x) + nn.functional.softplus(self.jacobi) * op.inverse_diagonal * x
 
@@ -266,6 +272,43 @@ class FamilyDDAttention(nn.Module):
     def num_parameters(self):
         return sum(p.numel() for p in self.parameters())
 
+    def reduce_gradients(self):
+        """Sum the generator's gradients over the ranks (each saw its own boxes); omega's is replicated."""
+        if self.comm is None:
+            return
+        from mpi4py import MPI
+        for p in self.generator.parameters():
+            if p.grad is not None:
+                buf = np.ascontiguousarray(p.grad.detach().numpy()).copy()
+                self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+                p.grad = torch.from_numpy(buf)
+
+
+def _own_boxes(N, comm):
+    """The boxes of this rank: contiguous ranges of the N boxes, all of them serially."""
+    if comm is None:
+        return np.arange(N)
+    if N < comm.Get_size():
+        raise ConfigurationError(f"{N} boxes cannot be shared by {comm.Get_size()} ranks; use fewer ranks or "
+                                 "more (smaller) boxes")
+    return np.array_split(np.arange(N), comm.Get_size())[comm.Get_rank()]
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """y = sum over ranks of y_r, for a y that every rank then uses alike (a replicated loss): the adjoint
+    is the identity, not the Allreduce that parallel/comm.allreduce_sum applies for distributed users."""
+
+    @staticmethod
+    def forward(ctx, y, comm):
+        from mpi4py import MPI
+        buf = np.ascontiguousarray(y.detach().numpy()).copy()
+        comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        return torch.from_numpy(buf)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
 
 def _pair(S, dtype):
     coo = S.tocoo()
@@ -276,10 +319,9 @@ def schwarz(model, op, restricted=False):
     """Classical two-level Schwarz on the model's structure with exact local solves, as f (B, n) -> M^-1 f:
     additive, sum R_i^T D_i^1/2 A_i^-1 D_i^1/2 R_i (the paper's weights), or restricted (RAS),
     sum R_i^T D_i A_i^-1 R_i; plus the same exact coarse term Phi A_0^-1 Phi^T."""
-    index = model.index.numpy()
-    valid = np.arange(index.shape[1])[None, :] < model.decomposition.sizes[:, None]
-    rows = index[valid]
-    weight = model.weight[..., 0].numpy()[valid]
+    d = model.decomposition  # every box, on every rank (a reference, not distributed)
+    rows = np.concatenate(d.subdomains)
+    weight = np.sqrt(np.concatenate([w[:len(s)] for w, s in zip(d.pou_weights(), d.subdomains)]))
     stacked = np.arange(len(rows))
     R = sp.csr_matrix((np.ones(len(rows)), (stacked, rows)), shape=(len(rows), model.n))
     W_in = R if restricted else sp.csr_matrix((weight, (stacked, rows)), shape=R.shape)
@@ -338,6 +380,7 @@ def fit(model, ops, data, steps, lr=1e-3, batch=8, seed=0, unroll=1, log=None):
         loss = (_relative(iterate(model.apply_of(op), op.A, f[pick], unroll), u[pick]) ** 2).mean()
         optimizer.zero_grad()
         loss.backward()
+        model.reduce_gradients()
         optimizer.step()
         schedule.step()
         if log is not None:

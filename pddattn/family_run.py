@@ -113,23 +113,30 @@ def pairs(spec, problems, seed):
             for p in problems]
 
 
-def new_model(spec, problem):
-    """An untrained model of ``spec`` on the grid of ``problem`` (its hierarchy's structure)."""
+def new_model(spec, problem, comm=None):
+    """An untrained model of ``spec`` on the grid of ``problem`` (its hierarchy's structure); its boxes shared
+    by the ranks of ``comm``."""
     return FamilyDDAttention(build_hierarchy(problem, decomposition_spec(spec, problem.grid)), spec.rank,
-                             spec.width, spec.depth, seed=spec.seed)
+                             spec.width, spec.depth, seed=spec.seed, comm=comm)
 
 
-def train_family(spec, out, log=print):
-    """Train on seeds 1..K in chunks of ``spec.held`` operators, measure on held-out seeds, save; the summary."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+def train_family(spec, out, comm=None):
+    """Train on seeds 1..K in chunks of ``spec.held`` operators, measure on held-out seeds, save; the summary.
+
+    Under ``comm`` the ranks share the boxes: each generates its own boxes' factors, the generator's
+    gradients are summed, and everything else (operators, data, the loss) is the same on every rank; the
+    first rank writes.
+    """
+    out, root = Path(out), comm is None or comm.Get_rank() == 0
+    if root:
+        out.mkdir(parents=True, exist_ok=True)
     seeds = list(range(1, spec.operators + 1))
-    model = new_model(spec, members(spec, seeds[:1])[0])
+    model = new_model(spec, members(spec, seeds[:1])[0], comm)
     chunks = [seeds[i:i + spec.held] for i in range(0, len(seeds), spec.held)]
     per_chunk = [spec.steps * len(c) // len(seeds) for c in chunks]
     per_chunk[-1] += spec.steps - sum(per_chunk)
     t0, setup, history = time.perf_counter(), 0.0, []
-    with open(out / "log.jsonl", "w") as fh:
+    with open(out / "log.jsonl" if root else os.devnull, "w") as fh:
         for chunk, steps in zip(chunks, per_chunk):
             ts = time.perf_counter()
             problems = members(spec, chunk)
@@ -147,7 +154,8 @@ def train_family(spec, out, log=print):
     train_s = time.perf_counter() - t0 - setup
     summary = {"parameters": model.num_parameters(), "train_s": train_s, "setup_s": setup, "steps": spec.steps,
                "final_loss": float(np.mean(history[-20:])), **held_out_errors(model, spec)}
-    save(out / "checkpoint.pt", model, spec, summary)
+    if root:
+        save(out / "checkpoint.pt", model, spec, summary)
     return model, summary
 
 
@@ -168,7 +176,7 @@ def held_out_errors(model, spec, grid=None, count=None):
 
 def transfer(model, spec, problem):
     """The model's weights on another grid of its family (boxes of the same size in nodes)."""
-    target = new_model(spec, problem)
+    target = new_model(spec, problem, model.comm)
     target.load_state_dict(model.state_dict())
     return target
 

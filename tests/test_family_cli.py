@@ -183,3 +183,22 @@ def test_the_pc_on_operators_it_never_saw_with_new_values_of_the_same_mat(traine
         assert "setups built 1 refactored 1" in p.stdout
     # the model is scale-equivariant (M(cA)^-1 = M(A)^-1 / c): the same iterations on 2.5 A
     assert abs(results[1, "first"] - results[1, "scaled"]) <= 1 and abs(results[1, "first"] - results[2, "first"]) <= 2
+
+
+def test_training_under_mpirun_writes_the_serial_model(trained, tmp_path):
+    """`mpirun -n 2 pddattn train --factors generated` (boxes shared by the ranks) equals the serial run."""
+    import torch
+    from test_mpirun import MPIRUN, ROOT, env
+    if MPIRUN is None:
+        pytest.skip("mpirun not installed")
+    argv = ["train", "--factors", "generated", "--grid", "15x15", "--subdomains", "2x2", "--operators", "3",
+            "--steps", "30", "--test-operators", "2", "--rank", "4", "--generator-width", "8",
+            "--generator-depth", "2", "--out", str(tmp_path / "mpi")]
+    p = subprocess.run([MPIRUN, "--oversubscribe", "-n", "2", sys.executable, "-m", "pddattn.cli", *argv],
+                       capture_output=True, text=True, env=env(), timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.count("generated factors:") == 1  # the first rank reports
+    a = torch.load(trained, weights_only=True)["state"]
+    b = torch.load(tmp_path / "mpi" / "checkpoint.pt", weights_only=True)["state"]
+    from tolerances import adam_steps
+    assert max(float((a[k] - b[k]).abs().max() / a[k].abs().max()) for k in a) <= adam_steps(30)
