@@ -54,7 +54,7 @@ class FamilySpec:
     depth: int = 4
     operators: int = 64
     held: int = 256           # operators set up at once (memory)
-    data: str = "ones"        # ones: f = 1 (Darcy); solve: white f, u = A^-1 f
+    data: str = "ones"        # ones: f = 1 (Darcy); solve: white f, u = A^-1 f; probe: white u, f = A u
     samples: int = 16         # pairs per operator for data 'solve'
     steps: int = 2000
     batch: int = 1
@@ -74,8 +74,9 @@ class FamilySpec:
                 raise ConfigurationError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.operators >= HELD_OUT_SEED:
             raise ConfigurationError(f"--operators must stay below {HELD_OUT_SEED} (the held-out seeds)")
-        if self.data not in ("ones", "solve"):
-            raise ConfigurationError(f"--data {self.data}: generated factors train on 'ones' (f = 1) or 'solve'")
+        if self.data not in ("ones", "solve", "probe"):
+            raise ConfigurationError(f"--data {self.data}: generated factors train on 'ones' (f = 1), 'solve' or "
+                                     "'probe'")
         if self.coarse in ("none", "hat"):
             raise ConfigurationError(f"--coarse {self.coarse}: generated factors need a 2D coarse space "
                                      "(q1, harmonic or nicolaides)")
@@ -105,11 +106,12 @@ def members(spec, seeds, grid=None):
 
 
 def pairs(spec, problems, seed):
-    """[(f, u)] per operator: f = 1 (data 'ones') or ``spec.samples`` white f (data 'solve'), u = A^-1 f."""
+    """[(f, u)] per operator: f = 1 (data 'ones'), or ``spec.samples`` pairs with white f, u = A^-1 f
+    (data 'solve') or white u, f = A u (data 'probe': every frequency alike, what a preconditioner needs)."""
     if spec.data == "ones":
         return [(torch.ones(1, p.n, dtype=torch.float64), torch.as_tensor(p.solve(np.ones((p.n, 1))).T))
                 for p in problems]
-    return [tuple(torch.as_tensor(a) for a in make_sampler("solve", p, seed=seed).sample(spec.samples))
+    return [tuple(torch.as_tensor(a) for a in make_sampler(spec.data, p, seed=seed).sample(spec.samples))
             for p in problems]
 
 

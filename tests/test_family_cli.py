@@ -202,3 +202,28 @@ def test_training_under_mpirun_writes_the_serial_model(trained, tmp_path):
     b = torch.load(tmp_path / "mpi" / "checkpoint.pt", weights_only=True)["state"]
     from tolerances import adam_steps
     assert max(float((a[k] - b[k]).abs().max() / a[k].abs().max()) for k in a) <= adam_steps(30)
+
+
+def test_the_darcy_data_are_regenerated_by_their_recipe(tmp_path, capsys):
+    """`pddattn data darcy`: fields a in {3, 12}, f = 1, u solved on the fine grid and subsampled; u is
+    close to the coarse grid's own discrete solution (the discretization error, a few per cent at 21 of 81),
+    which a transposed or shifted subsampling would not be."""
+    assert cli.main(["data", "darcy", "--grid", "21", "--resolution", "81", "--train", "3", "--test", "2",
+                     "--out", str(tmp_path / "d.h5")]) == 0
+    assert "share of a = 12" in capsys.readouterr().out
+    for split, count in (("train", 3), ("test", 2)):
+        t = read_triplets(tmp_path / "d.h5", split)
+        assert t.a.shape == (count, 21, 21) and set(np.unique(t.a)) <= {3.0, 12.0} and np.all(t.f == 1)
+        for b, A in enumerate(t.operators()):
+            coarse = spl.spsolve(A.tocsc(), t.f[b])
+            assert np.linalg.norm(coarse - t.u[b]) / np.linalg.norm(t.u[b]) < 0.05
+    assert cli.main(["data", "darcy", "--grid", "21", "--resolution", "81", "--train", "2", "--test", "1",
+                     "--out", str(tmp_path / "d.npz")]) == 0
+    z = np.load(tmp_path / "d.npz")
+    assert z["a_test"].shape == (1, 21, 21) and np.array_equal(z["a"][:2], read_triplets(tmp_path / "d.h5").a[:2])
+
+
+def test_a_grid_that_does_not_subsample_the_fine_one_is_one_line(tmp_path, capsys):
+    assert cli.main(["data", "darcy", "--grid", "86", "--out", str(tmp_path / "d.h5")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a subsampling" in err[0]

@@ -53,13 +53,28 @@ def _interior(x, s, name, path):
     return x[:, 1:-1, 1:-1].reshape(len(x), -1)
 
 
-def read_triplets(path):
-    """The triplets in ``path`` (.npz), checked: one line for a missing or misshapen array, NaN, a <= 0."""
-    path = Path(path)
-    if path.suffix != ".npz" or not path.is_file():
-        raise ValueError(f"--data {path}: not a triplet file (an .npz with arrays a, f and u)")
+def _arrays(path, split):
+    """{name: array} of one split: an .npz's a, f, u (``test``: a_test, f_test, u_test), or an HDF5 file's
+    group (``pddattn data darcy``), read with h5py."""
+    if path.suffix in (".h5", ".hdf5"):
+        import h5py
+        with h5py.File(path, "r") as h5:
+            if split not in h5:
+                raise ValueError(f"{path} has no group {split!r} (it holds {sorted(h5)})")
+            return {k: h5[split][k][()] for k in h5[split]}
     with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}
+        suffix = "" if split == "train" else f"_{split}"
+        arrays = {k[: len(k) - len(suffix)] if suffix else k: z[k] for k in z.files if k.endswith(suffix)}
+        return {k: v for k, v in arrays.items() if k in ("a", "f", "u")}
+
+
+def read_triplets(path, split="train"):
+    """The triplets in ``path`` (.npz or .h5), checked: one line for a missing or misshapen array, NaN,
+    a <= 0. ``split``: 'train' (an .npz's a, f, u) or 'test' (its a_test, f_test, u_test)."""
+    path = Path(path)
+    if path.suffix not in (".npz", ".h5", ".hdf5") or not path.is_file():
+        raise ValueError(f"--data {path}: not a triplet file (an .npz or .h5 with arrays a, f and u)")
+    arrays = _arrays(path, split)
     if "a" not in arrays:
         raise ValueError(f"{path} has no array 'a' (the coefficient fields); it holds {sorted(arrays)}")
     a = np.asarray(arrays["a"], dtype=np.float64)
