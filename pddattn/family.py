@@ -362,6 +362,45 @@ def relative_errors(model, ops, data, steps=1, apply_of=None):
     return float(torch.cat(errors).mean())
 
 
+def local_targets(model, op, count, seed):
+    """(X, Y) of shape (N_own, L, count): white vectors on each of the model's boxes (zero at padding) and
+    Y = A_i^-1 X by the exact local solves, for :func:`fit_local`."""
+    d = model.decomposition
+    L = max(d.sizes)
+    valid = np.arange(L)[None, :] < d.sizes[:, None]
+    x = np.random.default_rng(seed).standard_normal((int(valid.sum()), count))
+    y = op.local_solve().solve(x)
+    X, Y = np.zeros((d.N, L, count)), np.zeros((d.N, L, count))
+    X[valid], Y[valid] = x, y
+    own, width = model.own, model.index.shape[1]
+    dtype = model.weight.dtype
+    return (torch.as_tensor(X[own, :width], dtype=dtype), torch.as_tensor(Y[own, :width], dtype=dtype))
+
+
+def fit_local(model, ops, steps, lr=1e-3, count=32, seed=0, log=None):
+    """Adam on sum_i ||Q_i Q_i^T X_i - A_i^-1 X_i||^2 / ||A_i^-1 X_i||^2 over boxes, X_i white: the
+    generator learns each A_i^-1's best rank-r part (Eckart-Young: the truncated Schwarz factors
+    [A_i^-1]_r) from the operator's features, a start for the global training (:func:`fit`)."""
+    optimizer = torch.optim.Adam(model.generator.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    N = model.decomposition.N
+    targets = [local_targets(model, op, count, seed + k) for k, op in enumerate(ops)]
+    for step in range(steps):
+        k = step % len(ops)
+        X, Y = targets[k]
+        Q = model.factors(ops[k])
+        loss = ((torch.bmm(Q, torch.bmm(Q.transpose(1, 2), X)) - Y).square().sum(dim=(1, 2))
+                / Y.square().sum(dim=(1, 2))).sum() / N
+        optimizer.zero_grad()
+        loss.backward()
+        model.reduce_gradients()
+        optimizer.step()
+        schedule.step()
+        if log is not None:
+            log(step, float(loss.detach()) * N / max(len(model.own), 1))
+    return model
+
+
 def fit(model, ops, data, steps, lr=1e-3, batch=8, seed=0, unroll=1, log=None):
     """Adam on the mean relative squared error, a training operator per step (in turn).
 
