@@ -134,7 +134,7 @@ def apply_main(args):
         raise ConfigurationError(f"{args.model} is a free-factor model of its own matrix; triplets need a "
                                  "generated-factor model (pddattn train --factors generated)")
     if args.data is not None:
-        triplets = read_triplets(args.data)
+        triplets = read_triplets(args.data, getattr(args, "split", "train"))
         operators, rhs = triplets.operators(), [f[:, None] for f in triplets.f]
         solutions = None if triplets.u is None else [u[:, None] for u in triplets.u]
         grid = triplets.grid

@@ -141,6 +141,8 @@ def _add_apply_parser(sub):
     a.add_argument("--solution", help="the exact u (.npy, as --rhs), to print the error")
     a.add_argument("--data", help="triplets .npz: fields a, right-hand sides f and solutions u on the full s x s "
                                   "grid (the FNO data's convention: docs/reference.md)")
+    a.add_argument("--split", choices=("train", "test"), default="train",
+                   help="which split of --data (an .h5 group, or an .npz's a_test, f_test, u_test; default train)")
     a.add_argument("--out", required=True, help="where u is written (.npy; for triplets (B, s, s), ring 0)")
     a.add_argument("--refine", type=int, default=0, help="CG steps preconditioned by M(A)^-1 (default 0)")
     a.add_argument("--rtol", type=float, default=0.0, help="stop refining below this true relative residual")
@@ -292,6 +294,17 @@ def _train_generated(args, layout):
         raise ConfigurationError("--factors generated shares the boxes over the ranks; --data-parallel is not "
                                  "built for it yet")
     grid = parse_grid(args.grid or "63x63")
+    data_file = args.data is not None and str(args.data).endswith((".npz", ".h5", ".hdf5"))
+    if data_file:  # a user's family: the triplets' grid, all their training and test members by default
+        from .problems.triplets import read_triplets
+        train, test = (read_triplets(args.data, split) for split in ("train", "test"))
+        if args.grid and parse_grid(args.grid) != train.grid:
+            raise ConfigurationError(f"--grid {args.grid}: the triplets in {args.data} are on the "
+                                     f"{train.grid[0]}x{train.grid[1]} interior grid")
+        grid, args.data = train.grid, os.path.abspath(args.data)
+        args.operators = args.operators or len(train.a)
+        args.test_operators = args.test_operators or len(test.a)
+        args.coefficient = args.coefficient or "file"
     box = 8
     if args.subdomains is not None:
         from .decomposition import parse_subdomains

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.sparse.linalg import spsolve
 
 from .checkpoint import CheckpointError, atomic_save
 from .errors import ConfigurationError
@@ -32,6 +33,7 @@ from .family import FamilyDDAttention, fit, relative_errors, schwarz
 from .hierarchy import build_hierarchy
 from .problems import make_problem, operator_problem
 from .problems.samplers import make_sampler
+from .problems.triplets import operator_of_field, read_triplets
 
 __all__ = ["FamilySpec", "FORMAT", "train_family", "save", "load", "model_for", "HELD_OUT_SEED"]
 
@@ -74,12 +76,16 @@ class FamilySpec:
                 raise ConfigurationError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.operators >= HELD_OUT_SEED:
             raise ConfigurationError(f"--operators must stay below {HELD_OUT_SEED} (the held-out seeds)")
-        if self.data not in ("ones", "solve", "probe"):
-            raise ConfigurationError(f"--data {self.data}: generated factors train on 'ones' (f = 1), 'solve' or "
-                                     "'probe'")
+        if self.data not in ("ones", "solve", "probe") and not self.from_file:
+            raise ConfigurationError(f"--data {self.data}: generated factors train on 'ones' (f = 1), 'solve', "
+                                     "'probe' or a triplet file (.npz or .h5 with a, f, u)")
         if self.coarse in ("none", "hat"):
             raise ConfigurationError(f"--coarse {self.coarse}: generated factors need a 2D coarse space "
                                      "(q1, harmonic or nicolaides)")
+
+    @property
+    def from_file(self):
+        return str(self.data).endswith((".npz", ".h5", ".hdf5"))
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -115,6 +121,35 @@ def pairs(spec, problems, seed):
             for p in problems]
 
 
+class Members:
+    """The operators and their (f, u) pairs a run trains and tests on: the family's seeds (training 1..K,
+    held-out from HELD_OUT_SEED), or a triplet file's training and test splits (``--data FILE``)."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.file = {split: read_triplets(spec.data, split) for split in ("train", "test")} \
+            if spec.from_file else None
+
+    def count(self, split):
+        if self.file is None:
+            return self.spec.operators if split == "train" else self.spec.test_operators
+        return min(len(self.file[split].a), self.spec.operators if split == "train" else self.spec.test_operators)
+
+    def get(self, split, indices, seed=0, grid=None):
+        """(matrices, [(f, u)]) of members ``indices`` of ``split``."""
+        if self.file is not None:
+            t = self.file[split]
+            return ([operator_of_field(t.a[i]) for i in indices],
+                    [(torch.as_tensor(t.f[i:i + 1]), torch.as_tensor(t.u[i:i + 1])) for i in indices])
+        base = 1 if split == "train" else HELD_OUT_SEED
+        problems = members(self.spec, [base + i for i in indices], grid)
+        return [p.A for p in problems], pairs(self.spec, problems, seed)
+
+    @property
+    def grid(self):
+        return self.file["train"].grid if self.file is not None else self.spec.grid
+
+
 def new_model(spec, problem, comm=None):
     """An untrained model of ``spec`` on the grid of ``problem`` (its hierarchy's structure); its boxes shared
     by the ranks of ``comm``."""
@@ -123,7 +158,8 @@ def new_model(spec, problem, comm=None):
 
 
 def train_family(spec, out, comm=None):
-    """Train on seeds 1..K in chunks of ``spec.held`` operators, measure on held-out seeds, save; the summary.
+    """Train on the training members in chunks of ``spec.held`` operators, measure on the held-out ones, save;
+    the summary.
 
     Under ``comm`` the ranks share the boxes: each generates its own boxes' factors, the generator's
     gradients are summed, and everything else (operators, data, the loss) is the same on every rank; the
@@ -132,17 +168,19 @@ def train_family(spec, out, comm=None):
     out, root = Path(out), comm is None or comm.Get_rank() == 0
     if root:
         out.mkdir(parents=True, exist_ok=True)
-    seeds = list(range(1, spec.operators + 1))
-    model = new_model(spec, members(spec, seeds[:1])[0], comm)
-    chunks = [seeds[i:i + spec.held] for i in range(0, len(seeds), spec.held)]
-    per_chunk = [spec.steps * len(c) // len(seeds) for c in chunks]
+    source = Members(spec)
+    indices = list(range(source.count("train")))
+    first, _ = source.get("train", indices[:1])
+    model = new_model(spec, operator_problem(first[0], source.grid), comm)
+    chunks = [indices[i:i + spec.held] for i in range(0, len(indices), spec.held)]
+    per_chunk = [spec.steps * len(c) // len(indices) for c in chunks]
     per_chunk[-1] += spec.steps - sum(per_chunk)
     t0, setup, history = time.perf_counter(), 0.0, []
     with open(out / "log.jsonl" if root else os.devnull, "w") as fh:
         for chunk, steps in zip(chunks, per_chunk):
             ts = time.perf_counter()
-            problems = members(spec, chunk)
-            ops, data = model.values([p.A for p in problems]), pairs(spec, problems, seed=spec.seed + 1)
+            matrices, data = source.get("train", chunk, seed=spec.seed + 1)
+            ops = model.values(matrices)
             setup += time.perf_counter() - ts
 
             def record(step, loss, fh=fh, base=len(history)):
@@ -155,22 +193,29 @@ def train_family(spec, out, comm=None):
                 op.free()
     train_s = time.perf_counter() - t0 - setup
     summary = {"parameters": model.num_parameters(), "train_s": train_s, "setup_s": setup, "steps": spec.steps,
-               "final_loss": float(np.mean(history[-20:])), **held_out_errors(model, spec)}
+               "operators": len(indices), "final_loss": float(np.mean(history[-20:])),
+               **held_out_errors(model, spec, source=source)}
     if root:
         save(out / "checkpoint.pt", model, spec, summary)
     return model, summary
 
 
-def held_out_errors(model, spec, grid=None, count=None):
+def held_out_errors(model, spec, grid=None, count=None, source=None):
     """Mean relative L2 error on held-out members after 1 and ``unroll`` steps, with AS and RAS beside."""
-    problems = members(spec, range(HELD_OUT_SEED, HELD_OUT_SEED + (count or spec.test_operators)), grid)
-    target = model if grid is None else transfer(model, spec, problems[0])
-    ops, data = target.values([p.A for p in problems]), pairs(spec, problems, seed=spec.seed + 2)
+    source = source or Members(spec)
+    matrices, data = source.get("test", range(count or source.count("test")), seed=spec.seed + 2, grid=grid)
+    target = model if grid is None else transfer(model, spec, operator_problem(matrices[0], grid))
+    ops = target.values(matrices)
     ks = sorted({1, spec.unroll})
-    out = {"test_error": {f"K={k}": relative_errors(target, ops, data, k) for k in ks}}
+    out = {"test_operators": len(matrices), "test_error": {f"K={k}": relative_errors(target, ops, data, k)
+                                                          for k in ks}}
     for name, restricted in (("AS", False), ("RAS", True)):
         out[name] = {f"K={k}": relative_errors(target, ops, data, k, apply_of=lambda op, r=restricted:
                                                schwarz(target, op, r)) for k in ks}
+    if spec.from_file:  # u from another discretization (a finer grid): A^-1 f itself errs, every method's floor
+        out["discrete_solution"] = float(np.mean([
+            np.linalg.norm(spsolve(A.tocsc(), f[0].numpy()) - u[0].numpy()) / np.linalg.norm(u[0].numpy())
+            for A, (f, u) in zip(matrices, data)]))
     for op in ops:
         op.free()
     return out
@@ -244,9 +289,11 @@ def format_summary(spec, summary):
     ks = list(summary["test_error"])
     cells = lambda d: " / ".join(f"{d[k]:.3e}" for k in ks)  # noqa: E731
     return "\n".join([
-        f"generated factors: {summary['parameters']:,} parameters, {spec.operators} training operators, "
+        f"generated factors: {summary['parameters']:,} parameters, {summary['operators']} training operators, "
         f"{summary['steps']} steps in {summary['train_s']:.1f} s (+ {summary['setup_s']:.1f} s set-up)",
-        f"held-out operators ({spec.test_operators}), mean relative L2 error at {', '.join(ks)}:",
+        f"held-out operators ({summary['test_operators']}), mean relative L2 error at {', '.join(ks)}:",
         f"  learned                      {cells(summary['test_error'])}",
         f"  AS (exact local solves)      {cells(summary['AS'])}",
-        f"  RAS (exact local solves)     {cells(summary['RAS'])}"])
+        f"  RAS (exact local solves)     {cells(summary['RAS'])}"]
+        + ([f"  A^-1 f (exact discrete solve, the floor of every method on this grid) "
+            f"{summary['discrete_solution']:.3e}"] if "discrete_solution" in summary else []))

@@ -227,3 +227,23 @@ def test_a_grid_that_does_not_subsample_the_fine_one_is_one_line(tmp_path, capsy
     assert cli.main(["data", "darcy", "--grid", "86", "--out", str(tmp_path / "d.h5")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a subsampling" in err[0]
+
+
+def test_a_family_is_learned_from_a_users_triplet_file_and_tested_on_its_test_split(tmp_path, capsys):
+    data = tmp_path / "d.h5"
+    assert cli.main(["data", "darcy", "--grid", "17", "--resolution", "65", "--train", "3", "--test", "2",
+                     "--out", str(data)]) == 0
+    out = tmp_path / "run"
+    assert cli.main(["train", "--factors", "generated", "--data", str(data), "--subdomains", "2x2", "--steps", "10",
+                     "--rank", "4", "--generator-width", "8", "--generator-depth", "2", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "3 training operators" in text and "held-out operators (2)" in text and "exact discrete solve" in text
+    from pddattn.family_run import load
+    spec, payload = load(out / "checkpoint.pt")
+    assert spec.grid == (15, 15) and payload["summary"]["test_operators"] == 2
+    floor = payload["summary"]["discrete_solution"]
+    assert 0 < floor < 0.05  # u from the 65^2 grid: the 17^2 discretization's own error
+    assert cli.main(["apply", "--model", str(out / "checkpoint.pt"), "--data", str(data), "--split", "test",
+                     "--out", str(tmp_path / "u.npy"), "--refine", "60", "--rtol", "1e-10"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all("error" in line for line in lines[:2])

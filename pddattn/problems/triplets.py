@@ -65,7 +65,10 @@ def _arrays(path, split):
     with np.load(path) as z:
         suffix = "" if split == "train" else f"_{split}"
         arrays = {k[: len(k) - len(suffix)] if suffix else k: z[k] for k in z.files if k.endswith(suffix)}
-        return {k: v for k, v in arrays.items() if k in ("a", "f", "u")}
+        arrays = {k: v for k, v in arrays.items() if k in ("a", "f", "u")}
+    if split != "train" and not arrays:
+        raise ValueError(f"{path} has no {split} split (arrays a_{split}, f_{split} and u_{split})")
+    return arrays
 
 
 def read_triplets(path, split="train"):
