@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["Triplets", "read_triplets", "operator_of_field"]
+__all__ = ["Triplets", "read_triplets", "read_arrays", "operator_of_field"]
 
 
 @dataclasses.dataclass
@@ -53,7 +53,7 @@ def _interior(x, s, name, path):
     return x[:, 1:-1, 1:-1].reshape(len(x), -1)
 
 
-def _arrays(path, split):
+def read_arrays(path, split):
     """{name: array} of one split: an .npz's a, f, u (``test``: a_test, f_test, u_test), or an HDF5 file's
     group (``pddattn data darcy``), read with h5py."""
     if path.suffix in (".h5", ".hdf5"):
@@ -77,7 +77,7 @@ def read_triplets(path, split="train"):
     path = Path(path)
     if path.suffix not in (".npz", ".h5", ".hdf5") or not path.is_file():
         raise ValueError(f"--data {path}: not a triplet file (an .npz or .h5 with arrays a, f and u)")
-    arrays = _arrays(path, split)
+    arrays = read_arrays(path, split)
     if "a" not in arrays:
         raise ValueError(f"{path} has no array 'a' (the coefficient fields); it holds {sorted(arrays)}")
     a = np.asarray(arrays["a"], dtype=np.float64)

@@ -1,0 +1,108 @@
+"""The Galerkin Transformer baseline (Cao 2021), implemented here from the paper.
+
+Cao's softmax-free "Galerkin-type" attention,
+
+    z = Q (K~^T V~) / n,   K~ = LayerNorm(K), V~ = LayerNorm(V)   (per head),
+
+costs O(n d^2) and is the attention pddattn's own operator is closest to. The
+``galerkin-transformer`` package (0.2.1, 2022) installs beside torch 2.13 and
+numpy < 2 but does not import: its ``__init__`` pulls in IPython and pandas,
+which it does not declare (checked for this release), so the layer is
+written here, as the issue allows, and the model around it follows the
+paper's Darcy set-up in a reduced form: a pointwise lift of (a, x, y) to d
+channels, L encoder layers (Galerkin attention with the node coordinates
+concatenated to Q and K, then a feed-forward layer, each residual), and a
+spectral regressor (two Fourier layers, FNO-style, ``modes`` per axis) with a
+pointwise projection to u. Not the package's FourierTransformer2D: no
+down- and up-sampling CNNs (the 85 x 85 grid is attended to directly,
+which linear attention affords).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["GalerkinAttention", "SpectralConv2d", "GalerkinTransformer2D"]
+
+
+class GalerkinAttention(nn.Module):
+    """Multi-head Galerkin attention on (B, n, d) tokens with positions (B, n, p) added to Q and K."""
+
+    def __init__(self, d, heads=4, positions=2):
+        super().__init__()
+        if d % heads:
+            raise ValueError(f"d = {d} is not a multiple of heads = {heads}")
+        self.heads, self.dh = heads, d // heads
+        self.q, self.k, self.v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.norm_k, self.norm_v = nn.LayerNorm(self.dh), nn.LayerNorm(self.dh)
+        self.out = nn.Linear(d + heads * positions, d)
+        self.positions = positions
+
+    def _split(self, x):
+        B, n, _ = x.shape
+        return x.reshape(B, n, self.heads, -1).transpose(1, 2)  # (B, h, n, dh)
+
+    def forward(self, x, pos):
+        B, n, _ = x.shape
+        q, k, v = self._split(self.q(x)), self.norm_k(self._split(self.k(x))), self.norm_v(self._split(self.v(x)))
+        p = pos[:, None].expand(B, self.heads, n, self.positions)
+        q, k = torch.cat([q, p], dim=-1), torch.cat([k, p], dim=-1)
+        v = torch.cat([v, p], dim=-1)
+        z = q @ (k.transpose(-2, -1) @ v) / n                       # (B, h, n, dh + p): no softmax
+        return self.out(z.transpose(1, 2).reshape(B, n, -1))
+
+
+class SpectralConv2d(nn.Module):
+    """A Fourier layer's spectral convolution: the lowest ``modes`` frequencies per axis, learned weights."""
+
+    def __init__(self, channels, modes):
+        super().__init__()
+        self.modes = modes
+        scale = 1.0 / (channels * channels)
+        self.w1 = nn.Parameter(scale * torch.randn(channels, channels, modes, modes, dtype=torch.cfloat))
+        self.w2 = nn.Parameter(scale * torch.randn(channels, channels, modes, modes, dtype=torch.cfloat))
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        m1, m2 = min(self.modes, H // 2), min(self.modes, W // 2 + 1)
+        X = torch.fft.rfft2(x)
+        Y = torch.zeros_like(X)
+        w1, w2 = self.w1.to(X.dtype), self.w2.to(X.dtype)
+        Y[:, :, :m1, :m2] = torch.einsum("bixy,ioxy->boxy", X[:, :, :m1, :m2], w1[:, :, :m1, :m2])
+        Y[:, :, -m1:, :m2] = torch.einsum("bixy,ioxy->boxy", X[:, :, -m1:, :m2], w2[:, :, :m1, :m2])
+        return torch.fft.irfft2(Y, s=(H, W))
+
+
+class GalerkinTransformer2D(nn.Module):
+    """a (B, s, s) on the full grid -> u (B, s, s): lift, Galerkin encoder layers, spectral regressor."""
+
+    def __init__(self, d=64, layers=4, heads=4, modes=12, seed=0):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.lift = nn.Linear(3, d)
+            self.attention = nn.ModuleList([GalerkinAttention(d, heads) for _ in range(layers)])
+            self.ffn = nn.ModuleList([nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+                                      for _ in range(layers)])
+            self.spectral = nn.ModuleList([SpectralConv2d(d, modes) for _ in range(2)])
+            self.pointwise = nn.ModuleList([nn.Conv2d(d, d, 1) for _ in range(2)])
+            self.project = nn.Sequential(nn.Conv2d(d, 2 * d, 1), nn.GELU(), nn.Conv2d(2 * d, 1, 1))
+
+    def forward(self, a):
+        B, s, _ = a.shape
+        x = torch.linspace(0, 1, s, dtype=a.dtype)
+        Y, X = torch.meshgrid(x, x, indexing="ij")
+        pos = torch.stack([X, Y], dim=-1).reshape(1, s * s, 2).expand(B, -1, -1)
+        h = self.lift(torch.cat([a.reshape(B, s * s, 1), pos], dim=-1))
+        for attention, ffn in zip(self.attention, self.ffn):
+            h = h + attention(h, pos)
+            h = h + ffn(h)
+        h = h.transpose(1, 2).reshape(B, -1, s, s)
+        for k, (spectral, pointwise) in enumerate(zip(self.spectral, self.pointwise)):
+            h = spectral(h) + pointwise(h)
+            if k == 0:
+                h = nn.functional.gelu(h)
+        return self.project(h)[:, 0]
+
+    def num_parameters(self):
+        return sum(p.numel() * (2 if p.is_complex() else 1) for p in self.parameters())

@@ -1,0 +1,51 @@
+"""The Darcy benchmark's pieces: the Galerkin Transformer baseline and a reduced run of benchmarks/darcy.py."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pddattn.galerkin import GalerkinAttention, GalerkinTransformer2D
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_galerkin_attention_is_q_times_normalised_k_transpose_v_over_n():
+    torch.manual_seed(0)
+    layer = GalerkinAttention(8, heads=2, positions=2).double()
+    x, pos = torch.randn(1, 5, 8, dtype=torch.float64), torch.rand(1, 5, 2, dtype=torch.float64)
+    z = layer(x, pos)
+    q = layer.q(x).reshape(1, 5, 2, 4).transpose(1, 2)
+    k = layer.norm_k(layer.k(x).reshape(1, 5, 2, 4).transpose(1, 2))
+    v = layer.norm_v(layer.v(x).reshape(1, 5, 2, 4).transpose(1, 2))
+    p = pos[:, None].expand(1, 2, 5, 2)
+    q, k, v = (torch.cat([t, p], -1) for t in (q, k, v))
+    heads = torch.stack([q[0, h] @ (k[0, h].T @ v[0, h]) / 5 for h in range(2)])
+    want = layer.out(heads.transpose(0, 1).reshape(1, 5, -1))
+    assert torch.allclose(z, want, rtol=1e-12, atol=1e-12)
+
+
+def test_the_galerkin_transformer_maps_fields_of_any_resolution():
+    net = GalerkinTransformer2D(d=16, layers=2, heads=2, modes=4)
+    for side in (9, 17):
+        a = torch.rand(3, side, side)
+        out = net(a)
+        assert out.shape == (3, side, side) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_a_reduced_darcy_benchmark_runs_every_model_and_reports_every_cell(tmp_path):
+    pytest.importorskip("neuralop")
+    p = subprocess.run([sys.executable, "benchmarks/darcy.py", "--quick", "--out", str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads((tmp_path / "darcy.json").read_text())
+    assert set(result["models"]) == {"fno", "fno-small", "gt", "dd"}
+    for name, r in result["models"].items():
+        assert len(r["curve"]) == 2 and 0 < r["test"] < 10 and 0 < r["transfer"] < 10, name
+    dd = result["models"]["dd"]
+    assert 0 < dd["discrete solve (floor)"] < dd["AS once (exact local solves)"]
+    assert "| dd |" in (tmp_path / "darcy.md").read_text()
