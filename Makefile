@@ -22,7 +22,7 @@ OUT ?= runs
 
 .PHONY: setup demo test test-serial test-mpi bench bench-speed bench-scaling bench-reproduce bench-petsc \
         bench-2d bench-kappa bench-stability bench-petsc2d bench-multilevel bench-setup bench-solve bench-pc-cost \
-        bench-precision bench-hierarchy bench-family clean
+        bench-precision bench-hierarchy bench-family bench-darcy clean
 
 setup: $(VENV)/.installed
 
@@ -63,7 +63,7 @@ test-mpi: setup
 
 bench: bench-speed bench-reproduce bench-scaling bench-petsc bench-2d bench-kappa bench-stability \
        bench-petsc2d bench-multilevel bench-setup bench-solve bench-pc-cost bench-precision bench-hierarchy \
-       bench-family
+       bench-family bench-darcy
 
 bench-speed: setup
 	$(PY) benchmarks/step_time.py --out benchmarks/results
@@ -101,8 +101,16 @@ bench-hierarchy: setup
 	$(PY) benchmarks/pc_refactor.py --out benchmarks/results
 
 bench-family: setup
-	$(PY) benchmarks/family.py --out benchmarks/results
-	$(PY) benchmarks/family.py --data ones --operators 64 --out benchmarks/results
+	$(PY) benchmarks/family.py --operators 64 --out benchmarks/results
+	$(PY) benchmarks/family.py --data ones --free --out benchmarks/results
+	$(VENV)/bin/pddattn train --factors generated --operators 64 --steps 2000 --out $(OUT)/fam63 --overwrite
+	$(PY) benchmarks/family_pc.py --model $(OUT)/fam63/checkpoint.pt --out benchmarks/results
+
+# The Darcy benchmark (hours): its data regenerated (about 40 minutes), then every model's training.
+bench-darcy: setup
+	$(VENV)/bin/pddattn data darcy --grid 85,141 --train 1000 --test 200 --out $(OUT)/darcy.h5
+	$(PY) benchmarks/darcy.py --data $(OUT)/darcy_85.h5 --transfer $(OUT)/darcy_141.h5 --epochs 20 \
+	  --out benchmarks/results
 
 bench-pc-cost: setup
 	$(PY) benchmarks/pc_cost.py --out benchmarks/results
