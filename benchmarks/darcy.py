@@ -42,6 +42,7 @@ from scipy.sparse.linalg import spsolve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from pddattn.family import schwarz  # noqa: E402
 from pddattn.family_run import FamilySpec, new_model, transfer  # noqa: E402
@@ -148,7 +149,7 @@ def run_field_model(name, net, a, u, a_test, u_test, epochs, log, transfer_data=
     out = {"parameters": model.num_parameters(), "curve": curve, "test": curve[-1]["test"]}
     if transfer_data is not None:
         out["transfer"] = evaluate(transfer_data[0], transfer_data[1])
-    return out
+    return out, model
 
 
 def run_dd(a, u, a_test, u_test, epochs, log, spec, transfer_data=None):
@@ -180,7 +181,7 @@ def run_dd(a, u, a_test, u_test, epochs, log, spec, transfer_data=None):
         with torch.no_grad():
             ops = dd.values(at, fine)
             out["transfer"] = float(relative(dd.predict(ops, fine), ut.double()).mean())
-    return out
+    return out, dd
 
 
 def sized_fno(target):
@@ -203,6 +204,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--models", default="fno,fno-small,gt,dd")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--timed", type=int, default=16, help="test fields of the time-to-accuracy table")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     if args.quick:
@@ -216,12 +218,12 @@ def main(argv=None):
     a, u = fields(args.data, "train", args.train)
     a_test, u_test = fields(args.data, "test", args.test)
     transfer_data = fields(args.transfer, "test", args.test) if args.transfer else None
-    results, log = {}, (lambda line: print(line, flush=True))
+    results, trained, log = {}, {}, (lambda line: print(line, flush=True))
     spec = FamilySpec(grid=(a.shape[1] - 2,) * 2, data="ones")
     for name in args.models.split(","):
         t0 = time.perf_counter()
         if name == "dd":
-            results[name] = run_dd(a, u, a_test, u_test, args.epochs, log, spec, transfer_data)
+            results[name], trained[name] = run_dd(a, u, a_test, u_test, args.epochs, log, spec, transfer_data)
         else:
             if name == "fno":
                 net = fno(32, 24)  # neuralop's n_modes counts both signs: 12 per corner, the paper's
@@ -230,13 +232,21 @@ def main(argv=None):
                 net = fno(width, modes)
             else:
                 net = GalerkinTransformer2D(d=32)
-            results[name] = run_field_model(name, net, a, u, a_test, u_test, args.epochs, log, transfer_data)
+            results[name], trained[name] = run_field_model(name, net, a, u, a_test, u_test, args.epochs, log,
+                                                           transfer_data)
         results[name]["seconds"] = time.perf_counter() - t0
     result = {"data": args.data, "train": len(a), "test": len(a_test), "epochs": args.epochs, "models": results}
+    if "dd" in trained:
+        from darcy_time import time_to_accuracy
+        result["time_to_accuracy"] = time_to_accuracy(trained, a_test[:args.timed], log)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "darcy.json").write_text(json.dumps(result, indent=1))
     (out / "darcy.md").write_text(markdown(result) + "\n")
+    if "time_to_accuracy" in result:
+        from darcy_time import markdown as time_markdown
+        (out / "darcy_time.md").write_text(time_markdown(result["time_to_accuracy"]) + "\n")
+        print(time_markdown(result["time_to_accuracy"]))
     plot(result, out / "darcy.png")
     print(markdown(result))
     return 0

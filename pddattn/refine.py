@@ -17,7 +17,7 @@ def relative_residuals(A, F, U):
     return np.linalg.norm(F - A @ U, axis=0) / np.maximum(np.linalg.norm(F, axis=0), np.finfo(float).tiny)
 
 
-def refine(A, F, U0, apply, steps, rtol=0.0):
+def refine(A, F, U0, apply, steps, rtol=0.0, callback=None):
     """PCG on A U = F from U0, columns at once, for at most ``steps`` steps or until every column's true
     relative residual is below ``rtol``.
 
@@ -29,6 +29,8 @@ def refine(A, F, U0, apply, steps, rtol=0.0):
         R (n, B) -> M^-1 R (n, B), an SPD preconditioner.
     steps : int
     rtol : float
+    callback : callable, optional
+        Called as callback(k, U) after step k (for timings and errors along the way).
 
     Returns
     -------
@@ -52,6 +54,8 @@ def refine(A, F, U0, apply, steps, rtol=0.0):
         U += alpha * P
         R -= alpha * AP
         history.append(relative_residuals(A, F, U))
+        if callback is not None:
+            callback(len(history) - 1, U)
         if history[-1].max() <= rtol:
             break
         Z = apply(R)

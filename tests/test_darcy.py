@@ -39,7 +39,7 @@ def test_the_galerkin_transformer_maps_fields_of_any_resolution():
 
 def test_a_reduced_darcy_benchmark_runs_every_model_and_reports_every_cell(tmp_path):
     pytest.importorskip("neuralop")
-    p = subprocess.run([sys.executable, "benchmarks/darcy.py", "--quick", "--out", str(tmp_path)], cwd=ROOT,
+    p = subprocess.run([sys.executable, "benchmarks/darcy.py", "--quick", "--timed", "2", "--out", str(tmp_path)], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     result = json.loads((tmp_path / "darcy.json").read_text())
@@ -49,3 +49,6 @@ def test_a_reduced_darcy_benchmark_runs_every_model_and_reports_every_cell(tmp_p
     dd = result["models"]["dd"]
     assert 0 < dd["discrete solve (floor)"] < dd["AS once (exact local solves)"]
     assert "| dd |" in (tmp_path / "darcy.md").read_text()
+    rows = result["time_to_accuracy"]["rows"]
+    assert rows["direct"]["1e-08"] is not None and rows["dd + CG"]["batched"] > 0  # every cell measured
+    assert set(rows) >= {"dd + CG", "CG + AS", "CG + GAMG", "CG + hypre", "direct", "fno", "gt"}
