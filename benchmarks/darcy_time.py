@@ -150,8 +150,8 @@ def _batched(trained, a_test):
 
 def markdown(result):
     rows = result["rows"]
-    lines = [f"| method ({torch.get_num_threads()} torch threads) | s to 1e-2 | s to 1e-4 | s to 1e-8 | learned answer, s per field in batches "
-             "of 64 |", "|---|---|---|---|---|"]
+    lines = [f"| method ({torch.get_num_threads()} torch threads) | s to 1e-2 | s to 1e-4 | s to 1e-8 | "
+             "learned answer, s per field in batches of 64 |", "|---|---|---|---|---|"]
     for name, r in rows.items():
         cells = []
         for t in THRESHOLDS:
