@@ -124,6 +124,8 @@ def _add_family_options(p):
     g.add_argument("--operators-held", type=int, help="operators set up at once (default 256)")
     g.add_argument("--test-operators", type=int, help="held-out operators measured (default 16)")
     g.add_argument("--unroll", type=int, help="train through K unrolled steps u += M(A)^-1 (f - A u) (default 1)")
+    g.add_argument("--operators-per-step", type=int, help="operators per optimiser step, their losses averaged "
+                                                          "(default 1, or R with --data-parallel R: one each)")
     g.add_argument("--generator-width", type=int, help="channels of the generator's convolutions (default 32)")
     g.add_argument("--generator-depth", type=int, help="3x3 convolutions of the generator (default 4)")
 
@@ -252,7 +254,8 @@ def _cmd_train(args, layout):
     if args.factors == "generated":
         _train_generated(args, layout)
         return
-    for flag in ("operators", "operators_held", "test_operators", "unroll", "generator_width", "generator_depth"):
+    for flag in ("operators", "operators_held", "test_operators", "unroll", "generator_width", "generator_depth",
+                 "operators_per_step"):
         if getattr(args, flag) is not None:
             raise ConfigurationError(f"--{flag.replace('_', '-')} belongs to --factors generated")
     from .train import train
@@ -279,7 +282,7 @@ def _cmd_train(args, layout):
 
 _NOT_GENERATED = ("model", "n", "matrix", "decomposition", "coarse_rank", "levels", "top_size", "level_coarse",
                   "pou", "symmetric", "init", "init_scale", "loss", "modes", "alpha", "beta2", "warmup", "dtype",
-                  "device", "eval_every", "test_size", "target", "checkpoint_every", "data_parallel", "resume",
+                  "device", "eval_every", "test_size", "target", "checkpoint_every", "resume",
                   "coefficient_seed", "test_fraction", "fno_width", "fno_modes", "fno_layers")
 
 
@@ -290,9 +293,10 @@ def _train_generated(args, layout):
     given = [k for k in _NOT_GENERATED if getattr(args, k, None) not in (None, False)]
     if given:
         raise ConfigurationError(f"--{given[0].replace('_', '-')} does not apply to --factors generated")
-    if layout.data_size > 1:
-        raise ConfigurationError("--factors generated shares the boxes over the ranks; --data-parallel is not "
-                                 "built for it yet")
+    per_step = args.operators_per_step or layout.data_size
+    if per_step < layout.data_size:
+        raise ConfigurationError(f"--operators-per-step {per_step} gives {layout.data_size} data replicas too few "
+                                 "operators; give at least one per replica")
     grid = parse_grid(args.grid or "63x63")
     data_file = args.data is not None and str(args.data).endswith((".npz", ".h5", ".hdf5"))
     if data_file:  # a user's family: the triplets' grid, all their training and test members by default
@@ -316,12 +320,14 @@ def _train_generated(args, layout):
               "overlap": args.overlap, "coarse": args.coarse_space, "rank": args.rank, "width": args.generator_width,
               "depth": args.generator_depth, "operators": args.operators, "held": args.operators_held,
               "data": args.data, "steps": args.steps, "batch": args.batch, "lr": args.lr, "unroll": args.unroll,
-              "seed": args.seed, "test_operators": args.test_operators}
+              "seed": args.seed, "test_operators": args.test_operators, "per_step": per_step}
     spec = family_run.FamilySpec(**{k: v for k, v in values.items() if v is not None})
     out = args.out or time.strftime("runs/family-%Y%m%d-%H%M%S")
     out = layout.bcast(out)
     family_run.check_out(out, args.overwrite)
-    model, summary = family_run.train_family(spec, out, layout.comm if layout.world_size > 1 else None)
+    replicas = (layout.replica, layout.data_size, layout.data_comm) if layout.data_size > 1 else None
+    model, summary = family_run.train_family(spec, out, layout.domain_comm if layout.domain_size > 1 else None,
+                                             replicas)
     if layout.is_root:
         print(family_run.format_summary(spec, summary))
         print(f"wrote {os.path.join(out, 'checkpoint.pt')} and {os.path.join(out, 'log.jsonl')}")

@@ -137,13 +137,13 @@ class Generator(nn.Module):
     2 depth + 1 nodes across, which is the box's width and overlap here.
     """
 
-    def __init__(self, channels, r, width=32, depth=4):
+    def __init__(self, channels, r, width=32, depth=4, dtype=torch.float64):
         super().__init__()
         layers, c = [], channels
-        for _ in range(depth):
-            layers += [nn.Conv2d(c, width, 3, padding=1), nn.GELU()]
+        for _ in range(depth):  # made in ``dtype`` (not the ambient default): the same weights from a seed
+            layers += [nn.Conv2d(c, width, 3, padding=1, dtype=dtype), nn.GELU()]
             c = width
-        layers.append(nn.Conv2d(c, r, 1))
+        layers.append(nn.Conv2d(c, r, 1, dtype=dtype))
         with torch.no_grad():  # start near Q = 0: M(A)^-1 then begins as the coarse term and omega D^-1,
             layers[-1].weight.mul_(0.01)  # a convergent iteration, which unrolled training can take from there
             layers[-1].bias.zero_()
@@ -217,7 +217,7 @@ class FamilyDDAttention(nn.Module):
         self.register_buffer("slots", torch.as_tensor(self.grids.slots[own, :index.shape[1]]), persistent=False)
         with torch.random.fork_rng():  # the weights from ``seed``, the caller's random state untouched
             torch.manual_seed(seed)
-            self.generator = Generator(BoxGrids.CHANNELS, self.r, width, depth).to(dtype)
+            self.generator = Generator(BoxGrids.CHANNELS, self.r, width, depth, dtype)
         # omega D^-1 added: the SPD shift that makes M(A)^-1 invertible where the rank-r blocks are not
         self.jacobi = nn.Parameter(torch.tensor(-2.0, dtype=dtype))  # omega = softplus(-2) = 0.13
 
@@ -401,27 +401,50 @@ def fit_local(model, ops, steps, lr=1e-3, count=32, seed=0, log=None):
     return model
 
 
-def fit(model, ops, data, steps, lr=1e-3, batch=8, seed=0, unroll=1, log=None):
-    """Adam on the mean relative squared error, a training operator per step (in turn).
+def fit(model, ops, data, steps, lr=1e-3, batch=8, seed=0, unroll=1, log=None, per_step=1, replicas=None):
+    """Adam on the mean relative squared error over ``per_step`` training operators per step (in turn).
 
     ``data`` [(f, u)] per operator, f and u (count, n); each step takes ``batch`` of its pairs at random.
     ``unroll`` K: the error after K steps u_(k+1) = u_k + M(A)^-1 (f - A u_k), with shared weights
-    (K = 1: one application).
+    (K = 1: one application). ``replicas`` (replica, R, data_comm): R data replicas split each step's
+    operators (operator j to replica j mod R) and sum their gradients, which equals the serial step.
     """
+    replica, size, data_comm = replicas or (0, 1, None)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     rng = np.random.default_rng(seed)
     for step in range(steps):
-        k = step % len(ops)
-        f, u = data[k]
-        pick = torch.as_tensor(rng.choice(len(f), size=min(batch, len(f)), replace=False))
-        op = ops[k]
-        loss = (_relative(iterate(model.apply_of(op), op.A, f[pick], unroll), u[pick]) ** 2).mean()
         optimizer.zero_grad()
-        loss.backward()
+        total = 0.0
+        for j in range(per_step):
+            k = (step * per_step + j) % len(ops)
+            f, u = data[k]
+            pick = torch.as_tensor(rng.choice(len(f), size=min(batch, len(f)), replace=False))  # drawn by all
+            if j % size != replica:
+                continue
+            op = ops[k]
+            loss = (_relative(iterate(model.apply_of(op), op.A, f[pick], unroll), u[pick]) ** 2).mean() / per_step
+            loss.backward()
+            total += float(loss.detach())
         model.reduce_gradients()
+        if data_comm is not None:
+            total = _sum_gradients(model, data_comm, total)
         optimizer.step()
         schedule.step()
         if log is not None:
-            log(step, float(loss.detach()))
+            log(step, total)
     return model
+
+
+def _sum_gradients(model, comm, loss):
+    """Sum every parameter's gradient and the loss over the data replicas (each had its share of the
+    operators); one Allreduce."""
+    from mpi4py import MPI
+    params = [p for p in model.parameters() if p.grad is not None]
+    buf = np.concatenate([p.grad.detach().numpy().ravel() for p in params] + [np.array([loss])])
+    comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+    offset = 0
+    for p in params:
+        p.grad = torch.from_numpy(buf[offset:offset + p.numel()].reshape(p.shape).copy())
+        offset += p.numel()
+    return float(buf[-1])

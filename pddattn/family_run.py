@@ -60,6 +60,7 @@ class FamilySpec:
     samples: int = 16         # pairs per operator for data 'solve'
     steps: int = 2000
     batch: int = 1
+    per_step: int = 1         # operators per optimiser step (split over --data-parallel replicas)
     lr: float = 1e-3
     unroll: int = 1
     seed: int = 0
@@ -71,7 +72,7 @@ class FamilySpec:
             raise ConfigurationError("--factors generated serves 2D stencil families: --problem diffusion2d with "
                                      "an nx x ny --grid")
         for name in ("box", "rank", "width", "depth", "operators", "held", "samples", "steps", "batch", "unroll",
-                     "test_operators"):
+                     "test_operators", "per_step"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.operators >= HELD_OUT_SEED:
@@ -157,15 +158,17 @@ def new_model(spec, problem, comm=None):
                              spec.width, spec.depth, seed=spec.seed, comm=comm)
 
 
-def train_family(spec, out, comm=None):
+def train_family(spec, out, comm=None, replicas=None):
     """Train on the training members in chunks of ``spec.held`` operators, measure on the held-out ones, save;
     the summary.
 
     Under ``comm`` the ranks share the boxes: each generates its own boxes' factors, the generator's
-    gradients are summed, and everything else (operators, data, the loss) is the same on every rank; the
-    first rank writes.
+    gradients are summed, and everything else (operators, data, the loss) is the same on every rank.
+    ``replicas`` (replica, R, data_comm): R data replicas, each with its own ``comm``, split every step's
+    ``spec.per_step`` operators. The first rank of the first replica writes.
     """
-    out, root = Path(out), comm is None or comm.Get_rank() == 0
+    replica = 0 if replicas is None else replicas[0]
+    out, root = Path(out), (comm is None or comm.Get_rank() == 0) and replica == 0
     if root:
         out.mkdir(parents=True, exist_ok=True)
     source = Members(spec)
@@ -188,7 +191,7 @@ def train_family(spec, out, comm=None):
                 if step % 50 == 0 or step == steps - 1:
                     fh.write(json.dumps({"step": base + step, "loss": loss}) + "\n")
             fit(model, ops, data, steps, lr=spec.lr, batch=spec.batch, seed=spec.seed, unroll=spec.unroll,
-                log=record)
+                log=record, per_step=spec.per_step, replicas=replicas)
             for op in ops:
                 op.free()
     train_s = time.perf_counter() - t0 - setup

@@ -247,3 +247,25 @@ def test_a_family_is_learned_from_a_users_triplet_file_and_tested_on_its_test_sp
                      "--out", str(tmp_path / "u.npy"), "--refine", "60", "--rtol", "1e-10"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and all("error" in line for line in lines[:2])
+
+
+def test_data_replicas_train_on_different_operators_and_equal_serial(tmp_path):
+    """`mpirun -n 4 ... --data-parallel 2`: two replicas, each sharing its boxes over 2 ranks, split every
+    step's 2 operators; the model equals the serial run with --operators-per-step 2."""
+    import torch
+    from test_mpirun import MPIRUN, ROOT, env
+    from tolerances import adam_steps
+    if MPIRUN is None:
+        pytest.skip("mpirun not installed")
+    argv = ["train", "--factors", "generated", "--grid", "15x15", "--subdomains", "2x2", "--operators", "3",
+            "--steps", "12", "--test-operators", "2", "--rank", "4", "--generator-width", "8",
+            "--generator-depth", "2", "--data", "solve", "--batch", "4"]
+    assert cli.main(argv + ["--operators-per-step", "2", "--out", str(tmp_path / "serial")]) == 0
+    p = subprocess.run([MPIRUN, "--oversubscribe", "-n", "4", sys.executable, "-m", "pddattn.cli", *argv,
+                        "--data-parallel", "2", "--out", str(tmp_path / "mpi")],
+                       capture_output=True, text=True, env=env(), timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-2000:]
+    a = torch.load(tmp_path / "serial" / "checkpoint.pt", weights_only=True)["state"]
+    b = torch.load(tmp_path / "mpi" / "checkpoint.pt", weights_only=True)["state"]
+    assert max(float((a[k] - b[k]).abs().max() / a[k].abs().max()) for k in a) <= adam_steps(12)
+    assert cli.main(argv + ["--operators-per-step", "1", "--data-parallel", "1", "--out", str(tmp_path / "x")]) == 0
