@@ -113,8 +113,8 @@ def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1, coarse="
     ----------
     decomposition : Decomposition
         Level 0's, with its coarse basis Phi_1.
-    A : Problem or sparse matrix
-        Level 0's operator (a Problem: A_1 from blocks of its rows).
+    A : Problem
+        Level 0's operator (A_1 from blocks of its rows).
     levels : int
         L >= 2; L - 2 coarse decompositions are built.
     top_size : int
@@ -152,8 +152,7 @@ def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1, coarse="
             d, problem_l = _tiled_level(d, part, cores, grid, delta, coarse)
             out.append(Level(None, d, problem_l))
             continue
-        A_l = d.coarse_operator(problem_l) if hasattr(problem_l, "rows") else sp.csr_matrix(d.phi.T @ problem_l @ d.phi)
-        A_l = sp.csr_matrix(A_l, copy=True)
+        A_l = sp.csr_matrix(d.coarse_operator(problem_l), copy=True)
         A_l.eliminate_zeros()
         try:
             d = algebraic(A_l, N, delta, pou="count", coarse=coarse, partition=partition, cores=cores)

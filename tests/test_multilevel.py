@@ -72,7 +72,7 @@ def test_schwarz_initialisation_is_multilevel_additive_schwarz(case):
          "algebraic": lambda: algebraic(p.A, 16, 1, coarse="harmonic")}[case]()
     model = DDAttention(d, r=d.max_size, init="schwarz", symmetric=True, dtype=torch.float64, problem=p, levels=3,
                         top_size=4)
-    M = multilevel_schwarz(p.A.toarray(), d, coarse_levels(d, p.A, 3, 4))
+    M = multilevel_schwarz(p.A.toarray(), d, coarse_levels(d, p, 3, 4))
     assert np.abs(dense(model) - M).max() <= rounding(cond(p.A), factor=100) * np.abs(M).max()  # as above
 
 
@@ -91,7 +91,7 @@ def test_parameters_and_training_run_with_three_levels(tmp_path):
 def test_bad_levels_are_one_line_errors():
     d = intervals(40, 4, 1)
     with pytest.raises(ValueError, match="levels must be an integer >= 2"):
-        coarse_levels(d, make_problem("laplace1d", (40,)).A, 1)
+        coarse_levels(d, make_problem("laplace1d", (40,)), 1)
     with pytest.raises(ValueError, match="too small for 4 levels"):
         DDAttention(d, r=2, levels=4)
 

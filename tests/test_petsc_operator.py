@@ -357,7 +357,7 @@ def test_three_levels_from_the_operator_is_multilevel_additive_schwarz(top_size)
     pc.setUp()
     assert pc.getPythonContext().info.get("from_rows")
     d = boxes(GRID, (4, 4), 1, "count", "harmonic", PROBLEM.A)
-    M = multilevel_schwarz(PROBLEM.A.toarray(), d, coarse_levels(d, PROBLEM.A, 3, top_size))
+    M = multilevel_schwarz(PROBLEM.A.toarray(), d, coarse_levels(d, PROBLEM, 3, top_size))
     x = np.random.default_rng(6).standard_normal(PROBLEM.n)
     y = apply_natural(pc, A, natural, x)
     assert worst(np.abs(y - M @ x).max() / np.abs(M @ x).max()) <= SOLVES
