@@ -54,10 +54,11 @@ def _errors(U_list, solution):
     return [float((np.linalg.norm(U - solution, axis=0) / norm).max()) for U in U_list]
 
 
-def solve_one(A, F, apply, steps, rtol, solution=None):
-    """The model's answer to A U = F (n, B) and its refinement: an :class:`Answer`."""
+def solve_one(A, F, apply, steps, rtol, solution=None, precondition=None):
+    """The model's answer to A U = F (n, B) and its refinement by CG preconditioned by ``precondition``
+    (default: the model itself): an :class:`Answer`."""
     U0 = apply(F)
-    U, history = refine(A, F, U0, apply, steps, rtol)
+    U, history = refine(A, F, U0, precondition or apply, steps, rtol)
     return Answer(U, history, _errors([U0, U], solution))
 
 
@@ -96,10 +97,20 @@ def _free_answers(path, operators, rhs, solutions, steps, rtol):
         raise ConfigurationError(f"{path} is a free-factor model of its own matrix ({model.problem.family}); it "
                                  "cannot serve another operator (train one with --factors generated)")
 
+    if steps and not model.symmetric:
+        raise ConfigurationError(f"--refine runs CG, which needs a symmetric M^-1; {path} is not symmetric "
+                                 "(train with --symmetric)")
+    # A rank-deficient M^-1 is singular: CG then gets D^-1 added, the SPD shift the PC adds (petsc/pc.py).
+    shift = 1.0 / own.diagonal()[:, None] if steps and model.rank_bound() < model.n else 0.0
+    if steps and model.rank_bound() < model.n:
+        print(f"the model's M^-1 has rank at most {model.rank_bound():,} < n = {model.n:,}: CG refines with "
+              "M^-1 + D^-1 (SPD)")
+
     def apply(R):
         with torch.no_grad():
             return model(torch.as_tensor(R.T.copy(), dtype=torch.float64)).numpy().T
-    return [solve_one(own, rhs[0], apply, steps, rtol, None if solutions is None else solutions[0])]
+    return [solve_one(own, rhs[0], apply, steps, rtol, None if solutions is None else solutions[0],
+                      precondition=lambda R: apply(R) + shift * R)]
 
 
 def _read_rhs(path, n):

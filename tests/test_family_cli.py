@@ -269,3 +269,21 @@ def test_data_replicas_train_on_different_operators_and_equal_serial(tmp_path):
     b = torch.load(tmp_path / "mpi" / "checkpoint.pt", weights_only=True)["state"]
     assert max(float((a[k] - b[k]).abs().max() / a[k].abs().max()) for k in a) <= adam_steps(12)
     assert cli.main(argv + ["--operators-per-step", "1", "--data-parallel", "1", "--out", str(tmp_path / "x")]) == 0
+
+
+def test_a_free_factor_model_applies_to_its_own_matrix_only(tmp_path, capsys):
+    run = tmp_path / "free"
+    assert cli.main(["train", "--problem", "diffusion2d", "--grid", "15x15", "--subdomains", "2x2", "--rank", "8",
+                     "--symmetric", "--data", "solve", "--steps", "5", "--test-size", "8", "--batch", "8",
+                     "--dtype", "float64", "--out", str(run)]) == 0
+    np.save(tmp_path / "f.npy", np.ones(225))
+    capsys.readouterr()
+    assert cli.main(["apply", "--model", str(run / "checkpoint.pt"), "--rhs", str(tmp_path / "f.npy"),
+                     "--out", str(tmp_path / "u.npy"), "--refine", "100", "--rtol", "1e-10"]) == 0
+    U, A = np.load(tmp_path / "u.npy"), make_problem("diffusion2d", (15, 15)).A
+    assert U.shape == (225,) and np.linalg.norm(1 - A @ U) / 15 < 1e-9
+    sp.save_npz(tmp_path / "B.npz", 2 * A)
+    assert cli.main(["apply", "--model", str(run / "checkpoint.pt"), "--matrix", str(tmp_path / "B.npz"), "--rhs",
+                     str(tmp_path / "f.npy"), "--out", str(tmp_path / "v.npy")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "its own matrix" in err[0]
