@@ -287,3 +287,17 @@ def test_a_free_factor_model_applies_to_its_own_matrix_only(tmp_path, capsys):
                      str(tmp_path / "f.npy"), "--out", str(tmp_path / "v.npy")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "its own matrix" in err[0]
+
+
+def test_pddattn_solve_takes_a_family_model_on_a_users_matrix_file(trained, tmp_path):
+    """A user's field from another generator, as a matrix file: `pddattn solve -pddattn_model` reaches a true
+    1e-8 (the operator's square grid inferred)."""
+    pytest.importorskip("petsc4py")
+    from test_mpirun import ROOT, env
+    a = _fields(1, SIDE, seed=11)[0]
+    sp.save_npz(tmp_path / "A.npz", operator_of_field(a))
+    p = subprocess.run([sys.executable, "-m", "pddattn.cli", "solve", "--matrix", str(tmp_path / "A.npz"),
+                        "--rhs", "solve", "-ksp_type", "cg", "-ksp_norm_type", "unpreconditioned", "-pc_type",
+                        "python", "-pc_python_type", "pddattn.petsc.DDAttentionPC", "-pddattn_model", str(trained)],
+                       capture_output=True, text=True, env=env(), timeout=300, cwd=ROOT)
+    assert p.returncode == 0 and "(tolerance 1.0e-08 on the true residual: met)" in p.stdout, p.stdout + p.stderr
