@@ -32,125 +32,11 @@ from torch import nn
 
 from .errors import ConfigurationError
 from .exact import SparseSolve
+from .generator import BoxGrids, Generator, StencilFeatures, generated_factors
 from .kernels import sparse_pair, subdomain_attention
 
 __all__ = ["StencilFeatures", "BoxGrids", "Generator", "FamilyDDAttention", "OperatorValues", "fit",
            "relative_errors", "iterate"]
-
-
-class StencilFeatures:
-    """Each node's 5-point stencil entries (S, W, centre, E, N) x h^2 from A's entries, zero off the grid.
-
-    Structure (built once from A's pattern): the feature slot of each stored
-    entry, by its column offset. Values: one scatter of A's entries.
-    """
-
-    OFFSETS = 5
-
-    def __init__(self, pattern, grid):
-        nx, ny = (int(g) for g in grid)
-        rows = np.repeat(np.arange(pattern.shape[0]), np.diff(pattern.indptr))
-        offset = pattern.indices - rows
-        same_row = (rows // nx) == (pattern.indices // nx)
-        channel = np.select([offset == -nx, (offset == -1) & same_row, offset == 0, (offset == 1) & same_row,
-                             offset == nx], [0, 1, 2, 3, 4], default=-1)
-        five_point = 5 * nx * ny - 2 * nx - 2 * ny  # every node's stencil, none across the grid's edges
-        if (channel < 0).any() or pattern.nnz != five_point or nx * ny != pattern.shape[0]:
-            raise ValueError(f"this model generates factors from a 5-point stencil on a {nx}x{ny} grid (a "
-                             f"diffusion2d family); the operator's pattern is not one ({pattern.nnz} entries, "
-                             f"{five_point} expected)")
-        self.n, self.slot = pattern.shape[0], rows * self.OFFSETS + channel
-        self.scale = (1.0 / (nx + 1)) * (1.0 / (ny + 1))  # h^2: the stencil's 1 / h^2 taken out
-
-    def __call__(self, data):
-        """(n, 5) features of A's entries ``data`` (in the pattern's order)."""
-        out = np.zeros(self.n * self.OFFSETS)
-        out[self.slot] = np.asarray(data) * self.scale
-        return out.reshape(self.n, self.OFFSETS)
-
-
-class BoxGrids:
-    """Each box subdomain's nodes on a common (H, W) grid, and back to its padded index slots.
-
-    ``nodes`` (N, H, W): the node at each grid point, -1 outside the box;
-    ``slots`` (N, L): the grid point (flattened) of each of the subdomain's
-    sorted nodes, for the (N, L, r) factors the kernel takes.
-    """
-
-    CHANNELS = StencilFeatures.OFFSETS + 1 + 4  # stencil, mask, position
-
-    def __init__(self, decomposition):
-        d = decomposition
-        if d.spec.get("kind") != "boxes":
-            raise ValueError("generated factors need a boxes decomposition (a 2D grid)")
-        (nx, ny), (bx, by), delta = d.grid, d.box_bounds, d.delta
-        Nx, Ny = d.layout
-        x0 = np.maximum(bx[:-1] - delta, 0)
-        x1 = np.minimum(bx[1:] + delta, nx)
-        y0 = np.maximum(by[:-1] - delta, 0)
-        y1 = np.minimum(by[1:] + delta, ny)
-        self.H, self.W = int((y1 - y0).max()), int((x1 - x0).max())
-        self.nodes = np.full((d.N, self.H, self.W), -1, dtype=np.int64)
-        self.slots = np.zeros((d.N, d.max_size), dtype=np.int64)
-        for J in range(Ny):
-            for I in range(Nx):
-                i = J * Nx + I
-                h, w = y1[J] - y0[J], x1[I] - x0[I]
-                block = np.arange(y0[J], y1[J])[:, None] * nx + np.arange(x0[I], x1[I])[None, :]
-                self.nodes[i, :h, :w] = block
-                self.slots[i, : h * w] = (np.arange(h)[:, None] * self.W + np.arange(w)[None, :]).ravel()
-        self.mask = self.nodes >= 0
-        self.position = self._position(self.mask)
-
-    @staticmethod
-    def _position(mask):
-        """(N, H, W, 4): each node's place in its box, x and y in (0, 1) and sin(pi x), sin(pi y).
-
-        A convolution sees a few nodes around it; these channels tell it where the box's edges (the
-        local problem's Dirichlet boundary) are, which A_i^-1's leading modes depend on."""
-        extent_y, extent_x = mask.any(axis=2).sum(axis=1), mask.any(axis=1).sum(axis=1)
-        H, W = mask.shape[1:]
-        y = (np.arange(H)[None, :, None] + 1.0) / (extent_y[:, None, None] + 1.0)
-        x = (np.arange(W)[None, None, :] + 1.0) / (extent_x[:, None, None] + 1.0)
-        y, x = np.broadcast_to(y, mask.shape), np.broadcast_to(x, mask.shape)
-        out = np.stack([x, y, np.sin(np.pi * x), np.sin(np.pi * y)], axis=-1)
-        return np.where(mask[..., None], out, 0.0)
-
-    def layout(self, features, centre=2, boxes=slice(None)):
-        """(N, C + 1, H, W) features on each box's grid with a mask channel, and each box's scale (N,).
-
-        The scale s_i is the mean of the box's centre entries; the features are divided by it, so that
-        they do not change when A is multiplied by a constant (the factors take it back, ``factors``).
-        """
-        mask, position = self.mask[boxes], self.position[boxes]
-        grid = np.where(mask[..., None], features[np.maximum(self.nodes[boxes], 0)], 0.0)
-        scale = grid[..., centre].sum(axis=(1, 2)) / mask.sum(axis=(1, 2))
-        grid = grid / scale[:, None, None, None]
-        return np.concatenate([grid, mask[..., None], position], axis=-1).transpose(0, 3, 1, 2), scale
-
-
-class Generator(nn.Module):
-    """G_theta: a small convolutional network on a box's grid, shared by all subdomains.
-
-    ``depth`` 3x3 convolutions of ``width`` channels with GELU between them,
-    then a 1x1 convolution to the rank r: its receptive field covers
-    2 depth + 1 nodes across, which is the box's width and overlap here.
-    """
-
-    def __init__(self, channels, r, width=32, depth=4, dtype=torch.float64):
-        super().__init__()
-        layers, c = [], channels
-        for _ in range(depth):  # made in ``dtype`` (not the ambient default): the same weights from a seed
-            layers += [nn.Conv2d(c, width, 3, padding=1, dtype=dtype), nn.GELU()]
-            c = width
-        layers.append(nn.Conv2d(c, r, 1, dtype=dtype))
-        with torch.no_grad():  # start near Q = 0: M(A)^-1 then begins as the coarse term and omega D^-1,
-            layers[-1].weight.mul_(0.01)  # a convergent iteration, which unrolled training can take from there
-            layers[-1].bias.zero_()
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.net(x)
 
 
 @dataclasses.dataclass
@@ -205,16 +91,16 @@ class FamilyDDAttention(nn.Module):
             raise ValueError("generated factors need two levels with a coarse space")
         d = self.decomposition = hierarchy.decomposition
         self.hierarchy, self.n, self.r, self.width, self.depth = hierarchy, d.n, int(r), int(width), int(depth)
-        self.grids = BoxGrids(d)
-        self.stencil = StencilFeatures(hierarchy.levels[0].plan.pattern, d.grid)
-        self.h = 1.0 / (max(d.grid) + 1)
         self.comm = comm if comm is not None and comm.Get_size() > 1 else None
         own = self.own = _own_boxes(d.N, self.comm)
+        self.grids = BoxGrids.of(d, own)
+        self.stencil = StencilFeatures(hierarchy.levels[0].plan.pattern, d.grid)
+        self.h = 1.0 / (max(d.grid) + 1)
         index = d.held_indices(own, pad=-1)
         self.register_buffer("weight", torch.as_tensor(np.sqrt(d.held_pou_weights(own))[..., None],
                                                        dtype=dtype), persistent=False)
         self.register_buffer("index", torch.as_tensor(np.maximum(index, 0)), persistent=False)
-        self.register_buffer("slots", torch.as_tensor(self.grids.slots[own, :index.shape[1]]), persistent=False)
+        self.register_buffer("slots", torch.as_tensor(self.grids.slots[:, :index.shape[1]]), persistent=False)
         with torch.random.fork_rng():  # the weights from ``seed``, the caller's random state untouched
             torch.manual_seed(seed)
             self.generator = Generator(BoxGrids.CHANNELS, self.r, width, depth, dtype)
@@ -230,7 +116,7 @@ class FamilyDDAttention(nn.Module):
         for b in range(len(matrices)):
             data = batch.A[0][b]
             phi = plan.phi.pattern.matrix(batch.phi[0][b]) if batch.phi[0] is not None else self.decomposition.phi
-            features, scale = self.grids.layout(self.stencil(data), boxes=self.own)
+            features, scale = self.grids.layout(self.stencil(data))
             features, scale = torch.as_tensor(features, dtype=dtype), torch.as_tensor(scale, dtype=dtype)
             A = plan.pattern.matrix(data)
             out.append(OperatorValues(features, scale, _pair(phi, dtype), SparseSolve(plan.coarse.matrix(batch.top[b])),
@@ -239,10 +125,8 @@ class FamilyDDAttention(nn.Module):
         return out
 
     def factors(self, op):
-        """Q (N, L, r) = h G(X) gathered from each box's grid to its sorted nodes (zero at padding)."""
-        Q = self.generator(op.features).flatten(2).transpose(1, 2)          # (N, H W, r)
-        Q = torch.gather(Q, 1, self.slots[..., None].expand(-1, -1, self.r))  # (N, L, r)
-        return Q * (self.h / op.scale.sqrt())[:, None, None]  # A -> c A gives M^-1 -> M^-1 / c
+        """Q (N_own, L, r) of ``op``'s boxes (zero at padding): generator.generated_factors."""
+        return generated_factors(self.generator, op.features, op.scale, self.slots, self.r, self.h)
 
     def matvec(self, x, op, Q=None):
         """M(A)^-1 x for node-major x (n, B); ``Q`` the factors of ``op`` where they are at hand."""

@@ -1,0 +1,156 @@
+"""The generator of local factors: features of the operator on each box's grid, and the network.
+
+For a box i of a 5-point stencil operator A on an nx x ny grid, X_i(A) holds
+each node's stencil entries times h^2 (so that they do not depend on h),
+divided by the box's mean centre entry s_i, with a mask channel and the
+node's place in its box; G_theta is one small convolutional network shared
+by all boxes, and the factors are
+
+    Q_i(A) = h G_theta(X_i(A)) / sqrt(s_i),
+
+so that M(cA)^-1 = M(A)^-1 / c. Used by the family model (family.py) on the
+whole operator, and by the PC on the rows a rank holds (petsc/family_source.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["StencilFeatures", "BoxGrids", "Generator", "generated_factors"]
+
+
+class StencilFeatures:
+    """Each node's 5-point stencil entries (S, W, centre, E, N) x h^2 from A's entries, zero off the grid.
+
+    Structure (built once from the pattern of A's rows ``nodes``, all of them
+    by default): the feature slot of each stored entry, by its column offset.
+    Values: one scatter of the entries.
+    """
+
+    OFFSETS = 5
+
+    def __init__(self, pattern, grid, nodes=None):
+        nx, ny = (int(g) for g in grid)
+        nodes = np.arange(pattern.shape[0]) if nodes is None else np.asarray(nodes, dtype=np.int64)
+        rows = np.repeat(nodes, np.diff(pattern.indptr))
+        offset = pattern.indices - rows
+        same_row = (rows // nx) == (pattern.indices // nx)
+        channel = np.select([offset == -nx, (offset == -1) & same_row, offset == 0, (offset == 1) & same_row,
+                             offset == nx], [0, 1, 2, 3, 4], default=-1)
+        x, y = nodes % nx, nodes // nx  # every node's stencil, none across the grid's edges:
+        five_point = int((1 + (x > 0) + (x < nx - 1) + (y > 0) + (y < ny - 1)).sum())
+        if (channel < 0).any() or pattern.nnz != five_point or pattern.shape[1] != nx * ny:
+            raise ValueError(f"this model generates factors from a 5-point stencil on a {nx}x{ny} grid (a "
+                             f"diffusion2d family); the operator's pattern is not one ({pattern.nnz} entries, "
+                             f"{five_point} expected)")
+        self.n = len(nodes)
+        self.slot = np.repeat(np.arange(self.n), np.diff(pattern.indptr)) * self.OFFSETS + channel
+        self.scale = (1.0 / (nx + 1)) * (1.0 / (ny + 1))  # h^2: the stencil's 1 / h^2 taken out
+
+    def __call__(self, data):
+        """(len(nodes), 5) features of the rows' entries ``data`` (in the pattern's order)."""
+        out = np.zeros(self.n * self.OFFSETS)
+        out[self.slot] = np.asarray(data) * self.scale
+        return out.reshape(self.n, self.OFFSETS)
+
+
+class BoxGrids:
+    """Some box subdomains' nodes on a common (H, W) grid, and back to their padded index slots.
+
+    ``boxes``: which boxes of the (Nx, Ny) layout with bounds ``bounds``
+    (bx, by) and overlap ``delta``; ``nodes`` (len(boxes), H, W): the node at
+    each grid point, -1 outside the box; ``slots`` (len(boxes), L): the grid
+    point (flattened) of each of the subdomain's sorted nodes, for the
+    (N, L, r) factors the kernel takes (L = ``max_size``).
+    """
+
+    CHANNELS = StencilFeatures.OFFSETS + 1 + 4  # stencil, mask, position
+
+    def __init__(self, grid, bounds, delta, max_size, boxes):
+        (nx, ny), (bx, by) = grid, bounds
+        Nx = len(bx) - 1
+        x0, x1 = np.maximum(bx[:-1] - delta, 0), np.minimum(bx[1:] + delta, nx)
+        y0, y1 = np.maximum(by[:-1] - delta, 0), np.minimum(by[1:] + delta, ny)
+        self.H, self.W = int((y1 - y0).max()), int((x1 - x0).max())
+        self.boxes = np.asarray(boxes, dtype=np.int64)
+        self.nodes = np.full((len(self.boxes), self.H, self.W), -1, dtype=np.int64)
+        self.slots = np.zeros((len(self.boxes), max_size), dtype=np.int64)
+        for k, i in enumerate(self.boxes):
+            I, J = i % Nx, i // Nx
+            h, w = y1[J] - y0[J], x1[I] - x0[I]
+            self.nodes[k, :h, :w] = np.arange(y0[J], y1[J])[:, None] * nx + np.arange(x0[I], x1[I])[None, :]
+            self.slots[k, : h * w] = (np.arange(h)[:, None] * self.W + np.arange(w)[None, :]).ravel()
+        self.mask = self.nodes >= 0
+        self.position = self._position(self.mask)
+        self.rows = np.where(self.mask, self.nodes, 0)  # where each grid point's features are read
+
+    @classmethod
+    def of(cls, decomposition, boxes=None):
+        """The grids of a whole boxes decomposition's ``boxes`` (default all)."""
+        d = decomposition
+        if d.spec.get("kind") != "boxes":
+            raise ValueError("generated factors need a boxes decomposition (a 2D grid)")
+        return cls(d.grid, d.box_bounds, d.delta, d.max_size, np.arange(d.N) if boxes is None else boxes)
+
+    def localize(self, nodes):
+        """Read features from an array over the sorted ``nodes`` (a rank's rows) instead of all n."""
+        self.rows = np.where(self.mask, np.searchsorted(nodes, np.maximum(self.nodes, 0)), 0)
+        return self
+
+    @staticmethod
+    def _position(mask):
+        """(N, H, W, 4): each node's place in its box, x and y in (0, 1) and sin(pi x), sin(pi y).
+
+        A convolution sees a few nodes around it; these channels tell it where the box's edges (the
+        local problem's Dirichlet boundary) are, which A_i^-1's leading modes depend on."""
+        extent_y, extent_x = mask.any(axis=2).sum(axis=1), mask.any(axis=1).sum(axis=1)
+        H, W = mask.shape[1:]
+        y = (np.arange(H)[None, :, None] + 1.0) / (extent_y[:, None, None] + 1.0)
+        x = (np.arange(W)[None, None, :] + 1.0) / (extent_x[:, None, None] + 1.0)
+        y, x = np.broadcast_to(y, mask.shape), np.broadcast_to(x, mask.shape)
+        out = np.stack([x, y, np.sin(np.pi * x), np.sin(np.pi * y)], axis=-1)
+        return np.where(mask[..., None], out, 0.0)
+
+    def layout(self, features, centre=2):
+        """(N, C + 1, H, W) features on each box's grid with a mask channel, and each box's scale (N,).
+
+        The scale s_i is the mean of the box's centre entries; the features are divided by it, so that
+        they do not change when A is multiplied by a constant (the factors take it back, ``factors``).
+        """
+        mask, position = self.mask, self.position
+        grid = np.where(mask[..., None], features[self.rows], 0.0)
+        scale = grid[..., centre].sum(axis=(1, 2)) / mask.sum(axis=(1, 2))
+        grid = grid / scale[:, None, None, None]
+        return np.concatenate([grid, mask[..., None], position], axis=-1).transpose(0, 3, 1, 2), scale
+
+
+class Generator(nn.Module):
+    """G_theta: a small convolutional network on a box's grid, shared by all subdomains.
+
+    ``depth`` 3x3 convolutions of ``width`` channels with GELU between them,
+    then a 1x1 convolution to the rank r: its receptive field covers
+    2 depth + 1 nodes across, which is the box's width and overlap here.
+    """
+
+    def __init__(self, channels, r, width=32, depth=4, dtype=torch.float64):
+        super().__init__()
+        layers, c = [], channels
+        for _ in range(depth):  # made in ``dtype`` (not the ambient default): the same weights from a seed
+            layers += [nn.Conv2d(c, width, 3, padding=1, dtype=dtype), nn.GELU()]
+            c = width
+        layers.append(nn.Conv2d(c, r, 1, dtype=dtype))
+        with torch.no_grad():  # start near Q = 0: M(A)^-1 then begins as the coarse term and omega D^-1,
+            layers[-1].weight.mul_(0.01)  # a convergent iteration, which unrolled training can take from there
+            layers[-1].bias.zero_()
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def generated_factors(generator, features, scale, slots, r, h):
+    """Q (N, L, r) = h G(X) / sqrt(s) on each box, gathered from its grid to its sorted nodes."""
+    Q = generator(features).flatten(2).transpose(1, 2)                 # (N, H W, r)
+    Q = torch.gather(Q, 1, slots[..., None].expand(-1, -1, r))         # (N, L, r)
+    return Q * (h / scale.sqrt())[:, None, None]                        # A -> c A gives M^-1 -> M^-1 / c
