@@ -1,26 +1,40 @@
 """DDAttentionPC with a generated-factor (family) model: ``-pddattn_model fam.pt`` on any operator of its family.
 
-The factors are generated from the operator PETSc passes: its values are
-gathered on every rank (the model is whole on each, as the ``gathered``
-source; ``-ksp_view`` says so), its grid is the DMDA's or, without one, the
-square grid of its size (``-pddattn_grid nx x ny`` states another). New
-values of the same Mat are a values update (features, Phi, A_0's
-factorization), never a new structure. A Mat the model cannot serve
-(another stencil, a grid it cannot tile, a size without a grid) is refused
-with one line on every rank.
+The factors are generated from the operator PETSc passes, in one of two ways:
 
-M(A)^-1 = coarse + generated local term + omega D^-1 is SPD, so CG may use it.
+- **from this rank's rows** (``family-rows``), where the Mat has a 2D DMDA
+  and the model's coarse space is built from geometry (q1): each rank takes
+  its share of the boxes as the PC built from the operator does
+  (petsc/local.py: the rows of its subdomains and the ring of its own rows,
+  never A whole), computes the features of its boxes from those rows and
+  generates their factors alone (generator.py); the exact coarse block
+  A_0 = Phi^T A Phi is a sum of per-rank products; the model is then the
+  distributed operator with these factors, and omega D^-1 is the PC's
+  Jacobi term at the model's weight omega. New values rebuild it.
+- **gathered** otherwise (no DMDA, or a coarse space that needs A): the
+  operator is gathered on every rank, which applies the whole model; its
+  grid is the square one of its size unless ``-pddattn_grid nx x ny`` says
+  otherwise. New values of the same Mat are a values update.
+
+``-ksp_view`` says which. A Mat the model cannot serve (another stencil, a
+grid it cannot tile, a size without a grid) is refused with one line on
+every rank. M(A)^-1 = coarse + generated local term + omega D^-1 is SPD, so
+CG may use it.
 """
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from .. import family_run
 from ..checkpoint import CheckpointError
 from ..errors import ConfigurationError
+from ..generator import BoxGrids, Generator, StencilFeatures, generated_factors
+from ..hierarchy import build_hierarchy
 from ..problems.families import parse_grid
-from .matrices import gather_operator
+from .local import local_share
+from .matrices import dmda_grid, gather_operator
 
 __all__ = ["is_family_model", "build", "update", "FamilyOnRanks"]
 
@@ -94,11 +108,75 @@ def _grid(opts, dm_grid, n):
     return grid
 
 
-def build(opts, P, pc, layout, Source):
-    """A Source for the family model in ``opts['model']`` on the operator P (collective)."""
+def build(opts, P, pc, layout, Source, share_model):
+    """A Source for the family model in ``opts['model']`` on the operator P (collective): from this rank's
+    rows where the Mat has a 2D DMDA and the coarse space is geometric, else gathered."""
     path = opts["model"]
-    payload = layout.bcast(family_run.load(path) if layout.is_root else None)  # rank 0 reads, all get it
-    spec, payload = payload
+    spec, payload = layout.bcast(family_run.load(path) if layout.is_root else None)  # rank 0 reads, all get it
+    grid = dmda_grid(pc.getDM())
+    if grid is not None and len(grid) == 2 and spec.coarse == "q1" and not opts.get("grid"):
+        return _from_rows(path, spec, payload, P, pc, layout, Source, share_model)
+    return _gathered(path, spec, payload, opts, P, pc, layout, Source)
+
+
+def _from_rows(path, spec, payload, P, pc, layout, Source, share_model):
+    """Each rank generates its own boxes' factors from the rows it holds (module docstring)."""
+    grid = dmda_grid(pc.getDM())
+    dspec = family_run.decomposition_spec(spec, grid)
+    try:
+        share, problem = local_share(P, pc.getDM(), dspec, layout)
+        hierarchy = build_hierarchy(problem, dspec, share=share)
+        held = share.held
+        union = np.unique(np.concatenate([share.subdomains[i] for i in held]))
+        rows = _stencil_rows(P, share.numbering, union, grid)
+        features = StencilFeatures(rows, grid, union)(rows.data)
+    except ValueError as exc:
+        raise CheckpointError(f"{path} cannot serve this operator: {exc}") from None
+    model = share_model(hierarchy, layout, rank=spec.rank, init="none")
+    grids = BoxGrids(grid, (share.core_map.bx, share.core_map.by), share.delta, share.max_size, held).localize(union)
+    X, scale = grids.layout(features)
+    generator = Generator(BoxGrids.CHANNELS, spec.rank, spec.width, spec.depth)
+    generator.load_state_dict({k[len("generator."):]: v for k, v in payload["state"].items()
+                               if k.startswith("generator.")})
+    with torch.no_grad():
+        Q = generated_factors(generator, torch.as_tensor(X), torch.as_tensor(scale),
+                              torch.as_tensor(grids.slots), spec.rank, 1.0 / (max(grid) + 1))
+        model.Q.copy_(Q.to(model.Q.dtype))
+        A0 = share.A0.toarray()  # exact coarse block: A_0^-1 = Q_0 Q_0^T with Q_0 = L^-T, A_0 = L L^T
+        model.Q0.copy_(torch.as_tensor(np.linalg.inv(np.linalg.cholesky(A0)).T, dtype=model.Q0.dtype))
+    omega = float(torch.nn.functional.softplus(payload["state"]["jacobi"]))
+    info = {"source": f"generated-factor model {path}", "family": spec, "grid": grid, "from_rows": True,
+            "rows_held": share.rows_held, "jacobi_weight": omega, "mat": (int(P.handle), P.getSize()[0]),
+            "arch": {"problem": {"family": "operator", "grid": list(grid)}}}
+    return Source("family-rows", model, info, share.numbering.to_petsc)
+
+
+def _stencil_rows(P, numbering, nodes, grid):
+    """A's rows ``nodes`` (sorted, natural) with every column (their grid neighbours too), as CSR
+    (len(nodes), n) in natural columns: MatCreateSubMatrices on these rows and columns only."""
+    from petsc4py import PETSc
+    nx, ny = grid
+    x, y = nodes % nx, nodes // nx
+    near = [nodes, nodes[x > 0] - 1, nodes[x < nx - 1] + 1, nodes[y > 0] - nx, nodes[y < ny - 1] + nx]
+    cols = np.unique(np.concatenate(near))
+    row_p, col_p = numbering.to_petsc(nodes), numbering.to_petsc(cols)
+    ro, co = np.argsort(row_p), np.argsort(col_p)
+    isr = PETSc.IS().createGeneral(row_p[ro].astype(PETSc.IntType), comm=PETSc.COMM_SELF)
+    isc = PETSc.IS().createGeneral(col_p[co].astype(PETSc.IntType), comm=PETSc.COMM_SELF)
+    sub = P.createSubMatrices(isr, isc)[0]
+    indptr, indices, values = sub.getValuesCSR()
+    S = sp.csr_matrix((values, cols[co][indices], indptr), shape=(len(nodes), P.getSize()[0]))
+    for obj in (sub, isr, isc):
+        obj.destroy()
+    back = np.empty(len(nodes), dtype=np.int64)
+    back[ro] = np.arange(len(nodes))  # nodes[k] is row back[k] of S
+    S = S[back].tocsr()
+    S.sort_indices()
+    return S
+
+
+def _gathered(path, spec, payload, opts, P, pc, layout, Source):
+    """The whole model on every rank from the gathered operator."""
     A, petsc_of_natural, dm_grid = gather_operator(P, pc.getDM())
     grid = _grid(opts, dm_grid, A.shape[0])
     try:
@@ -130,6 +208,17 @@ def view_lines(source):
     """What -ksp_view says about a family model."""
     m, spec = source.model, source.info["family"]
     d = m.decomposition
+    if source.kind == "family-rows":
+        return [f"DD attention preconditioner, {source.info['source']}",
+                f"factors generated from the operator on each rank from its rows (A held on "
+                f"{source.info['rows_held']:,} of {m.n:,} rows here, never gathered): rank {m.r}, generator width "
+                f"{spec.width}, depth {spec.depth}, trained on {spec.operators} members of {spec.problem} "
+                f"{spec.coefficient} at {'x'.join(map(str, spec.grid))}",
+                f"operator grid {'x'.join(map(str, source.info['grid']))} (its DMDA): boxes N={d.spec['N']} ({d.N} "
+                f"subdomains, about {spec.box} nodes wide), overlap delta={d.delta}, coarse {d.coarse} "
+                f"n_0={d.coarse_size} (exact)",
+                f"SPD: coarse + generated local term + omega D^-1 (omega = {source.info['jacobi_weight']:.3g}, "
+                "the PC's Jacobi term)"]
     return [f"DD attention preconditioner, {source.info['source']}",
             f"factors generated from the operator: {m.num_parameters():,} shared parameters (rank {m.r}, "
             f"generator width {spec.width}, depth {spec.depth}), trained on {spec.operators} members of "

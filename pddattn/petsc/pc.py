@@ -146,10 +146,12 @@ class DDAttentionPC:
         if self._jacobi is not None:
             self._jacobi.destroy()
             self._jacobi = None
-        deficiency = rank_deficiency(self.model)
-        if opts["smoother"] == "jacobi" or (deficiency and opts["smoother"] == "auto"):
+        generated = self.source.kind == "family-rows"  # its omega D^-1 is part of the model: no notice
+        deficiency = "" if generated else rank_deficiency(self.model)
+        if opts["smoother"] == "jacobi" or ((deficiency or generated) and opts["smoother"] == "auto"):
             self._jacobi = P.getDiagonal()
             self._jacobi.reciprocal()
+            self._jacobi.scale(self.info.get("jacobi_weight", 1.0))
         if deficiency:
             then = ("applied as M^-1 + D^-1 (Jacobi added: SPD); -pddattn_smoother none applies it alone"
                     if self._jacobi is not None else "applied alone (-pddattn_smoother none)")
@@ -289,7 +291,7 @@ class DDAttentionPC:
         if self.model is None:
             viewer.printfASCII("  DD attention: not set up\n")
             return
-        if self.source.kind == "family":
+        if self.source.kind in ("family", "family-rows"):
             for line in family_source.view_lines(self.source) + [self._setups_line()]:
                 viewer.printfASCII(f"  {line}\n")
             return

@@ -57,7 +57,7 @@ class Source:
 def build(opts, P, pc, layout):
     """The model the options ask for, on the operator P (collective)."""
     if opts["model"] and family_source.is_family_model(opts["model"], layout):
-        source = family_source.build(opts, P, pc, layout, Source)
+        source = family_source.build(opts, P, pc, layout, Source, _share_model)
     elif opts["model"]:
         source = _stored(opts, P, pc.getDM(), layout)
     elif opts["coarse"] in LOCAL_COARSE and (opts["levels"] == 2 or opts["coarse"] != "none"):
