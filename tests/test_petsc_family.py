@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from pddattn.family_run import FamilySpec, members, model_for, train_family
+from pddattn.family_run import FamilySpec, model_for, train_family
 from pddattn.problems import make_problem
 
 PETSc = pytest.importorskip("petsc4py.PETSc")
