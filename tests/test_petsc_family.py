@@ -71,3 +71,19 @@ def test_the_pc_is_the_family_models_operator_on_a_held_out_field(where):
         print(f"family PC ({where}) against the serial model: {error:.2e}")
     pc.destroy()
     A.destroy()
+
+
+def test_new_values_of_the_same_dmda_mat_generate_the_factors_anew():
+    path = _model_path()
+    A, dm, natural = on_dmda(HELD_OUT)
+    pc = make_pc(A, dm, "famnew_", model=path)
+    pc.setUp()
+    A.scale(2.5)  # new values, same structure: M(2.5 A)^-1 = M(A)^-1 / 2.5 (the model is scale-equivariant)
+    pc.setUp()
+    x = np.random.default_rng(4).standard_normal(HELD_OUT.n)
+    M, _, _ = _serial_operator(path, HELD_OUT)
+    y = apply_natural(pc, A, natural, x)
+    assert worst(np.abs(2.5 * y - M @ x).max() / np.abs(M @ x).max()) <= rounding(10 * KAPPA, 100)
+    assert pc.getPythonContext().setups["built"] == 2
+    pc.destroy()
+    A.destroy()

@@ -81,7 +81,8 @@ def update(source, opts, P, pc, layout):
     """Take P's new values into ``source`` in place; False (on every rank alike) when the structure changed."""
     try:
         update_of = {"rows": lambda: _update_rows(source, opts, P, pc, layout),
-                     "family": lambda: family_source.update(source, P, pc)}
+                     "family": lambda: family_source.update(source, P, pc),
+                     "family-rows": lambda: False}  # new values: generated anew from the new rows
         ok = update_of.get(source.kind, lambda: _update_gathered(source, P, pc))()
     except ValueError:
         ok = False
