@@ -55,7 +55,8 @@ class OperatorValues:
     A: object
     blocks: object = None
     inverse_diagonal: torch.Tensor = None
-    factors: tuple = None  # (weights' key, the generated Q), kept for inference (FamilyDDAttention.apply_of)
+    factors: tuple = None  # (weights' key, the generated parts), kept for inference (FamilyDDAttention.apply_of)
+    phi_dense: torch.Tensor = None  # Phi_q1 dense, where generated coarse functions are appended to it
     _local: SparseSolve = None
 
     def local_solve(self):
@@ -85,10 +86,14 @@ class FamilyDDAttention(nn.Module):
         Seed of the generator's initial weights.
     """
 
-    def __init__(self, hierarchy, r, width=32, depth=4, seed=0, dtype=torch.float64, comm=None):
+    def __init__(self, hierarchy, r, width=32, depth=4, seed=0, dtype=torch.float64, comm=None,
+                 coarse_functions=0):
         super().__init__()
         if len(hierarchy.levels) != 1 or hierarchy.top is None:
             raise ValueError("generated factors need two levels with a coarse space")
+        self.c = int(coarse_functions)
+        if self.c and comm is not None and comm.Get_size() > 1:
+            raise ConfigurationError("generated coarse functions (--coarse-functions) run on one process for now")
         d = self.decomposition = hierarchy.decomposition
         self.hierarchy, self.n, self.r, self.width, self.depth = hierarchy, d.n, int(r), int(width), int(depth)
         self.comm = comm if comm is not None and comm.Get_size() > 1 else None
@@ -103,7 +108,7 @@ class FamilyDDAttention(nn.Module):
         self.register_buffer("slots", torch.as_tensor(self.grids.slots[:, :index.shape[1]]), persistent=False)
         with torch.random.fork_rng():  # the weights from ``seed``, the caller's random state untouched
             torch.manual_seed(seed)
-            self.generator = Generator(BoxGrids.CHANNELS, self.r, width, depth, dtype)
+            self.generator = Generator(BoxGrids.CHANNELS, self.r + self.c, width, depth, dtype)
         # omega D^-1 added: the SPD shift that makes M(A)^-1 invertible where the rank-r blocks are not
         self.jacobi = nn.Parameter(torch.tensor(-2.0, dtype=dtype))  # omega = softplus(-2) = 0.13
 
@@ -121,21 +126,47 @@ class FamilyDDAttention(nn.Module):
             A = plan.pattern.matrix(data)
             out.append(OperatorValues(features, scale, _pair(phi, dtype), SparseSolve(plan.coarse.matrix(batch.top[b])),
                                       _pair(A, dtype)[0], plan.blocks.matrix(data),
-                                      torch.as_tensor(1.0 / A.diagonal(), dtype=dtype)[:, None]))
+                                      torch.as_tensor(1.0 / A.diagonal(), dtype=dtype)[:, None],
+                                      phi_dense=torch.as_tensor(phi.toarray(), dtype=dtype) if self.c else None))
         return out
 
     def factors(self, op):
-        """Q (N_own, L, r) of ``op``'s boxes (zero at padding): generator.generated_factors."""
-        return generated_factors(self.generator, op.features, op.scale, self.slots, self.r, self.h)
+        """Q (N_own, L, r + c) of ``op``'s boxes (zero at padding): generator.generated_factors; the last c
+        columns are the generated coarse functions."""
+        return generated_factors(self.generator, op.features, op.scale, self.slots, self.r + self.c, self.h)
 
-    def matvec(self, x, op, Q=None):
-        """M(A)^-1 x for node-major x (n, B); ``Q`` the factors of ``op`` where they are at hand."""
-        Q = self.factors(op) if Q is None else Q
+    def parts(self, op):
+        """(Q, coarse): the local factors and, with generated coarse functions, (Phi, L) of the enlarged coarse
+        space Phi = [Phi_q1, D_i^1/2 Z_i] with A_0 = Phi^T A Phi = L L^T (dense); else None."""
+        Q = self.factors(op)
+        if not self.c:
+            return Q, None
+        Q, Z = Q[..., :self.r], Q[..., self.r:]
+        N, L, c = Z.shape
+        rows = self.index[..., None].expand(N, L, c).reshape(-1)
+        cols = (torch.arange(N)[:, None, None] * c + torch.arange(c)).expand(N, L, c).reshape(-1)
+        G = torch.zeros(self.n, N * c, dtype=Z.dtype).index_put((rows, cols), (self.weight * Z).reshape(-1),
+                                                                  accumulate=True)
+        Phi = torch.cat([op.phi_dense, G], dim=1)
+        A0 = Phi.T @ (op.A @ Phi)
+        # generated functions may nearly repeat the Q1 ones: a shift of 1e-12 of A_0's mean diagonal keeps
+        # the factorization defined (far below the rounding of the products above)
+        A0 = 0.5 * (A0 + A0.T) + 1e-12 * A0.diagonal().mean() * torch.eye(A0.shape[0], dtype=A0.dtype)
+        return Q, (Phi, torch.linalg.cholesky(A0))
+
+    def matvec(self, x, op, parts=None):
+        """M(A)^-1 x for node-major x (n, B); ``parts`` (:meth:`parts`) of ``op`` where they are at hand."""
+        Q, coarse = self.parts(op) if parts is None else parts
         y = subdomain_attention(x, self.index, self.weight, Q, Q)
         if self.comm is not None:  # each rank's boxes: their terms summed, everything else replicated
             y = _SumOverRanks.apply(y, self.comm)
-        phi, phi_t = op.phi
-        return y + phi @ op.top(phi_t @ x) + nn.functional.softplus(self.jacobi) * op.inverse_diagonal * x
+        if coarse is None:
+            phi, phi_t = op.phi
+            y = y + phi @ op.top(phi_t @ x)
+        else:
+            Phi, L = coarse
+            y = y + Phi @ torch.cholesky_solve(Phi.T @ x, L)
+        return y + nn.functional.softplus(self.jacobi) * op.inverse_diagonal * x
 
     def forward(self, f, op):
         """M(A)^-1 f for f of shape (B, n)."""
@@ -145,13 +176,13 @@ class FamilyDDAttention(nn.Module):
         """f (B, n) -> M(A)^-1 f with the factors generated once (for the steps of an iteration, a PC's
         applications): with autograd where it is on, else computed once and kept on ``op``."""
         if torch.is_grad_enabled():
-            Q = self.factors(op)
+            parts = self.parts(op)
         else:  # kept until the weights change (an optimizer step bumps their versions) or another model asks
             key = (id(self),) + tuple(p._version for p in self.parameters())
             if op.factors is None or op.factors[0] != key:
-                op.factors = (key, self.factors(op))
-            Q = op.factors[1]
-        return lambda f: self.matvec(f.T.contiguous(), op, Q).T
+                op.factors = (key, self.parts(op))
+            parts = op.factors[1]
+        return lambda f: self.matvec(f.T.contiguous(), op, parts).T
 
     def num_parameters(self):
         return sum(p.numel() for p in self.parameters())
@@ -272,7 +303,7 @@ def fit_local(model, ops, steps, lr=1e-3, count=32, seed=0, log=None):
     for step in range(steps):
         k = step % len(ops)
         X, Y = targets[k]
-        Q = model.factors(ops[k])
+        Q = model.factors(ops[k])[..., :model.r]
         loss = ((torch.bmm(Q, torch.bmm(Q.transpose(1, 2), X)) - Y).square().sum(dim=(1, 2))
                 / Y.square().sum(dim=(1, 2))).sum() / N
         optimizer.zero_grad()

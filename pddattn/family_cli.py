@@ -30,6 +30,8 @@ def add_family_options(p):
     g.add_argument("--unroll", type=int, help="train through K unrolled steps u += M(A)^-1 (f - A u) (default 1)")
     g.add_argument("--operators-per-step", type=int, help="operators per optimiser step, their losses averaged "
                                                           "(default 1, or R with --data-parallel R: one each)")
+    g.add_argument("--coarse-functions", type=int, help="coarse functions per box generated from the operator and "
+                                                        "appended to the coarse space (default 0: Q1 alone)")
     g.add_argument("--generator-width", type=int, help="channels of the generator's convolutions (default 32)")
     g.add_argument("--generator-depth", type=int, help="3x3 convolutions of the generator (default 4)")
 
@@ -72,7 +74,7 @@ def add_data_parser(sub):
 def refuse_family_flags(args):
     """One line for a --factors generated flag given to a free-factor training."""
     for flag in ("operators", "operators_held", "test_operators", "unroll", "generator_width", "generator_depth",
-                 "operators_per_step"):
+                 "operators_per_step", "coarse_functions"):
         if getattr(args, flag) is not None:
             raise ConfigurationError(f"--{flag.replace('_', '-')} belongs to --factors generated")
 
@@ -114,7 +116,8 @@ def train_generated(args, layout):
             raise ConfigurationError("--factors generated takes boxes, --subdomains Nx x Ny")
         box = max(1, int(round((grid[0] + 1) / N[0])))
     values = {"problem": args.problem, "grid": grid, "coefficient": args.coefficient, "box": box,
-              "overlap": args.overlap, "coarse": args.coarse_space, "rank": args.rank, "width": args.generator_width,
+              "overlap": args.overlap, "coarse": args.coarse_space, "rank": args.rank,
+              "coarse_functions": args.coarse_functions, "width": args.generator_width,
               "depth": args.generator_depth, "operators": args.operators, "held": args.operators_held,
               "data": args.data, "steps": args.steps, "batch": args.batch, "lr": args.lr, "unroll": args.unroll,
               "seed": args.seed, "test_operators": args.test_operators, "per_step": per_step}

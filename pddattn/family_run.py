@@ -52,6 +52,7 @@ class FamilySpec:
     overlap: int = 2
     coarse: str = "q1"
     rank: int = 16
+    coarse_functions: int = 0  # generated coarse functions per box, appended to the coarse space
     width: int = 32
     depth: int = 4
     operators: int = 64
@@ -75,6 +76,8 @@ class FamilySpec:
                      "test_operators", "per_step"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.coarse_functions < 0:
+            raise ConfigurationError(f"--coarse-functions must be 0 or more, got {self.coarse_functions}")
         if self.operators >= HELD_OUT_SEED:
             raise ConfigurationError(f"--operators must stay below {HELD_OUT_SEED} (the held-out seeds)")
         if self.data not in ("ones", "solve", "probe") and not self.from_file:
@@ -155,7 +158,8 @@ def new_model(spec, problem, comm=None):
     """An untrained model of ``spec`` on the grid of ``problem`` (its hierarchy's structure); its boxes shared
     by the ranks of ``comm``."""
     return FamilyDDAttention(build_hierarchy(problem, decomposition_spec(spec, problem.grid)), spec.rank,
-                             spec.width, spec.depth, seed=spec.seed, comm=comm)
+                             spec.width, spec.depth, seed=spec.seed, comm=comm,
+                             coarse_functions=spec.coarse_functions)
 
 
 def train_family(spec, out, comm=None, replicas=None):

@@ -109,3 +109,30 @@ def test_one_model_serves_other_grids_with_boxes_of_the_same_size():
     untrained = relative_errors(big, ops, data)
     big.load_state_dict(small.state_dict())
     assert relative_errors(big, ops, data) < 0.9 * untrained  # measured 0.82
+
+
+def test_generated_coarse_functions_enlarge_the_exact_coarse_space():
+    """With c generated coarse functions per box, M(A)^-1 = local + Phi A_0^-1 Phi^T + omega D^-1 with
+    Phi = [Phi_q1, D_i^1/2 Z_i] and A_0 = Phi^T A Phi, written out densely here; symmetric."""
+    spec = dict(SPEC, coarse="q1")
+    p = _problems([13])[0]
+    torch.manual_seed(0)
+    model = FamilyDDAttention(build_hierarchy(p, spec), r=3, width=8, depth=2, coarse_functions=2)
+    op = model.values([p.A])[0]
+    with torch.no_grad():
+        QZ = model.factors(op).numpy()
+        M = model.matvec(torch.eye(model.n, dtype=torch.float64), op).numpy()
+    d = model.decomposition
+    weights = np.sqrt(d.pou_weights())
+    G = np.zeros((model.n, d.N * 2))
+    dense = np.zeros((model.n, model.n))
+    for i, nodes in enumerate(d.subdomains):
+        B = weights[i, :len(nodes), None] * QZ[i, :len(nodes), :3]
+        dense[np.ix_(nodes, nodes)] += B @ B.T
+        G[nodes, 2 * i:2 * i + 2] = weights[i, :len(nodes), None] * QZ[i, :len(nodes), 3:]
+    Phi = np.hstack([d.phi.toarray(), G])
+    A0 = Phi.T @ p.A.toarray() @ Phi
+    dense += Phi @ np.linalg.solve(A0, Phi.T)
+    dense += np.diag(torch.nn.functional.softplus(model.jacobi).item() / p.A.diagonal())
+    assert np.abs(M - dense).max() <= rounding(cond(A0), 100) * np.abs(dense).max()
+    assert np.abs(M - M.T).max() <= rounding(cond(A0), 100) * np.abs(dense).max()

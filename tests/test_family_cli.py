@@ -301,3 +301,16 @@ def test_pddattn_solve_takes_a_family_model_on_a_users_matrix_file(trained, tmp_
                         "python", "-pc_python_type", "pddattn.petsc.DDAttentionPC", "-pddattn_model", str(trained)],
                        capture_output=True, text=True, env=env(), timeout=300, cwd=ROOT)
     assert p.returncode == 0 and "(tolerance 1.0e-08 on the true residual: met)" in p.stdout, p.stdout + p.stderr
+
+
+def test_a_model_with_generated_coarse_functions_trains_applies_and_preconditions(tmp_path, capsys):
+    out = tmp_path / "gc"
+    assert cli.main(["train", "--factors", "generated", "--grid", "15x15", "--subdomains", "2x2", "--operators", "2",
+                     "--steps", "5", "--test-operators", "1", "--rank", "4", "--coarse-functions", "2",
+                     "--generator-width", "8", "--generator-depth", "2", "--out", str(out)]) == 0
+    data = _triplets(tmp_path / "t.npz", count=1)
+    assert cli.main(["apply", "--model", str(out / "checkpoint.pt"), "--data", str(data), "--out",
+                     str(tmp_path / "u.npy"), "--refine", "100", "--rtol", "1e-10"]) == 0
+    assert "residual" in capsys.readouterr().out
+    assert cli.main(["train", "--factors", "generated", "--coarse-functions", "-1", "--out", str(tmp_path / "x")]) == 2
+    assert "--coarse-functions must be 0 or more" in capsys.readouterr().err

@@ -11,7 +11,8 @@ The factors are generated from the operator PETSc passes, in one of two ways:
   A_0 = Phi^T A Phi is a sum of per-rank products; the model is then the
   distributed operator with these factors, and omega D^-1 is the PC's
   Jacobi term at the model's weight omega. New values rebuild it.
-- **gathered** otherwise (no DMDA, or a coarse space that needs A): the
+- **gathered** otherwise (no DMDA, a coarse space that needs A, or generated
+  coarse functions): the
   operator is gathered on every rank, which applies the whole model; its
   grid is the square one of its size unless ``-pddattn_grid nx x ny`` says
   otherwise. New values of the same Mat are a values update.
@@ -114,7 +115,8 @@ def build(opts, P, pc, layout, Source, share_model):
     path = opts["model"]
     spec, payload = layout.bcast(family_run.load(path) if layout.is_root else None)  # rank 0 reads, all get it
     grid = dmda_grid(pc.getDM())
-    if grid is not None and len(grid) == 2 and spec.coarse == "q1" and not opts.get("grid"):
+    if grid is not None and len(grid) == 2 and spec.coarse == "q1" and not spec.coarse_functions \
+            and not opts.get("grid"):
         return _from_rows(path, spec, payload, P, pc, layout, Source, share_model)
     return _gathered(path, spec, payload, opts, P, pc, layout, Source)
 
