@@ -102,7 +102,7 @@ bench-hierarchy: setup
 
 bench-family: setup
 	$(PY) benchmarks/family.py --operators 64 --out benchmarks/results
-	$(PY) benchmarks/family.py --data ones --free --out benchmarks/results
+	$(PY) benchmarks/family.py --data ones --operators 16,64,256,1000 --unroll 1 --free --out benchmarks/results
 	$(VENV)/bin/pddattn train --factors generated --operators 64 --steps 2000 --out $(OUT)/fam63 --overwrite
 	$(PY) benchmarks/family_pc.py --model $(OUT)/fam63/checkpoint.pt --out benchmarks/results
 
