@@ -59,7 +59,7 @@ PCS = ["learned", "truncated Schwarz r=16", "exact additive", "exact two-grid", 
 def solve_cell(pc, model, problem, boxes, index):
     """CG iterations, set-up and solve seconds, true residual of one PC on one operator (f white)."""
     from petsc4py import PETSc
-    from pddattn.petsc.solve import assemble_problem, timed_solve
+    from pddattn.petsc.solve import assemble_problem, timed_solve, true_residual_cg
     from pddattn.problems.samplers import Noise
     A, dm, natural = assemble_problem(problem, PETSc.COMM_WORLD, dmda=True)
     b = A.createVecLeft()
@@ -68,15 +68,7 @@ def solve_cell(pc, model, problem, boxes, index):
     opts = PETSc.Options(prefix)
     for key, value in _options(pc, model, boxes).items():
         opts[key] = value
-    ksp = PETSc.KSP().create(PETSc.COMM_WORLD)
-    ksp.setOptionsPrefix(prefix)
-    ksp.setDM(dm)
-    ksp.setDMActive(False)
-    ksp.setOperators(A)
-    ksp.setType("cg")
-    ksp.setNormType(PETSc.KSP.NormType.UNPRECONDITIONED)
-    ksp.setTolerances(rtol=RTOL, max_it=5000)
-    ksp.setFromOptions()
+    ksp = true_residual_cg(A, dm, RTOL, 5000, prefix)
     _, setup, solve, true = timed_solve(ksp, A, b)
     out = {"iterations": ksp.getIterationNumber(), "reason": ksp.getConvergedReason(), "setup_s": setup,
            "solve_s": solve, "true_residual": true}

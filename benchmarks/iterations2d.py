@@ -57,7 +57,7 @@ def worker(args):
     """One mpirun: every problem and preconditioner at one grid; rank 0 prints JSON lines."""
     import numpy as np
     from petsc4py import PETSc
-    from pddattn.petsc.solve import assemble_problem, timed_solve
+    from pddattn.petsc.solve import assemble_problem, timed_solve, true_residual_cg
     from pddattn.problems import make_problem
     from pddattn.problems.samplers import Noise
     comm = PETSc.COMM_WORLD
@@ -77,15 +77,7 @@ def worker(args):
             opts = PETSc.Options(prefix)
             for key, value in options(pc_name, B, args.train_steps).items():
                 opts[key[1:]] = value
-            ksp = PETSc.KSP().create(comm)
-            ksp.setOptionsPrefix(prefix)
-            ksp.setDM(dm)
-            ksp.setDMActive(False)
-            ksp.setOperators(A)
-            ksp.setType("cg")
-            ksp.setNormType(PETSc.KSP.NormType.UNPRECONDITIONED)
-            ksp.setTolerances(rtol=1e-8, max_it=args.max_it)
-            ksp.setFromOptions()
+            ksp = true_residual_cg(A, dm, 1e-8, args.max_it, prefix)
             if pc_name == "asm":
                 _asm_boxes(ksp.getPC(), problem, B, petsc_of, comm)
             comm.barrier()

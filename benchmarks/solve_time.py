@@ -79,7 +79,7 @@ def worker_petsc(args):
     """One solve with a PETSc preconditioner; rank 0 prints one JSON line."""
     import numpy as np
     from petsc4py import PETSc
-    from pddattn.petsc.solve import assemble_problem, timed_solve
+    from pddattn.petsc.solve import assemble_problem, timed_solve, true_residual_cg
     from pddattn.problems import make_problem
     problem = make_problem(args.family, (args.grid, args.grid), args.coefficient)
     A, dm, natural = assemble_problem(problem, PETSc.COMM_WORLD, dmda=True)
@@ -90,14 +90,7 @@ def worker_petsc(args):
         if opts.hasName(key):  # a PETSC_OPTIONS value wins (trying variants)
             continue
         opts[key] = value
-    ksp = PETSc.KSP().create(PETSc.COMM_WORLD)
-    ksp.setDM(dm)
-    ksp.setDMActive(False)
-    ksp.setOperators(A)
-    ksp.setType("cg")
-    ksp.setNormType(PETSc.KSP.NormType.UNPRECONDITIONED)
-    ksp.setTolerances(rtol=RTOL, max_it=20000)
-    ksp.setFromOptions()
+    ksp = true_residual_cg(A, dm, RTOL, 20000)
     if args.worker == "asm":  # exactly DD's boxes, as index sets in the PETSc ordering
         from iterations2d import _asm_boxes
         from pddattn.petsc.local import Numbering

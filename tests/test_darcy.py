@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pddattn.galerkin import GalerkinAttention, GalerkinTransformer2D
+from tolerances import rounding
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +25,8 @@ def test_galerkin_attention_is_q_times_normalised_k_transpose_v_over_n():
     q, k, v = (torch.cat([t, p], -1) for t in (q, k, v))
     heads = torch.stack([q[0, h] @ (k[0, h].T @ v[0, h]) / 5 for h in range(2)])
     want = layer.out(heads.transpose(0, 1).reshape(1, 5, -1))
-    assert torch.allclose(z, want, rtol=1e-12, atol=1e-12)
+    # the same products in another grouping: a few dozen rounded terms per entry (factor 100)
+    assert (z - want).abs().max() <= rounding(factor=100) * want.abs().max()
 
 
 def test_the_galerkin_transformer_maps_fields_of_any_resolution():

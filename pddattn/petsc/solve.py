@@ -227,6 +227,25 @@ def _ownership(dm):
     return r
 
 
+def true_residual_cg(A, dm=None, rtol=1e-8, max_it=10000, prefix=None):
+    """A CG KSP on A whose tolerance applies to the true residual (-ksp_norm_type unpreconditioned), the DM
+    (if any) attached for the PC's grid but not for solving, options under ``prefix`` taken: what the
+    benchmarks compare preconditioners with."""
+    PETSc = _petsc()
+    ksp = PETSc.KSP().create(A.getComm())
+    if prefix:
+        ksp.setOptionsPrefix(prefix)
+    if dm is not None:
+        ksp.setDM(dm)
+        ksp.setDMActive(False)
+    ksp.setOperators(A)
+    ksp.setType("cg")
+    ksp.setNormType(PETSc.KSP.NormType.UNPRECONDITIONED)
+    ksp.setTolerances(rtol=rtol, max_it=max_it)
+    ksp.setFromOptions()
+    return ksp
+
+
 def timed_solve(ksp, A, b):
     """(x, setup seconds, solve seconds, true relative residual ||b - A x|| / ||b||) of one KSP solve."""
     x = b.duplicate()
