@@ -9,10 +9,12 @@ coefficient field),
 X_i(A) being the stencil entries of A's rows on Omega_i, scaled by h^2 (so
 that they do not depend on h) and laid out on the box's grid, and G_theta
 one small convolutional network shared by all subdomains: its parameters do
-not depend on n or N. Phi(A) is the harmonic (GDSW-type) basis and A_0(A) =
-Phi^T A Phi is factored exactly: both are the Hierarchy's values for A
-(hierarchy.values, batched over operators), so an operator's set-up is a
-values update on a structure built once. The local term is the kernel every
+not depend on n or N. Phi(A) is the coarse basis of the decomposition (Q1 by
+default) and A_0(A) = Phi^T A Phi is factored exactly: both are the
+Hierarchy's values for A (hierarchy.values, batched over operators), so an
+operator's set-up is a values update on a structure built once. Options:
+coarse functions generated per box and appended to Phi, or the coarse block
+A_0^-1 itself generated, Q_0(A_0) Q_0(A_0)^T (:meth:`FamilyDDAttention.parts`). The local term is the kernel every
 DD operator uses (kernels.subdomain_attention); the coarse term the sparse
 products and factorizations of every exact one (exact.py). Symmetric: M(A)^-1
 is SPSD.
@@ -32,7 +34,8 @@ from torch import nn
 
 from .errors import ConfigurationError
 from .exact import SparseSolve
-from .generator import BoxGrids, Generator, StencilFeatures, generated_factors
+from .generator import (BoxGrids, CoarseStencilFeatures, Generator, StencilFeatures, generated_coarse_block,
+                        generated_factors)
 from .kernels import sparse_pair, subdomain_attention
 
 __all__ = ["StencilFeatures", "BoxGrids", "Generator", "FamilyDDAttention", "OperatorValues", "fit",
@@ -57,6 +60,7 @@ class OperatorValues:
     inverse_diagonal: torch.Tensor = None
     factors: tuple = None  # (weights' key, the generated parts), kept for inference (FamilyDDAttention.apply_of)
     phi_dense: torch.Tensor = None  # Phi_q1 dense, where generated coarse functions are appended to it
+    coarse_features: tuple = None  # (X_0, s_0) of A_0, for a generated coarse block
     _local: SparseSolve = None
 
     def local_solve(self):
@@ -87,13 +91,15 @@ class FamilyDDAttention(nn.Module):
     """
 
     def __init__(self, hierarchy, r, width=32, depth=4, seed=0, dtype=torch.float64, comm=None,
-                 coarse_functions=0):
+                 coarse_functions=0, coarse_block="exact", coarse_rank=16):
         super().__init__()
         if len(hierarchy.levels) != 1 or hierarchy.top is None:
             raise ValueError("generated factors need two levels with a coarse space")
         self.c = int(coarse_functions)
         if self.c and comm is not None and comm.Get_size() > 1:
             raise ConfigurationError("generated coarse functions (--coarse-functions) run on one process for now")
+        _check_coarse_block(coarse_block, self.c, hierarchy.decomposition)
+        self.coarse_block, self.r0 = coarse_block, int(coarse_rank)
         d = self.decomposition = hierarchy.decomposition
         self.hierarchy, self.n, self.r, self.width, self.depth = hierarchy, d.n, int(r), int(width), int(depth)
         self.comm = comm if comm is not None and comm.Get_size() > 1 else None
@@ -109,6 +115,10 @@ class FamilyDDAttention(nn.Module):
         with torch.random.fork_rng():  # the weights from ``seed``, the caller's random state untouched
             torch.manual_seed(seed)
             self.generator = Generator(BoxGrids.CHANNELS, self.r + self.c, width, depth, dtype)
+            self.coarse_generator = Generator(CoarseStencilFeatures.CHANNELS, self.r0, width, depth, dtype) \
+                if coarse_block == "generated" else None  # made after G: G's weights from a seed are unchanged
+        self.coarse_stencil = CoarseStencilFeatures(hierarchy.levels[0].plan.coarse, _corner_grid(d)) \
+            if coarse_block == "generated" else None
         # omega D^-1 added: the SPD shift that makes M(A)^-1 invertible where the rank-r blocks are not
         self.jacobi = nn.Parameter(torch.tensor(-2.0, dtype=dtype))  # omega = softplus(-2) = 0.13
 
@@ -127,8 +137,16 @@ class FamilyDDAttention(nn.Module):
             out.append(OperatorValues(features, scale, _pair(phi, dtype), SparseSolve(plan.coarse.matrix(batch.top[b])),
                                       _pair(A, dtype)[0], plan.blocks.matrix(data),
                                       torch.as_tensor(1.0 / A.diagonal(), dtype=dtype)[:, None],
-                                      phi_dense=torch.as_tensor(phi.toarray(), dtype=dtype) if self.c else None))
+                                      phi_dense=torch.as_tensor(phi.toarray(), dtype=dtype) if self.c else None,
+                                      coarse_features=self._coarse_features(batch.top[b])))
         return out
+
+    def _coarse_features(self, top):
+        """(X_0, s_0) of A_0's entries ``top`` for the generated coarse block; None for an exact one."""
+        if self.coarse_stencil is None:
+            return None
+        X0, s0 = self.coarse_stencil(top)
+        return torch.as_tensor(X0, dtype=self.weight.dtype), s0
 
     def factors(self, op):
         """Q (N_own, L, r + c) of ``op``'s boxes (zero at padding): generator.generated_factors; the last c
@@ -136,12 +154,24 @@ class FamilyDDAttention(nn.Module):
         return generated_factors(self.generator, op.features, op.scale, self.slots, self.r + self.c, self.h)
 
     def parts(self, op):
-        """(Q, coarse): the local factors and, with generated coarse functions, (Phi, L) of the enlarged coarse
-        space Phi = [Phi_q1, D_i^1/2 Z_i] with A_0 = Phi^T A Phi = L L^T (dense); else None."""
+        """(Q, coarse): the local factors and the coarse term as x -> Phi B Phi^T x (node-major x):
+
+        - exact (default): Phi_q1 A_0^-1 Phi_q1^T through the factorization of A_0 made in :meth:`values`;
+        - with c generated coarse functions: Phi = [Phi_q1, D_i^1/2 Z_i] and A_0 = Phi^T A Phi = L L^T
+          (dense), Z_i the last c columns the generator gives each box;
+        - a generated coarse block: B = Q_0 Q_0^T, Q_0 = G_0(X_0(A_0)) (no factorization).
+        """
         Q = self.factors(op)
-        if not self.c:
-            return Q, None
-        Q, Z = Q[..., :self.r], Q[..., self.r:]
+        if self.c:
+            return Q[..., :self.r], self._enlarged_coarse(op, Q[..., self.r:])
+        phi, phi_t = op.phi
+        if self.coarse_generator is not None:
+            Q0 = generated_coarse_block(self.coarse_generator, *op.coarse_features)
+            return Q, lambda x: phi @ (Q0 @ (Q0.T @ (phi_t @ x)))
+        return Q, lambda x: phi @ op.top(phi_t @ x)
+
+    def _enlarged_coarse(self, op, Z):
+        """x -> Phi A_0^-1 Phi^T x on the coarse space enlarged by the generated functions D_i^1/2 Z_i."""
         N, L, c = Z.shape
         rows = self.index[..., None].expand(N, L, c).reshape(-1)
         cols = (torch.arange(N)[:, None, None] * c + torch.arange(c)).expand(N, L, c).reshape(-1)
@@ -152,7 +182,8 @@ class FamilyDDAttention(nn.Module):
         # generated functions may nearly repeat the Q1 ones: a shift of 1e-12 of A_0's mean diagonal keeps
         # the factorization defined (far below the rounding of the products above)
         A0 = 0.5 * (A0 + A0.T) + 1e-12 * A0.diagonal().mean() * torch.eye(A0.shape[0], dtype=A0.dtype)
-        return Q, (Phi, torch.linalg.cholesky(A0))
+        L0 = torch.linalg.cholesky(A0)
+        return lambda x: Phi @ torch.cholesky_solve(Phi.T @ x, L0)
 
     def matvec(self, x, op, parts=None):
         """M(A)^-1 x for node-major x (n, B); ``parts`` (:meth:`parts`) of ``op`` where they are at hand."""
@@ -160,13 +191,7 @@ class FamilyDDAttention(nn.Module):
         y = subdomain_attention(x, self.index, self.weight, Q, Q)
         if self.comm is not None:  # each rank's boxes: their terms summed, everything else replicated
             y = _SumOverRanks.apply(y, self.comm)
-        if coarse is None:
-            phi, phi_t = op.phi
-            y = y + phi @ op.top(phi_t @ x)
-        else:
-            Phi, L = coarse
-            y = y + Phi @ torch.cholesky_solve(Phi.T @ x, L)
-        return y + nn.functional.softplus(self.jacobi) * op.inverse_diagonal * x
+        return y + coarse(x) + nn.functional.softplus(self.jacobi) * op.inverse_diagonal * x
 
     def forward(self, f, op):
         """M(A)^-1 f for f of shape (B, n)."""
@@ -192,11 +217,28 @@ class FamilyDDAttention(nn.Module):
         if self.comm is None:
             return
         from mpi4py import MPI
-        for p in self.generator.parameters():
+        for p in self.generator.parameters():  # the coarse block's generator, like omega, is replicated
             if p.grad is not None:
                 buf = np.ascontiguousarray(p.grad.detach().numpy()).copy()
                 self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
                 p.grad = torch.from_numpy(buf)
+
+
+COARSE_BLOCKS = ("exact", "generated")
+
+
+def _check_coarse_block(kind, c, decomposition):
+    if kind not in COARSE_BLOCKS:
+        raise ConfigurationError(f"--coarse-block {kind}: use exact (A_0^-1 factored) or generated (Q_0 Q_0^T)")
+    if kind == "generated" and (c or decomposition.coarse != "q1"):
+        raise ConfigurationError("a generated coarse block needs the q1 coarse space without generated coarse "
+                                 "functions (its A_0 is then a stencil on the grid of box corners)")
+
+
+def _corner_grid(d):
+    """(nx0, ny0): the interior box corners per axis, the grid of the q1 coarse space."""
+    bx, by = d.box_bounds
+    return len(bx) - 2, len(by) - 2
 
 
 def _own_boxes(N, comm):

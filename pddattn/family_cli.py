@@ -32,6 +32,10 @@ def add_family_options(p):
                                                           "(default 1, or R with --data-parallel R: one each)")
     g.add_argument("--coarse-functions", type=int, help="coarse functions per box generated from the operator and "
                                                         "appended to the coarse space (default 0: Q1 alone)")
+    g.add_argument("--coarse-block", choices=("exact", "generated"),
+                   help="exact: A_0^-1 by a factorization of A_0 (default); generated: Q_0 Q_0^T with Q_0 generated "
+                        "from A_0's stencil on the grid of box corners by a second network (rank --coarse-rank, "
+                        "default 16; q1 coarse space)")
     g.add_argument("--generator-width", type=int, help="channels of the generator's convolutions (default 32)")
     g.add_argument("--generator-depth", type=int, help="3x3 convolutions of the generator (default 4)")
 
@@ -74,12 +78,12 @@ def add_data_parser(sub):
 def refuse_family_flags(args):
     """One line for a --factors generated flag given to a free-factor training."""
     for flag in ("operators", "operators_held", "test_operators", "unroll", "generator_width", "generator_depth",
-                 "operators_per_step", "coarse_functions"):
+                 "operators_per_step", "coarse_functions", "coarse_block"):
         if getattr(args, flag) is not None:
             raise ConfigurationError(f"--{flag.replace('_', '-')} belongs to --factors generated")
 
 
-_NOT_GENERATED = ("model", "n", "matrix", "decomposition", "coarse_rank", "levels", "top_size", "level_coarse",
+_NOT_GENERATED = ("model", "n", "matrix", "decomposition", "levels", "top_size", "level_coarse",
                   "pou", "symmetric", "init", "init_scale", "loss", "modes", "alpha", "beta2", "warmup", "dtype",
                   "device", "eval_every", "test_size", "target", "checkpoint_every", "resume",
                   "coefficient_seed", "test_fraction", "fno_width", "fno_modes", "fno_layers")
@@ -92,6 +96,8 @@ def train_generated(args, layout):
     given = [k for k in _NOT_GENERATED if getattr(args, k, None) not in (None, False)]
     if given:
         raise ConfigurationError(f"--{given[0].replace('_', '-')} does not apply to --factors generated")
+    if args.coarse_rank is not None and args.coarse_block != "generated":
+        raise ConfigurationError("--coarse-rank applies to --factors generated with --coarse-block generated only")
     per_step = args.operators_per_step or layout.data_size
     if per_step < layout.data_size:
         raise ConfigurationError(f"--operators-per-step {per_step} gives {layout.data_size} data replicas too few "
@@ -117,7 +123,8 @@ def train_generated(args, layout):
         box = max(1, int(round((grid[0] + 1) / N[0])))
     values = {"problem": args.problem, "grid": grid, "coefficient": args.coefficient, "box": box,
               "overlap": args.overlap, "coarse": args.coarse_space, "rank": args.rank,
-              "coarse_functions": args.coarse_functions, "width": args.generator_width,
+              "coarse_functions": args.coarse_functions, "coarse_block": args.coarse_block,
+              "coarse_rank": args.coarse_rank, "width": args.generator_width,
               "depth": args.generator_depth, "operators": args.operators, "held": args.operators_held,
               "data": args.data, "steps": args.steps, "batch": args.batch, "lr": args.lr, "unroll": args.unroll,
               "seed": args.seed, "test_operators": args.test_operators, "per_step": per_step}

@@ -29,7 +29,7 @@ from scipy.sparse.linalg import spsolve
 
 from .checkpoint import CheckpointError, atomic_save
 from .errors import ConfigurationError
-from .family import FamilyDDAttention, fit, relative_errors, schwarz
+from .family import COARSE_BLOCKS, FamilyDDAttention, fit, relative_errors, schwarz
 from .hierarchy import build_hierarchy
 from .problems import make_problem, operator_problem
 from .problems.samplers import make_sampler
@@ -53,6 +53,8 @@ class FamilySpec:
     coarse: str = "q1"
     rank: int = 16
     coarse_functions: int = 0  # generated coarse functions per box, appended to the coarse space
+    coarse_block: str = "exact"  # exact: A_0^-1 factored; generated: Q_0(A_0) Q_0(A_0)^T
+    coarse_rank: int = 16      # r_0 of a generated coarse block
     width: int = 32
     depth: int = 4
     operators: int = 64
@@ -73,7 +75,7 @@ class FamilySpec:
             raise ConfigurationError("--factors generated serves 2D stencil families: --problem diffusion2d with "
                                      "an nx x ny --grid")
         for name in ("box", "rank", "width", "depth", "operators", "held", "samples", "steps", "batch", "unroll",
-                     "test_operators", "per_step"):
+                     "test_operators", "per_step", "coarse_rank"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.coarse_functions < 0:
@@ -83,6 +85,11 @@ class FamilySpec:
         if self.data not in ("ones", "solve", "probe") and not self.from_file:
             raise ConfigurationError(f"--data {self.data}: generated factors train on 'ones' (f = 1), 'solve', "
                                      "'probe' or a triplet file (.npz or .h5 with a, f, u)")
+        if self.coarse_block not in COARSE_BLOCKS:
+            raise ConfigurationError(f"--coarse-block {self.coarse_block}: use exact or generated")
+        if self.coarse_block == "generated" and (self.coarse != "q1" or self.coarse_functions):
+            raise ConfigurationError("--coarse-block generated needs --coarse q1 and no --coarse-functions (A_0 "
+                                     "is then a stencil on the grid of box corners)")
         if self.coarse in ("none", "hat"):
             raise ConfigurationError(f"--coarse {self.coarse}: generated factors need a 2D coarse space "
                                      "(q1, harmonic or nicolaides)")
@@ -159,7 +166,8 @@ def new_model(spec, problem, comm=None):
     by the ranks of ``comm``."""
     return FamilyDDAttention(build_hierarchy(problem, decomposition_spec(spec, problem.grid)), spec.rank,
                              spec.width, spec.depth, seed=spec.seed, comm=comm,
-                             coarse_functions=spec.coarse_functions)
+                             coarse_functions=spec.coarse_functions, coarse_block=spec.coarse_block,
+                             coarse_rank=spec.coarse_rank)
 
 
 def train_family(spec, out, comm=None, replicas=None):

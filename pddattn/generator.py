@@ -10,6 +10,12 @@ by all boxes, and the factors are
 
 so that M(cA)^-1 = M(A)^-1 / c. Used by the family model (family.py) on the
 whole operator, and by the PC on the rows a rank holds (petsc/family_source.py).
+
+The generated coarse block (``--coarse-block generated``) is the same idea one
+level down: A_0 = Phi^T A Phi of the Q1 space is a 9-point stencil on the
+grid of box corners, and a second network maps its entries, divided by A_0's
+mean diagonal s_0, to Q_0 = G_0(X_0) / sqrt(s_0), so that
+Phi Q_0 Q_0^T Phi^T stands for Phi A_0^-1 Phi^T with no factorization.
 """
 from __future__ import annotations
 
@@ -17,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["StencilFeatures", "BoxGrids", "Generator", "generated_factors"]
+__all__ = ["StencilFeatures", "BoxGrids", "Generator", "generated_factors", "CoarseStencilFeatures",
+           "generated_coarse_block"]
 
 
 class StencilFeatures:
@@ -154,3 +161,41 @@ def generated_factors(generator, features, scale, slots, r, h):
     Q = generator(features).flatten(2).transpose(1, 2)                 # (N, H W, r)
     Q = torch.gather(Q, 1, slots[..., None].expand(-1, -1, r))         # (N, L, r)
     return Q * (h / scale.sqrt())[:, None, None]                        # A -> c A gives M^-1 -> M^-1 / c
+
+
+class CoarseStencilFeatures:
+    """A_0's 9-point stencil on the (nx0, ny0) grid of box corners (the Q1 space), as a network's input.
+
+    Structure (from A_0's pattern, once): the channel of each stored entry by its offset; a pattern with an
+    entry farther than one corner away is refused. Values: (1, 9 + 4, ny0, nx0) features, the entries
+    divided by A_0's mean diagonal s_0 (so that they do not change with a constant times A), with each
+    corner's place on the grid (x, y in (0, 1), sin(pi x), sin(pi y)), and s_0.
+    """
+
+    CHANNELS = 9 + 4
+
+    def __init__(self, pattern, grid):
+        nx, ny = (int(g) for g in grid)
+        rows = np.repeat(np.arange(pattern.shape[0]), np.diff(pattern.indptr))
+        dx, dy = pattern.indices % nx - rows % nx, pattern.indices // nx - rows // nx
+        if tuple(pattern.shape) != (nx * ny, nx * ny) or (np.abs(dx) > 1).any() or (np.abs(dy) > 1).any():
+            raise ValueError(f"a generated coarse block needs A_0 as a 9-point stencil on the {nx}x{ny} grid of "
+                             "box corners (the q1 coarse space)")
+        self.grid, self.slot = (nx, ny), rows * 9 + (dy + 1) * 3 + (dx + 1)
+        x, y = (np.arange(nx) + 1.0) / (nx + 1), (np.arange(ny) + 1.0) / (ny + 1)
+        X, Y = np.meshgrid(x, y)
+        self.position = np.stack([X, Y, np.sin(np.pi * X), np.sin(np.pi * Y)])
+
+    def __call__(self, data):
+        """(features (1, 13, ny0, nx0), s_0) of A_0's entries ``data`` (in the pattern's order)."""
+        nx, ny = self.grid
+        out = np.zeros(nx * ny * 9)
+        out[self.slot] = np.asarray(data)
+        out = out.reshape(ny, nx, 9).transpose(2, 0, 1)
+        scale = float(out[4].mean())
+        return np.concatenate([out / scale, self.position])[None], scale
+
+
+def generated_coarse_block(generator, features, scale):
+    """Q_0 (n_0, r_0) = G_0(X_0) / sqrt(s_0), corners in A_0's order (row-major on the corner grid)."""
+    return generator(features)[0].flatten(1).T / np.sqrt(scale)

@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 import torch
 
+from pddattn.errors import ConfigurationError
 from pddattn.family import FamilyDDAttention, fit, relative_errors, schwarz
+from pddattn.generator import generated_coarse_block
 from pddattn.hierarchy import build_hierarchy
 from pddattn.operators import DDAttention
 from pddattn.problems import make_problem
@@ -136,3 +138,44 @@ def test_generated_coarse_functions_enlarge_the_exact_coarse_space():
     dense += np.diag(torch.nn.functional.softplus(model.jacobi).item() / p.A.diagonal())
     assert np.abs(M - dense).max() <= rounding(cond(A0), 100) * np.abs(dense).max()
     assert np.abs(M - M.T).max() <= rounding(cond(A0), 100) * np.abs(dense).max()
+
+
+def test_a_generated_coarse_block_is_phi_q0_q0t_phit_and_follows_the_operators_scale():
+    """--coarse-block generated: M(A)^-1 = local + Phi Q_0 Q_0^T Phi^T + omega D^-1 with Q_0 = G_0(X_0(A_0)),
+    written out densely here; symmetric, and M(cA)^-1 = M(A)^-1 / c (features divided by A_0's diagonal)."""
+    spec = dict(SPEC, coarse="q1")
+    p = _problems([13])[0]
+    torch.manual_seed(0)
+    model = FamilyDDAttention(build_hierarchy(p, spec), r=3, width=8, depth=2, coarse_block="generated",
+                              coarse_rank=5)
+    with torch.no_grad():  # start away from Q_0 = 0 (the generator's last layer starts near zero)
+        model.coarse_generator.net[-1].weight.normal_()
+    op = model.values([p.A])[0]
+    with torch.no_grad():
+        Q = model.factors(op).numpy()
+        Q0 = generated_coarse_block(model.coarse_generator, *op.coarse_features).numpy()
+        M = model.matvec(torch.eye(model.n, dtype=torch.float64), op).numpy()
+        M2 = model.matvec(torch.eye(model.n, dtype=torch.float64), model.values([2.5 * p.A])[0]).numpy()
+    d = model.decomposition
+    assert Q0.shape == (d.coarse_size, 5)
+    weights = np.sqrt(d.pou_weights())
+    dense = d.phi.toarray() @ Q0 @ Q0.T @ d.phi.toarray().T
+    for i, nodes in enumerate(d.subdomains):
+        B = weights[i, :len(nodes), None] * Q[i, :len(nodes)]
+        dense[np.ix_(nodes, nodes)] += B @ B.T
+    dense += np.diag(torch.nn.functional.softplus(model.jacobi).item() / p.A.diagonal())
+    # sums of a few dozen products each: no solve, so rounding times a small factor
+    assert np.abs(M - dense).max() <= rounding(1, 100) * np.abs(dense).max()
+    assert np.abs(M - M.T).max() <= rounding(1, 100) * np.abs(dense).max()
+    assert np.abs(2.5 * M2 - M).max() <= rounding(1, 100) * np.abs(M).max()
+
+
+@pytest.mark.parametrize("kwargs, message", [({"coarse_functions": 2}, "without generated coarse functions"),
+                                             ({"coarse_block": "learned"}, "use exact")])
+def test_a_generated_coarse_block_it_cannot_build_is_one_line(kwargs, message):
+    p = _problems([13])[0]
+    hierarchy = build_hierarchy(p, dict(SPEC, coarse="q1"))
+    with pytest.raises(ConfigurationError, match=message):
+        FamilyDDAttention(hierarchy, r=3, width=8, depth=2, **{"coarse_block": "generated", **kwargs})
+    with pytest.raises(ConfigurationError, match="q1 coarse space"):
+        FamilyDDAttention(build_hierarchy(p, SPEC), r=3, width=8, depth=2, coarse_block="generated")

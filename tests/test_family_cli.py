@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as spl
 
-from pddattn import cli
+from pddattn import cli, family_run
 from pddattn.problems import make_problem
 from pddattn.problems.triplets import operator_of_field, read_triplets
 from pddattn.refine import refine
@@ -314,3 +314,24 @@ def test_a_model_with_generated_coarse_functions_trains_applies_and_precondition
     assert "residual" in capsys.readouterr().out
     assert cli.main(["train", "--factors", "generated", "--coarse-functions", "-1", "--out", str(tmp_path / "x")]) == 2
     assert "--coarse-functions must be 0 or more" in capsys.readouterr().err
+
+
+def test_a_model_with_a_generated_coarse_block_trains_applies_and_says_so_in_ksp_view(tmp_path, capsys):
+    out = tmp_path / "gb"
+    assert cli.main(["train", "--factors", "generated", "--grid", "23x23", "--subdomains", "3x3", "--operators", "2",
+                     "--steps", "5", "--test-operators", "1", "--rank", "4", "--coarse-block", "generated",
+                     "--coarse-rank", "3", "--generator-width", "8", "--generator-depth", "2", "--out", str(out)]) == 0
+    spec, payload = family_run.load(out / "checkpoint.pt")
+    assert (spec.coarse_block, spec.coarse_rank) == ("generated", 3) and "coarse_generator.net.4.weight" in payload["state"]
+    data = _triplets(tmp_path / "t.npz", count=1)
+    assert cli.main(["apply", "--model", str(out / "checkpoint.pt"), "--data", str(data), "--out",
+                     str(tmp_path / "u.npy"), "--refine", "200", "--rtol", "1e-10"]) == 0
+    assert "residual" in capsys.readouterr().out
+    for flags, message in ((["--coarse-rank", "3"], "--coarse-rank applies to --factors generated with --coarse-block "
+                                                    "generated only"),
+                           (["--coarse-block", "generated", "--coarse-functions", "2"], "needs --coarse q1 and no "
+                                                                                        "--coarse-functions")):
+        assert cli.main(["train", "--factors", "generated", *flags, "--out", str(tmp_path / "x")]) == 2
+        assert message in capsys.readouterr().err
+    assert cli.main(["train", "--coarse-block", "generated", "--out", str(tmp_path / "y")]) == 2
+    assert "--coarse-block belongs to --factors generated" in capsys.readouterr().err

@@ -6,6 +6,8 @@ Every rank generates the factors of its own boxes only; operators, data and
 the loss are the same everywhere. 20 Adam steps in float64 equal serial
 training.
 """
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -20,18 +22,23 @@ SPEC = FamilySpec(grid=(31, 31), box=8, operators=3, rank=4, width=8, depth=2, d
                   steps=20, lr=3e-3)
 
 
-def _trained(comm):
-    problems = members(SPEC, range(1, SPEC.operators + 1))
-    model = new_model(SPEC, problems[0], comm)
+BLOCK = dataclasses.replace(SPEC, coarse_block="generated", coarse_rank=4)
+
+
+def _trained(comm, spec=SPEC):
+    problems = members(spec, range(1, spec.operators + 1))
+    model = new_model(spec, problems[0], comm)
     ops = model.values([p.A for p in problems])
-    fit(model, ops, pairs(SPEC, problems, seed=1), SPEC.steps, lr=SPEC.lr, batch=SPEC.batch, seed=0)
+    fit(model, ops, pairs(spec, problems, seed=1), spec.steps, lr=spec.lr, batch=spec.batch, seed=0)
     return model, ops
 
 
-def test_training_with_the_boxes_shared_by_the_ranks_equals_serial():
+@pytest.mark.parametrize("spec", [SPEC, BLOCK], ids=["exact-coarse", "generated-coarse-block"])
+def test_training_with_the_boxes_shared_by_the_ranks_equals_serial(spec):
+    """The generated coarse block's network is replicated: its gradient is every rank's own, not summed."""
     comm = world()
-    shared, _ = _trained(comm)
-    serial, _ = _trained(None)
+    shared, _ = _trained(comm, spec)
+    serial, _ = _trained(None, spec)
     assert len(shared.own) < shared.decomposition.N or comm.Get_size() == 1
     error = max(relative(shared.state_dict()[k], serial.state_dict()[k]) for k in serial.state_dict())
     assert worst(error) <= adam_steps(SPEC.steps), error

@@ -8,6 +8,7 @@ applied on every rank. Both are the family model's M(A)^-1 = coarse +
 generated local term + omega D^-1 on the held-out operator, written out here
 by the serial model (family.py).
 """
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -30,13 +31,18 @@ HELD_OUT = make_problem("diffusion2d", (23, 23), "darcy", seed=7_000_001)  # ano
 KAPPA = cond(HELD_OUT.A)
 
 
-def _model_path():
+def _model_path(spec=SPEC):
     """Train serially on rank 0; every rank gets the path."""
     path = None
     if world().Get_rank() == 0:
         out = Path(tempfile.mkdtemp(prefix="pddattn-family-"))
-        train_family(SPEC, out)
+        train_family(spec, out)
         path = str(out / "checkpoint.pt")
+        if spec.coarse_block == "generated":  # a coarse block of the size of A_0^-1's, not the start's ~0
+            payload = torch.load(path, weights_only=True)
+            last = f"coarse_generator.net.{2 * spec.depth}.weight"
+            payload["state"][last] = torch.randn_like(payload["state"][last]) * 0.3
+            torch.save(payload, path)
     return world().bcast(path, root=0)
 
 
@@ -50,9 +56,11 @@ def _serial_operator(path, problem):
         return model.matvec(torch.eye(problem.n, dtype=torch.float64), op).numpy(), model, op
 
 
-@pytest.mark.parametrize("where", ["dmda", "plain"])
-def test_the_pc_is_the_family_models_operator_on_a_held_out_field(where):
-    path = _model_path()
+@pytest.mark.parametrize("where, spec", [("dmda", SPEC), ("plain", SPEC),
+                                         ("dmda", dataclasses.replace(SPEC, coarse_block="generated"))],
+                         ids=["dmda", "plain", "dmda-generated-coarse-block"])
+def test_the_pc_is_the_family_models_operator_on_a_held_out_field(where, spec):
+    path = _model_path(spec)
     M, _, _ = _serial_operator(path, HELD_OUT)
     A, dm, natural = (on_dmda if where == "dmda" else plain)(HELD_OUT)
     pc = make_pc(A, dm, f"fam{where}_", model=path)

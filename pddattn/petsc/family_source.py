@@ -7,8 +7,9 @@ The factors are generated from the operator PETSc passes, in one of two ways:
   its share of the boxes as the PC built from the operator does
   (petsc/local.py: the rows of its subdomains and the ring of its own rows,
   never A whole), computes the features of its boxes from those rows and
-  generates their factors alone (generator.py); the exact coarse block
-  A_0 = Phi^T A Phi is a sum of per-rank products; the model is then the
+  generates their factors alone (generator.py); A_0 = Phi^T A Phi is a
+  sum of per-rank products, and the coarse block is A_0^-1 (exact) or
+  Q_0(A_0) Q_0(A_0)^T (a generated coarse block); the model is then the
   distributed operator with these factors, and omega D^-1 is the PC's
   Jacobi term at the model's weight omega. New values rebuild it.
 - **gathered** otherwise (no DMDA, a coarse space that needs A, or generated
@@ -31,7 +32,9 @@ import torch
 from .. import family_run
 from ..checkpoint import CheckpointError
 from ..errors import ConfigurationError
-from ..generator import BoxGrids, Generator, StencilFeatures, generated_factors
+from ..generator import (BoxGrids, CoarseStencilFeatures, Generator, StencilFeatures, generated_coarse_block,
+                         generated_factors)
+from ..patterns import Pattern
 from ..hierarchy import build_hierarchy
 from ..problems.families import parse_grid
 from .local import local_share
@@ -134,23 +137,40 @@ def _from_rows(path, spec, payload, P, pc, layout, Source, share_model):
         features = StencilFeatures(rows, grid, union)(rows.data)
     except ValueError as exc:
         raise CheckpointError(f"{path} cannot serve this operator: {exc}") from None
-    model = share_model(hierarchy, layout, rank=spec.rank, init="none")
+    generated_top = spec.coarse_block == "generated"
+    model = share_model(hierarchy, layout, rank=spec.rank, init="none", r0=spec.coarse_rank if generated_top else None)
     grids = BoxGrids(grid, (share.core_map.bx, share.core_map.by), share.delta, share.max_size, held).localize(union)
     X, scale = grids.layout(features)
     generator = Generator(BoxGrids.CHANNELS, spec.rank, spec.width, spec.depth)
-    generator.load_state_dict({k[len("generator."):]: v for k, v in payload["state"].items()
-                               if k.startswith("generator.")})
+    generator.load_state_dict(_prefixed(payload["state"], "generator."))
     with torch.no_grad():
         Q = generated_factors(generator, torch.as_tensor(X), torch.as_tensor(scale),
                               torch.as_tensor(grids.slots), spec.rank, 1.0 / (max(grid) + 1))
         model.Q.copy_(Q.to(model.Q.dtype))
-        A0 = share.A0.toarray()  # exact coarse block: A_0^-1 = Q_0 Q_0^T with Q_0 = L^-T, A_0 = L L^T
-        model.Q0.copy_(torch.as_tensor(np.linalg.inv(np.linalg.cholesky(A0)).T, dtype=model.Q0.dtype))
+        model.Q0.copy_(_coarse_block(spec, payload, share).to(model.Q0.dtype))
     omega = float(torch.nn.functional.softplus(payload["state"]["jacobi"]))
     info = {"source": f"generated-factor model {path}", "family": spec, "grid": grid, "from_rows": True,
             "rows_held": share.rows_held, "jacobi_weight": omega, "mat": (int(P.handle), P.getSize()[0]),
             "arch": {"problem": {"family": "operator", "grid": list(grid)}}}
     return Source("family-rows", model, info, share.numbering.to_petsc)
+
+
+def _coarse_block(spec, payload, share):
+    """Q_0 with Q_0 Q_0^T the coarse block, from the summed A_0 every rank holds: L^-T of A_0 = L L^T
+    (exact), or the stored coarse generator's G_0(X_0(A_0)) (generated)."""
+    A0 = sp.csr_matrix(share.A0)
+    if spec.coarse_block != "generated":
+        return torch.as_tensor(np.linalg.inv(np.linalg.cholesky(A0.toarray())).T)
+    A0.sum_duplicates()
+    stencil = CoarseStencilFeatures(Pattern.of(A0), (len(share.core_map.bx) - 2, len(share.core_map.by) - 2))
+    generator = Generator(CoarseStencilFeatures.CHANNELS, spec.coarse_rank, spec.width, spec.depth)
+    generator.load_state_dict(_prefixed(payload["state"], "coarse_generator."))
+    X0, s0 = stencil(A0.data)
+    return generated_coarse_block(generator, torch.as_tensor(X0), s0)
+
+
+def _prefixed(state, prefix):
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def _stencil_rows(P, numbering, nodes, grid):
@@ -206,6 +226,12 @@ def update(source, P, pc):
     return True
 
 
+def _block_words(spec):
+    if spec.coarse_block == "generated":
+        return f"coarse block Q_0 Q_0^T generated from A_0, rank {spec.coarse_rank}"
+    return "exact" + (f", {spec.coarse_functions} generated functions per box" if spec.coarse_functions else "")
+
+
 def view_lines(source):
     """What -ksp_view says about a family model."""
     m, spec = source.model, source.info["family"]
@@ -218,7 +244,7 @@ def view_lines(source):
                 f"{spec.coefficient} at {'x'.join(map(str, spec.grid))}",
                 f"operator grid {'x'.join(map(str, source.info['grid']))} (its DMDA): boxes N={d.spec['N']} ({d.N} "
                 f"subdomains, about {spec.box} nodes wide), overlap delta={d.delta}, coarse {d.coarse} "
-                f"n_0={d.coarse_size} (exact)",
+                f"n_0={d.coarse_size} ({_block_words(spec)})",
                 f"SPD: coarse + generated local term + omega D^-1 (omega = {source.info['jacobi_weight']:.3g}, "
                 "the PC's Jacobi term)"]
     return [f"DD attention preconditioner, {source.info['source']}",
@@ -226,7 +252,8 @@ def view_lines(source):
             f"generator width {spec.width}, depth {spec.depth}), trained on {spec.operators} members of "
             f"{spec.problem} {spec.coefficient} at {'x'.join(map(str, spec.grid))}",
             f"operator grid {'x'.join(map(str, source.info['grid']))}: boxes N={d.spec['N']} ({d.N} subdomains, "
-            f"about {spec.box} nodes wide), overlap delta={d.delta}, coarse {d.coarse} n_0={d.coarse_size} (exact)",
+            f"about {spec.box} nodes wide), overlap delta={d.delta}, coarse {d.coarse} n_0={d.coarse_size} "
+            f"({_block_words(spec)})",
             "SPD: coarse + generated local term + omega D^-1 "
             f"(omega = {float(torch.nn.functional.softplus(m.model.jacobi.detach())):.3g})",
             "set-up from the whole operator, gathered on every rank (each applies the whole model)"]

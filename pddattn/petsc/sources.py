@@ -131,14 +131,14 @@ def _hierarchy_of(share, problem, spec, opts):
     return build_hierarchy(problem, spec, opts["levels"], opts["top_size"], opts["level_coarse"], share=share)
 
 
-def _share_model(hierarchy, layout, rank=0, init="exact"):
+def _share_model(hierarchy, layout, rank=0, init="exact", r0=None):
     """Two-level (or multilevel) Schwarz on a hierarchy over a share: applied by sparse factorizations
     (init='exact', full rank) or as its Schwarz factors, the best rank-``rank`` parts of each A_i^-1
     (init='schwarz'). Its coarse levels are built from the summed A_1, as in training.
     """
     share, problem, below = hierarchy.decomposition, hierarchy.problem, hierarchy.below
     full = max([share.max_size] + [level.decomposition.max_size for level in below])
-    kwargs = dict(r=rank or full, symmetric=True, init=init, dtype=torch.float64,
+    kwargs = dict(r=rank or full, r0=r0, symmetric=True, init=init, dtype=torch.float64,
                   problem=problem, levels=len(below) + 2, coarse_levels=list(below))
     if layout.domain_size == 1:
         return DDAttention(share, **kwargs)
