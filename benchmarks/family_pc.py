@@ -173,19 +173,21 @@ def main(argv=None):
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--sides", default="63,127,255")
+    parser.add_argument("--name", default="family_pc", help="the results' file stem (default family_pc)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     from pddattn.family_run import load
     spec, payload = load(args.model)
     s = payload["summary"]
-    summary = (f"{s['parameters']:,} parameters, {spec.operators} training operators, {spec.steps} steps, "
-               f"data {spec.data}, unroll {spec.unroll}; held-out error at K=1 {s['test_error']['K=1']:.3e}")
+    summary = (f"{s['parameters']:,} parameters, local factors {spec.local}, {spec.operators} training operators, "
+               f"{spec.steps} steps, data {spec.data}, unroll {spec.unroll}; held-out error at K=1 "
+               f"{s['test_error']['K=1']:.3e}")
     result = {"model": args.model, "summary": summary, "spec": spec.to_dict(),
               "table1": table1(args.model, [int(v) for v in args.sides.split(",")]), "table2": table2(args.model, int(args.sides.split(",")[0]))}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "family_pc.json").write_text(json.dumps(result, indent=1))
-    (out / "family_pc.md").write_text(markdown(result) + "\n")
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{args.name}.md").write_text(markdown(result) + "\n")
     print(markdown(result))
     return 0
 

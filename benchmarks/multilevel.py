@@ -60,7 +60,7 @@ def kappa_table(grids, problems):
                     row[f"kappa{levels}"] = condition_number(m, steps=200)
                     row[f"params{levels}"] = m.num_parameters()
                     if levels == 3:
-                        row["n1_top"] = m.coarse_model.decomposition.coarse_size
+                        row["n1_top"] = m.next_level.decomposition.coarse_size
                 print(f"{row['problem']:24s} {side}^2 {coarse:9s} kappa 2-level {row['kappa2']:.3g} "
                       f"3-level {row['kappa3']:.3g} (n_0 {row['n0']} -> top {row['n1_top']})", flush=True)
                 rows.append(row)

@@ -80,7 +80,7 @@ def _three_levels(grid):
         seconds = time.perf_counter() - t
     finally:
         PETSc.Options().delValue("pddattn_levels")
-    level = pc.getPythonContext().model.coarse_model
+    level = pc.getPythonContext().model.next_level
     d = level.decomposition
     index = sum(a.nbytes for a in (*d.cores, *d.subdomains)) + 8 * int(d.sizes.sum())  # and the weights
     A1 = level.problem.A

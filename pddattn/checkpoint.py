@@ -44,6 +44,7 @@ import scipy.sparse as sp
 import torch
 
 from .errors import CheckpointError
+from .operators import renamed
 from .problems import problem_from_spec
 from .problems.families import Problem
 
@@ -100,6 +101,21 @@ def read(path):
         if not folder.is_dir():
             raise CheckpointError(f"{path} names its shard folder {folder.name}, which is missing")
         payload["shards"]["where"] = str(folder)
+    return _today_names(payload)
+
+
+def _today_names(payload):
+    """The payload with the parameter names of releases up to 2 (the recursive ``coarse_model.`` chain of a
+    multilevel operator) mapped to today's (``coarse_levels.{l-1}.``); today's names pass unchanged."""
+    payload["state"] = renamed(payload["state"])
+    moments = payload.get("optimizer", {}).get("moments")
+    if moments is not None:
+        payload["optimizer"]["moments"] = renamed(moments)
+    if "shards" in payload:
+        info = payload["shards"]
+        info["names"] = list(renamed(dict.fromkeys(info["names"])))
+        if "held" in info:
+            info["held"] = renamed(info["held"])
     return payload
 
 
@@ -282,7 +298,8 @@ def _shards(payload, wanted):
             shard = torch.load(file, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
             raise CheckpointError(f"cannot read checkpoint shard {file}: {str(exc).splitlines()[0]}") from None
-        shard["held"] = {name: ids.numpy() for name, ids in shard["held"].items()}
+        shard["held"] = {name: ids.numpy() for name, ids in renamed(shard["held"]).items()}
+        shard["state"], shard["moments"] = renamed(shard["state"]), renamed(shard["moments"])
         yield shard
 
 

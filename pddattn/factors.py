@@ -45,7 +45,7 @@ def counter_normal(seed, stream, count, size, rows=None):
 
 def _top_size(level):
     """Rows of the level's dense top block: its coarse size where it is the last level, else 0."""
-    return 0 if level.coarse_model is not None else level.decomposition.coarse_size
+    return level.decomposition.coarse_size if level.last else 0
 
 
 class Free:
@@ -59,7 +59,7 @@ class Free:
                         for a in self.initial(level, init_scale, seed))
         level.Q = nn.Parameter(Q.contiguous())
         level.K = None if level.symmetric else nn.Parameter(K.contiguous())
-        dense_top = level.coarse and level.coarse_model is None
+        dense_top = level.coarse and level.last
         level.Q0 = nn.Parameter(Q0) if dense_top else None
         level.K0 = nn.Parameter(K0) if dense_top and not level.symmetric else None
 
@@ -92,7 +92,7 @@ class Free:
         """Learned numbers of the level: sum_i n_i r + n_0 r0 (dense top only), twice unless symmetric."""
         d = level.decomposition
         count = int(d.sizes.sum()) * level.r + (d.coarse_size * level.r0 if level.coarse and
-                                                level.coarse_model is None else 0)
+                                                level.last else 0)
         return count if level.symmetric else 2 * count
 
     def flops(self, level, batch):
@@ -121,7 +121,7 @@ class Schwarz(Free):
     follows_A = True
 
     def initial(self, level, init_scale, seed):
-        r0 = 0 if level.coarse_model is not None else level.r0  # the coarse levels initialise themselves
+        r0 = level.r0 if level.last else 0  # the coarse levels initialise themselves
         Q, Q0 = schwarz_factors(level.problem, level.decomposition, level.r, r0, subdomains=level.held)
         return Q, None if level.symmetric else Q.copy(), Q0, Q0.copy()
 
@@ -148,7 +148,7 @@ class Exact(Free):
 
     def make(self, level, init_scale, seed, dtype, device):
         d = level.decomposition
-        level.r, level.r0 = d.max_size, d.coarse_size if level.coarse_model is None else level.r0
+        level.r, level.r0 = d.max_size, d.coarse_size if level.last else level.r0
         level.Q = level.K = level.Q0 = level.K0 = None
         self._factorize(level)
 
@@ -156,7 +156,7 @@ class Exact(Free):
         d = level.decomposition
         self.local_solve = BlockDiagonalSolve(level.problem.rows, d.held_subdomains(level.held),
                                               level.index.cpu().numpy(), level.weight[..., 0].cpu().numpy())
-        dense_top = level.coarse and d.coarse_size and level.coarse_model is None
+        dense_top = level.coarse and d.coarse_size and level.last
         self.top_solve = SparseSolve(d.coarse_operator(level.problem)) if dense_top else None
 
     def local(self, level, x_ext, transpose=False):
@@ -204,6 +204,6 @@ def natural_scales(level):
     eigenvalue of A_i^-1, coarse from that of (Phi^T A Phi)^-1."""
     d, p = level.decomposition, level.problem
     local = natural_scale(level._max_over_ranks(local_top_inverse_eigenvalue(p, d, level.held)), d.max_size)
-    dense = d.coarse_size and level.coarse_model is None
+    dense = d.coarse_size and level.last
     coarse = natural_scale(coarse_top_inverse_eigenvalue(p, d), d.coarse_size) if dense else 1.0
     return {"Q": local, "K": local, "Q0": coarse, "K0": coarse}

@@ -34,8 +34,8 @@ from torch import nn
 
 from .errors import ConfigurationError
 from .exact import SparseSolve
-from .generator import (BoxGrids, CoarseStencilFeatures, Generator, StencilFeatures, generated_coarse_block,
-                        generated_factors)
+from .generator import (LOCAL_FORMS, BoxGrids, CoarseStencilFeatures, Generator, StencilFeatures, factor_scale,
+                        generated_coarse_block, generated_factors)
 from .kernels import sparse_pair, subdomain_attention
 
 __all__ = ["StencilFeatures", "BoxGrids", "Generator", "FamilyDDAttention", "OperatorValues", "fit",
@@ -88,10 +88,19 @@ class FamilyDDAttention(nn.Module):
         The generator's convolutions.
     seed : int
         Seed of the generator's initial weights.
+    comm : mpi4py communicator, optional
+        The ranks that share the boxes (each generates its own boxes' factors).
+    coarse_functions : int
+        Coarse functions generated per box and appended to the coarse space.
+    coarse_block : {'exact', 'generated'}
+        A_0^-1 by a factorization, or Q_0 Q_0^T generated from A_0 (rank ``coarse_rank``).
+    local : {'direct', 'ritz'}
+        Q_i = h G(X_i) / sqrt(s_i), or Rayleigh-Ritz on the generated subspace
+        (generator.generated_factors).
     """
 
     def __init__(self, hierarchy, r, width=32, depth=4, seed=0, dtype=torch.float64, comm=None,
-                 coarse_functions=0, coarse_block="exact", coarse_rank=16):
+                 coarse_functions=0, coarse_block="exact", coarse_rank=16, local="direct"):
         super().__init__()
         if len(hierarchy.levels) != 1 or hierarchy.top is None:
             raise ValueError("generated factors need two levels with a coarse space")
@@ -100,13 +109,16 @@ class FamilyDDAttention(nn.Module):
             raise ConfigurationError("generated coarse functions (--coarse-functions) run on one process for now")
         _check_coarse_block(coarse_block, self.c, hierarchy.decomposition)
         self.coarse_block, self.r0 = coarse_block, int(coarse_rank)
+        if local not in LOCAL_FORMS:
+            raise ConfigurationError(f"--local-factors {local}: use one of {LOCAL_FORMS}")
+        self.local = local
         d = self.decomposition = hierarchy.decomposition
         self.hierarchy, self.n, self.r, self.width, self.depth = hierarchy, d.n, int(r), int(width), int(depth)
         self.comm = comm if comm is not None and comm.Get_size() > 1 else None
         own = self.own = _own_boxes(d.N, self.comm)
         self.grids = BoxGrids.of(d, own)
         self.stencil = StencilFeatures(hierarchy.levels[0].plan.pattern, d.grid)
-        self.h = 1.0 / (max(d.grid) + 1)
+        self.h = factor_scale(local, d.grid)
         index = d.held_indices(own, pad=-1)
         self.register_buffer("weight", torch.as_tensor(np.sqrt(d.held_pou_weights(own))[..., None],
                                                        dtype=dtype), persistent=False)
@@ -151,7 +163,8 @@ class FamilyDDAttention(nn.Module):
     def factors(self, op):
         """Q (N_own, L, r + c) of ``op``'s boxes (zero at padding): generator.generated_factors; the last c
         columns are the generated coarse functions."""
-        return generated_factors(self.generator, op.features, op.scale, self.slots, self.r + self.c, self.h)
+        return generated_factors(self.generator, op.features, op.scale, self.slots, self.r + self.c, self.h,
+                                 self.local, self.r)
 
     def parts(self, op):
         """(Q, coarse): the local factors and the coarse term as x -> Phi B Phi^T x (node-major x):

@@ -32,6 +32,10 @@ def add_family_options(p):
                                                           "(default 1, or R with --data-parallel R: one each)")
     g.add_argument("--coarse-functions", type=int, help="coarse functions per box generated from the operator and "
                                                         "appended to the coarse space (default 0: Q1 alone)")
+    g.add_argument("--local-factors", choices=("direct", "ritz"),
+                   help="direct: Q_i = h G(X_i) / sqrt(s_i) (default); ritz: G(X_i) (plus the box's lowest sine "
+                        "modes) spans a subspace on which A_i^-1 is taken by Rayleigh-Ritz, Q_i Q_i^T = "
+                        "V (V^T A_i V)^-1 V^T")
     g.add_argument("--coarse-block", choices=("exact", "generated"),
                    help="exact: A_0^-1 by a factorization of A_0 (default); generated: Q_0 Q_0^T with Q_0 generated "
                         "from A_0's stencil on the grid of box corners by a second network (rank --coarse-rank, "
@@ -78,7 +82,7 @@ def add_data_parser(sub):
 def refuse_family_flags(args):
     """One line for a --factors generated flag given to a free-factor training."""
     for flag in ("operators", "operators_held", "test_operators", "unroll", "generator_width", "generator_depth",
-                 "operators_per_step", "coarse_functions", "coarse_block"):
+                 "operators_per_step", "coarse_functions", "coarse_block", "local_factors"):
         if getattr(args, flag) is not None:
             raise ConfigurationError(f"--{flag.replace('_', '-')} belongs to --factors generated")
 
@@ -123,7 +127,7 @@ def train_generated(args, layout):
         box = max(1, int(round((grid[0] + 1) / N[0])))
     values = {"problem": args.problem, "grid": grid, "coefficient": args.coefficient, "box": box,
               "overlap": args.overlap, "coarse": args.coarse_space, "rank": args.rank,
-              "coarse_functions": args.coarse_functions, "coarse_block": args.coarse_block,
+              "local": args.local_factors, "coarse_functions": args.coarse_functions, "coarse_block": args.coarse_block,
               "coarse_rank": args.coarse_rank, "width": args.generator_width,
               "depth": args.generator_depth, "operators": args.operators, "held": args.operators_held,
               "data": args.data, "steps": args.steps, "batch": args.batch, "lr": args.lr, "unroll": args.unroll,

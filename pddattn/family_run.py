@@ -30,6 +30,7 @@ from scipy.sparse.linalg import spsolve
 from .checkpoint import CheckpointError, atomic_save
 from .errors import ConfigurationError
 from .family import COARSE_BLOCKS, FamilyDDAttention, fit, relative_errors, schwarz
+from .generator import LOCAL_FORMS
 from .hierarchy import build_hierarchy
 from .problems import make_problem, operator_problem
 from .problems.samplers import make_sampler
@@ -52,6 +53,7 @@ class FamilySpec:
     overlap: int = 2
     coarse: str = "q1"
     rank: int = 16
+    local: str = "direct"     # direct: Q_i = h G(X_i) / sqrt(s_i); ritz: Rayleigh-Ritz on the span of G(X_i)
     coarse_functions: int = 0  # generated coarse functions per box, appended to the coarse space
     coarse_block: str = "exact"  # exact: A_0^-1 factored; generated: Q_0(A_0) Q_0(A_0)^T
     coarse_rank: int = 16      # r_0 of a generated coarse block
@@ -85,6 +87,8 @@ class FamilySpec:
         if self.data not in ("ones", "solve", "probe") and not self.from_file:
             raise ConfigurationError(f"--data {self.data}: generated factors train on 'ones' (f = 1), 'solve', "
                                      "'probe' or a triplet file (.npz or .h5 with a, f, u)")
+        if self.local not in LOCAL_FORMS:
+            raise ConfigurationError(f"--local-factors {self.local}: use one of {LOCAL_FORMS}")
         if self.coarse_block not in COARSE_BLOCKS:
             raise ConfigurationError(f"--coarse-block {self.coarse_block}: use exact or generated")
         if self.coarse_block == "generated" and (self.coarse != "q1" or self.coarse_functions):
@@ -103,8 +107,9 @@ class FamilySpec:
 
     @classmethod
     def from_dict(cls, d):
+        """A stored spec; one written before the Rayleigh-Ritz form has the direct one."""
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (tuple(v) if k == "grid" else v) for k, v in d.items() if k in known})
+        return cls(**{"local": "direct", **{k: (tuple(v) if k == "grid" else v) for k, v in d.items() if k in known}})
 
 
 def boxes_for(grid, box):
@@ -167,7 +172,7 @@ def new_model(spec, problem, comm=None):
     return FamilyDDAttention(build_hierarchy(problem, decomposition_spec(spec, problem.grid)), spec.rank,
                              spec.width, spec.depth, seed=spec.seed, comm=comm,
                              coarse_functions=spec.coarse_functions, coarse_block=spec.coarse_block,
-                             coarse_rank=spec.coarse_rank)
+                             coarse_rank=spec.coarse_rank, local=spec.local)
 
 
 def train_family(spec, out, comm=None, replicas=None):

@@ -19,7 +19,7 @@ import contextlib
 import numpy as np
 import torch
 
-from .operators import _Attention
+from .attention import Attention
 
 __all__ = ["FNO_EXTRA", "fno_missing", "FNOOperator", "data_scales"]
 
@@ -58,7 +58,7 @@ def _shape(grid):
     return tuple(grid) if len(grid) == 1 else (grid[1], grid[0])
 
 
-class FNOOperator(_Attention):
+class FNOOperator(Attention):
     """An FNO as an operator on node-major columns: u ~ FNO(f).
 
     Parameters

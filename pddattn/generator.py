@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 __all__ = ["StencilFeatures", "BoxGrids", "Generator", "generated_factors", "CoarseStencilFeatures",
-           "generated_coarse_block"]
+           "generated_coarse_block", "LOCAL_FORMS", "factor_scale", "sines", "stencil_product", "ritz_factors"]
 
 
 class StencilFeatures:
@@ -156,11 +156,77 @@ class Generator(nn.Module):
         return self.net(x)
 
 
-def generated_factors(generator, features, scale, slots, r, h):
-    """Q (N, L, r) = h G(X) / sqrt(s) on each box, gathered from its grid to its sorted nodes."""
-    Q = generator(features).flatten(2).transpose(1, 2)                 # (N, H W, r)
+LOCAL_FORMS = ("direct", "ritz")
+
+
+def generated_factors(generator, features, scale, slots, r, h, local="direct", ritz_rank=None):
+    """Q (N, L, r) on each box, gathered from its grid to its sorted nodes.
+
+    ``local`` 'direct': Q_i = h G(X_i) / sqrt(s_i). 'ritz': the first ``ritz_rank`` (default r) columns
+    span a subspace V_i = S + G(X_i) (S: the box's lowest sine products, :func:`sines`) on which A_i^-1
+    is approximated by Rayleigh-Ritz, Q_i Q_i^T = V_i (V_i^T A_i V_i)^-1 V_i^T: the best approximation
+    of A_i^-1 from that subspace in A_i's energy, which the network only has to point at (truncated
+    Schwarz is the case V_i = A_i^-1's leading eigenvectors). Columns past ``ritz_rank`` stay direct.
+    Either way A -> c A gives M^-1 -> M^-1 / c.
+    """
+    G = generator(features)                                            # (N, r, H, W)
+    if local == "ritz":
+        k = r if ritz_rank is None else ritz_rank
+        mask = features[:, StencilFeatures.OFFSETS:StencilFeatures.OFFSETS + 1]
+        V = (G[:, :k] + sines(features, k)) * mask
+        G = torch.cat([ritz_factors(V, features[:, :StencilFeatures.OFFSETS]), G[:, k:]], dim=1)
+    elif local != "direct":
+        raise ValueError(f"unknown local form {local!r}; use one of {LOCAL_FORMS}")
+    Q = G.flatten(2).transpose(1, 2)                                   # (N, H W, r)
     Q = torch.gather(Q, 1, slots[..., None].expand(-1, -1, r))         # (N, L, r)
-    return Q * (h / scale.sqrt())[:, None, None]                        # A -> c A gives M^-1 -> M^-1 / c
+    return Q * (h / scale.sqrt())[:, None, None]
+
+
+def factor_scale(local, grid):
+    """The h that :func:`generated_factors` takes on ``grid``: 1 / (max(nx, ny) + 1) for the direct form
+    (the stored models' convention), sqrt(h_x h_y) for Rayleigh-Ritz (exactly A_i's scale: the features
+    hold A's entries times h_x h_y)."""
+    nx, ny = (int(g) for g in grid)
+    return 1.0 / (max(nx, ny) + 1) if local == "direct" else 1.0 / np.sqrt((nx + 1.0) * (ny + 1.0))
+
+
+def sines(features, k):
+    """(N, k, H, W): the k products sin(a pi x) sin(b pi y) of lowest (a / w)^2 + (b / h)^2 on each w x h
+    box (x, y in (0, 1) across the box: the position channels), the eigenvectors of a box's 5-point
+    Laplacian with Dirichlet edges that belong to its k smallest eigenvalues."""
+    x = features[:, StencilFeatures.OFFSETS + 1:StencilFeatures.OFFSETS + 2]
+    y = features[:, StencilFeatures.OFFSETS + 2:StencilFeatures.OFFSETS + 3]
+    mask = features[:, StencilFeatures.OFFSETS:StencilFeatures.OFFSETS + 1]
+    w, h = mask.amax(dim=2).sum(dim=(1, 2)), mask.amax(dim=3).sum(dim=(1, 2))     # (N,) box extents
+    pairs = torch.tensor([(a, b) for a in range(1, k + 1) for b in range(1, k + 1)], dtype=x.dtype)
+    lowest = ((pairs[None, :, 0] / w[:, None]) ** 2 + (pairs[None, :, 1] / h[:, None]) ** 2)
+    # ties (a square box's (1, 2) and (2, 1)) broken alike on every box and rank: by the pair's order
+    lowest = lowest + torch.arange(len(pairs), dtype=x.dtype) * 1e-9 * lowest.amin(dim=1, keepdim=True)
+    chosen = pairs[torch.argsort(lowest, dim=1)[:, :k]]                               # (N, k, 2)
+    a, b = chosen[..., 0, None, None], chosen[..., 1, None, None]
+    return torch.sin(a * np.pi * x) * torch.sin(b * np.pi * y)
+
+
+def stencil_product(stencil, V):
+    """A_i V on each box's grid: (N, 5, H, W) stencil entries (S, W, centre, E, N; zero outside the box
+    and the grid) times V (N, k, H, W), zero outside the box; neighbours outside the box are dropped,
+    which is R_i A R_i^T."""
+    P = torch.nn.functional.pad(V, (1, 1, 1, 1))
+    S, W, C, E, N = (stencil[:, j:j + 1] for j in range(5))
+    return (C * V + S * P[..., :-2, 1:-1] + N * P[..., 2:, 1:-1] + W * P[..., 1:-1, :-2] + E * P[..., 1:-1, 2:])
+
+
+def ritz_factors(V, stencil):
+    """F = V L^-T with L L^T = V^T A_i V (per box): F F^T = V (V^T A_i V)^-1 V^T. A shift of eps times
+    the trace (the rounding of G itself) keeps the Cholesky defined where V has dependent columns (their
+    span adds nothing: V c = 0 there); it changes F F^T by at most about k eps kappa(G)."""
+    N, k = V.shape[:2]
+    flat = V.flatten(2)                                                # (N, k, H W)
+    G = flat @ stencil_product(stencil, V).flatten(2).transpose(1, 2)  # (N, k, k)
+    G = 0.5 * (G + G.transpose(1, 2))
+    shift = torch.finfo(G.dtype).eps * G.diagonal(dim1=1, dim2=2).sum(-1).abs().clamp_min(1e-300)
+    L = torch.linalg.cholesky(G + shift[:, None, None] * torch.eye(k, dtype=G.dtype))
+    return torch.linalg.solve_triangular(L, flat, upper=False).reshape(V.shape)
 
 
 class CoarseStencilFeatures:

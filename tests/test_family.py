@@ -5,7 +5,7 @@ import torch
 
 from pddattn.errors import ConfigurationError
 from pddattn.family import FamilyDDAttention, fit, relative_errors, schwarz
-from pddattn.generator import generated_coarse_block
+from pddattn.generator import generated_coarse_block, sines
 from pddattn.hierarchy import build_hierarchy
 from pddattn.operators import DDAttention
 from pddattn.problems import make_problem
@@ -179,3 +179,55 @@ def test_a_generated_coarse_block_it_cannot_build_is_one_line(kwargs, message):
         FamilyDDAttention(hierarchy, r=3, width=8, depth=2, **{"coarse_block": "generated", **kwargs})
     with pytest.raises(ConfigurationError, match="q1 coarse space"):
         FamilyDDAttention(build_hierarchy(p, SPEC), r=3, width=8, depth=2, coarse_block="generated")
+
+
+@pytest.mark.parametrize("grid, N", [((31, 31), [4, 4]), ((31, 23), [4, 3])])
+def test_ritz_factors_are_a_i_inverse_on_the_generated_subspace(grid, N):
+    """--local-factors ritz: Q_i Q_i^T = V_i (V_i^T A_i V_i)^-1 V_i^T with V_i = S + G(X_i) on box i, written
+    out with A_i = R_i A R_i^T here (on a non-square grid too: the factor is sqrt(h_x h_y)); M(cA) = M(A)/c."""
+    p = make_problem("diffusion2d", grid, "darcy", seed=21)
+    torch.manual_seed(0)
+    model = FamilyDDAttention(build_hierarchy(p, dict(SPEC, N=N, coarse="q1")), r=4, width=8, depth=2,
+                              local="ritz")
+    with torch.no_grad():
+        model.generator.net[-1].weight.normal_()  # a subspace away from the sines it starts on
+        op = model.values([p.A])[0]
+        Q = model.factors(op).numpy()
+        mask = op.features[:, 5:6]
+        V = ((model.generator(op.features) + sines(op.features, 4)) * mask).flatten(2).transpose(1, 2).numpy()
+        M = model.matvec(torch.eye(model.n, dtype=torch.float64), op).numpy()
+        M2 = model.matvec(torch.eye(model.n, dtype=torch.float64), model.values([2.5 * p.A])[0]).numpy()
+    d, A = model.decomposition, p.A.tocsr()
+    worst = 0.0
+    for i, nodes in enumerate(d.subdomains):
+        A_i = A[nodes][:, nodes].toarray()
+        V_i = V[i][model.grids.slots[i, :len(nodes)]]
+        G = V_i.T @ A_i @ V_i
+        want = V_i @ np.linalg.solve(G, V_i.T)
+        got = Q[i, :len(nodes)] @ Q[i, :len(nodes)].T
+        # one Cholesky of G (k x k) against numpy's solve: kappa(G) rounding, a factor 100
+        assert np.abs(got - want).max() <= rounding(cond(G), 100) * np.abs(want).max()
+        worst = max(worst, cond(G))
+    phi = d.phi.toarray()
+    kappa = max(worst, cond(phi.T @ A.toarray() @ phi))  # the coarse term's factorization too
+    assert np.abs(2.5 * M2 - M).max() <= rounding(kappa, 100) * np.abs(M).max()
+
+
+def test_an_untrained_ritz_model_starts_on_the_boxes_sine_modes():
+    """The generator starts near zero, so V_i is the box's k lowest sine products: on a constant coefficient
+    those are A_i's leading eigenvectors exactly, and Q_i Q_i^T is truncated Schwarz [A_i^-1]_k."""
+    p = make_problem("poisson2d", (31, 31))
+    model = FamilyDDAttention(build_hierarchy(p, dict(SPEC, coarse="q1")), r=4, width=8, depth=2, local="ritz")
+    with torch.no_grad():
+        model.generator.net[-1].weight.zero_()
+        op = model.values([p.A])[0]
+        Q = model.factors(op).numpy()
+    d, A = model.decomposition, p.A.tocsr()
+    for i, nodes in enumerate(d.subdomains):
+        lam, U = np.linalg.eigh(A[nodes][:, nodes].toarray())
+        truncated = U[:, :4] @ np.diag(1 / lam[:4]) @ U[:, :4].T
+        got = Q[i, :len(nodes)] @ Q[i, :len(nodes)].T
+        # the 4th and 5th modes of a square box tie ((1,2) and (2,1) are both in; (2,2) is next), and
+        # an eigensolver's rounding: kappa(A_i) eps, a factor 1000
+        assert np.abs(got - truncated).max() <= rounding(cond(A[nodes][:, nodes].toarray()), 1000) * \
+            np.abs(truncated).max()

@@ -335,3 +335,15 @@ def test_a_model_with_a_generated_coarse_block_trains_applies_and_says_so_in_ksp
         assert message in capsys.readouterr().err
     assert cli.main(["train", "--coarse-block", "generated", "--out", str(tmp_path / "y")]) == 2
     assert "--coarse-block belongs to --factors generated" in capsys.readouterr().err
+
+
+def test_ritz_local_factors_train_and_a_spec_stored_before_them_reads_as_direct(tmp_path, capsys):
+    out = tmp_path / "rz"
+    assert cli.main(["train", "--factors", "generated", "--grid", "23x23", "--subdomains", "3x3", "--operators", "2",
+                     "--steps", "5", "--test-operators", "1", "--rank", "4", "--local-factors", "ritz",
+                     "--generator-width", "8", "--generator-depth", "2", "--out", str(out)]) == 0
+    assert family_run.load(out / "checkpoint.pt")[0].local == "ritz"
+    old = {k: v for k, v in family_run.FamilySpec().to_dict().items() if k != "local"}
+    assert family_run.FamilySpec.from_dict(old).local == "direct"
+    assert cli.main(["train", "--local-factors", "ritz", "--out", str(tmp_path / "y")]) == 2
+    assert "--local-factors belongs to --factors generated" in capsys.readouterr().err

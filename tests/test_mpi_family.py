@@ -23,6 +23,7 @@ SPEC = FamilySpec(grid=(31, 31), box=8, operators=3, rank=4, width=8, depth=2, d
 
 
 BLOCK = dataclasses.replace(SPEC, coarse_block="generated", coarse_rank=4)
+RITZ = dataclasses.replace(SPEC, local="ritz")
 
 
 def _trained(comm, spec=SPEC):
@@ -33,7 +34,7 @@ def _trained(comm, spec=SPEC):
     return model, ops
 
 
-@pytest.mark.parametrize("spec", [SPEC, BLOCK], ids=["exact-coarse", "generated-coarse-block"])
+@pytest.mark.parametrize("spec", [SPEC, BLOCK, RITZ], ids=["exact-coarse", "generated-coarse-block", "ritz"])
 def test_training_with_the_boxes_shared_by_the_ranks_equals_serial(spec):
     """The generated coarse block's network is replicated: its gradient is every rank's own, not summed."""
     comm = world()

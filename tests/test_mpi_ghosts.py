@@ -162,12 +162,12 @@ def test_three_levels_forward_and_training_equal_serial(name):
     """Multilevel: the coarse levels (replicated on every rank for now) below the distributed level 0."""
     serial, dist, _ = pair(name, levels=3, top_size=3, init="schwarz", symmetric=True, r=4)
     # The coarse level is distributed when it has a subdomain per rank, else replicated.
-    assert (dist.transfer is not None) == (dist.coarse_model.decomposition.N >= world().Get_size())
+    assert (dist.transfer is not None) == (dist.next_level.decomposition.N >= world().Get_size())
     own = torch.as_tensor(dist.own_rows)
     x = torch.randn(PROBLEM.n, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     assert worst(relative(dist.matvec(x[own]), serial.matvec(x)[own])) <= applied(KAPPA)  # a Schwarz start
     s, d, s_sum, d_sum = _train_pair(name, "probe", 20, levels=3, top_size=3)
-    assert d.coarse_model is not None
+    assert d.next_level is not None
     assert worst(_parameter_error(s, d)) <= adam_steps(20)
 
 
@@ -189,7 +189,7 @@ def test_three_level_transfer_traffic_matches_a_model_from_phi():
     if dist.transfer is None:
         pytest.skip("the coarse level is replicated at this rank count")
     from pddattn.parallel.ghosts import owners
-    d, c, P, me = dist.decomposition, dist.coarse_model.decomposition, world().Get_size(), world().Get_rank()
+    d, c, P, me = dist.decomposition, dist.next_level.decomposition, world().Get_size(), world().Get_rank()
     fine_owner = owners(d, subdomain_holdings(d, P))
     coarse_owner = owners(c, subdomain_holdings(c, P))
     reads = {q: set(np.unique(d.phi[np.flatnonzero(fine_owner == q)].indices).tolist()) for q in range(P)}
@@ -205,7 +205,6 @@ def test_three_level_transfer_traffic_matches_a_model_from_phi():
 
 def test_three_level_flops_per_rank_match_the_holdings():
     """Per rank and level: 4 x (subdomains held) x L x r x B, from the holdings; and what torch executes."""
-    from pddattn.parallel.operator import DistributedDDAttention
     from test_multilevel import measured_flops
     _, dist, _ = pair("algebraic", levels=3, top_size=3, r=4)
     P, me, B = world().Get_size(), world().Get_rank(), 5
@@ -213,7 +212,7 @@ def test_three_level_flops_per_rank_match_the_holdings():
     mismatch = 0
     for level, model in enumerate(dist.level_operators):
         d = model.decomposition
-        held = subdomain_holdings(d, P)[me] if isinstance(model, DistributedDDAttention) else np.arange(d.N)
+        held = subdomain_holdings(d, P)[me] if model.spread else np.arange(d.N)
         mismatch += abs(counted[level] - 4 * len(held) * d.max_size * model.r * B)
     x = torch.zeros(len(dist.own_rows), B, dtype=torch.float64)
     bmm = measured_flops(lambda: dist.matvec(x))["bmm"]

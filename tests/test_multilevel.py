@@ -1,4 +1,6 @@
 """Multilevel DD attention: levels = 2 is the two-level operator; exactness; multilevel Schwarz."""
+from pathlib import Path
+
 import numpy as np
 import scipy.sparse as sp
 import pytest
@@ -82,7 +84,7 @@ def test_parameters_and_training_run_with_three_levels(tmp_path):
     cfg = TrainConfig(n=255, subdomains=32, rank=4, levels=3, top_size=8, steps=5, batch=8, test_size=8,
                       eval_every=5, dtype="float64")
     model, summary = train(cfg, out=tmp_path)
-    assert model.coarse_model is not None and model.Q0 is None
+    assert model.next_level is not None and model.Q0 is None
     assert summary["parameters"] == model.num_parameters() < DDAttention(intervals(255, 32, 2), r=4).num_parameters()
     again, _ = load_model(tmp_path / "checkpoint.pt")
     assert np.abs(dense(again) - dense(model)).max() == 0.0
@@ -185,13 +187,13 @@ def test_a_multilevel_checkpoint_from_before_the_partition_rebuilds_its_row_bloc
     arch = architecture(cfg, p)
     assert arch["level_partition"] == "tiles"
     new = model_from_architecture(arch, problem=p)
-    assert new.coarse_model.decomposition.spec["partition"] == "tiles"
+    assert new.next_level.decomposition.spec["partition"] == "tiles"
     assert new.config()["level_partition"] == "tiles" and new.config()["level_coarse"] == "harmonic"
     graph = model_from_architecture(dict(arch, level_partition="graph"), problem=p)  # written by the last release
     assert graph.config()["level_partition"] == "graph"
     old = model_from_architecture({k: v for k, v in arch.items() if k != "level_partition"}, problem=p)
-    cores = old.coarse_model.decomposition.cores
-    assert "partition" not in old.coarse_model.decomposition.spec
+    cores = old.next_level.decomposition.cores
+    assert "partition" not in old.next_level.decomposition.spec
     assert all(c[-1] - c[0] + 1 == len(c) for c in cores)
 
 
@@ -201,11 +203,12 @@ def test_the_levels_are_a_flat_list_the_apply_iterates():
     d = boxes((31, 31), (4, 4), 1, coarse="harmonic", A=p.A)
     model = DDAttention(d, r=3, levels=4, top_size=4, dtype=torch.float64, problem=p, seed=5)
     levels = model.level_operators
-    assert len(levels) == 3 and levels[0] is model and all(a.coarse_model is b for a, b in zip(levels, levels[1:]))
+    assert len(levels) == 3 and levels[0] is model and all(a.next_level is b for a, b in zip(levels, levels[1:]))
+    assert list(model.coarse_levels) == levels[1:] and not any(list(m.children()) for m in levels[1:])
     assert [m.levels for m in levels] == [4, 3, 2] and levels[-1].Q0 is not None
     names = [n for n, _ in model.named_parameters()]
-    assert names == ["Q", "K", "coarse_model.Q", "coarse_model.K", "coarse_model.coarse_model.Q",
-                     "coarse_model.coarse_model.K", "coarse_model.coarse_model.Q0", "coarse_model.coarse_model.K0"]
+    assert names == ["Q", "K", "coarse_levels.0.Q", "coarse_levels.0.K", "coarse_levels.1.Q", "coarse_levels.1.K",
+                     "coarse_levels.1.Q0", "coarse_levels.1.K0"]
     x = torch.randn(p.n, 2, dtype=torch.float64)
     before = model.matvec(x)
     for m in levels[1:]:  # a recursive apply would call these
@@ -228,10 +231,23 @@ def test_a_graph_partitioned_checkpoint_without_its_partition_name_loads(tmp_pat
     from pddattn.models import model_from_architecture
     graph = model_from_architecture(dict(payload["architecture"], level_partition="graph"))
     blocks = model_from_architecture(dict(payload["architecture"], level_partition="blocks"))
-    assert graph.coarse_model.Q.shape != blocks.coarse_model.Q.shape  # the shapes tell them apart here
+    assert graph.next_level.Q.shape != blocks.next_level.Q.shape  # the shapes tell them apart here
     payload["architecture"] = {k: v for k, v in payload["architecture"].items() if k != "level_partition"}
     payload["state"] = {k: v for k, v in graph.state_dict().items()}
     torch.save(payload, path)
     loaded, _ = load_model(path)
-    assert loaded.coarse_model.decomposition.spec["partition"] == "graph"
+    assert loaded.next_level.decomposition.spec["partition"] == "graph"
     assert np.abs(dense(loaded) - dense(graph)).max() == 0.0
+
+
+def test_a_checkpoint_of_the_last_release_loads_with_its_names_mapped_and_gives_its_outputs():
+    """tests/data/release_4levels.pt: written by release 2's code (parameters named by the recursive chain,
+    coarse_model.coarse_model.Q0, ...), with its outputs on two vectors; today's names are coarse_levels.l.*."""
+    import pddattn
+    data = Path(__file__).parent / "data"
+    stored = torch.load(data / "release_4levels.pt", weights_only=True)["state"]
+    assert "coarse_model.coarse_model.Q0" in stored
+    model = pddattn.load(data / "release_4levels.pt")
+    assert "coarse_levels.1.Q0" in dict(model.named_parameters())
+    io = np.load(data / "release_4levels_io.npz")
+    assert np.array_equal(model(torch.from_numpy(io["x"])).detach().numpy(), io["y"])  # the same code path

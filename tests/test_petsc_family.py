@@ -57,8 +57,9 @@ def _serial_operator(path, problem):
 
 
 @pytest.mark.parametrize("where, spec", [("dmda", SPEC), ("plain", SPEC),
-                                         ("dmda", dataclasses.replace(SPEC, coarse_block="generated"))],
-                         ids=["dmda", "plain", "dmda-generated-coarse-block"])
+                                         ("dmda", dataclasses.replace(SPEC, coarse_block="generated")),
+                                         ("dmda", dataclasses.replace(SPEC, local="ritz"))],
+                         ids=["dmda", "plain", "dmda-generated-coarse-block", "dmda-ritz"])
 def test_the_pc_is_the_family_models_operator_on_a_held_out_field(where, spec):
     path = _model_path(spec)
     M, _, _ = _serial_operator(path, HELD_OUT)

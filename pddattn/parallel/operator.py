@@ -5,8 +5,11 @@ and applies
 
     y_own = reverse_exchange( local_term( halo_exchange(x_own) ) ) + coarse term
 
-where ``local_term`` is the serial DDAttention's own batched kernel: this
-class adds communication and nothing else. A rank's input and output are the
+where ``local_term`` is the serial level's own batched kernel: this module
+adds communication and nothing else. :class:`DistributedLevel` is one level
+spread over the ranks; :class:`DistributedDDAttention` is the first level of
+the whole operator (levels below it spread while each has a subdomain per
+rank, then replicated). A rank's input and output are the
 rows of its own nodes, ``own_rows`` (sorted global indices; a contiguous
 range for intervals and algebraic decompositions).
 
@@ -41,13 +44,14 @@ from ..errors import ConfigurationError
 from .ghosts import GhostExchange, halo_exchange, owners, reverse_exchange
 from .layout import check_distribution, subdomain_holdings
 from ..kernels import sparse_pair
-from ..operators import PREFIX, DDAttention
+from ..level import DDLevel
+from ..operators import DDAttention, level_of
 
-__all__ = ["DistributedDDAttention"]
+__all__ = ["DistributedLevel", "DistributedDDAttention"]
 
 
-class DistributedDDAttention(DDAttention):
-    """DDAttention whose subdomains are spread over ``layout.domain_comm``.
+class DistributedLevel(DDLevel):
+    """A DD-attention level whose subdomains are spread over ``layout.domain_comm``.
 
     Parameters
     ----------
@@ -55,46 +59,26 @@ class DistributedDDAttention(DDAttention):
     layout : Layout
         The MPI layout; this rank holds ``layout.holdings(decomposition)``.
     **kwargs
-        As for :class:`DDAttention` (r, r0, symmetric, coarse, init, levels, ...).
+        As for :class:`~pddattn.level.DDLevel` (r, r0, symmetric, init, ...).
         Initial factors equal the serial model's with the same seed.
-
-    Notes
-    -----
-    Parameter names, shapes per subdomain and natural scales are the serial
-    ones, so optimiser, checkpoints and schedules need no special case.
     """
+
+    spread = True
 
     def __init__(self, decomposition, *, layout, **kwargs):
         check_distribution(decomposition, layout.world_size, layout.data_size)
         holdings = subdomain_holdings(decomposition, layout.domain_size)
         stats = CommStats()
         plan = decomposition.exchange_plan(holdings, layout.domain_rank, layout.domain_comm, stats)
-        self._pending_layout = layout  # read by _level_kinds and _max_over_ranks in the base constructor
-        super().__init__(decomposition, subdomains=holdings[layout.domain_rank], rows=plan, **kwargs)
+        super().__init__(decomposition, subdomains=holdings[layout.domain_rank], rows=plan,
+                         comm=layout.domain_comm, **kwargs)
         self.layout, self.stats, self.plan = layout, stats, plan
-        self.transfer = None
-        if isinstance(self.coarse_model, DistributedDDAttention):
-            self.transfer = self._transfer_plan()
-
-    def _level_kinds(self, below):
-        """Distributed levels while each has a subdomain per rank; from the first that has not, replicated."""
-        layout, out, spread = self._pending_layout, [], True
-        for level in below:
-            try:
-                check_distribution(level.decomposition, layout.world_size, layout.data_size)
-            except ConfigurationError:
-                spread = False
-            out.append((DistributedDDAttention, {"layout": layout}) if spread else (DDAttention, {}))
-        return out
+        self.transfer = self._transfer_plan() if self.next_level is not None and self.next_level.spread else None
 
     @property
     def distributes_below(self):
         """Whether the level below is spread over the ranks (then it has its own transfer plan)."""
         return self.transfer is not None
-
-    def _max_over_ranks(self, value):
-        from mpi4py import MPI
-        return self._pending_layout.domain_comm.allreduce(value, op=MPI.MAX)  # set before the base constructor
 
     def _take_values(self, decomposition, problem):
         self._free_rows()  # A's products follow the new values
@@ -119,7 +103,7 @@ class DistributedDDAttention(DDAttention):
 
     def _transfer_plan(self):
         """Fine rows -> coarse rows: each rank reads the coarse rows its fine rows' Phi touches."""
-        d, coarse = self.decomposition, self.coarse_model
+        d, coarse = self.decomposition, self.next_level
         reads = np.unique(d.phi_rows(self.own_rows).indices)
         return GhostExchange.from_reads(coarse.own_rows, reads, coarse.owner_of, self.layout.domain_comm, CommStats())
 
@@ -183,10 +167,34 @@ class DistributedDDAttention(DDAttention):
         """This rank's rows of the one-level part for its own rows x: ghosts in, local term, contributions home."""
         return reverse_exchange(self.local_term(halo_exchange(x, self.plan), transpose), self.plan)
 
+    def dense(self):
+        raise NotImplementedError("dense() needs the whole operator; load the checkpoint serially")
+
+
+class DistributedDDAttention(DistributedLevel, DDAttention):
+    """DDAttention whose subdomains are spread over ``layout.domain_comm``: its first level, and every
+    level below while it has a subdomain per rank (from the first that has not, replicated).
+
+    Parameters
+    ----------
+    decomposition : Decomposition
+    layout : Layout
+    **kwargs
+        As for :class:`DDAttention` (r, r0, symmetric, init, levels, ...).
+
+    Notes
+    -----
+    Parameter names, shapes per subdomain and natural scales are the serial
+    ones, so optimiser, checkpoints and schedules need no special case.
+    """
+
+    def __init__(self, decomposition, *, layout, **kwargs):
+        super().__init__(decomposition, layout=layout, level_kinds=lambda below: _kinds(below, layout), **kwargs)
+
     @property
     def distributed_levels(self):
         """The level operators spread over the ranks: this one and those below it while they are."""
-        return [m for m in self.level_operators if isinstance(m, DistributedDDAttention)]
+        return [m for m in self.level_operators if m.spread]
 
     def level_stats(self):
         """[(level, CommStats of its ghost exchange, CommStats of its transfer to the next level)]."""
@@ -211,25 +219,21 @@ class DistributedDDAttention(DDAttention):
         allreduce = 0
         if model.coarse and model.decomposition.coarse_size and self.layout.domain_size > 1:
             top = model.decomposition.coarse_size
-            replicated = sum(q.numel() for name, q in model.named_parameters() if name in model.replicated_parameters())
+            replicated = sum(q.numel() for name, q in self.named_parameters() if name in self.replicated_parameters())
             allreduce = (top * batch + replicated) * itemsize
         return {"halo": halo, "allreduce": allreduce}
 
-    def dense(self):
-        raise NotImplementedError("dense() needs the whole operator; load the checkpoint serially")
-
     # Global <-> local layout of parameter-shaped tensors (checkpoints, optimiser state).
     def _owner_of(self, name):
-        """(the level whose layout a parameter has, its name there): prefixes walk the distributed levels."""
-        depth = 0
-        while name.startswith(PREFIX) and self.level_operators[depth].distributes_below:
-            name, depth = name[len(PREFIX):], depth + 1
-        return self.level_operators[depth], name
+        """(the level a parameter belongs to, and whether every rank holds it whole)."""
+        depth, own = level_of(name)
+        level = self.level_operators[depth]
+        return level, not level.spread or own in ("Q0", "K0")
 
     def to_global(self, name, tensor):
         """Gather a local (N_p, L, r) tensor to the domain root; replicated ones are already whole."""
-        level, own = self._owner_of(name)
-        if own in level.replicated_parameters():
+        level, replicated = self._owner_of(name)
+        if replicated:
             return tensor
         parts = level.layout.domain_comm.gather((level.held, tensor.detach().cpu()), root=0)
         if parts is None:
@@ -245,11 +249,23 @@ class DistributedDDAttention(DDAttention):
         What a sharded checkpoint stores per rank (checkpoint.py): the held
         subdomains' rows of the (N, L, r) tensors of each distributed level.
         """
-        level, own = self._owner_of(name)
-        return None if own in level.replicated_parameters() else level.held
+        level, replicated = self._owner_of(name)
+        return None if replicated else level.held
 
     def from_global(self, name, tensor):
-        level, own = self._owner_of(name)
-        if own in level.replicated_parameters():
+        level, replicated = self._owner_of(name)
+        if replicated:
             return tensor
         return tensor[torch.as_tensor(level.held, device=tensor.device)]
+
+
+def _kinds(below, layout):
+    """Distributed levels while each has a subdomain per rank; from the first that has not, replicated."""
+    out, spread = [], True
+    for level in below:
+        try:
+            check_distribution(level.decomposition, layout.world_size, layout.data_size)
+        except ConfigurationError:
+            spread = False
+        out.append((DistributedLevel, {"layout": layout}) if spread else (DDLevel, {}))
+    return out

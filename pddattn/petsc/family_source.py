@@ -32,8 +32,8 @@ import torch
 from .. import family_run
 from ..checkpoint import CheckpointError
 from ..errors import ConfigurationError
-from ..generator import (BoxGrids, CoarseStencilFeatures, Generator, StencilFeatures, generated_coarse_block,
-                         generated_factors)
+from ..generator import (BoxGrids, CoarseStencilFeatures, Generator, StencilFeatures, factor_scale,
+                         generated_coarse_block, generated_factors)
 from ..patterns import Pattern
 from ..hierarchy import build_hierarchy
 from ..problems.families import parse_grid
@@ -144,8 +144,8 @@ def _from_rows(path, spec, payload, P, pc, layout, Source, share_model):
     generator = Generator(BoxGrids.CHANNELS, spec.rank, spec.width, spec.depth)
     generator.load_state_dict(_prefixed(payload["state"], "generator."))
     with torch.no_grad():
-        Q = generated_factors(generator, torch.as_tensor(X), torch.as_tensor(scale),
-                              torch.as_tensor(grids.slots), spec.rank, 1.0 / (max(grid) + 1))
+        Q = generated_factors(generator, torch.as_tensor(X), torch.as_tensor(scale), torch.as_tensor(grids.slots),
+                              spec.rank, factor_scale(spec.local, grid), spec.local)
         model.Q.copy_(Q.to(model.Q.dtype))
         model.Q0.copy_(_coarse_block(spec, payload, share).to(model.Q0.dtype))
     omega = float(torch.nn.functional.softplus(payload["state"]["jacobi"]))

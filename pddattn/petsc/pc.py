@@ -318,7 +318,7 @@ class DDAttentionPC:
                   f"set-up on the stored model's problem ({self.info.get('built_from')}); the operator never "
                   "gathered"),
                  self._setups_line()]
-        if getattr(m, "exact", False) and m.coarse_model is None:
+        if getattr(m, "exact", False) and m.last:
             _, P = pc.getOperators()
             nnz = int(P.getInfo(_petsc().Mat.InfoType.LOCAL)["nz_used"])
             c = application_cost(m, self.info["options"]["correction"], nnz, degree=self.info["options"][
@@ -363,7 +363,7 @@ def _levels_text(model):
     levels = model.level_operators
     if len(levels) == 1:
         return f"2 levels, coarse rank r0={model.r0}"
-    sizes = [f"{m.n} ({'distributed' if hasattr(m, 'plan') else 'replicated'})" for m in levels[1:]]
+    sizes = [f"{m.n} ({'distributed' if m.spread else 'replicated'})" for m in levels[1:]]
     sizes.append(f"top {levels[-1].decomposition.coarse_size} (replicated, rank {levels[-1].r0})")
     return f"{model.levels} levels: " + " -> ".join(sizes)
 
