@@ -37,6 +37,7 @@ from .exact import SparseSolve
 from .generator import (LOCAL_FORMS, BoxGrids, CoarseStencilFeatures, Generator, StencilFeatures, factor_scale,
                         generated_coarse_block, generated_factors)
 from .kernels import sparse_pair, subdomain_attention
+from .spectrum import condition_loss
 
 __all__ = ["StencilFeatures", "BoxGrids", "Generator", "FamilyDDAttention", "OperatorValues", "fit",
            "relative_errors", "iterate"]
@@ -371,13 +372,16 @@ def fit_local(model, ops, steps, lr=1e-3, count=32, seed=0, log=None):
     return model
 
 
-def fit(model, ops, data, steps, lr=1e-3, batch=8, seed=0, unroll=1, log=None, per_step=1, replicas=None):
+def fit(model, ops, data, steps, lr=1e-3, batch=8, seed=0, unroll=1, log=None, per_step=1, replicas=None,
+        loss="error"):
     """Adam on the mean relative squared error over ``per_step`` training operators per step (in turn).
 
     ``data`` [(f, u)] per operator, f and u (count, n); each step takes ``batch`` of its pairs at random.
     ``unroll`` K: the error after K steps u_(k+1) = u_k + M(A)^-1 (f - A u_k), with shared weights
-    (K = 1: one application). ``replicas`` (replica, R, data_comm): R data replicas split each step's
-    operators (operator j to replica j mod R) and sum their gradients, which equals the serial step.
+    (K = 1: one application). ``loss`` 'condition': instead, the estimate of log kappa(M(A) A) of
+    spectrum.condition_loss on each operator (what CG's iterations depend on; no data).
+    ``replicas`` (replica, R, data_comm): R data replicas split each step's operators (operator j to
+    replica j mod R) and sum their gradients, which equals the serial step.
     """
     replica, size, data_comm = replicas or (0, 1, None)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -393,9 +397,12 @@ def fit(model, ops, data, steps, lr=1e-3, batch=8, seed=0, unroll=1, log=None, p
             if j % size != replica:
                 continue
             op = ops[k]
-            loss = (_relative(iterate(model.apply_of(op), op.A, f[pick], unroll), u[pick]) ** 2).mean() / per_step
-            loss.backward()
-            total += float(loss.detach())
+            if loss == "condition":
+                value = condition_loss(Preconditioned(model, op), seed=step * per_step + j)[0] / per_step
+            else:
+                value = (_relative(iterate(model.apply_of(op), op.A, f[pick], unroll), u[pick]) ** 2).mean() / per_step
+            value.backward()
+            total += float(value.detach())
         model.reduce_gradients()
         if data_comm is not None:
             total = _sum_gradients(model, data_comm, total)
@@ -404,6 +411,33 @@ def fit(model, ops, data, steps, lr=1e-3, batch=8, seed=0, unroll=1, log=None, p
         if log is not None:
             log(step, total)
     return model
+
+
+class Preconditioned:
+    """M(A) of a family model on one operator as spectrum.py reads a model: ``matvec``, A, its rows.
+
+    Lanczos runs without autograd on factors generated once for the weights in hand
+    (:meth:`FamilyDDAttention.apply_of`); the loss's last products with autograd generate them once more.
+    """
+
+    layout = None
+
+    def __init__(self, model, op):
+        self.model, self.op, self.n = model, op, model.n
+        self.own_rows = np.arange(model.n)
+        like = next(model.parameters())
+        self._a_csr = ((like.dtype, like.device), op.A)  # spectrum.operator_apply's cache: A as it is
+        self._parts = None
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def matvec(self, x):
+        if not torch.is_grad_enabled():
+            return self.model.apply_of(self.op)(x.T).T
+        if self._parts is None:
+            self._parts = self.model.parts(self.op)
+        return self.model.matvec(x, self.op, self._parts)
 
 
 def _sum_gradients(model, comm, loss):

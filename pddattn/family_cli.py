@@ -88,7 +88,7 @@ def refuse_family_flags(args):
 
 
 _NOT_GENERATED = ("model", "n", "matrix", "decomposition", "levels", "top_size", "level_coarse",
-                  "pou", "symmetric", "init", "init_scale", "loss", "modes", "alpha", "beta2", "warmup", "dtype",
+                  "pou", "symmetric", "init", "init_scale", "modes", "alpha", "beta2", "warmup", "dtype",
                   "device", "eval_every", "test_size", "target", "checkpoint_every", "resume",
                   "coefficient_seed", "test_fraction", "fno_width", "fno_modes", "fno_layers")
 
@@ -130,7 +130,7 @@ def train_generated(args, layout):
               "local": args.local_factors, "coarse_functions": args.coarse_functions, "coarse_block": args.coarse_block,
               "coarse_rank": args.coarse_rank, "width": args.generator_width,
               "depth": args.generator_depth, "operators": args.operators, "held": args.operators_held,
-              "data": args.data, "steps": args.steps, "batch": args.batch, "lr": args.lr, "unroll": args.unroll,
+              "data": args.data, "steps": args.steps, "batch": args.batch, "lr": args.lr, "unroll": args.unroll, "loss": args.loss,
               "seed": args.seed, "test_operators": args.test_operators, "per_step": per_step}
     spec = family_run.FamilySpec(**{k: v for k, v in values.items() if v is not None})
     out = args.out or time.strftime("runs/family-%Y%m%d-%H%M%S")

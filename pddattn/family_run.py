@@ -67,6 +67,7 @@ class FamilySpec:
     batch: int = 1
     per_step: int = 1         # operators per optimiser step (split over --data-parallel replicas)
     lr: float = 1e-3
+    loss: str = "error"       # error: relative L2 error after --unroll steps; condition: log kappa(M(A) A)
     unroll: int = 1
     seed: int = 0
     test_operators: int = 16
@@ -87,6 +88,8 @@ class FamilySpec:
         if self.data not in ("ones", "solve", "probe") and not self.from_file:
             raise ConfigurationError(f"--data {self.data}: generated factors train on 'ones' (f = 1), 'solve', "
                                      "'probe' or a triplet file (.npz or .h5 with a, f, u)")
+        if self.loss not in ("error", "condition"):
+            raise ConfigurationError(f"--loss {self.loss}: generated factors train on error or condition")
         if self.local not in LOCAL_FORMS:
             raise ConfigurationError(f"--local-factors {self.local}: use one of {LOCAL_FORMS}")
         if self.coarse_block not in COARSE_BLOCKS:
@@ -208,7 +211,7 @@ def train_family(spec, out, comm=None, replicas=None):
                 if step % 50 == 0 or step == steps - 1:
                     fh.write(json.dumps({"step": base + step, "loss": loss}) + "\n")
             fit(model, ops, data, steps, lr=spec.lr, batch=spec.batch, seed=spec.seed, unroll=spec.unroll,
-                log=record, per_step=spec.per_step, replicas=replicas)
+                log=record, per_step=spec.per_step, replicas=replicas, loss=spec.loss)
             for op in ops:
                 op.free()
     train_s = time.perf_counter() - t0 - setup

@@ -198,10 +198,10 @@ def test_the_petsc_one_level_term_equals_the_models(where, subdomains, overlap):
     x, y = A.createVecs()
     x.setArray(np.random.default_rng(3).standard_normal(len(natural)))
     context._one_level(x, y)
-    values = context._vec_to_model(x)
+    values = context._rows.to_model(x)
     with torch.no_grad():
         expected = context.model.local_matvec(torch.from_numpy(values[:, None]))[:, 0].numpy()
     got = y.duplicate()
-    context._model_to_vec(expected, got)
+    context._rows.to_vec(expected, got)
     got.axpy(-1.0, y)
     assert worst(got.norm() / y.norm()) <= SOLVES  # sparse local solves in PETSc and in the model

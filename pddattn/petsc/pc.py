@@ -35,15 +35,15 @@ import time
 import numpy as np
 import torch
 
-from . import family_source, sources, teardown
+from . import sources, teardown
 from ..checkpoint import CheckpointError
 from .corrections import Multiplicative, Parts, balanced, estimate_lambda_max
 from ..errors import CollectiveError, ConfigurationError
-from ..exact import application_cost
 from .one_level import OneLevelSchwarz, applies
+from .scatter import ModelRows
+from .view import describe, dtype_of, view_lines
 from .options import OPTIONS, parse_options
 from ..parallel.layout import Layout
-from ..problems.families import spec_label
 from ..problems.samplers import Noise
 from ..spectrum import fit_probe
 
@@ -62,7 +62,7 @@ class DDAttentionPC:
 
     def __init__(self):
         self.model = self.key = self.info = self.layout = self.source = None
-        self._scatter = self._xm = self._ym = self._work = self._jacobi = self._jacobi_work = None
+        self._rows = self._work = self._jacobi = self._jacobi_work = None
         self._vcycle = self._one_level = self._to_petsc = None
         self.setups = {"built": 0, "refactored": 0}
 
@@ -86,11 +86,10 @@ class DDAttentionPC:
         self.model = self.source = None
 
     def _free_vectors(self):
-        for obj in (self._scatter, self._xm, self._ym, self._jacobi, self._jacobi_work, self._one_level,
-                    *(self._work or ())):
+        for obj in (self._rows, self._jacobi, self._jacobi_work, self._one_level, *(self._work or ())):
             if obj is not None:
                 obj.destroy()
-        self._scatter = self._xm = self._ym = self._work = self._jacobi = self._jacobi_work = self._one_level = None
+        self._rows = self._work = self._jacobi = self._jacobi_work = self._one_level = None
 
     # ----------------------------------------------------------------- options
     def _options(self, pc):
@@ -130,7 +129,8 @@ class DDAttentionPC:
             self.model, self.info = _in_precision(self.source.model.eval(), opts["precision"]), self.source.info
             self.setups["built"] += 1
             self._to_petsc = self.source.to_petsc
-            self._setup_scatter(P, self._to_petsc(self.model.own_rows))
+            self._free_vectors()
+            self._rows = ModelRows(P, self._to_petsc(self.model.own_rows))
             if self.source.probe is not None:
                 self._check_fit(opts, P)
         self.key = key
@@ -174,26 +174,10 @@ class DDAttentionPC:
                 f"-{opts['prefix']}pddattn_coarse_correction multiplicative needs an exact coarse solve (the PC "
                 f"built from the operator, two levels, untrained, full rank); use balanced")
         start = P.createVecLeft()  # white noise at the natural rows: the same start on any layout
-        self._model_to_vec(Noise(0, 0, 0, 1, m.n).at(m.own_rows)[0], start)
+        self._rows.to_vec(Noise(0, 0, 0, 1, m.n).at(m.own_rows)[0], start)
         lam = estimate_lambda_max(P, self._parts(P, False).local, start)
         start.destroy()
         self._vcycle = Multiplicative(opts["chebyshev_degree"], lam)
-
-    def _setup_scatter(self, P, petsc_rows):
-        """Vec layout <-> model layout (the model's own rows, as PETSc indices); none when they agree."""
-        PETSc = _petsc()
-        rstart, rend = P.getOwnershipRange()
-        comm = P.getComm()
-        same = np.array_equal(petsc_rows, np.arange(rstart, rend))
-        differs = comm.tompi4py().allreduce(int(not same))
-        self._free_vectors()
-        if differs:
-            x = P.createVecRight()
-            m = len(petsc_rows)
-            self._xm = PETSc.Vec().createMPI((m, P.getSize()[0]), comm=comm)
-            self._ym = self._xm.duplicate()
-            index = PETSc.IS().createGeneral(petsc_rows.astype(PETSc.IntType), comm=comm)
-            self._scatter = PETSc.Scatter().create(x, index, self._xm, None)
 
     def _check_fit(self, opts, P):
         """Refuse (on every rank alike) a model whose probe on this operator differs from training."""
@@ -202,41 +186,26 @@ class DDAttentionPC:
         if abs(now - stored) > PROBE_TOLERANCE * max(stored, 1e-12) + 1e-10:
             raise CheckpointError(
                 f"{opts['model']} does not fit this operator: ||x - M^-1 A x|| / ||x|| is {now:.3e} here but was "
-                f"{stored:.3e} on the matrix it was trained for ({_describe(self.info['arch']['problem'])}); "
+                f"{stored:.3e} on the matrix it was trained for ({describe(self.info['arch']['problem'])}); "
                 f"it is a model of another matrix")
 
     # ------------------------------------------------------------------- apply
-    def _vec_to_model(self, x):
-        PETSc = _petsc()
-        if self._scatter is None:
-            return x.getArray(readonly=True).copy()
-        self._scatter.scatter(x, self._xm, addv=PETSc.InsertMode.INSERT, mode=PETSc.ScatterMode.FORWARD)
-        return self._xm.getArray(readonly=True).copy()
-
-    def _model_to_vec(self, values, y):
-        PETSc = _petsc()
-        if self._scatter is None:
-            y.setArray(values)
-            return
-        self._ym.setArray(values)
-        self._scatter.scatter(self._ym, y, addv=PETSc.InsertMode.INSERT, mode=PETSc.ScatterMode.REVERSE)
-
     def _operator_apply(self, P, x_model):
         """Own rows of A x for own rows x (node-major, model layout), through the PETSc operator."""
         x, y = P.createVecs()
         out = []
         for column in x_model.T:
-            self._model_to_vec(np.ascontiguousarray(column), x)
+            self._rows.to_vec(np.ascontiguousarray(column), x)
             P.mult(x, y)
-            out.append(self._vec_to_model(y))
+            out.append(self._rows.to_model(y))
         return np.stack(out, axis=1)
 
     def _model_apply(self, part, x, y):
         """y = part(x) for a part of the model (its layout, its precision) applied to a PETSc Vec."""
         with torch.no_grad():
-            values = torch.from_numpy(self._vec_to_model(x).reshape(-1, 1)).to(_dtype_of(self.model))
+            values = torch.from_numpy(self._rows.to_model(x).reshape(-1, 1)).to(dtype_of(self.model))
             result = part(values).to(torch.float64).numpy().reshape(-1)
-        self._model_to_vec(result, y)
+        self._rows.to_vec(result, y)
 
     def _parts(self, P, transpose):
         """M1, P0 and A as Vec -> Vec maps (their transposes for a transposed application)."""
@@ -283,54 +252,8 @@ class DDAttentionPC:
         self._jacobi_work.pointwiseMult(self._jacobi, x)
         y.axpy(1.0, self._jacobi_work)
 
-    def _setups_line(self):
-        return (f"set-ups: {self.setups['built']} built, {self.setups['refactored']} refactored on new values; "
-                f"the last took {self.info.get('seconds', 0.0):.3f} s")
-
     def view(self, pc, viewer):
-        if self.model is None:
-            viewer.printfASCII("  DD attention: not set up\n")
-            return
-        if self.source.kind in ("family", "family-rows"):
-            for line in family_source.view_lines(self.source) + [self._setups_line()]:
-                viewer.printfASCII(f"  {line}\n")
-            return
-        a, m = self.info["arch"], self.model
-        d = m.decomposition
-        lines = [f"DD attention preconditioner, {self.info['source']}",
-                 f"operator: {_describe(a['problem'])}, n={m.n}",
-                 f"{d.spec['kind']} N={d.spec['N']} ({d.N} subdomains), overlap delta={d.delta}, pou={d.pou}, "
-                 f"ranks holding them: {m.layout.domain_size if hasattr(m, 'layout') else 1}",
-                 f"local rank r={m.r} (largest subdomain {d.max_size}{': full' if m.r >= d.max_size else ''}), "
-                 f"coarse {d.coarse} n_0={d.coarse_size}, {_levels_text(m)}",
-                 f"{'symmetric (SPSD)' if m.symmetric else 'non-symmetric'}, "
-                 + ("exact parts by sparse Cholesky (A_i of the held subdomains, top block), nothing learned"
-                    if getattr(m, "exact", False) else
-                    f"{m.num_parameters():,} parameters, applied in {str(_dtype_of(m)).split('.')[-1]}"),
-                 f"layout: {'PETSc Scatter to the model rows' if self._scatter else 'Vec layout = model layout'}",
-                 f"coarse correction: {self.info['options']['correction']}"
-                 + (f" (Chebyshev degree {self._vcycle.degree} on [0.1, 1.1] x lambda_max(M1 A) = "
-                    f"{self._vcycle.lambda_max:.4g})" if self._vcycle is not None else "")
-                 + (", plus D^-1 (Jacobi, -pddattn_smoother)" if self._jacobi is not None else ""),
-                 (f"set-up from this rank's rows: A held on {self.info['rows_held']:,} of {m.n:,} rows (its "
-                  f"subdomains and the ring of its rows), never gathered" if self.info.get("from_rows") else
-                  "set-up from the whole operator, gathered on every rank" if self.info.get("gathered") else
-                  f"set-up on the stored model's problem ({self.info.get('built_from')}); the operator never "
-                  "gathered"),
-                 self._setups_line()]
-        if getattr(m, "exact", False) and m.last:
-            _, P = pc.getOperators()
-            nnz = int(P.getInfo(_petsc().Mat.InfoType.LOCAL)["nz_used"])
-            c = application_cost(m, self.info["options"]["correction"], nnz, degree=self.info["options"][
-                "chebyshev_degree"])
-            lines.append(f"cost model per application on this rank: {c['total'][0] / 1e6:.2f} Mflop, "
-                         f"{c['total'][1] / 1e6:.1f} MB streamed (local solves {c['local'][0] / 1e6:.2f} Mflop, "
-                         f"coarse {c['coarse'][0] / 1e6:.2f}, products with A {c['A'][0] / 1e6:.2f})")
-        if "training" in self.info:
-            t = self.info["training"]
-            lines.append(f"trained in setUp: {t['steps']} condition-loss steps in {t['seconds']:.2f} s, kappa "
-                         f"estimate {t['start']:.3g} -> {t['end']:.3g}")
-        for line in lines:
+        for line in view_lines(self, pc):
             viewer.printfASCII(f"  {line}\n")
 
 
@@ -352,26 +275,6 @@ def _in_precision(model, precision):
     if precision == "float32" and model.num_parameters() > 0:
         return model.to(torch.float32)
     return model
-
-
-def _dtype_of(model):
-    return next((p.dtype for p in model.parameters()), torch.float64)
-
-
-def _levels_text(model):
-    """'2 levels, top rank r0' or 'L levels: sizes n_1 -> ... -> top (rank r0), distributed/replicated'."""
-    levels = model.level_operators
-    if len(levels) == 1:
-        return f"2 levels, coarse rank r0={model.r0}"
-    sizes = [f"{m.n} ({'distributed' if m.spread else 'replicated'})" for m in levels[1:]]
-    sizes.append(f"top {levels[-1].decomposition.coarse_size} (replicated, rank {levels[-1].r0})")
-    return f"{model.levels} levels: " + " -> ".join(sizes)
-
-
-def _describe(spec):
-    if spec.get("family") == "operator":
-        return f"the operator given to the PC (grid {'x'.join(map(str, spec['grid']))})"
-    return spec_label(spec)
 
 
 def rank_deficiency(model):
