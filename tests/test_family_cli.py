@@ -303,30 +303,34 @@ def test_pddattn_solve_takes_a_family_model_on_a_users_matrix_file(trained, tmp_
     assert p.returncode == 0 and "(tolerance 1.0e-08 on the true residual: met)" in p.stdout, p.stdout + p.stderr
 
 
-def test_a_model_with_generated_coarse_functions_trains_applies_and_preconditions(tmp_path, capsys):
-    out = tmp_path / "gc"
-    assert cli.main(["train", "--factors", "generated", "--grid", "15x15", "--subdomains", "2x2", "--operators", "2",
-                     "--steps", "5", "--test-operators", "1", "--rank", "4", "--coarse-functions", "2",
-                     "--generator-width", "8", "--generator-depth", "2", "--out", str(out)]) == 0
+def _train_small(out, grid, boxes, *flags):
+    """A 5-step family model of rank 4 on two operators (a tiny generator): the CLI's return code."""
+    return cli.main(["train", "--factors", "generated", "--grid", grid, "--subdomains", boxes, "--operators", "2",
+                     "--steps", "5", "--test-operators", "1", "--rank", "4", "--generator-width", "8",
+                     "--generator-depth", "2", *flags, "--out", str(out)])
+
+
+def _applies_to_a_users_fields(out, tmp_path, capsys, refine):
     data = _triplets(tmp_path / "t.npz", count=1)
     assert cli.main(["apply", "--model", str(out / "checkpoint.pt"), "--data", str(data), "--out",
-                     str(tmp_path / "u.npy"), "--refine", "100", "--rtol", "1e-10"]) == 0
+                     str(tmp_path / "u.npy"), "--refine", str(refine), "--rtol", "1e-10"]) == 0
     assert "residual" in capsys.readouterr().out
+
+
+def test_a_model_with_generated_coarse_functions_trains_applies_and_preconditions(tmp_path, capsys):
+    out = tmp_path / "gc"
+    assert _train_small(out, "15x15", "2x2", "--coarse-functions", "2") == 0
+    _applies_to_a_users_fields(out, tmp_path, capsys, 100)
     assert cli.main(["train", "--factors", "generated", "--coarse-functions", "-1", "--out", str(tmp_path / "x")]) == 2
     assert "--coarse-functions must be 0 or more" in capsys.readouterr().err
 
 
 def test_a_model_with_a_generated_coarse_block_trains_applies_and_says_so_in_ksp_view(tmp_path, capsys):
     out = tmp_path / "gb"
-    assert cli.main(["train", "--factors", "generated", "--grid", "23x23", "--subdomains", "3x3", "--operators", "2",
-                     "--steps", "5", "--test-operators", "1", "--rank", "4", "--coarse-block", "generated",
-                     "--coarse-rank", "3", "--generator-width", "8", "--generator-depth", "2", "--out", str(out)]) == 0
+    assert _train_small(out, "23x23", "3x3", "--coarse-block", "generated", "--coarse-rank", "3") == 0
     spec, payload = family_run.load(out / "checkpoint.pt")
     assert (spec.coarse_block, spec.coarse_rank) == ("generated", 3) and "coarse_generator.net.4.weight" in payload["state"]
-    data = _triplets(tmp_path / "t.npz", count=1)
-    assert cli.main(["apply", "--model", str(out / "checkpoint.pt"), "--data", str(data), "--out",
-                     str(tmp_path / "u.npy"), "--refine", "200", "--rtol", "1e-10"]) == 0
-    assert "residual" in capsys.readouterr().out
+    _applies_to_a_users_fields(out, tmp_path, capsys, 200)
     for flags, message in ((["--coarse-rank", "3"], "--coarse-rank applies to --factors generated with --coarse-block "
                                                     "generated only"),
                            (["--coarse-block", "generated", "--coarse-functions", "2"], "needs --coarse q1 and no "
@@ -338,11 +342,12 @@ def test_a_model_with_a_generated_coarse_block_trains_applies_and_says_so_in_ksp
 
 
 def test_ritz_local_factors_train_and_a_spec_stored_before_them_reads_as_direct(tmp_path, capsys):
+    """--local-factors ritz trained for the preconditioner (--loss condition); specs stored without them read as
+    the direct form."""
     out = tmp_path / "rz"
-    assert cli.main(["train", "--factors", "generated", "--grid", "23x23", "--subdomains", "3x3", "--operators", "2",
-                     "--steps", "5", "--test-operators", "1", "--rank", "4", "--local-factors", "ritz",
-                     "--generator-width", "8", "--generator-depth", "2", "--out", str(out)]) == 0
-    assert family_run.load(out / "checkpoint.pt")[0].local == "ritz"
+    assert _train_small(out, "23x23", "3x3", "--local-factors", "ritz", "--loss", "condition") == 0
+    spec = family_run.load(out / "checkpoint.pt")[0]
+    assert (spec.local, spec.loss) == ("ritz", "condition")
     old = {k: v for k, v in family_run.FamilySpec().to_dict().items() if k != "local"}
     assert family_run.FamilySpec.from_dict(old).local == "direct"
     assert cli.main(["train", "--local-factors", "ritz", "--out", str(tmp_path / "y")]) == 2
