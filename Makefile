@@ -105,6 +105,9 @@ bench-family: setup
 	$(PY) benchmarks/family.py --data ones --operators 16,64,256,1000 --unroll 1 --free --out benchmarks/results
 	$(VENV)/bin/pddattn train --factors generated --operators 64 --steps 2000 --out $(OUT)/fam63 --overwrite
 	$(PY) benchmarks/family_pc.py --model $(OUT)/fam63/checkpoint.pt --out benchmarks/results
+	$(VENV)/bin/pddattn train --factors generated --local-factors ritz --loss condition --operators 64 \
+		--steps 2000 --out $(OUT)/famritz --overwrite
+	$(PY) benchmarks/family_pc.py --model $(OUT)/famritz/checkpoint.pt --name family_pc_ritz --out benchmarks/results
 
 # The Darcy benchmark (hours): its data regenerated (about 40 minutes), then every model's training.
 bench-darcy: setup
