@@ -1,9 +1,9 @@
 """Shared by the reproduction benchmarks: one training run with its honest reference error."""
 from __future__ import annotations
 
-import dataclasses
 import time
 
+from pddattn.assembly import assemble
 from pddattn.capacity import global_capacity, schwarz_start_error
 from pddattn.train import train
 
@@ -13,16 +13,16 @@ CONFIG_KEYS = ("model", "problem", "n", "grid", "coefficient", "data", "modes", 
 
 def run_one(base, problem=None, **changes):
     """Train ``base`` with ``changes``; add the global capacity or the DD Schwarz start, and wall time."""
-    cfg = dataclasses.replace(base, **changes)
+    cfg = base.replace(**changes)
     wall = time.perf_counter()
     model, summary = train(cfg, out=None, problem=problem)
     summary["wall"] = time.perf_counter() - wall
     problem = problem or model.problem
-    if cfg.model == "global":
+    if cfg.model.kind == "global":
         summary["capacity"] = global_capacity(cfg, problem, model.train_data)[0]
     else:
         summary["schwarz_start"] = schwarz_start_error(cfg, problem, model.train_data)
-    summary["config"] = {k: getattr(cfg, k) for k in CONFIG_KEYS}
+    summary["config"] = {k: cfg.to_dict()[k] for k in CONFIG_KEYS}
     summary.pop("history_tensors", None)
     return summary
 
@@ -53,10 +53,10 @@ def references_for(config):
     from pddattn.parallel.layout import SerialLayout
     from pddattn.train import TrainConfig, TrainData
     cfg = TrainConfig.from_dict({k: v for k, v in config.items() if v is not None or k == "coarse_rank"})
-    problem, arch, sampler, hierarchy = cfg.build()
+    problem, arch, sampler, hierarchy = assemble(cfg)
     model = model_from_architecture(arch, problem=problem, hierarchy=hierarchy)
     data = TrainData(cfg, model, SerialLayout(), sampler)
-    if cfg.model == "global":
+    if cfg.model.kind == "global":
         return {"capacity": global_capacity(cfg, problem, data)[0]}
     return {"schwarz_start": schwarz_start_error(cfg, problem, data, hierarchy)}
 

@@ -110,7 +110,7 @@ def free_model(side, boxes, steps, kind, seeds=HELD_OUT[:4]):
     from pddattn.train import train
     errors, seconds = [], []
     for seed in seeds:
-        cfg = TrainConfig(model="dd", problem="diffusion2d", grid=f"{side}x{side}", coefficient="darcy",
+        cfg = TrainConfig.of(model="dd", problem="diffusion2d", grid=f"{side}x{side}", coefficient="darcy",
                           coefficient_seed=seed, subdomains=f"{boxes}x{boxes}", overlap=2, coarse_space="q1",
                           rank=16, symmetric=True, data="solve", steps=steps, dtype="float64", eval_every=steps,
                           checkpoint_every=10**9, test_size=64)

@@ -25,7 +25,6 @@ table's second part. Output: fno_compare.json, .md and one PNG per problem
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -35,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pddattn.assembly import assemble  # noqa: E402
 from pddattn.budget import dd_at_budget, fno_at_budget, global_at_budget  # noqa: E402
 from pddattn.capacity import global_capacity, schwarz_start_error  # noqa: E402
 from pddattn.compare import THRESHOLDS, pyplot, reached  # noqa: E402
@@ -56,7 +56,7 @@ FNO_LRS, GLOBAL_LRS = (1e-3, 3e-3, 1e-2), (3e-3, 1e-2, 3e-2)
 
 def run_cell(base, model, problem, **changes):
     """Train one model; its error, parameters, seconds, reference and history."""
-    cfg = dataclasses.replace(base, model=model, **changes)
+    cfg = base.replace(model=model, **changes)
     wall = time.perf_counter()
     trained, summary = train(cfg, problem=problem)
     row = {k: summary[k] for k in ("parameters", "steps", "time", "test_error", "history")}
@@ -121,9 +121,9 @@ def run_cells(args, results, path):
         spec = PROBLEMS[name]
         dim = 2 if "grid" in spec else 1
         steps = args.steps_2d if dim == 2 else args.steps_1d
-        base = TrainConfig(**spec, subdomains="4x4" if dim == 2 else 32, steps=steps, batch=args.batch, eval_every=max(steps // 20, 1), test_size=256,
+        base = TrainConfig.of(**spec, subdomains="4x4" if dim == 2 else 32, steps=steps, batch=args.batch, eval_every=max(steps // 20, 1), test_size=256,
                            warmup=max(steps // 20, 1), dtype="float32", seed=0)
-        problem = base.validate().build().problem
+        problem = assemble(base.validate()).problem
         grid = tuple(problem.grid)
         key_sweep = f"{dim}d"
         if key_sweep not in results["sweeps"]:
@@ -152,7 +152,7 @@ def run_cells(args, results, path):
                     probe = run_cell(base, model, problem, steps=3, eval_every=3, warmup=1, **changes)
                     per_step = probe["time"] / 3
                     results["cells"][key] = {"skipped": f"{per_step:.2f} s per step measured here: "
-                                                        f"{per_step * base.steps / 60:.0f} min for {base.steps} "
+                                                        f"{per_step * base.optim.steps / 60:.0f} min for {base.optim.steps} "
                                                         f"steps on this 2-core CPU", "config": changes}
                 else:
                     print(f"{key}: {changes}", flush=True)

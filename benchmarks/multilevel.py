@@ -139,7 +139,7 @@ def accuracy(steps):
     from common import best_global, run_one
     from pddattn.models import problem_of
     from pddattn.train import TrainConfig
-    base = TrainConfig(n=4095, subdomains=256, overlap=2, steps=steps, eval_every=max(steps // 20, 1),
+    base = TrainConfig.of(n=4095, subdomains=256, overlap=2, steps=steps, eval_every=max(steps // 20, 1),
                        dtype="float32", test_size=128, checkpoint_every=10**9)
     problem = problem_of(base.to_dict())
     runs = []

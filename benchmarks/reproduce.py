@@ -171,7 +171,7 @@ def main(argv=None):
     for n in sizes:
         for K in (16, 64, n):
             key_modes = "n" if K == n else str(K)
-            base = TrainConfig(n=n, modes=K, steps=steps, eval_every=max(steps // 40, 1), dtype="float32",
+            base = TrainConfig.of(n=n, modes=K, steps=steps, eval_every=max(steps // 40, 1), dtype="float32",
                                checkpoint_every=10**9)
             runs = [best_global(base, None, r, global_lrs) for r in global_ranks]
             for (N, delta, r, r0) in DD_CONFIGS[n][: 2 if args.quick else None]:

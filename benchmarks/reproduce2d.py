@@ -123,7 +123,7 @@ def main(argv=None):
         results["headline"] = {k: h for k, h in old["headline"].items() if k.split("|")[1] not in keep}
     for side in grids:
         for family, coefficient, data in problems:
-            base = TrainConfig(problem=family, grid=f"{side}x{side}", coefficient=coefficient, data=data,
+            base = TrainConfig.of(problem=family, grid=f"{side}x{side}", coefficient=coefficient, data=data,
                                steps=steps, eval_every=max(steps // 20, 1), dtype="float32", test_size=128,
                                checkpoint_every=10**9)
             problem = problem_of(base.to_dict())

@@ -51,14 +51,15 @@ def worker(args):
     """Runs under mpirun: time training steps of one configuration."""
     import torch
     torch.set_num_threads(1)
+    from pddattn.assembly import assemble
     from pddattn.models import model_from_architecture
     from pddattn.parallel.layout import make_layout
     from pddattn.train import TrainConfig, TrainData, make_optimizer, train_step
-    cfg = TrainConfig(n=args.n, subdomains=args.N, overlap=args.delta, rank=args.r, coarse_rank=args.r0,
+    cfg = TrainConfig.of(n=args.n, subdomains=args.N, overlap=args.delta, rank=args.r, coarse_rank=args.r0,
                       levels=args.levels, top_size=args.top_size, modes=16, batch=args.batch, steps=10**9, warmup=0,
                       test_size=1, dtype="float64")
     layout = make_layout(1, comm=_world())
-    problem, arch, sampler, hierarchy = cfg.build()
+    problem, arch, sampler, hierarchy = assemble(cfg)
     model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64, hierarchy=hierarchy)
     optimizer = make_optimizer(model, 1e-3)
     data = TrainData(cfg, model, layout, sampler)

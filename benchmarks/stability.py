@@ -35,7 +35,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     rows = []
     for model, beta2, lr in VARIANTS:
-        cfg = TrainConfig(model=model, rank=8 if model == "dd" else 64, beta2=beta2, lr=lr, steps=args.steps,
+        cfg = TrainConfig.of(model=model, rank=8 if model == "dd" else 64, beta2=beta2, lr=lr, steps=args.steps,
                           checkpoint_every=10**9)
         _, s = train(cfg)
         errors = [r["test_error"] for r in s["history"]]

@@ -10,6 +10,9 @@ with variable coefficients, or a user's matrix), compared with the global
 low-rank attention Q K^T, run under MPI and usable as a PETSc preconditioner
 (``-pc_type python -pc_python_type pddattn.petsc.DDAttentionPC``).
 """
+import torch
+
+from .checkpoint import load_model
 from .decomposition import Decomposition, algebraic, boxes, intervals
 from .operators import DDAttention, GlobalAttention
 from .problems import make_problem, make_sampler
@@ -26,6 +29,4 @@ def load(path, dtype=None):
     >>> model = pddattn.load("runs/dd/checkpoint.pt")      # doctest: +SKIP
     >>> M = model.dense()                                 # n x n, M^-1
     """
-    import torch
-    from .checkpoint import load_model
     return load_model(path, dtype=dtype or torch.float64)[0]

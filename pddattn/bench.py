@@ -32,7 +32,7 @@ def _sync(device):
 def time_steps(model, f, u, repeats, layout=None):
     """Seconds per training step (the training loop's own step), mean over ``repeats``."""
     layout = layout or SerialLayout()
-    cfg = TrainConfig(steps=10**9, warmup=0)
+    cfg = TrainConfig.of(steps=10**9, warmup=0)
     optimizer = make_optimizer(model, 1e-3)
     train_step(model, optimizer, (f, u), 0, cfg, layout)  # warm-up
     _sync(f.device)

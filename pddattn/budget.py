@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 from .decomposition import decomposition_from_spec
+from .fno import FNOOperator
 from .models import decomposition_spec
 
 __all__ = ["dd_at_budget", "global_at_budget", "fno_at_budget"]
@@ -75,7 +76,6 @@ def global_at_budget(n, budget, symmetric):
 
 def fno_at_budget(grid, budget):
     """(width, modes, parameters) of the 4-layer FNO nearest ``budget``, preferring 16 modes."""
-    from .fno import FNOOperator
     best = None
     for m in FNO_MODES:
         if m > max(grid) // 2 + 1:

@@ -45,11 +45,11 @@ REGRESSION_PAIRS = 4096  # training pairs the regression is fitted to (its cost 
 
 
 def global_capacity(cfg, problem, data):
-    """(capacity, what it is) of a rank-cfg.rank global model on the run's test set (serial data)."""
+    """(capacity, what it is) of a rank-cfg.model.rank global model on the run's test set (serial data)."""
     f, u = data.test
     if problem.has_operator:
-        return truncated_inverse_error(problem, f, u, cfg.rank), "truncated A^-1, best rank-r"
-    return regression_capacity(data.sampler.pairs, f, u, cfg.rank)
+        return truncated_inverse_error(problem, f, u, cfg.model.rank), "truncated A^-1, best rank-r"
+    return regression_capacity(data.sampler.pairs, f, u, cfg.model.rank)
 
 
 def regression_capacity(pairs, f_test, u_test, r, limit=REGRESSION_PAIRS):

@@ -44,7 +44,9 @@ import scipy.sparse as sp
 import torch
 
 from .errors import CheckpointError
-from .operators import renamed
+from .models import model_from_architecture, upgrade_architecture
+from .operators import LOADED, renamed
+from .parallel.layout import SerialLayout
 from .problems import problem_from_spec
 from .problems.families import Problem
 
@@ -121,7 +123,6 @@ def _today_names(payload):
 
 def architecture_of(payload):
     """The payload's architecture in today's form (version 1 meant the 1D Laplacian)."""
-    from .models import upgrade_architecture
     return upgrade_architecture(payload["architecture"])
 
 
@@ -389,9 +390,6 @@ def load_model(path, layout=None, dtype=torch.float64, device=None):
         When given (an MPI layout), a DistributedDDAttention on its domain
         group; otherwise a serial module.
     """
-    from .models import model_from_architecture
-    from .operators import LOADED
-    from .parallel.layout import SerialLayout
     layout = layout or SerialLayout()
     payload = read_collective(path, layout)
     # Zero factors, filled by restore(): no initialisation to compute, so no A, pairs or data are needed.

@@ -14,19 +14,26 @@ exit status 2. An unexpected exception on one MPI rank aborts the whole job
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import json
 import os
 import sys
 import textwrap
 import time
+import traceback
 
-from .config import TrainConfig
+import torch
+
+from . import checkpoint
+from .bench import format_step_times, step_time_comparison
+from .compare import compare, format_table, parse_baselines, plot_curves
+from .config import FLAT, TrainConfig
 from .errors import CollectiveError, ConfigurationError
 from .family_cli import add_apply_parser, add_data_parser, add_family_options, cmd_apply, cmd_data, \
     refuse_family_flags, train_generated
-from .parallel.layout import make_layout
+from .parallel.layout import launched_under_mpi, make_layout
 from .problems import COEFFICIENTS, DATA_KINDS, FAMILIES
 from .problems.pairs import is_data_file
+from .train import device_missing, train
 
 # Errors every rank raises alike (validated before any communication): a clean exit.
 COLLECTIVE_ERRORS = (CollectiveError,)
@@ -54,7 +61,7 @@ def _add_model_options(p, model=True):
         g.add_argument("--model", choices=("dd", "global", "fno"), default=None,
                        help="operator to train (default dd; fno: the FNO baseline, extra [fno])")
     g.add_argument("--problem", choices=FAMILIES, help="the operator A (default laplace1d; data: none, the pairs of --data FILE alone)")
-    g.add_argument("--n", type=int, help=f"interior nodes of a 1D grid (default {_DEFAULTS.n})")
+    g.add_argument("--n", type=int, help=f"interior nodes of a 1D grid (default {_DEFAULTS.problem.n})")
     g.add_argument("--grid", help="grid shape, 1023 or 127x127 (default: --n)")
     g.add_argument("--coefficient", help=f"coefficient field: const, smooth:C, jump:C, lognormal:S, darcy "
                                          f"(kinds {', '.join(COEFFICIENTS)}; default const)")
@@ -65,8 +72,8 @@ def _add_model_options(p, model=True):
                    help="subdomain builder (default: intervals in 1D, boxes in 2D, algebraic for a matrix)")
     g.add_argument("--coarse", dest="coarse_space", choices=("hat", "q1", "harmonic", "nicolaides", "none"),
                    help="coarse space (default: hat for intervals, q1 for boxes, harmonic for algebraic)")
-    g.add_argument("--overlap", type=int, help=f"delta, overlap in nodes (default {_DEFAULTS.overlap})")
-    g.add_argument("--rank", type=int, help=f"rank of each block (default {_DEFAULTS.rank})")
+    g.add_argument("--overlap", type=int, help=f"delta, overlap in nodes (default {_DEFAULTS.model.overlap})")
+    g.add_argument("--rank", type=int, help=f"rank of each block (default {_DEFAULTS.model.rank})")
     g.add_argument("--coarse-rank", type=_positive_or_none, help="coarse rank r0 (default: full, N - 1; "
                                                                  "the top level's with --levels)")
     g.add_argument("--levels", type=int, help="2: dense coarse block (default); L > 2: multilevel DD attention")
@@ -80,9 +87,9 @@ def _add_model_options(p, model=True):
                    help="drop the coarse term: the same as --coarse none")
     g.add_argument("--init", choices=("random", "schwarz"), help="initial factors (default random)")
     g.add_argument("--init-scale", type=float, help="random init std in natural units (default 0.1)")
-    g.add_argument("--fno-width", type=int, help=f"FNO hidden channels (default {_DEFAULTS.fno_width})")
-    g.add_argument("--fno-modes", type=int, help=f"FNO Fourier modes per axis (default {_DEFAULTS.fno_modes})")
-    g.add_argument("--fno-layers", type=int, help=f"FNO Fourier layers (default {_DEFAULTS.fno_layers})")
+    g.add_argument("--fno-width", type=int, help=f"FNO hidden channels (default {_DEFAULTS.model.fno_width})")
+    g.add_argument("--fno-modes", type=int, help=f"FNO Fourier modes per axis (default {_DEFAULTS.model.fno_modes})")
+    g.add_argument("--fno-layers", type=int, help=f"FNO Fourier layers (default {_DEFAULTS.model.fno_layers})")
 
 
 def _add_training_options(p):
@@ -97,19 +104,19 @@ def _add_training_options(p):
                         "nx), or a folder with f.npy and u.npy (read memory-mapped); without --problem or "
                         "--matrix no A is used")
     g.add_argument("--test-fraction", type=float, help="held-out share of a pairs file without f_test/u_test "
-                                                       f"(default {_DEFAULTS.test_fraction}, split by --seed)")
+                                                       f"(default {_DEFAULTS.data.test_fraction}, split by --seed)")
     g.add_argument("--modes", type=int, help="K, Fourier modes (default n: many-mode data)")
     g.add_argument("--alpha", type=float, help="spectral decay of the coefficients (default 0)")
-    g.add_argument("--steps", type=int, help=f"optimiser steps (default {_DEFAULTS.steps})")
-    g.add_argument("--batch", type=int, help=f"global batch size (default {_DEFAULTS.batch})")
-    g.add_argument("--lr", type=float, help=f"relative learning rate (default {_DEFAULTS.lr})")
-    g.add_argument("--beta2", type=float, help=f"Adam's second-moment decay (default {_DEFAULTS.beta2})")
-    g.add_argument("--warmup", type=int, help=f"warm-up steps (default {_DEFAULTS.warmup})")
+    g.add_argument("--steps", type=int, help=f"optimiser steps (default {_DEFAULTS.optim.steps})")
+    g.add_argument("--batch", type=int, help=f"global batch size (default {_DEFAULTS.optim.batch})")
+    g.add_argument("--lr", type=float, help=f"relative learning rate (default {_DEFAULTS.optim.lr})")
+    g.add_argument("--beta2", type=float, help=f"Adam's second-moment decay (default {_DEFAULTS.optim.beta2})")
+    g.add_argument("--warmup", type=int, help=f"warm-up steps (default {_DEFAULTS.optim.warmup})")
     g.add_argument("--seed", type=int, help="seed of data and init (default 0)")
     g.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
     g.add_argument("--device", help="torch device (default cpu)")
-    g.add_argument("--eval-every", type=int, help=f"steps between test evaluations (default {_DEFAULTS.eval_every})")
-    g.add_argument("--test-size", type=int, help=f"held-out samples (default {_DEFAULTS.test_size})")
+    g.add_argument("--eval-every", type=int, help=f"steps between test evaluations (default {_DEFAULTS.run.eval_every})")
+    g.add_argument("--test-size", type=int, help=f"held-out samples (default {_DEFAULTS.data.test_size})")
     g.add_argument("--target", type=float, help="stop at this test error (default: run all steps)")
     g.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 1000)")
     g.add_argument("--data-parallel", type=int, help="R data replicas under mpirun (default 1)")
@@ -194,14 +201,14 @@ def build_parser():
 def config_from_args(args, base=None):
     """A TrainConfig from parsed arguments: explicit ones override ``base``."""
     base = base or TrainConfig()
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = set(FLAT)
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     for k in ("data", "matrix"):  # files by absolute path: the run can be resumed from any folder
         if k in given and (k == "matrix" or is_data_file(given[k])) and os.path.exists(given[k]):
             given[k] = os.path.abspath(given[k])
     if is_data_file(given.get("data")) and not given.get("problem") and not given.get("matrix"):
         given["problem"] = "data"  # the user's pairs alone: no A
-    return dataclasses.replace(base, **given), given
+    return base.replace(**given), given
 
 
 def _cmd_train(args, layout):
@@ -209,11 +216,10 @@ def _cmd_train(args, layout):
         train_generated(args, layout)
         return
     refuse_family_flags(args)
-    from .train import train
     cfg, given = config_from_args(args)
     if args.resume and not args.out:
         raise ConfigurationError("--resume needs --out, the folder of the run to continue")
-    out = args.out or layout.bcast(time.strftime(f"runs/{cfg.model}-%Y%m%d-%H%M%S"))
+    out = args.out or layout.bcast(time.strftime(f"runs/{cfg.model.kind}-%Y%m%d-%H%M%S"))
     stored = _stored_run(out, layout)
     if args.resume:
         if stored is None:
@@ -233,7 +239,6 @@ def _cmd_train(args, layout):
 
 def _stored_run(out, layout):
     """The checkpoint payload of the run in ``out``, or None where there is none (decided on the root)."""
-    from . import checkpoint
     path = os.path.join(out, "checkpoint.pt")
     if not layout.bcast(os.path.isfile(path)):
         return None
@@ -246,14 +251,15 @@ _MAY_CHANGE_ON_RESUME = ("steps", "target", "eval_every", "checkpoint_every", "d
 def _resumed_config(out, payload, given):
     """The stored run's config with the flags that may change; one line for a clash or a finished run."""
     stored = TrainConfig.from_dict(payload["config"])
+    flat = stored.to_dict()
     for k, v in given.items():
-        if k not in _MAY_CHANGE_ON_RESUME and not _same_setting(k, getattr(stored, k), v):
-            raise ConfigurationError(f"the run in {out} has --{k.replace('_', '-')} {getattr(stored, k)!r}, not "
+        if k not in _MAY_CHANGE_ON_RESUME and not _same_setting(k, flat[k], v):
+            raise ConfigurationError(f"the run in {out} has --{k.replace('_', '-')} {flat[k]!r}, not "
                                      f"{v!r}; resume with the run's own settings")
-    cfg = dataclasses.replace(stored, **{k: v for k, v in given.items() if k in _MAY_CHANGE_ON_RESUME})
+    cfg = stored.replace(**{k: v for k, v in given.items() if k in _MAY_CHANGE_ON_RESUME})
     step = payload["progress"]["step"]
-    if step >= cfg.steps:
-        raise ConfigurationError(f"the run in {out} is finished (step {step} of --steps {cfg.steps}); to "
+    if step >= cfg.optim.steps:
+        raise ConfigurationError(f"the run in {out} is finished (step {step} of --steps {cfg.optim.steps}); to "
                                  f"continue it, resume with more --steps (e.g. --steps {2 * max(step, 1)})")
     return cfg
 
@@ -269,7 +275,6 @@ def _same_setting(name, old, new):
 
 
 def _cmd_compare(args, layout):
-    from .compare import compare, format_table, parse_baselines, plot_curves
     if layout.world_size > 1:
         raise ConfigurationError("compare runs on one process; use `mpirun ... pddattn train` for MPI runs")
     cfg, given = config_from_args(args)
@@ -305,15 +310,12 @@ def _cmd_solve(args, layout):
 
 
 def _cmd_bench(args, layout):
-    from .bench import step_time_comparison, format_step_times
-    from .train import device_missing
     if device_missing(args.device):
         raise ConfigurationError(device_missing(args.device))
     result = step_time_comparison(args.n, args.subdomains, args.overlap, args.rank, args.batch,
                                   args.repeats, args.dtype, args.device, levels=args.levels)
     print(format_step_times(result))
     if args.json:
-        import json
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1)
 
@@ -386,7 +388,6 @@ def _out_of_memory(exc):
 
 def _world():
     """COMM_WORLD when launched by mpirun with more than one rank, else None (no MPI import)."""
-    from .parallel.layout import launched_under_mpi
     if not launched_under_mpi():
         return None
     from mpi4py import MPI
@@ -395,7 +396,6 @@ def _world():
 
 def _abort(world):
     """Print this rank's traceback and end the whole MPI job (MPI_Abort)."""
-    import traceback
     print(f"pddattn: rank {world.Get_rank()} failed; aborting all {world.Get_size()} ranks", file=sys.stderr)
     traceback.print_exc()
     sys.stderr.flush()
@@ -429,7 +429,6 @@ def _is_number(text):
 
 def _limit_threads(layout):
     """One team of torch threads per core: ranks sharing a node split its cores."""
-    import torch
     if layout.world_size > 1:
         from mpi4py import MPI
         local = layout.comm.Split_type(MPI.COMM_TYPE_SHARED)

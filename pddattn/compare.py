@@ -19,10 +19,11 @@ trained on the same batches and test set with its own recipe.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
+from .assembly import assemble, data_kind
+from .budget import dd_at_budget, fno_at_budget, global_at_budget
 from .capacity import global_capacity, schwarz_start_error
 from .errors import ConfigurationError
 from .train import train
@@ -60,7 +61,7 @@ def compare(base, global_rank=64, global_lr=None, dd_lr=None, out="runs/compare"
     parameters (DD's decomposition and ranks, the global rank, the FNO's width and
     modes) instead of ``base``, ``global_rank`` and ``base.fno_*``.
     """
-    if base.steps < 1 or (global_steps is not None and global_steps < 1):
+    if base.optim.steps < 1 or (global_steps is not None and global_steps < 1):
         raise ConfigurationError("compare trains every model: --steps (and --global-steps) must be >= 1; "
                                  "`pddattn train --steps 0` saves an untrained model")
     out = Path(out)
@@ -69,23 +70,23 @@ def compare(base, global_rank=64, global_lr=None, dd_lr=None, out="runs/compare"
         problem, sizes = _sizes_at_budget(base, budget, baselines)
         echo(f"--budget {budget:,}: " + "; ".join(f"{k} {v['config']} ({v['parameters']:,} parameters)"
                                                   for k, v in sizes.items()))
-        base = dataclasses.replace(base, **sizes["dd"]["config"])
+        base = base.replace(**sizes["dd"]["config"])
         global_rank = sizes.get("global", {}).get("config", {}).get("rank", global_rank)
         if "fno" in sizes:
-            base = dataclasses.replace(base, **sizes["fno"]["config"])
+            base = base.replace(**sizes["fno"]["config"])
     runs = {}
     if "global" in baselines:
-        runs["global"] = dataclasses.replace(base, model="global", rank=global_rank, lr=global_lr or base.lr,
-                                             steps=global_steps or base.steps)
+        runs["global"] = base.replace(model="global", rank=global_rank, lr=global_lr or base.optim.lr,
+                                     steps=global_steps or base.optim.steps)
     if "fno" in baselines:
-        runs["fno"] = dataclasses.replace(base, model="fno", lr=fno_lr or FNO_LR)
-    runs["dd"] = dataclasses.replace(base, model="dd", lr=dd_lr or base.lr)
+        runs["fno"] = base.replace(model="fno", lr=fno_lr or FNO_LR)
+    runs["dd"] = base.replace(model="dd", lr=dd_lr or base.optim.lr)
     for cfg in runs.values():
         cfg.validate()  # every model's configuration (the FNO's extra included) before any training
-    problem, _, _, hierarchy = runs["dd"].build(problem)  # the DD model and its Schwarz start share the levels
-    results = {"config": {name: cfg.to_dict() for name, cfg in runs.items()}, "problem": problem.spec(),
+    problem, _, _, hierarchy = assemble(runs["dd"], problem)  # the DD model and its Schwarz start share the levels
+    results = {"config": {name: cfg.as_run(problem).to_dict() for name, cfg in runs.items()}, "problem": problem.spec(),
                **({"budget": {"parameters": budget, "rule": "pddattn.budget", **sizes}} if sizes else {}),
-               "data": problem.pairs.describe() if problem.pairs is not None else {"kind": base.data_kind(problem)},
+               "data": problem.pairs.describe() if problem.pairs is not None else {"kind": data_kind(base, problem)},
                "models": {}}
     for name, cfg in runs.items():
         echo(f"training {name} ...")
@@ -107,8 +108,7 @@ def compare(base, global_rank=64, global_lr=None, dd_lr=None, out="runs/compare"
 
 def _sizes_at_budget(base, budget, baselines):
     """(problem, {model: {"config": changes, "parameters": count}}) by the rules of pddattn.budget."""
-    from .budget import dd_at_budget, fno_at_budget, global_at_budget
-    problem = dataclasses.replace(base, model="global").validate().build().problem  # no decomposition yet
+    problem = assemble(base.replace(model="global").validate()).problem  # no decomposition yet
     try:
         changes, params = dd_at_budget(base, problem, budget)
         sizes = {"dd": {"config": changes, "parameters": params}}
@@ -116,7 +116,7 @@ def _sizes_at_budget(base, budget, baselines):
             rank, params = global_at_budget(problem.n, budget, changes["symmetric"])
             sizes["global"] = {"config": {"rank": rank, "symmetric": changes["symmetric"]}, "parameters": params}
         if "fno" in baselines:
-            dataclasses.replace(base, model="fno").validate()  # the extra's one-line error first
+            base.replace(model="fno").validate()  # the extra's one-line error first
             w, m, params = fno_at_budget(tuple(problem.grid), budget)
             sizes["fno"] = {"config": {"fno_width": w, "fno_modes": m}, "parameters": params}
     except ValueError as exc:

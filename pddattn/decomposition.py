@@ -20,14 +20,17 @@ through A's graph, as PCASM's overlap). The kernels only ever see :meth:`Decompo
 from __future__ import annotations
 
 import copy
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.csgraph import shortest_path
 
 from .coarse import attach_coarse, interior_blocks
+from .parallel.ghosts import GhostExchange
 from .schwarz import galerkin
 
-__all__ = ["Decomposition", "POU_KINDS", "DECOMPOSITIONS", "PARTITIONS", "intervals", "boxes", "algebraic",
+__all__ = ["Decomposition", "DecompositionLike", "POU_KINDS", "DECOMPOSITIONS", "PARTITIONS", "intervals", "boxes", "algebraic",
            "decomposition_from_spec", "parse_subdomains", "split_sizes", "same_structure"]
 
 POU_KINDS = ("count", "smooth")
@@ -60,6 +63,44 @@ def parse_subdomains(text):
     if not 1 <= len(parts) <= 2 or min(parts) < 1:
         raise ValueError(f"--subdomains must be positive (32 or 4x4), got {text!r}")
     return parts
+
+
+@runtime_checkable
+class DecompositionLike(Protocol):
+    """What the operators, the hierarchy and the PC read of a decomposition.
+
+    A :class:`Decomposition` (every subdomain) and a rank's
+    :class:`~pddattn.parallel.share.DecompositionShare` (the subdomains it
+    holds, Phi at its rows) both answer it; callers ask through these members
+    only, never for the concrete type.
+    """
+
+    n: int  # nodes
+    N: int  # subdomains
+    spec: dict  # the builder's parameters (what checkpoints store)
+    pou: str  # 'count' or 'smooth'
+    delta: int  # overlap in layers
+    coarse: str  # the coarse space's kind ('none': one level)
+    sizes: object  # n_i of every subdomain
+    max_size: int  # L, the padded subdomain length
+    coarse_size: int  # n_0
+    whole: bool  # every subdomain and all of Phi held here (a share: False)
+
+    def held_sizes(self, held): ...
+
+    def held_subdomains(self, held): ...
+
+    def held_indices(self, held, pad=-1): ...  # R_i of the held subdomains, (len(held), L), pad past n_i
+
+    def held_pou_weights(self, held): ...  # D_i of the held subdomains, (len(held), L), 0 past n_i
+
+    def phi_rows(self, rows): ...  # Phi at the given (own) rows, sparse
+
+    def coarse_operator(self, problem): ...  # A_0 = Phi^T A Phi
+
+    def exchange_plan(self, holdings, rank, comm=None, stats=None): ...  # the ghost exchange of held subdomains
+
+    def to_dict(self): ...
 
 
 class Decomposition:
@@ -116,7 +157,7 @@ class Decomposition:
     @property
     def contiguous(self):
         """True when every core and subdomain is a node range (what the 1D MPI exchange needs)."""
-        return hasattr(self, "core_bounds")
+        return self.spec.get("kind") == "intervals"
 
     @property
     def whole(self):
@@ -193,7 +234,6 @@ class Decomposition:
 
     def exchange_plan(self, holdings, rank, comm=None, stats=None):
         """The ghost exchange of rank ``rank``'s subdomains, from the index sets every rank holds."""
-        from .parallel.ghosts import GhostExchange
         return GhostExchange.of_decomposition(self, holdings, rank, comm, stats)
 
     def interior_blocks(self):
@@ -370,7 +410,6 @@ def _bisect(G, nodes, N):
 
 def _peripheral_distance(G):
     """Breadth-first distance of every node from a pseudo-peripheral one (two sweeps; unreachable last)."""
-    from scipy.sparse.csgraph import shortest_path
     start = 0
     for _ in range(2):
         dist = shortest_path(G, unweighted=True, indices=start)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
+from scipy.sparse.linalg import splu
 
 from .patterns import canonical
 from .problems.families import block_diagonal
@@ -25,7 +26,6 @@ __all__ = ["BlockDiagonalSolve", "SparseSolve", "application_cost", "factor_pack
 
 def sparse_lu(A):
     """SuperLU of a sparse SPD matrix in symmetric mode (diagonal pivots, AMD on A + A^T)."""
-    from scipy.sparse.linalg import splu
     return splu(sp.csc_matrix(A), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
                 options={"SymmetricMode": True})
 

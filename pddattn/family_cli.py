@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
+from . import family_run
+from .apply import apply_main
+from .decomposition import parse_subdomains
 from .errors import ConfigurationError
+from .problems import darcy_data
+from .problems.families import parse_grid
+from .problems.triplets import read_triplets
 
 __all__ = ["add_family_options", "add_apply_parser", "add_data_parser", "refuse_family_flags", "train_generated",
            "cmd_apply", "cmd_data"]
@@ -95,8 +102,6 @@ _NOT_GENERATED = ("model", "n", "matrix", "decomposition", "levels", "top_size",
 
 def train_generated(args, layout):
     """``train --factors generated``: one model for a family (family_run.py)."""
-    from . import family_run
-    from .problems.families import parse_grid
     given = [k for k in _NOT_GENERATED if getattr(args, k, None) not in (None, False)]
     if given:
         raise ConfigurationError(f"--{given[0].replace('_', '-')} does not apply to --factors generated")
@@ -109,7 +114,6 @@ def train_generated(args, layout):
     grid = parse_grid(args.grid or "63x63")
     data_file = args.data is not None and str(args.data).endswith((".npz", ".h5", ".hdf5"))
     if data_file:  # a user's family: the triplets' grid, all their training and test members by default
-        from .problems.triplets import read_triplets
         train, test = (read_triplets(args.data, split) for split in ("train", "test"))
         if args.grid and parse_grid(args.grid) != train.grid:
             raise ConfigurationError(f"--grid {args.grid}: the triplets in {args.data} are on the "
@@ -120,7 +124,6 @@ def train_generated(args, layout):
         args.coefficient = args.coefficient or "file"
     box = 8
     if args.subdomains is not None:
-        from .decomposition import parse_subdomains
         N = parse_subdomains(str(args.subdomains))
         if len(N) != 2:
             raise ConfigurationError("--factors generated takes boxes, --subdomains Nx x Ny")
@@ -145,8 +148,6 @@ def train_generated(args, layout):
 
 
 def cmd_data(args, layout):
-    from pathlib import Path
-    from .problems import darcy_data
     if layout.world_size > 1:
         raise ConfigurationError("pddattn data runs on one process")
     try:
@@ -172,7 +173,6 @@ def cmd_data(args, layout):
 
 
 def cmd_apply(args, layout):
-    from .apply import apply_main
     if layout.world_size > 1:
         raise ConfigurationError("pddattn apply runs on one process; use `pddattn solve` for MPI solves")
     apply_main(args)

@@ -120,6 +120,11 @@ class FNOOperator(Attention):
         return sum(p.numel() * (2 if p.is_complex() else 1) for p in self.parameters())
 
     def config(self):
-        return {"model": "fno", "n": self.n, "problem": None if self.problem is None else self.problem.spec(),
-                "grid": list(self.grid), "width": self.width, "modes": self.modes, "layers": self.layers,
+        return {**self.architecture(self.problem, self.grid, self.width, self.modes, self.layers),
                 "scales": list(self.scales)}
+
+    @staticmethod
+    def architecture(problem, grid, width, modes, layers):
+        """The architecture dict checkpoints store (the data scales added once known), written here only."""
+        return {"model": "fno", "n": int(np.prod(grid)), "problem": None if problem is None else problem.spec(),
+                "grid": list(grid), "width": width, "modes": modes, "layers": layers}

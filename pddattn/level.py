@@ -16,17 +16,39 @@ import numpy as np
 import torch
 
 from .attention import Attention, check_rank, default_problem
-from .decomposition import Decomposition
+from .decomposition import DecompositionLike
 from .factors import natural_scales as _level_scales, parametrization
 from .kernels import coarse_interpolate, coarse_restrict, sparse_pair
-from .parallel.share import DecompositionShare
+from .parallel.comm import max_over
 
-__all__ = ["DDLevel", "check_decomposition"]
+__all__ = ["DDLevel", "check_decomposition", "walk_levels"]
 
 
 def check_decomposition(decomposition):
-    if not isinstance(decomposition, (Decomposition, DecompositionShare)):
-        raise TypeError("decomposition must be a pddattn.Decomposition (or a rank's DecompositionShare)")
+    """A clear error for what is not a decomposition (checked against the interface, not a type)."""
+    if not isinstance(decomposition, DecompositionLike):
+        raise TypeError("decomposition must be a pddattn.Decomposition (or a rank's DecompositionShare), "
+                        f"got {type(decomposition).__name__}")
+
+
+def walk_levels(levels, x_own, transpose=False):
+    """Phi_1 M_1^-1 Phi_1^T x over ``levels`` (the first one's rows): one descent, one ascent.
+
+    x_{k+1} = Phi_{k+1}^T x_k down to the top, then M_k^-1 x_k = local_k(x_k)
+    + Phi_{k+1} (M_{k+1}^-1 x_{k+1}) back up, the top's being its dense
+    block (or factored A_top).
+    """
+    xs = [x_own]
+    for m in levels:
+        if not m.has_coarse:
+            break
+        xs.append(m.restrict(xs[-1]))
+    deepest = len(xs) - 1
+    z = levels[-1].top_term(xs[-1], transpose) if deepest == len(levels) else \
+        levels[deepest].local_matvec(xs[-1], transpose)
+    for depth in range(deepest - 1, 0, -1):
+        z = levels[depth].local_matvec(xs[depth], transpose) + levels[depth].interpolate(z)
+    return levels[0].interpolate(z)
 
 
 class DDLevel(Attention):
@@ -127,10 +149,7 @@ class DDLevel(Attention):
         """Whether the level has a coarse term: its decomposition has a coarse space."""
         return self.decomposition.coarse_size > 0
 
-    @property
-    def has_coarse(self):
-        return self.coarse
-
+    has_coarse = coarse
     @property
     def own_rows(self):
         """The global nodes of this module's output rows (all n serially), sorted."""
@@ -174,10 +193,7 @@ class DDLevel(Attention):
 
     def _max_over_ranks(self, value):
         """The maximum over the ranks holding this level's subdomains (serially: the value)."""
-        if self.comm is None:
-            return value
-        from mpi4py import MPI
-        return self.comm.allreduce(value, op=MPI.MAX)
+        return max_over(value, self.comm)
 
     def _take_values(self, decomposition, problem):
         """New values of A_l on the same structure: the new decomposition and A, the factors anew."""
@@ -220,24 +236,8 @@ class DDLevel(Attention):
         return self.parametrization.top(self, c, transpose)
 
     def coarse_term(self, x_own, transpose=False):
-        """Phi_{l+1} M_{l+1}^-1 Phi_{l+1}^T x on the owned rows: one descent through the levels, one ascent.
-
-        x_{k+1} = Phi_{k+1}^T x_k down to the top, then M_k^-1 x_k = local_k(x_k)
-        + Phi_{k+1} (M_{k+1}^-1 x_{k+1}) back up, the top's being its dense
-        block (or factored A_top).
-        """
-        levels = self.level_operators
-        xs = [x_own]
-        for m in levels:
-            if not m.has_coarse:
-                break
-            xs.append(m.restrict(xs[-1]))
-        deepest = len(xs) - 1
-        z = levels[-1].top_term(xs[-1], transpose) if deepest == len(levels) else \
-            levels[deepest].local_matvec(xs[-1], transpose)
-        for depth in range(deepest - 1, 0, -1):
-            z = levels[depth].local_matvec(xs[depth], transpose) + levels[depth].interpolate(z)
-        return self.interpolate(z)
+        """Phi_{l+1} M_{l+1}^-1 Phi_{l+1}^T x on the owned rows (:func:`walk_levels`)."""
+        return walk_levels(self.level_operators, x_own, transpose)
 
     def matvec(self, x, transpose=False):
         """M_l^-1 (or its transpose) applied to the columns of x, shape (n, B): local part plus coarse part,

@@ -32,14 +32,14 @@ def format_bytes(b):
 
 
 def _nodes(cfg):
-    if is_data_file(cfg.data) and cfg.problem == "data" and not cfg.grid:
+    if is_data_file(cfg.data.source) and cfg.problem.family == "data" and not cfg.problem.grid:
         return None  # the grid comes from the pairs' shape
-    if cfg.grid:
+    if cfg.problem.grid:
         try:
-            return math.prod(int(v) for v in str(cfg.grid).lower().split("x"))
+            return math.prod(int(v) for v in str(cfg.problem.grid).lower().split("x"))
         except ValueError:
             return None
-    return None if cfg.matrix else cfg.n
+    return None if cfg.problem.matrix else cfg.problem.n
 
 
 def estimate_bytes(cfg):
@@ -47,26 +47,26 @@ def estimate_bytes(cfg):
     n = _nodes(cfg)
     if not n:
         return {}
-    size = 4 if cfg.dtype == "float32" else 8
-    test = cfg.test_size * n * (2 * size + _GENERATION_BYTES_PER_VALUE)
-    batch = cfg.batch * n * (6 * size + _GENERATION_BYTES_PER_VALUE)
-    if cfg.model == "global":
-        params = 2 * n * cfg.rank
+    size = 4 if cfg.run.dtype == "float32" else 8
+    test = cfg.data.test_size * n * (2 * size + _GENERATION_BYTES_PER_VALUE)
+    batch = cfg.optim.batch * n * (6 * size + _GENERATION_BYTES_PER_VALUE)
+    if cfg.model.kind == "global":
+        params = 2 * n * cfg.model.rank
         coarse = 0
     else:
         try:
-            N = math.prod(int(v) for v in str(cfg.subdomains or 32).lower().split("x"))
+            N = math.prod(int(v) for v in str(cfg.model.subdomains or 32).lower().split("x"))
         except ValueError:
             return {}
-        dim = 2 if cfg.grid and "x" in str(cfg.grid) else 1
-        extended = n + 2 * cfg.overlap * N * (math.sqrt(max(n / N, 1)) if dim == 2 else 1)
+        dim = 2 if cfg.problem.grid and "x" in str(cfg.problem.grid) else 1
+        extended = n + 2 * cfg.model.overlap * N * (math.sqrt(max(n / N, 1)) if dim == 2 else 1)
         n0 = N
-        r0 = n0 if cfg.coarse_rank is None else cfg.coarse_rank
-        params = 2 * extended * cfg.rank + 2 * n0 * r0
-        batch += extended * cfg.batch * 4 * size             # gathered blocks and their gradients
+        r0 = n0 if cfg.model.coarse_rank is None else cfg.model.coarse_rank
+        params = 2 * extended * cfg.model.rank + 2 * n0 * r0
+        batch += extended * cfg.optim.batch * 4 * size             # gathered blocks and their gradients
         coarse = 3 * 8 * n0 * n0 + 16 * extended             # dense A_0 and eigh; index sets
     parts = {"test set": test, "batch": batch, "model": 4 * params * size + coarse, "operator": 200 * n}
-    if cfg.loss == "condition":  # kappa's Lanczos vectors and A times them (spectrum.condition_number: 80 steps)
+    if cfg.optim.loss == "condition":  # kappa's Lanczos vectors and A times them (spectrum.condition_number: 80 steps)
         parts["lanczos"] = 2 * n * 2 * LANCZOS_STEPS * size
     return parts
 

@@ -12,9 +12,11 @@ import os
 
 from .decomposition import parse_subdomains
 from .errors import ConfigurationError
+from .fno import FNOOperator, fno_missing
 from .hierarchy import TOP_SIZE, build_hierarchy
 from .operators import DDAttention, GlobalAttention
 from .parallel.layout import SerialLayout, check_distribution
+from .parallel.operator import DistributedDDAttention
 from .problems import make_problem, parse_grid, problem_from_spec
 from .problems.families import matrix_shape, unread_matrix_problem
 
@@ -81,23 +83,17 @@ def architecture(cfg, problem=None, hierarchy=None):
     """
     problem = problem or problem_of(cfg)
     if cfg["model"] == "global":
-        return {"model": "global", "n": problem.n, "problem": problem.spec(), "rank": cfg["rank"],
-                "symmetric": cfg["symmetric"]}
-    if cfg["model"] == "fno":  # the data scales are added by TrainConfig.build
-        return {"model": "fno", "n": problem.n, "problem": problem.spec(), "grid": list(problem.grid),
-                "width": cfg.get("fno_width", 32), "modes": cfg.get("fno_modes", 16),
-                "layers": cfg.get("fno_layers", 4)}
+        return GlobalAttention.architecture(problem, cfg["rank"], cfg["symmetric"])
+    if cfg["model"] == "fno":  # the data scales are added by assembly.assemble
+        return FNOOperator.architecture(problem, problem.grid, cfg.get("fno_width", 32), cfg.get("fno_modes", 16),
+                                        cfg.get("fno_layers", 4))
     hierarchy = hierarchy or hierarchy_of(cfg, problem)
-    d, levels = hierarchy.decomposition, cfg.get("levels", 2)
-    arch = {"model": "dd", "n": problem.n, "problem": problem.spec(), "decomposition": d.to_dict(),
-            "rank": cfg["rank"], "coarse_rank": d.coarse_size if cfg.get("coarse_rank") is None else cfg["coarse_rank"],
-            "symmetric": cfg["symmetric"], "coarse": d.coarse_size > 0}
-    if levels > 2:  # the coarse rank is then the top level's (default: full)
-        top = hierarchy.levels[-1].decomposition
-        arch.update(levels=levels, top_size=cfg.get("top_size", TOP_SIZE),
-                    level_coarse=cfg.get("level_coarse", "harmonic"), level_partition="tiles",
-                    coarse_rank=top.coarse_size if cfg.get("coarse_rank") is None else cfg["coarse_rank"])
-    return arch
+    levels = cfg.get("levels", 2)
+    top = hierarchy.levels[-1].decomposition  # with levels > 2 the coarse rank is the top level's (default: full)
+    below = hierarchy.levels[1].decomposition if levels > 2 else None
+    r0 = top.coarse_size if cfg.get("coarse_rank") is None else cfg["coarse_rank"]
+    return DDAttention.architecture(problem, hierarchy.decomposition, cfg["rank"], r0, cfg["symmetric"], levels,
+                                    cfg.get("top_size", TOP_SIZE), below)
 
 
 def upgrade_architecture(arch):
@@ -135,7 +131,6 @@ def model_from_architecture(arch, layout=None, *, problem=None, dtype=None, devi
         raise ConfigurationError(f"the {kind} model runs data-parallel only: pass --data-parallel "
                                  f"{layout.world_size} (one replica per rank)")
     if kind == "fno":
-        from .fno import FNOOperator, fno_missing
         if fno_missing():
             raise ConfigurationError(fno_missing())
         return FNOOperator(arch["grid"], arch["width"], arch["modes"], arch["layers"], arch.get("scales", (1.0, 1.0)),
@@ -158,5 +153,4 @@ def model_from_architecture(arch, layout=None, *, problem=None, dtype=None, devi
                   levels=levels, top_size=top_size, coarse_levels=below)
     if layout.domain_size == 1:
         return DDAttention(d, **kwargs)
-    from .parallel.operator import DistributedDDAttention
     return DistributedDDAttention(d, layout=layout, **kwargs)

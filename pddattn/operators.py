@@ -114,8 +114,13 @@ class GlobalAttention(Attention):
         return sum(p.numel() for p in self.parameters())
 
     def config(self):
-        return {"model": "global", "n": self.n, "problem": self.problem.spec(), "rank": self.r,
-                "symmetric": self.symmetric}
+        return self.architecture(self.problem, self.r, self.symmetric)
+
+    @staticmethod
+    def architecture(problem, rank, symmetric):
+        """The architecture dict checkpoints store, written here only (models.architecture asks this)."""
+        return {"model": "global", "n": problem.n, "problem": problem.spec(), "rank": rank,
+                "symmetric": bool(symmetric)}
 
 
 class DDAttention(DDLevel):
@@ -259,12 +264,23 @@ class DDAttention(DDLevel):
         return bound
 
     def config(self):
-        out = {"model": "dd", "n": self.n, "problem": self.problem.spec(), "decomposition": self.decomposition.to_dict(),
-               "rank": self.r, "coarse_rank": self.r0, "symmetric": self.symmetric, "coarse": self.coarse}
-        if self.levels > 2:  # two-level architectures stay as they were (old checkpoints match)
-            below = self.next_level.decomposition.spec  # how the coarse levels were built: rebuilt alike
-            out.update(levels=self.levels, top_size=self.top_size, level_coarse=below["coarse"],
-                       level_partition=below.get("partition", "blocks"))
+        below = self.next_level.decomposition if self.levels > 2 else None
+        return self.architecture(self.problem, self.decomposition, self.r, self.r0, self.symmetric, self.levels,
+                                 self.top_size, below)
+
+    @staticmethod
+    def architecture(problem, decomposition, rank, coarse_rank, symmetric, levels=2, top_size=None, below=None):
+        """The architecture dict checkpoints store, written here only (models.architecture asks this).
+
+        ``below``: level 1's decomposition when levels > 2 (how the coarse levels were built, so that
+        they are rebuilt alike); two-level architectures stay as release 1 wrote them.
+        """
+        out = {"model": "dd", "n": decomposition.n, "problem": problem.spec(),
+               "decomposition": decomposition.to_dict(), "rank": rank, "coarse_rank": coarse_rank,
+               "symmetric": bool(symmetric), "coarse": decomposition.coarse_size > 0}
+        if levels > 2:
+            out.update(levels=levels, top_size=top_size, level_coarse=below.spec["coarse"],
+                       level_partition=below.spec.get("partition", "blocks"))
         return out
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.linalg import eigsh
 
 from .errors import CollectiveError
 
@@ -169,7 +170,6 @@ def local_top_inverse_eigenvalue(problem, d, subdomains=None):
 
 def _smallest_eigenvalue(block):
     """lambda_min of a sparse SPD block: dense for small ones, else shift-invert Lanczos at 0."""
-    from scipy.sparse.linalg import eigsh
     if block.shape[0] <= 64:
         return np.linalg.eigvalsh(block.toarray())[0]
     # A fixed start vector: ARPACK's own would depend on its earlier calls.

@@ -34,6 +34,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .kernels import torch_csr
+from .problems.samplers import Noise
+
 __all__ = ["laplacian_apply", "operator_apply", "lanczos", "condition_loss", "condition_number", "fit_probe"]
 
 LANCZOS_STEPS = 40  # enough for the extremes of M A to a few per cent (tests check against dense)
@@ -55,7 +58,6 @@ def operator_apply(model):
     key = (like.dtype, like.device)
     cache = getattr(model, "_a_csr", None)
     if cache is None or cache[0] != key:
-        from .kernels import torch_csr
         cache = model._a_csr = (key, torch_csr(model.problem.A.tocsr(), like.dtype, like.device))
     csr = cache[1]
     return lambda x: csr @ x.contiguous()
@@ -84,7 +86,6 @@ def lanczos(model, steps=LANCZOS_STEPS, seed=0):
     invariant subspace is found first. Distributed: the own rows of the
     Ritz vectors, the Ritz values on every rank alike.
     """
-    from .problems.samplers import Noise
     n, k_max = model.n, min(steps, model.n)
     apply_a, total = operator_apply(model), _total(model)
     like = next(model.parameters())
@@ -159,7 +160,6 @@ def fit_probe(model, A, layout=None):
     scipy matrix (its own rows are used) or a function from own rows of x
     (node-major) to own rows of A x.
     """
-    from .problems.samplers import Noise
     rows = model.own_rows
     noise = Noise(0x5EED, 7, 0, PROBE_SAMPLES, model.n)
     x = noise.at(rows).T

@@ -1,6 +1,6 @@
 """Training: one short loop for the serial and the MPI run alike.
 
-    cfg = TrainConfig(model="dd", n=1023, subdomains=32, overlap=2, rank=8)
+    cfg = TrainConfig.of(model="dd", n=1023, subdomains=32, overlap=2, rank=8)
     result = train(cfg, out="runs/dd")            # serial
     # mpirun -n 4 pddattn train --model dd ...     # the same loop, distributed
 
@@ -39,8 +39,10 @@ import numpy as np
 import torch
 
 from . import checkpoint
+from .assembly import assemble, data_kind
 from .config import DTYPES, LOSSES, TrainConfig, device_missing
 from .errors import ConfigurationError
+from .fno import WEIGHT_DECAY
 from .memory import check_memory
 from .models import model_from_architecture
 from .parallel.layout import SerialLayout, block_range
@@ -53,10 +55,10 @@ __all__ = ["TrainConfig", "TrainData", "train", "train_step", "fit_condition", "
 TRAIN_STREAM, TEST_STREAM = 0, 1
 def lr_factor(step, cfg):
     """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``steps``."""
-    if cfg.steps == 0:
+    if cfg.optim.steps == 0:
         return 0.0
-    warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
-    return warm * 0.5 * (1.0 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
+    warm = min(1.0, (step + 1) / cfg.optim.warmup) if cfg.optim.warmup else 1.0
+    return warm * 0.5 * (1.0 + math.cos(math.pi * min(step, cfg.optim.steps) / cfg.optim.steps))
 
 
 def make_optimizer(model, lr, beta2=0.95):
@@ -70,7 +72,6 @@ def make_optimizer(model, lr, beta2=0.95):
     groups = [{"params": [p], "lr": lr * scales[name], "base_lr": lr * scales[name], "name": name}
               for name, p in model.named_parameters()]
     if getattr(model, "recipe", None) == "fno":  # its own recipe: AdamW, absolute lr (see fno.py)
-        from .fno import WEIGHT_DECAY
         return torch.optim.AdamW(groups, betas=(0.9, 0.999), weight_decay=WEIGHT_DECAY)
     device = next(model.parameters()).device.type
     return torch.optim.Adam(groups, betas=(0.9, beta2), fused=device in ("cpu", "cuda"))
@@ -97,10 +98,10 @@ class TrainData:
     def __init__(self, cfg, model, layout, sampler):
         self.sampler = sampler
         self.rows = model.own_rows
-        self.dtype, self.device = DTYPES[cfg.dtype], torch.device(cfg.device)
-        self.batch, self.layout = cfg.batch, layout
+        self.dtype, self.device = DTYPES[cfg.run.dtype], torch.device(cfg.run.device)
+        self.batch, self.layout = cfg.optim.batch, layout
         pairs = getattr(sampler, "pairs", None)
-        self.test_size = cfg.test_size if pairs is None else pairs.test_count  # a pairs file brings its test set
+        self.test_size = cfg.data.test_size if pairs is None else pairs.test_count  # a pairs file brings its test set
         if pairs is not None:
             _check_pairs(pairs, self.rows, layout)
         test_rows = block_range(self.test_size, layout.data_size, layout.replica)
@@ -176,7 +177,7 @@ class _Log:
         self.bar = None
         if self.root and sys.stderr.isatty():
             from tqdm import tqdm
-            self.bar = tqdm(total=cfg.steps, initial=start, desc=cfg.model, dynamic_ncols=True, leave=False)
+            self.bar = tqdm(total=cfg.optim.steps, initial=start, desc=cfg.model.kind, dynamic_ncols=True, leave=False)
 
     def record(self, row):
         if not self.root:
@@ -216,13 +217,14 @@ def train(cfg, out=None, resume=False, layout=None, problem=None, hierarchy=None
         A DD model's levels, when the caller has built them (on ``problem``, as ``cfg`` names them).
     """
     cfg.validate()
-    layout = layout or SerialLayout(cfg.data_parallel)
+    layout = layout or SerialLayout(cfg.run.data_parallel)
     check_memory(cfg, layout)
-    torch.manual_seed(cfg.seed)
-    problem, arch, sampler, hierarchy = cfg.build(problem, layout, hierarchy)
-    model = model_from_architecture(arch, layout, problem=problem, dtype=DTYPES[cfg.dtype], device=cfg.device,
-                                    init=cfg.init, init_scale=cfg.init_scale, seed=cfg.seed, hierarchy=hierarchy)
-    optimizer = make_optimizer(model, cfg.lr, cfg.beta2)
+    torch.manual_seed(cfg.run.seed)
+    problem, arch, sampler, hierarchy = assemble(cfg, problem, layout, hierarchy)
+    cfg = cfg.as_run(problem)
+    model = model_from_architecture(arch, layout, problem=problem, dtype=DTYPES[cfg.run.dtype], device=cfg.run.device,
+                                    init=cfg.model.init, init_scale=cfg.model.init_scale, seed=cfg.run.seed, hierarchy=hierarchy)
+    optimizer = make_optimizer(model, cfg.optim.lr, cfg.optim.beta2)
     ckpt_path = Path(out) / "checkpoint.pt" if out else None
     if out and layout.is_root:
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -255,27 +257,27 @@ def train(cfg, out=None, resume=False, layout=None, problem=None, hierarchy=None
 
     try:
         while True:  # evaluate, maybe stop, step
-            if step % cfg.eval_every == 0 or step == cfg.steps:
+            if step % cfg.run.eval_every == 0 or step == cfg.optim.steps:
                 error = evaluate(model, data, layout)
                 train_loss = float(np.mean(losses)) if losses else None
                 row = {"step": step, "time": elapsed, "train_loss": train_loss, "test_error": error,
-                       "parameters": params, "lr": cfg.lr * lr_factor(step, cfg)}
-                if cfg.loss == "condition":
+                       "parameters": params, "lr": cfg.optim.lr * lr_factor(step, cfg)}
+                if cfg.optim.loss == "condition":
                     row["condition"] = kappa = condition_number(model)
                     if best is None or kappa < best[0]:
                         best = (kappa, step, {k: p.detach().clone() for k, p in model.named_parameters()})
                 log.record(row)
                 losses = []
-                if layout.bcast(step >= cfg.steps or error <= cfg.target):
+                if layout.bcast(step >= cfg.optim.steps or error <= cfg.optim.target):
                     break
             t0 = time.perf_counter()
-            batch = data.batch_at(step) if cfg.loss == "error" else None  # the condition loss draws its own
+            batch = data.batch_at(step) if cfg.optim.loss == "error" else None  # the condition loss draws its own
             loss = train_step(model, optimizer, batch, step, cfg, layout)
             elapsed += time.perf_counter() - t0
             losses.append(loss)
             step += 1
             log.advance()
-            if step % cfg.checkpoint_every == 0:
+            if step % cfg.run.checkpoint_every == 0:
                 save()
     except KeyboardInterrupt:
         if layout.world_size == 1:  # keep what was done; under MPI the job is torn down anyway
@@ -287,11 +289,11 @@ def train(cfg, out=None, resume=False, layout=None, problem=None, hierarchy=None
         _load_parameters(model, best[2])
         error, kappa = evaluate(model, data, layout), best[0]
     # DDAttentionPC checks a model against its operator with it (none without a matrix)
-    probe = fit_probe(model, problem, layout) if problem.has_operator and cfg.model != "fno" else None
+    probe = fit_probe(model, problem, layout) if problem.has_operator and cfg.model.kind != "fno" else None
     save()
-    summary = {"model": cfg.model, "parameters": params, "steps": step, "time": elapsed, "test_error": error,
-               "history": log.rows, "data": cfg.data_kind(problem), "probe": probe}
-    if cfg.loss == "condition":
+    summary = {"model": cfg.model.kind, "parameters": params, "steps": step, "time": elapsed, "test_error": error,
+               "history": log.rows, "data": data_kind(cfg, problem), "probe": probe}
+    if cfg.optim.loss == "condition":
         summary["condition"], summary["best_step"] = kappa, best[1]
     model.train_data = data  # the test set, for reference errors (capacity, Schwarz start)
     return model, summary
@@ -310,13 +312,13 @@ def fit_condition(model, cfg, layout=None):
     t0 = time.perf_counter()
     start = condition_number(model)
     initial = {k: p.detach().clone() for k, p in model.named_parameters()}
-    optimizer = make_optimizer(model, cfg.lr, cfg.beta2)
-    for step in range(cfg.steps):
+    optimizer = make_optimizer(model, cfg.optim.lr, cfg.optim.beta2)
+    for step in range(cfg.optim.steps):
         train_step(model, optimizer, None, step, cfg, layout)
     end = condition_number(model)
     if end > start:
         _load_parameters(model, initial)
-    return {"steps": cfg.steps, "start": start, "end": min(start, end), "seconds": time.perf_counter() - t0}
+    return {"steps": cfg.optim.steps, "start": start, "end": min(start, end), "seconds": time.perf_counter() - t0}
 
 
 def _load_parameters(model, values):
@@ -329,8 +331,8 @@ def train_step(model, optimizer, batch, step, cfg, layout):
     """One optimiser step; returns the global batch loss."""
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * lr_factor(step, cfg)
-    if cfg.loss == "condition":  # each replica its own Lanczos start, distributed over its domain group
-        loss, _ = condition_loss(model, seed=(cfg.seed * 1_000_003 + step) * 64 + layout.replica)
+    if cfg.optim.loss == "condition":  # each replica its own Lanczos start, distributed over its domain group
+        loss, _ = condition_loss(model, seed=(cfg.run.seed * 1_000_003 + step) * 64 + layout.replica)
     else:
         f, u = batch
         num, den = relative_errors(model.matvec(f), u, layout)

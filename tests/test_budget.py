@@ -3,6 +3,7 @@ import dataclasses
 
 import pytest
 
+from pddattn.assembly import assemble
 from pddattn.budget import dd_at_budget, fno_at_budget, global_at_budget
 from pddattn.models import architecture, model_from_architecture
 from pddattn.train import TrainConfig
@@ -13,8 +14,8 @@ PROBLEMS = {"laplace1d": dict(problem="laplace1d", n=1023), "poisson2d-63": dict
 
 
 def built(spec, **changes):
-    cfg = dataclasses.replace(TrainConfig(**spec, subdomains="4x4" if "grid" in spec else 32), **changes)
-    problem, arch, _, _ = cfg.validate().build()
+    cfg = TrainConfig.of(**spec, subdomains="4x4" if "grid" in spec else 32).replace(**changes)
+    problem, arch, _, _ = assemble(cfg.validate())
     return cfg, problem, arch
 
 

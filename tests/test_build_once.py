@@ -17,7 +17,7 @@ def builds():
 
 @pytest.mark.parametrize("levels", [2, 4])
 def test_train_builds_the_hierarchy_once(builds, levels):
-    model, _ = train(TrainConfig(**TINY, levels=levels, top_size=4), out=None)
+    model, _ = train(TrainConfig.of(**TINY, levels=levels, top_size=4), out=None)
     assert builds() == 1  # before the Hierarchy: 2 decompositions at two levels, 7 at four
     assert len(model.level_operators) == levels - 1
 
@@ -25,7 +25,7 @@ def test_train_builds_the_hierarchy_once(builds, levels):
 def test_compare_builds_the_hierarchy_once(builds, tmp_path):
     """The DD model and its Schwarz start share one hierarchy; the global model needs none."""
     from pddattn.compare import compare
-    compare(TrainConfig(**TINY), out=tmp_path, echo=lambda *a: None)
+    compare(TrainConfig.of(**TINY), out=tmp_path, echo=lambda *a: None)
     assert builds() == 1  # before: 5 decompositions
 
 

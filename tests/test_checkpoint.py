@@ -11,7 +11,7 @@ from pddattn.train import TrainConfig, train
 
 @pytest.fixture
 def trained(tmp_path):
-    cfg = TrainConfig(n=40, subdomains=4, overlap=2, rank=3, batch=8, steps=20, eval_every=10, test_size=8,
+    cfg = TrainConfig.of(n=40, subdomains=4, overlap=2, rank=3, batch=8, steps=20, eval_every=10, test_size=8,
                       dtype="float64")
     model, _ = train(cfg, out=tmp_path)
     return model, tmp_path / "checkpoint.pt"

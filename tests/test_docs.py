@@ -20,7 +20,7 @@ def test_a_snippet_runs_as_shown(tmp_path, monkeypatch, name, index, code):
     import torch
     torch.set_default_dtype(torch.float32)  # a user's session, not the suite's float64
     for folder in re.findall(r'pddattn\.load\("([^"]+)/checkpoint\.pt"\)', code):  # a small run of that kind
-        cfg = TrainConfig(problem="diffusion2d", grid="15x15", coefficient="lognormal:1", subdomains="3x3",
+        cfg = TrainConfig.of(problem="diffusion2d", grid="15x15", coefficient="lognormal:1", subdomains="3x3",
                           coarse_space="harmonic", steps=2, batch=4, test_size=4, eval_every=1)
         train(cfg, out=tmp_path / folder)
     monkeypatch.chdir(tmp_path)

@@ -121,7 +121,7 @@ def test_a_model_takes_the_hierarchy_it_is_given():
     import torch
     from pddattn.models import architecture, hierarchy_of, model_from_architecture
     from pddattn.train import TrainConfig
-    cfg = TrainConfig(problem="diffusion2d", grid="31x31", coefficient="lognormal:1", subdomains="4x4", overlap=1,
+    cfg = TrainConfig.of(problem="diffusion2d", grid="31x31", coefficient="lognormal:1", subdomains="4x4", overlap=1,
                       rank=4, levels=3, top_size=8).validate().to_dict()
     p = make_problem("diffusion2d", (31, 31), "lognormal:1")
     h = hierarchy_of(cfg, p)

@@ -108,10 +108,10 @@ def _train_pair(tmp=None, steps=1, data_parallel=1, case=(48, 12, 5, "smooth"), 
     n, N, delta, pou = case
     if not distributable(Decomposition(n, N, delta, pou), world().Get_size(), data_parallel):
         pytest.skip("not distributable at this size")
-    cfg = TrainConfig(n=n, subdomains=N, overlap=delta, pou=pou, rank=3, coarse_rank=4, batch=8, steps=steps,
+    cfg = TrainConfig.of(n=n, subdomains=N, overlap=delta, pou=pou, rank=3, coarse_rank=4, batch=8, steps=steps,
                       eval_every=10, test_size=8, dtype="float64", lr=0.05, warmup=2, modes=n,
                       data_parallel=data_parallel, **extra)
-    serial, s_sum = train(dataclasses.replace(cfg, data_parallel=1), out=None)
+    serial, s_sum = train(cfg.replace(data_parallel=1), out=None)
     dist, d_sum = train(cfg, out=tmp, layout=Layout(data_parallel))
     return serial, dist, s_sum, d_sum
 
@@ -190,7 +190,7 @@ def test_a_distributed_checkpoint_is_sharded_and_loads_on_fewer_ranks():
 
 def test_distributed_resume_continues_the_same_run():
     tmp = shared_tmpdir()
-    cfg = TrainConfig(n=48, subdomains=12, overlap=3, rank=3, batch=8, steps=20, eval_every=5, test_size=8,
+    cfg = TrainConfig.of(n=48, subdomains=12, overlap=3, rank=3, batch=8, steps=20, eval_every=5, test_size=8,
                       dtype="float64", lr=0.05, warmup=2, checkpoint_every=10)
     straight, _ = train(cfg, out=tmp / "a", layout=Layout())
     import pddattn.train as tr
@@ -261,10 +261,10 @@ def test_variable_coefficient_schwarz_operator_equals_serial(coarse):
     # Schwarz factors of a kappa(A) = 1.2e7 operator: its blocks' inverses carry kappa(A_i) eps <= kappa(A) eps.
     assert worst(relative(dist.matvec(x[lo:hi]), serial.matvec(x)[lo:hi])) <= rounding(cond(p.A), factor=10)
     # The same run serially on rank 0 (the reference), then distributed.
-    cfg = TrainConfig(problem="diffusion1d", n=61, coefficient="jump:1e4", coefficient_seed=2, subdomains=6,
+    cfg = TrainConfig.of(problem="diffusion1d", n=61, coefficient="jump:1e4", coefficient_seed=2, subdomains=6,
                       overlap=2, coarse_space=coarse, rank=4, steps=5, batch=8, test_size=8, eval_every=5,
                       dtype="float64", checkpoint_every=10**9)
-    _, ref = train(dataclasses.replace(cfg), out=None, layout=None) if world().Get_rank() == 0 else (None, None)
+    _, ref = train(cfg, out=None, layout=None) if world().Get_rank() == 0 else (None, None)
     ref = world().bcast(ref and ref["test_error"], root=0)
     _, mine = train(cfg, out=None, layout=layout)
     assert worst(abs(mine["test_error"] - ref) / ref) <= adam_steps(5, per_step=rounding(cond(p.A), factor=10))
@@ -285,10 +285,10 @@ def test_training_on_a_matrix_file_reads_each_ranks_rows_and_equals_serial(tmp_p
         A = make_problem("diffusion2d", (13, 11), "jump:1e4").A
         write_petsc_binary(A, path) if suffix == "petsc" else sp.save_npz(path, A)
     world().Barrier()
-    cfg = TrainConfig(matrix=path, subdomains=12, overlap=1, coarse_space=coarse, levels=levels, top_size=4,
+    cfg = TrainConfig.of(matrix=path, subdomains=12, overlap=1, coarse_space=coarse, levels=levels, top_size=4,
                       rank=3, coarse_rank=4, batch=8, steps=5, eval_every=5, test_size=8, dtype="float64",
                       lr=0.01, warmup=1, init=init)
-    serial, s_sum = train(dataclasses.replace(cfg), out=None)
+    serial, s_sum = train(cfg, out=None)
     dist, d_sum = train(cfg, out=None, layout=Layout())
     assert worst(_parameter_error(serial, dist)) <= adam_steps(5)
     assert worst(abs(s_sum["test_error"] - d_sum["test_error"]) / s_sum["test_error"]) <= adam_steps(5)
@@ -343,7 +343,7 @@ def make_problem_of(cfg):
 
 def test_condition_training_equals_serial():
     """--loss condition under mpirun: five steps on the ranks equal five serial steps."""
-    cfg = TrainConfig(problem="diffusion2d", grid="13x12", coefficient="lognormal:1", subdomains="2x2", overlap=1,
+    cfg = TrainConfig.of(problem="diffusion2d", grid="13x12", coefficient="lognormal:1", subdomains="2x2", overlap=1,
                       coarse_space="harmonic", rank=56, symmetric=True, init="schwarz", loss="condition",
                       data="probe", steps=5, eval_every=5, test_size=4, batch=4, dtype="float64", lr=1e-3,
                       warmup=0, checkpoint_every=10**9)
@@ -353,8 +353,8 @@ def test_condition_training_equals_serial():
         pytest.skip("not distributable here")
     if world().Get_size() not in (1, 2, 4):
         pytest.skip("2x2 boxes need a 1, 2 or 4 rank process grid")
-    serial, s_sum = train(dataclasses.replace(cfg, eval_every=1), out=None)
-    dist, d_sum = train(dataclasses.replace(cfg, eval_every=1), out=None, layout=Layout())
+    serial, s_sum = train(cfg.replace(eval_every=1), out=None)
+    dist, d_sum = train(cfg.replace(eval_every=1), out=None, layout=Layout())
     kappas = [[row["condition"] for row in summary["history"]] for summary in (s_sum, d_sum)]
     if world().Get_rank() == 0:  # the log's rows are the root's
         assert len(kappas[0]) == len(kappas[1]) == 6 and kappas[0][-1] < kappas[0][0]  # it trained

@@ -108,11 +108,11 @@ def _train_pair(name, data, steps, out=None, **extra):
     d = DECOMPOSITIONS[name]()
     if not distributable(d, world().Get_size()):
         pytest.skip("not distributable at this size")
-    cfg = TrainConfig(problem="diffusion2d", grid="13x11", coefficient="jump:1e4", coefficient_seed=1,
+    cfg = TrainConfig.of(problem="diffusion2d", grid="13x11", coefficient="jump:1e4", coefficient_seed=1,
                       decomposition=kind, subdomains="3x2" if kind == "boxes" else 7, overlap=d.delta,
                       pou=d.pou, coarse_space=d.coarse, rank=3, coarse_rank=4, batch=8, steps=steps, eval_every=10,
                       test_size=8, dtype="float64", lr=0.05, warmup=2, data=data, checkpoint_every=10**9, **extra)
-    serial, s_sum = train(dataclasses.replace(cfg), out=None)
+    serial, s_sum = train(cfg, out=None)
     dist, d_sum = train(cfg, out=out, layout=Layout())
     return serial, dist, s_sum, d_sum
 

@@ -30,7 +30,7 @@ PHI = rounding(10 * KAPPA, factor=10)
 
 
 def _config(levels, steps=1, **extra):
-    return TrainConfig(problem="diffusion2d", grid="x".join(map(str, GRID)), coefficient="jump:1e4",
+    return TrainConfig.of(problem="diffusion2d", grid="x".join(map(str, GRID)), coefficient="jump:1e4",
                        coefficient_seed=1, subdomains=BOXES, overlap=1, coarse_space="harmonic", rank=3,
                        levels=levels, top_size=extra.pop("top_size", 6), batch=8, steps=steps, eval_every=10,
                        test_size=8, dtype="float64", lr=0.05, warmup=2, data="probe", checkpoint_every=10**9,
@@ -39,7 +39,7 @@ def _config(levels, steps=1, **extra):
 
 def _pair(levels, steps=1, **extra):
     cfg = _config(levels, steps, **extra)
-    serial, _ = train(dataclasses.replace(cfg), out=None)
+    serial, _ = train(cfg, out=None)
     dist, _ = train(cfg, out=None, layout=Layout())
     return serial, dist
 

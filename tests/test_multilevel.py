@@ -81,7 +81,7 @@ def test_schwarz_initialisation_is_multilevel_additive_schwarz(case):
 def test_parameters_and_training_run_with_three_levels(tmp_path):
     from pddattn.checkpoint import load_model
     from pddattn.train import TrainConfig, train
-    cfg = TrainConfig(n=255, subdomains=32, rank=4, levels=3, top_size=8, steps=5, batch=8, test_size=8,
+    cfg = TrainConfig.of(n=255, subdomains=32, rank=4, levels=3, top_size=8, steps=5, batch=8, test_size=8,
                       eval_every=5, dtype="float64")
     model, summary = train(cfg, out=tmp_path)
     assert model.next_level is not None and model.Q0 is None
@@ -183,7 +183,7 @@ def test_a_multilevel_checkpoint_from_before_the_partition_rebuilds_its_row_bloc
     from pddattn.models import architecture, model_from_architecture
     from pddattn.train import TrainConfig
     p = make_problem("poisson2d", (31, 31))
-    cfg = dict(TrainConfig(problem="poisson2d", grid="31x31", subdomains="4x4", levels=3, top_size=8).__dict__)
+    cfg = TrainConfig.of(problem="poisson2d", grid="31x31", subdomains="4x4", levels=3, top_size=8).to_dict()
     arch = architecture(cfg, p)
     assert arch["level_partition"] == "tiles"
     new = model_from_architecture(arch, problem=p)
@@ -223,7 +223,7 @@ def test_a_graph_partitioned_checkpoint_without_its_partition_name_loads(tmp_pat
     """Written between the graph partition and the record of level_partition: rebuilt with graph, from its shapes."""
     from pddattn.checkpoint import load_model
     from pddattn.train import TrainConfig, train
-    cfg = TrainConfig(problem="poisson2d", grid="63x63", subdomains="8x8", levels=3, top_size=16, steps=2, batch=4,
+    cfg = TrainConfig.of(problem="poisson2d", grid="63x63", subdomains="8x8", levels=3, top_size=16, steps=2, batch=4,
                       test_size=4, dtype="float64")
     train(cfg, out=tmp_path)
     path = tmp_path / "checkpoint.pt"

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 import torch
 
+from pddattn.assembly import assemble
 from pddattn.parallel.layout import ConfigurationError
 from pddattn.problems.pairs import PairsSampler, load_pairs
 from pddattn.regression import data_gram, map_norm, reduced_rank_error
@@ -95,14 +96,14 @@ def test_grid_arrays_are_read_in_natural_order_and_a_problem_adds_a(tmp_path):
     f, u = solved_pairs(laplace_2d(nx, ny), 30)
     path = tmp_path / "grid.npz"
     np.savez(path, f=f.reshape(30, ny, nx), u=u.reshape(30, ny, nx))
-    cfg = TrainConfig(problem="poisson2d", data=str(path), subdomains="2x2", overlap=1, rank=2, steps=0, test_size=4)
-    problem, _, sampler, _ = cfg.validate().build()
+    cfg = TrainConfig.of(problem="poisson2d", data=str(path), subdomains="2x2", overlap=1, rank=2, steps=0, test_size=4)
+    problem, _, sampler, _ = assemble(cfg.validate())
     assert problem.grid == (7, 5) and problem.has_operator
     F, U = sampler.evaluate(sampler.coefficients(8, 0, 3))
     # pddattn's A in the same order: f = A u to rounding, |A| |u| ~ kappa(A) |f| (tolerances.py).
     assert np.abs(problem.A @ U.T - F.T).max() < rounding(cond(problem.A), factor=10) * np.abs(F).max()
-    data_only = TrainConfig(problem="data", data=str(path), subdomains="2x2", overlap=1, rank=2)
-    problem, arch, _, _ = data_only.validate().build()
+    data_only = TrainConfig.of(problem="data", data=str(path), subdomains="2x2", overlap=1, rank=2)
+    problem, arch, _, _ = assemble(data_only.validate())
     assert problem.grid == (7, 5) and not problem.has_operator
     assert arch["decomposition"]["kind"] == "boxes" and arch["decomposition"]["coarse"] == "q1"
 
@@ -156,7 +157,7 @@ def test_batches_and_split_are_functions_of_the_seed(pairs_1d):
 def test_given_test_pairs_are_the_test_set(tmp_path):
     f, u = solved_pairs(jump_1d(31), 30)
     np.savez(tmp_path / "p.npz", f=f[:20], u=u[:20], f_test=f[20:], u_test=u[20:])
-    cfg = TrainConfig(data=str(tmp_path / "p.npz"), problem="data", subdomains=4, rank=2, steps=5, batch=4,
+    cfg = TrainConfig.of(data=str(tmp_path / "p.npz"), problem="data", subdomains=4, rank=2, steps=5, batch=4,
                       eval_every=5, warmup=1)
     model, summary = train(cfg)
     assert model.train_data.test_size == 10 and summary["data"] == "pairs"
@@ -209,12 +210,12 @@ def test_problem_data_without_pairs_and_fno_without_its_extra_are_one_line(monke
     monkeypatch.setitem(sys.modules, "neuralop", None)  # as if the extra were not installed
     assert "needs the optional extra [fno]" in fno.fno_missing()
     with pytest.raises(ConfigurationError, match=r"pip install -e '\.\[fno\]'"):
-        TrainConfig(model="fno").validate()
+        TrainConfig.of(model="fno").validate()
 
 
 def test_the_fno_trains_on_the_same_batches_and_checkpoints(pairs_1d, tmp_path):
     pytest.importorskip("neuralop")
-    cfg = TrainConfig(model="fno", data=str(pairs_1d), problem="data", steps=30, batch=8, eval_every=10,
+    cfg = TrainConfig.of(model="fno", data=str(pairs_1d), problem="data", steps=30, batch=8, eval_every=10,
                       warmup=2, lr=3e-3, fno_width=8, fno_modes=8)
     model, summary = train(cfg, out=tmp_path)
     first = summary["history"][0]["test_error"]

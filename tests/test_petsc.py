@@ -41,7 +41,7 @@ def saved_model(**cfg):
         try:  # a failure here must reach every rank, or the others wait in bcast forever
             out = Path(tempfile.mkdtemp(prefix="pddattn-petsc-"))
             config = dict(dict(dtype="float64", batch=8, test_size=8, eval_every=5, lr=0.05, warmup=1), **cfg)
-            train(TrainConfig(**config), out=out)
+            train(TrainConfig.of(**config), out=out)
             path = str(out / "checkpoint.pt")
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"

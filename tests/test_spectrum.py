@@ -82,7 +82,7 @@ def test_condition_loss_gradient_is_the_derivative_of_log_kappa():
 
 
 def test_training_the_condition_loss_lowers_kappa(tmp_path):
-    cfg = TrainConfig(n=255, subdomains=8, overlap=4, rank=40, symmetric=True, init="schwarz", data="probe",
+    cfg = TrainConfig.of(n=255, subdomains=8, overlap=4, rank=40, symmetric=True, init="schwarz", data="probe",
                       dtype="float64", loss="condition", steps=40, lr=0.003, warmup=5, eval_every=20, test_size=8)
     model, summary = train(cfg, out=tmp_path)
     rows = summary["history"]
@@ -102,11 +102,11 @@ def test_training_the_condition_loss_lowers_kappa(tmp_path):
 ])
 def test_condition_loss_configuration_errors(changes, message):
     with pytest.raises(ConfigurationError, match=message):
-        TrainConfig(**changes).validate()
+        TrainConfig.of(**changes).validate()
 
 
 def test_a_condition_run_that_raises_kappa_ends_on_its_best_model(tmp_path):
-    cfg = TrainConfig(n=255, subdomains=8, overlap=4, rank=40, symmetric=True, init="schwarz", data="probe",
+    cfg = TrainConfig.of(n=255, subdomains=8, overlap=4, rank=40, symmetric=True, init="schwarz", data="probe",
                       dtype="float64", loss="condition", steps=10, lr=0.5, warmup=0, eval_every=5, test_size=8)
     model, summary = train(cfg, out=tmp_path)
     kappas = [r["condition"] for r in summary["history"]]

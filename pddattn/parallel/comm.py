@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-__all__ = ["allreduce_sum", "CommStats"]
+__all__ = ["allreduce_sum", "max_over", "CommStats"]
 
 
 class CommStats:
@@ -58,3 +58,11 @@ def allreduce_sum(x, comm, stats=None):
     if comm.Get_size() == 1:
         return x
     return _AllreduceSum.apply(x, comm, stats)
+
+
+def max_over(value, comm=None):
+    """The maximum of a number over the ranks of ``comm`` (None: the value)."""
+    if comm is None:
+        return value
+    from mpi4py import MPI
+    return comm.allreduce(value, op=MPI.MAX)

@@ -21,8 +21,10 @@ import os
 import time
 
 import numpy as np
+import torch
 
 from ..errors import CollectiveError, ConfigurationError
+from .comm import CommStats
 
 __all__ = ["block_range", "process_grid", "subdomain_holdings", "holdings_of", "check_distribution", "Layout", "SerialLayout", "make_layout",
            "launched_under_mpi", "CollectiveError", "ConfigurationError"]
@@ -163,7 +165,6 @@ class Layout(SerialLayout):
         group = self.comm.Split(color=self.replica, key=self.domain_rank)
         self.domain_comm = group  # the ghost exchange builds its own neighbourhood graph on it
         self.data_comm = self.comm.Split(color=self.domain_rank, key=self.replica)
-        from .comm import CommStats
         self.stats = CommStats()  # gradient reductions; the operator counts its own traffic
 
     def holdings(self, decomposition):
@@ -216,7 +217,6 @@ class Layout(SerialLayout):
 
 def _allreduce(x, comm):
     """Allreduce-sum of a torch tensor or numpy array, returned as the same kind."""
-    import torch
     from mpi4py import MPI
     if comm.Get_size() == 1:
         return x

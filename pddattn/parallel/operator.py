@@ -39,13 +39,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .comm import CommStats, allreduce_sum
 from ..errors import ConfigurationError
-from .ghosts import GhostExchange, halo_exchange, owners, reverse_exchange
-from .layout import check_distribution, subdomain_holdings
 from ..kernels import sparse_pair
 from ..level import DDLevel
 from ..operators import DDAttention, level_of
+from .comm import CommStats, allreduce_sum
+from .ghosts import GhostExchange, halo_exchange, owners, reverse_exchange
+from .layout import check_distribution, subdomain_holdings
+from .rows import RowOperator
 
 __all__ = ["DistributedLevel", "DistributedDDAttention"]
 
@@ -153,7 +154,6 @@ class DistributedLevel(DDLevel):
     def operator_rows(self):
         """A x on this rank's rows (parallel/rows.py), built once: the condition loss's products with A."""
         if getattr(self, "_a_rows", None) is None:
-            from .rows import RowOperator
             own = self.own_rows
             self._a_rows = RowOperator(self.problem.rows(own), own, self.owner_of, self.layout.domain_comm)
         return self._a_rows

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import scipy.sparse as sp
 
+from ..kernels import torch_csr
 from .ghosts import GhostExchange
 
 __all__ = ["RowOperator"]
@@ -42,7 +43,6 @@ class RowOperator:
     def _csr(self, like):
         key = (like.dtype, like.device)
         if self._tensor is None or self._tensor[0] != key:
-            from ..kernels import torch_csr
             self._tensor = (key, torch_csr(self._local, like.dtype, like.device))
         return self._tensor[1]
 

@@ -10,9 +10,12 @@ with PETSc's own preconditioners goes through options, e.g. ``-pc_type
 composite -pc_composite_pcs python,sor -sub_0_pc_python_type
 pddattn.petsc.DDAttentionPC``.
 """
+import sys
+
 from .matrices import gather_operator, laplacian_matrix, petsc_matrix
 from .pc import DDAttentionPC, rank_deficiency
 from .solve import solve_main
+from .teardown import unknown_pc
 
 __all__ = ["DDAttentionPC", "rank_deficiency", "petsc_matrix", "laplacian_matrix", "gather_operator", "solve_main"]
 
@@ -28,14 +31,12 @@ def __getattr__(name):
     setFromOptions raises the one-line error.
     """
     if not name.startswith("_") and f"{__name__}.{name}" in _python_pc_types():
-        from .teardown import unknown_pc
         return unknown_pc(f"{__name__}.{name}", __all__[0])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _python_pc_types():
     """The values of every ``*pc_python_type`` option in PETSc's database (empty before PETSc starts)."""
-    import sys
     petsc = sys.modules.get("petsc4py.PETSc")
     if petsc is None or not petsc.Sys.isInitialized():
         return set()

@@ -27,10 +27,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import CollectiveError, ConfigurationError
-from .matrices import dmda_grid
 from ..parallel.layout import check_distribution
 from ..parallel.setup import check_geometry, finish_share
 from ..parallel.share import CoreMap, rows_problem
+from .matrices import dmda_grid, mat_read
 
 __all__ = ["Numbering", "LOCAL_COARSE", "local_share", "matrix_file_share"]
 
@@ -174,7 +174,6 @@ def matrix_file_share(problem, spec, layout):
     answers A's rows at the rank's subdomains and ring only, so nothing on
     any rank reads the whole matrix.
     """
-    from .matrices import mat_read
     PETSc = _petsc()
     P = mat_read(problem.matrix, PETSc.Comm(layout.domain_comm))
     try:

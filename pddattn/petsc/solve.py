@@ -6,16 +6,22 @@
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 import numpy as np
 import scipy.sparse as sp
 
+from ..checkpoint import architecture_of, read_collective
 from ..errors import CollectiveError
+from ..models import problem_of
+from ..problems import make_sampler, problem_from_spec
+from ..problems.families import matrix_shape, parse_grid, spec_label, unread_matrix_problem
+from ..problems.samplers import Noise, evaluate_rows
+from .local import Numbering
 from .matrices import mat_read, petsc_matrix
-from ..problems.families import spec_label
-from .verdict import norm_name
+from .verdict import judge, norm_name, true_residual_test
 
 __all__ = ["solve_main", "assemble_problem", "timed_solve", "PetscFailure", "petsc_message", "reason_text"]
 
@@ -47,7 +53,6 @@ def _petsc():
 
 def _check_input_file(path, what, comm):
     """One collective verdict on a file: every rank raises the same one-line error or none does."""
-    import os
     problem = None
     if comm.getRank() == 0 and not os.path.isfile(path):
         problem = f"{what} {path} does not exist (or is not a file)"
@@ -61,7 +66,6 @@ def _right_hand_side(args, A, problem, natural):
 
     ``natural``: the grid (natural) index of each of this rank's rows (assemble_problem).
     """
-    from ..problems import make_sampler
     PETSc = _petsc()
     comm, n = A.getComm(), problem.n
     b, exact = A.createVecLeft(), None
@@ -74,7 +78,6 @@ def _right_hand_side(args, A, problem, natural):
             sampler = make_sampler(kind, problem, args.modes if kind == "fourier" else None, seed=args.seed)
         except ValueError as exc:
             raise CollectiveError(str(exc)) from None
-        from ..problems.samplers import evaluate_rows
         rows = natural
         order = np.argsort(rows)
         f, u = (np.empty((1, len(rows))) for _ in range(2))
@@ -123,14 +126,11 @@ def _load_npy(path):
 def _solve_problem(args, layout):
     """The problem to solve: the model's own (from -pddattn_model) or the command line's."""
     PETSc = _petsc()
-    from ..models import problem_of
     model_path = next((PETSc.Options(p).getString("pddattn_model", "") for p in ("", "sub_0_", "sub_1_")
                        if PETSc.Options(p).hasName("pddattn_model")), None)
     given = any(v is not None for v in (args.n, args.grid, args.problem, args.coefficient, args.matrix))
     try:
         if model_path and not given:
-            from ..checkpoint import architecture_of, read_collective
-            from ..problems import problem_from_spec
             spec = architecture_of(read_collective(model_path, layout))["problem"]
             if spec["family"] == "data":
                 raise ValueError(f"{model_path} was learnt from pairs alone (no matrix): give the operator to "
@@ -138,7 +138,6 @@ def _solve_problem(args, layout):
             return problem_from_spec(spec)
         if args.matrix:
             _check_input_file(args.matrix, "matrix file", PETSc.COMM_WORLD)
-            from ..problems.families import matrix_shape, parse_grid, unread_matrix_problem
             if matrix_shape(args.matrix) is not None:  # each rank gets its rows (mat_read in assemble_problem)
                 return unread_matrix_problem(args.matrix, parse_grid(args.grid) if args.grid else None)
         return problem_of({"problem": args.problem or "laplace1d", "n": args.n or 1023, "grid": args.grid,
@@ -178,7 +177,6 @@ def assemble_problem(problem, comm, dmda):
     dm = PETSc.DMDA().create(dim=2, sizes=(nx, ny), dof=1, stencil_width=1,
                              stencil_type=PETSc.DMDA.StencilType.STAR, comm=comm)
     dm.setUp()
-    from .local import Numbering
     numbering = Numbering(dm)
     rstart, rend = _ownership(dm)
     natural = numbering.to_natural(np.arange(rstart, rend))
@@ -198,7 +196,6 @@ def _unread(problem):
 
 def _white_rhs(kind, A, seed):
     """probe (u white, b = A u) or solve (b white, u = A^-1 b by MUMPS) on A's own rows, white by node index."""
-    from ..problems.samplers import Noise
     PETSc = _petsc()
     n = A.getSize()[0]
     lo, hi = A.getOwnershipRange()
@@ -272,7 +269,6 @@ def solve_main(args, layout):
     petsc4py.init(sys.argv[:1] + args.petsc_options)
     PETSc = _petsc()
     PETSc.Options().insertString(" ".join(args.petsc_options))  # in case PETSc was initialised earlier
-    from .verdict import judge, true_residual_test
     problem = _solve_problem(args, layout)
     comm = PETSc.COMM_WORLD
     A, dm, natural = assemble_problem(problem, comm, args.dmda)

@@ -28,7 +28,7 @@ from ..checkpoint import CheckpointError, architecture_of, read_collective, rest
 from ..decomposition import parse_subdomains
 from ..errors import ConfigurationError
 from ..hierarchy import build_hierarchy
-from ..models import model_from_architecture
+from ..models import architecture, model_from_architecture
 from ..operators import LOADED, DDAttention
 from ..parallel.operator import DistributedDDAttention
 from ..problems import operator_problem, problem_from_spec
@@ -100,12 +100,7 @@ def _from_rows(opts, P, pc, layout):
         raise ConfigurationError(str(exc)) from None
     exact = opts["factors"] == "sparse" and not opts["rank"] and not opts["train_steps"]
     model = _share_model(hierarchy, layout, opts["rank"], "exact" if exact else "schwarz")
-    below = hierarchy.below
-    arch = {"model": "dd", "n": share.n, "problem": problem.spec(), "decomposition": share.to_dict(),
-            "rank": model.r, "coarse_rank": share.coarse_size, "symmetric": True, "coarse": share.coarse_size > 0}
-    if below:
-        arch.update(levels=opts["levels"], top_size=opts["top_size"], level_coarse=opts["level_coarse"],
-                    level_partition="tiles", coarse_rank=below[-1].decomposition.coarse_size)
+    arch = _architecture(hierarchy, opts, model.r)
     info = {"source": "built from the operator, from this rank's rows" + ("" if exact else (
                 f", truncated Schwarz factors (rank {model.r})" if opts["rank"] else ", dense Schwarz factors")),
             "arch": arch, "from_rows": True, "rows_held": share.rows_held, "hierarchy": hierarchy,
@@ -124,6 +119,13 @@ def _update_rows(source, opts, P, pc, layout):
         return False
     source.info["hierarchy"] = hierarchy
     return True
+
+
+def _architecture(hierarchy, opts, r):
+    """The PC's model as a checkpoint describes it: models.architecture, as training writes it."""
+    cfg = {"model": "dd", "rank": r, "coarse_rank": None, "symmetric": True, "levels": opts["levels"],
+           "top_size": opts["top_size"], "level_coarse": opts["level_coarse"]}
+    return architecture(cfg, hierarchy.problem, hierarchy)
 
 
 def _hierarchy_of(share, problem, spec, opts):
@@ -155,15 +157,8 @@ def _gathered(opts, P, pc, layout):
         hierarchy = build_hierarchy(problem, spec, opts["levels"], opts["top_size"], opts["level_coarse"])
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
-    d, below = hierarchy.decomposition, hierarchy.below
-    r = opts["rank"] or d.max_size
-    arch = {"model": "dd", "n": problem.n, "problem": problem.spec(), "decomposition": d.to_dict(), "rank": r,
-            "coarse_rank": d.coarse_size, "symmetric": True, "coarse": d.coarse_size > 0}
-    if opts["levels"] > 2:
-        top = below[-1].decomposition
-        r = opts["rank"] or max(d.max_size, top.max_size)
-        arch.update(rank=r, coarse_rank=top.coarse_size, levels=opts["levels"], top_size=opts["top_size"],
-                    level_coarse=opts["level_coarse"], level_partition="tiles")
+    r = opts["rank"] or max(hierarchy.levels[0].decomposition.max_size, hierarchy.levels[-1].decomposition.max_size)
+    arch = _architecture(hierarchy, opts, r)
     # Untrained at full rank, M^-1 is additive Schwarz: sparse factorizations apply it exactly (exact.py).
     exact = opts["factors"] == "sparse" and not opts["rank"] and not opts["train_steps"]
     model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64,
@@ -262,7 +257,7 @@ def _train_in_setup(model, opts, layout):
             f"-{opts['prefix']}pddattn_train_steps needs an invertible M^-1 (the condition loss estimates "
             f"kappa(M A)), but local rank {model.r} gives rank at most {model.rank_bound():,} < n = {model.n:,}; "
             f"leave -{opts['prefix']}pddattn_rank at 0 (full)")
-    cfg = TrainConfig(model="dd", symmetric=True, loss="condition", steps=opts["train_steps"], lr=opts["train_lr"],
+    cfg = TrainConfig.of(model="dd", symmetric=True, loss="condition", steps=opts["train_steps"], lr=opts["train_lr"],
                       warmup=0, dtype="float64")
     return fit_condition(model, cfg, layout)
 

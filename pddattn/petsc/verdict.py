@@ -9,6 +9,8 @@ the verdict (``judge``) separates the cases.
 """
 from __future__ import annotations
 
+from .pc import DDAttentionPC, rank_deficiency
+
 __all__ = ["RULE", "PRECONDITIONED_NORM_FACTOR", "true_residual_test", "judge", "norm_name"]
 
 # KSP's recursive residual and the true one differ in the last digits.
@@ -60,7 +62,6 @@ def singular_preconditioner(ksp):
     pc = ksp.getPC()
     if pc.getType() != "python":
         return ""
-    from .pc import DDAttentionPC, rank_deficiency
     context = pc.getPythonContext()
     if isinstance(context, DDAttentionPC) and context.model is not None and context._jacobi is None:
         return rank_deficiency(context.model)  # with Jacobi added (the default) M^-1 + D^-1 is SPD

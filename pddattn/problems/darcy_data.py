@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..exact import SparseSolve
 from .coefficients import coefficient_field
 from .triplets import operator_of_field
 
@@ -49,7 +50,6 @@ def stride(resolution, side):
 
 def darcy_sample(seed, resolution):
     """(a, u) on the fine ``resolution`` x ``resolution`` grid, boundary included, for field ``seed``."""
-    from ..exact import SparseSolve
     x = np.linspace(0.0, 1.0, resolution)
     X, Y = np.meshgrid(x, x)  # row i is y = x[i], column j is x = x[j]
     a = coefficient_field("darcy", seed, 2)(np.stack([X.ravel(), Y.ravel()], axis=1)).reshape(X.shape)

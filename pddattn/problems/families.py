@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.linalg import splu
 
 from .coefficients import coefficient_field, parse_coefficient
+from .spectra import smallest_eigenpairs
 from .stencils import stencil_rows
 
 __all__ = ["FAMILIES", "Problem", "principal_block", "block_diagonal", "make_problem", "problem_from_spec", "parse_grid", "read_matrix",
@@ -147,7 +149,6 @@ def check_spd(A, name="the matrix"):
     Symmetric-mode LU without off-diagonal pivoting is an LDL^T, so A is SPD
     iff every pivot is positive. The factorization is kept for solves.
     """
-    from scipy.sparse.linalg import splu
     if A.shape[0] != A.shape[1]:
         raise ValueError(f"{name} is not square: shape {A.shape}")
     asym = abs(A - A.T).max() if A.nnz else 0.0
@@ -307,7 +308,6 @@ class Problem:
 
     def smallest_eigenpairs(self, k):
         """The k smallest eigenvalues (ascending) and orthonormal eigenvectors (n, k) of A."""
-        from .spectra import smallest_eigenpairs
         return smallest_eigenpairs(self, k)
 
     def __eq__(self, other):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 __all__ = [
     "check_size", "mesh_width", "apply_laplacian", "laplacian_dense",
@@ -98,7 +99,6 @@ def sine_modes(n, modes, lo=0, hi=None):
 
 def _synthesis_fft(coef, n, lo, hi):
     """sum_k coef[..., k-1] sin(k pi x_j) at all nodes by one real FFT, then sliced."""
-    import torch  # its FFT is several times faster than numpy 1.x's pocketfft here
     shifted = torch.nn.functional.pad(torch.as_tensor(coef, dtype=torch.float64), (1, 0))  # index = k
     # rfft gives sum_k c_k exp(-i pi k j / (n+1)); its imaginary part is -sum c_k sin(.).
     spectrum = torch.fft.rfft(shifted, n=2 * (n + 1), dim=-1)

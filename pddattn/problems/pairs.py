@@ -23,6 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..regression import data_gram, map_norm
+from .families import file_sha256
+from .samplers import DATA_KINDS
+
 __all__ = ["PairsData", "PairsSampler", "load_pairs", "is_data_file"]
 
 _CHUNK_VALUES = 1 << 22  # values read at a time when checking a memory-mapped file
@@ -30,7 +34,6 @@ _CHUNK_VALUES = 1 << 22  # values read at a time when checking a memory-mapped f
 
 def is_data_file(value):
     """True when a --data value names a file or folder rather than a built-in data kind."""
-    from .samplers import DATA_KINDS
     return bool(value) and value not in DATA_KINDS
 
 
@@ -69,7 +72,6 @@ def _flat(name, a, source):
 
 def _sha256(path):
     """SHA-256 of a file, or of a folder's .npy files in name order (streamed)."""
-    from .families import file_sha256
     path = Path(path)
     return file_sha256(*(sorted(path.glob("*.npy")) if path.is_dir() else [path]))
 
@@ -206,7 +208,6 @@ class PairsData:
                 if not finite.all():
                     raise ValueError(f"--data {self.path}: {name} holds a NaN or inf (sample "
                                      f"{self.train[take[np.argmin(finite)]]}); the pairs must be finite")
-            from ..regression import data_gram, map_norm
             self._gain = map_norm(data_gram(F.T, U.T))
             if not self._gain > 0:
                 raise ValueError(f"--data {self.path}: u is zero on the first {len(take)} training pairs; "

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft
+from scipy.sparse.linalg import eigsh
 
+from ..parallel.direct import DistributedSolver
 from . import laplace1d
 from .spectra import mode_order
 
@@ -173,7 +175,6 @@ class WhiteSampler:
     def _distributed(self, rows, comm):
         key = (id(comm), len(rows), int(rows[0]) if len(rows) else -1)
         if getattr(self, "_solver_key", None) != key:
-            from ..parallel.direct import DistributedSolver
             self._solver, self._solver_key = DistributedSolver(self.problem.rows(rows), rows, comm), key
         return self._solver
 
@@ -221,7 +222,6 @@ def make_sampler(kind, problem, modes=None, alpha=0.0, seed=0):
 
 def backward_error(A, f, u):
     """max over samples of ||A u - f|| / (||A|| ||u||), rows of f and u are samples (whole vectors)."""
-    from scipy.sparse.linalg import eigsh
     norm_a = float(eigsh(A, k=1, which="LA", return_eigenvectors=False, tol=1e-6)[0]) if A.shape[0] > 2 \
         else float(np.linalg.norm(A.toarray(), 2))
     r = (A @ u.T).T - f

@@ -8,6 +8,7 @@ Fourier sampler and by the capacity of the global baseline.
 from __future__ import annotations
 
 import numpy as np
+from scipy.sparse.linalg import LinearOperator, eigsh
 
 __all__ = ["sine_eigenvalues", "mode_order", "smallest_eigenpairs"]
 
@@ -55,7 +56,6 @@ def smallest_eigenpairs(problem, k):
     if n <= 2000 or k >= n // 2:
         lam, V = np.linalg.eigh(problem.A.toarray())
         return lam[:k], V[:, :k]
-    from scipy.sparse.linalg import LinearOperator, eigsh
     # Shift-invert at 0 with the cached factorization: the smallest of A are the largest of A^-1.
     inv = LinearOperator((n, n), matvec=lambda x: problem.solve(x.reshape(-1, 1)).ravel(), dtype=np.float64)
     mu, V = eigsh(inv, k=k, which="LA", tol=1e-10)
