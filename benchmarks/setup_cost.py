@@ -70,7 +70,7 @@ def import_cost():
 def train_command(grid, boxes):
     return ["-m", "pddattn", "train", "--problem", "poisson2d", "--grid", f"{grid}x{grid}", "--subdomains",
             f"{boxes}x{boxes}", "--rank", "4", "--levels", "3", "--steps", "2", "--test-size", "4", "--batch", "4",
-            "--data", "probe", "--out", "/tmp/pddattn-setup-cost"]
+            "--data", "probe", "--out", "/tmp/pddattn-setup-cost", "--overwrite"]
 
 
 def pc_command(grid, boxes):

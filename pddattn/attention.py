@@ -62,9 +62,10 @@ class Attention(nn.Module):
 
     def dense(self):
         """The n x n matrix M^-1 (tests and diagnostics; O(n^2) memory)."""
-        p = next(self.parameters())
+        held = next(iter((*self.parameters(), *self.buffers())), None)  # an exact operator has buffers only
+        device = held.device if held is not None else None
         with torch.no_grad():
-            return self(torch.eye(self.n, dtype=p.dtype, device=p.device)).T
+            return self(torch.eye(self.n, dtype=self.compute_dtype, device=device)).T
 
     @property
     def compute_dtype(self):

@@ -27,7 +27,7 @@ from .exact import sparse_factor
 from .patterns import Gather, Pattern, canonical
 from .problems.families import block_diagonal, principal_block
 
-__all__ = ["COARSE_SPACES", "attach_coarse", "hat_basis", "q1_basis", "harmonic_basis", "nicolaides_basis",
+__all__ = ["harmonic_anchors", "COARSE_SPACES", "attach_coarse", "hat_basis", "q1_basis", "harmonic_basis", "nicolaides_basis",
            "interior_blocks", "HarmonicPlan"]
 
 COARSE_SPACES = ("hat", "q1", "harmonic", "nicolaides", "none")
@@ -238,6 +238,14 @@ class HarmonicPlan:
             X = factor.solve(rhs.reshape(self.rows, self.width))
             values[len(self.gamma):] = X.ravel()[self._slots]
         return values[self._order]
+
+
+def harmonic_anchors(phi, gamma):
+    """First node of each GDSW function: Phi is the indicator of its piece on Gamma (coarse.py)."""
+    rows = phi[gamma].tocsr()
+    first = np.full(phi.shape[1], np.iinfo(np.int64).max)
+    np.minimum.at(first, rows.indices, np.repeat(np.asarray(gamma, dtype=np.int64), np.diff(rows.indptr)))
+    return first
 
 
 def nicolaides_basis(decomposition):

@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import shortest_path
 
-from .coarse import attach_coarse, interior_blocks
+from .coarse import attach_coarse, harmonic_anchors, interior_blocks
 from .parallel.ghosts import GhostExchange
 from .schwarz import galerkin
 
@@ -85,6 +85,7 @@ class DecompositionLike(Protocol):
     max_size: int  # L, the padded subdomain length
     coarse_size: int  # n_0
     whole: bool  # every subdomain and all of Phi held here (a share: False)
+    comm: object  # the domain group's communicator (None: one rank)
 
     def held_sizes(self, held): ...
 
@@ -101,6 +102,8 @@ class DecompositionLike(Protocol):
     def exchange_plan(self, holdings, rank, comm=None, stats=None): ...  # the ghost exchange of held subdomains
 
     def to_dict(self): ...
+
+    def core_of(self, nodes): ...  # the core of each global node
 
 
 class Decomposition:
@@ -132,6 +135,8 @@ class Decomposition:
         self.phi = sp.csr_matrix((self.n, 0)) if phi is None else sp.csr_matrix(phi)
         self.coarse = self.spec.get("coarse", "none")
         self.coarse_plan = None  # the harmonic basis's plan (coarse.HarmonicPlan): Phi for new values of A
+        self._core = None  # node -> core, made on first use
+        self._galerkin = None  # (problem, Phi^T A Phi) of the last coarse_operator call
         self.__dict__.update(extra)  # builder-specific geometry (core_bounds, starts, stops, ...)
 
     # ------------------------------------------------------------------ sizes
@@ -164,10 +169,25 @@ class Decomposition:
         """True: every subdomain and all of Phi are here (a rank's DecompositionShare says False)."""
         return True
 
+    comm = None  # a whole decomposition is on one rank (a share holds its domain group's communicator)
+
+    def core_of(self, nodes):
+        """The core each global node is in."""
+        if self._core is None:
+            self._core = np.empty(self.n, dtype=np.int64)
+            for c, nodes_c in enumerate(self.cores):
+                self._core[nodes_c] = c
+        return self._core[np.asarray(nodes, dtype=np.int64)]
+
+    @property
+    def anchors(self):
+        """The first node of every harmonic coarse function (what tiles the coarse levels, tiling.py)."""
+        return harmonic_anchors(self.phi, self.interface)
+
     def with_phi(self, phi):
         """The same structure with another coarse basis of Phi's pattern (new values of A)."""
         out = copy.copy(self)
-        out.phi = sp.csr_matrix(phi)
+        out.phi, out._galerkin = sp.csr_matrix(phi), None
         return out
 
     def to_dict(self):
@@ -229,8 +249,11 @@ class Decomposition:
         return self.phi[rows]
 
     def coarse_operator(self, problem):
-        """A_0 = Phi^T A Phi, from blocks of the problem's rows."""
-        return galerkin(problem, self.phi)
+        """A_0 = Phi^T A Phi, from blocks of the problem's rows; kept for the last problem asked (the
+        hierarchy's update and the exact top's refactorization read the same product)."""
+        if self._galerkin is None or self._galerkin[0] is not problem:
+            self._galerkin = (problem, galerkin(problem, self.phi))
+        return self._galerkin[1]
 
     def exchange_plan(self, holdings, rank, comm=None, stats=None):
         """The ghost exchange of rank ``rank``'s subdomains, from the index sets every rank holds."""

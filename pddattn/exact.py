@@ -18,7 +18,7 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.linalg import splu
 
-from .patterns import canonical
+from .patterns import Gather, Pattern, canonical
 from .problems.families import block_diagonal
 
 __all__ = ["BlockDiagonalSolve", "SparseSolve", "application_cost", "factor_package", "sparse_factor", "sparse_lu"]
@@ -197,12 +197,25 @@ class BlockDiagonalSolve:
         self.rows = np.asarray(index)[valid].astype(np.int64)
         self.weight = np.asarray(weight)[valid]
         self.solve = SparseSolve(block_diagonal(rows_of, subdomains))
-        self._subdomains, self._restriction = subdomains, None
+        self._subdomains, self._restriction, self._gather = subdomains, None, None
 
-    def refactor(self, rows_of):
-        """The blocks of new values of A (``rows_of``), factored numerically where the pattern is the same."""
-        self.solve.refactor(block_diagonal(rows_of, self._subdomains))
+    def refactor(self, rows_of, A=None):
+        """The blocks of new values of A (``rows_of``), factored numerically where the pattern is the same.
+
+        With the whole ``A`` given, the blocks are gathered from its entries by a
+        plan recorded on the first such call (patterns.Gather), not extracted
+        row by row again (0.13 s of a 0.5 s update at 511^2).
+        """
+        self.solve.refactor(self._blocks(rows_of, A))
         return self
+
+    def _blocks(self, rows_of, A):
+        if A is None:
+            return block_diagonal(rows_of, self._subdomains)
+        A = canonical(A)
+        if self._gather is None or not self._gather[0].same(A):
+            self._gather = (Pattern.of(A), Gather.of(lambda M: block_diagonal(lambda r: M[r], self._subdomains), A))
+        return self._gather[1].matrix(A.data)
 
     def free(self):
         self.solve.free()

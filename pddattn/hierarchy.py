@@ -31,9 +31,11 @@ objects; its :class:`Hierarchy` is handed to whoever needs the levels (the
 architecture, the model, the Schwarz start, the PC). A level's *structure*
 (index sets, partition of unity, the patterns of A_l, Phi_{l+1} and
 A_{l+1}, the harmonic basis's plan) is built once; its *values* (A_l's
-entries, Phi_{l+1}, A_{l+1}, factorizations) follow any A of the same
-pattern through :meth:`Hierarchy.update`, or B of them at once through
-:meth:`Hierarchy.values`.
+entries, Phi_{l+1}, A_{l+1}) follow any A of the same pattern through
+:meth:`Hierarchy.update`, or B of them at once through
+:meth:`Hierarchy.values`. The factorizations that apply a level have one
+owner, the operator's exact parametrization (factors.Exact), which
+refactors them numerically when the operator takes new values.
 """
 from __future__ import annotations
 
@@ -85,7 +87,7 @@ class LevelPlan:
     None where Phi does not depend on A's values (hat, q1, Nicolaides, none);
     ``coarse`` is A_{l+1}'s pattern (the next level's, or the top's), None
     without a coarse space; :attr:`blocks` gathers diag(R_i A R_i^T), made on
-    first use (the factorizations' and the family model's).
+    first use (the family model's blocks).
     """
 
     pattern: Pattern
@@ -166,9 +168,7 @@ def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1, coarse="
 
 def _spreads(d, tiles, coarse):
     """Whether the level below d is built as per-rank shares: d is one, and every rank gets a tile."""
-    if d.whole:
-        return False
-    comm = d.comm
+    comm = d.comm  # None on a whole decomposition
     return (comm is not None and comm.Get_size() > 1 and tiles >= comm.Get_size()
             and coarse == "harmonic")
 
@@ -182,7 +182,7 @@ def _tiled_level(d, part, cores, grid, delta, coarse):
 def _tiles(d, count):
     """(part, cores, tile grid): about ``count`` tiles of d's core grid, fewer while a tile would be empty."""
     grid = getattr(d, "core_grid", None) or tuple(d.layout)
-    home = anchor_cores(d, _core_lookup(d))
+    home = anchor_cores(d)
     while True:
         tiles = tile_grid(grid, count)
         try:
@@ -191,16 +191,6 @@ def _tiles(d, count):
             if count <= 1:
                 raise
             count //= 2
-
-
-def _core_lookup(d):
-    """Global node -> core of d: arithmetic for a share, an array for a whole decomposition."""
-    if not d.whole:
-        return d.core_map.core_of
-    core = np.empty(d.n, dtype=np.int64)
-    for c, nodes in enumerate(d.cores):
-        core[nodes] = c
-    return lambda nodes: core[np.asarray(nodes, dtype=np.int64)]
 
 
 def _coarsening(n_l, top_size, remaining):
@@ -253,7 +243,6 @@ class Hierarchy:
     def __init__(self, levels, top=None):
         Hierarchy.builds += 1
         self.levels, self.top = list(levels), top
-        self._factors = None  # (local solves per level, top solve) once factorize() has made them
         self._interiors = {}  # level -> the harmonic interiors' factorization, kept for the next update
 
     @property
@@ -281,7 +270,11 @@ class Hierarchy:
         return self.updatable and self.levels[0].plan.pattern.same(canonical(A))
 
     def update(self, A, problem=None):
-        """New values for A, of level 0's pattern, in place: A_l, Phi_{l+1}, A_top and any factorizations.
+        """New values for A, of level 0's pattern, in place: A_l, Phi_{l+1} and A_top.
+
+        The factorizations that apply the levels belong to the operator's
+        parametrization (factors.Exact), which refactors them numerically when
+        it takes these values (``DDAttention.refactor``).
 
         ``problem`` names A (default: A as an operator on level 0's grid).
         Returns self. ValueError when A has another pattern.
@@ -293,13 +286,14 @@ class Hierarchy:
         for depth, level in enumerate(self.levels):
             phi = level.plan.phi.phi(A, self._interior_factor(depth, A)) if level.plan.phi is not None else \
                 level.decomposition.phi
-            self.levels[depth] = Level(A, level.decomposition.with_phi(phi), problem, level.plan)
+            d = level.decomposition.with_phi(phi)
+            self.levels[depth] = Level(A, d, problem, level.plan)
             if level.plan.coarse is None:
                 break
-            A = level.plan.coarse.matrix(onto(galerkin(problem, phi), level.plan.coarse))
+            # d keeps the product: the exact top's refactorization reads it (factors.Exact.follow)
+            A = level.plan.coarse.matrix(onto(d.coarse_operator(problem), level.plan.coarse))
             problem = operator_problem(A)
         self.top = A if self.levels[-1].plan.coarse is not None else None
-        self._refactor()
         return self
 
     def values(self, operators):
@@ -327,23 +321,11 @@ class Hierarchy:
             out.top = np.stack([M.data for M in A])
         return out
 
-    def factorize(self):
-        """Sparse factorizations of every level's diag(R_i A_l R_i^T) and of A_top, kept with the values
-        (:meth:`update` refactors them, numerically only). Returns (local solves, top solve)."""
-        self._check_updatable()
-        if self._factors is None:
-            local = [SparseSolve(level.plan.blocks.matrix(level.plan.pattern.entries(level.A)))
-                     for level in self.levels]
-            self._factors = (local, SparseSolve(self.top) if self.top is not None else None)
-        return self._factors
-
     def free(self):
-        """Release the factorizations' PETSc objects."""
-        local, top = self._factors or ((), None)
-        for solve in [*local, top, *self._interiors.values()]:
-            if solve is not None:
-                solve.free()
-        self._factors, self._interiors = None, {}
+        """Release the harmonic interiors' factorizations (PETSc objects) kept for the next update."""
+        for solve in self._interiors.values():
+            solve.free()
+        self._interiors = {}
 
     def _interior_factor(self, depth, A):
         """diag(A_II) of level ``depth``'s harmonic basis for A, factored: numerically only after the first."""
@@ -351,15 +333,6 @@ class Hierarchy:
         solve = self._interiors.get(depth)
         self._interiors[depth] = SparseSolve(block) if solve is None else solve.refactor(block)
         return self._interiors[depth]
-
-    def _refactor(self):
-        if self._factors is None:
-            return
-        local, top = self._factors
-        for solve, level in zip(local, self.levels):
-            solve.refactor(level.plan.blocks.matrix(level.plan.pattern.entries(level.A)))
-        if top is not None:
-            top.refactor(self.top)
 
     def _check_updatable(self):
         if not self.updatable:

@@ -25,38 +25,27 @@ from .decomposition import split_sizes
 __all__ = ["anchor_cores", "tile_grid", "tile_of_core", "tile_cores"]
 
 
-def anchor_cores(d, core_of):
+def anchor_cores(d):
     """The home core (in d's numbering) of each of d's coarse functions.
 
     Parameters
     ----------
-    d : Decomposition or DecompositionShare
-        With its coarse space; a share answers from its ``anchors`` (every
-        interface piece's first node), a whole decomposition from Phi.
-    core_of : callable
-        Global node -> core index.
+    d : DecompositionLike
+        With its coarse space: its ``anchors`` (every interface piece's first
+        node), ``core_bounds`` or ``box_bounds`` and ``core_of``.
     """
     kind = d.spec.get("coarse")
     if kind == "nicolaides":
         return np.arange(d.coarse_size, dtype=np.int64)
     if kind == "hat":
-        bounds = d.core_bounds if d.whole else d.core_map.bounds
-        return core_of(np.asarray(bounds[1:-1], dtype=np.int64))
+        return d.core_of(np.asarray(d.core_bounds[1:-1], dtype=np.int64))
     if kind == "q1":
-        (bx, by), nx = (d.box_bounds if d.whole else (d.core_map.bx, d.core_map.by)), d.grid[0]
-        return core_of((by[1:-1][:, None] * nx + bx[1:-1][None, :]).ravel())
+        (bx, by), nx = d.box_bounds, d.grid[0]
+        return d.core_of((by[1:-1][:, None] * nx + bx[1:-1][None, :]).ravel())
     if kind == "harmonic":
-        return core_of(harmonic_anchors(d.phi, d.interface) if d.whole else d.anchors)
+        return d.core_of(d.anchors)
     raise ValueError(f"a {kind!r} coarse space has no home cores to tile; coarse levels need "
                      "harmonic, nicolaides, hat or q1 above them")
-
-
-def harmonic_anchors(phi, gamma):
-    """First node of each GDSW function: Phi is the indicator of its piece on Gamma (coarse.py)."""
-    rows = phi[gamma].tocsr()
-    first = np.full(phi.shape[1], np.iinfo(np.int64).max)
-    np.minimum.at(first, rows.indices, np.repeat(np.asarray(gamma, dtype=np.int64), np.diff(rows.indptr)))
-    return first
 
 
 def tile_grid(grid, count):

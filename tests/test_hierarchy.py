@@ -9,8 +9,10 @@ conditioning kappa(A) x eps x 10 (a few triangular sweeps and sums).
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 
 from pddattn.hierarchy import Hierarchy, build_hierarchy
+from pddattn.operators import DDAttention
 from pddattn.problems import make_problem
 from tolerances import cond, rounding
 
@@ -75,19 +77,29 @@ def test_batched_values_equal_one_update_each(family, grid, coefficient, spec, l
         assert np.abs(values.top[b] - h.top.data).max() <= bound * abs(h.top).max()
 
 
-def test_factorizations_follow_the_update():
-    """factorize() solves with the current values; after update() with the new ones (numeric refactor)."""
+def _exact_operator(h):
+    """Additive Schwarz applied by sparse factorizations on the hierarchy's levels, as the exact PC holds it."""
+    full = max(level.decomposition.max_size for level in h.levels)
+    return DDAttention(h.decomposition, r=full, symmetric=True, init="exact", dtype=torch.float64,
+                       problem=h.problem, levels=len(h.levels) + 1, coarse_levels=list(h.below))
+
+
+def test_the_exact_operators_factorizations_follow_the_update():
+    """One owner of the factorizations: the exact parametrization, refactored numerically when the operator
+    takes the hierarchy's new values, equals the exact operator built afresh on the new operator."""
     p, q = _problems("diffusion2d", (31, 31), "lognormal:1", count=2)
     h = build_hierarchy(p, BOXES, 3, top_size=8)
-    local, top = h.factorize()
+    model = _exact_operator(h)
+    before = model.dense()
     h.update(q.A)
-    rng = np.random.default_rng(0)
-    for solve, level in zip(local, h.levels):
-        blocks = level.plan.blocks.matrix(level.A.data)
-        x = rng.standard_normal(blocks.shape[0])
-        assert np.abs(blocks @ solve.solve(x) - x).max() <= rounding(cond(blocks), 10) * np.abs(x).max()
-    x = rng.standard_normal(h.top.shape[0])
-    assert np.abs(h.top @ top.solve(x) - x).max() <= rounding(cond(h.top), 10) * np.abs(x).max()
+    assert model.refactor(h.decomposition, h.problem, h.below)
+    fresh = _exact_operator(build_hierarchy(q, BOXES, 3, top_size=8))
+    after, expected = model.dense(), fresh.dense()
+    bound = rounding(cond(q.A.toarray()), 10)
+    assert np.abs(after - expected).max() <= bound * np.abs(expected).max()
+    assert np.abs(after - before).max() > 1e3 * bound * np.abs(expected).max()  # the values did change
+    model.free()
+    fresh.free()
     h.free()
 
 

@@ -44,7 +44,7 @@ from ..kernels import sparse_pair
 from ..level import DDLevel
 from ..operators import DDAttention, level_of
 from .comm import CommStats, allreduce_sum
-from .ghosts import GhostExchange, halo_exchange, owners, reverse_exchange
+from .ghosts import GhostExchange, halo_exchange, reverse_exchange
 from .layout import check_distribution, subdomain_holdings
 from .rows import RowOperator
 
@@ -143,13 +143,13 @@ class DistributedLevel(DDLevel):
         return super().interpolate(z if self.transfer is None else halo_exchange(z, self.transfer))
 
     def owner_of(self, nodes):
-        """The domain rank owning each global node: from the counts for a share, else from the holdings."""
+        """The domain rank owning each global node: the holder of its core."""
         d = self.decomposition
-        if not d.whole:
-            return d.core_map.owner_of(nodes)
-        if getattr(self, "_owner", None) is None:
-            self._owner = owners(d, subdomain_holdings(d, self.layout.domain_size))
-        return self._owner[np.asarray(nodes, dtype=np.int64)]
+        if getattr(self, "_holder", None) is None:
+            self._holder = np.empty(d.N, dtype=np.int64)
+            for rank, held in enumerate(subdomain_holdings(d, self.layout.domain_size)):
+                self._holder[held] = rank
+        return self._holder[d.core_of(nodes)]
 
     def operator_rows(self):
         """A x on this rank's rows (parallel/rows.py), built once: the condition loss's products with A."""

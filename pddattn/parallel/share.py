@@ -173,6 +173,7 @@ class DecompositionShare:
         self.pou, self.delta, self.coarse = spec["pou"], int(spec["delta"]), spec["coarse"]
         self.grid = core_map.grid
         self.contiguous = core_map.kind == "intervals"  # cores and subdomains are node ranges
+        self.anchors = None  # the harmonic coarse functions' first nodes, set by the builder (setup.py)
 
     @property
     def A0(self):
@@ -183,6 +184,20 @@ class DecompositionShare:
     @property
     def coarse_size(self):
         return self.phi.shape[1]
+
+    def core_of(self, nodes):
+        """The core each global node is in (arithmetic on the counts)."""
+        return self.core_map.core_of(nodes)
+
+    @property
+    def core_bounds(self):
+        """Core i is nodes core_bounds[i]:core_bounds[i+1] (intervals and row blocks)."""
+        return self.core_map.bounds
+
+    @property
+    def box_bounds(self):
+        """(bx, by): box (I, J) is columns bx[I]:bx[I+1] of rows by[J]:by[J+1] (boxes)."""
+        return self.core_map.bx, self.core_map.by
 
     @property
     def whole(self):
