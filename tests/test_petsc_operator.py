@@ -232,14 +232,41 @@ def test_a_refactored_pc_equals_one_built_anew(levels):
     options = dict(subdomains="6", overlap=1, levels=levels, top_size=8)
     pc = make_pc(A, None, f"rf{levels}_", **options)
     pc.setUp()
+    structure = pc.getPythonContext().model.decomposition.values_plan
     A.setValuesCSR(*B.getValuesCSR())
     A.assemble()
     pc.setUp()
     assert pc.getPythonContext().setups == {"built": 1, "refactored": 1}
+    if levels == 2:  # the share took the new values on its structure (its harmonic plan kept), not rebuilt
+        assert pc.getPythonContext().model.decomposition.values_plan.harmonic is structure.harmonic
     fresh = make_pc(B, None, f"fr{levels}_", **options)
     x = np.random.default_rng(7).standard_normal(p.n)
     y, z = apply_natural(pc, A, None, x), apply_natural(fresh, B, None, x)
     assert worst(np.abs(y - z).max() / np.abs(z).max()) <= SOLVES  # the same solves, refactored or anew
+    pc.destroy()
+    fresh.destroy()
+
+
+def test_a_new_pattern_in_the_same_mat_builds_the_share_anew():
+    """More nonzeros in the same Mat: the share's values plan refuses them and the PC equals a fresh one."""
+    from pddattn.petsc import petsc_matrix
+    p = make_problem("diffusion2d", GRID, "lognormal:1", seed=1)
+    wider = (p.A + 0.01 * abs(p.A) @ abs(p.A)).tocsr()  # two-hop couplings: SPD, another pattern
+    A = petsc_matrix(p.A, PETSc.COMM_WORLD)
+    A.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, False)
+    pc = make_pc(A, None, "np_", subdomains="6", overlap=1)
+    pc.setUp()
+    B = petsc_matrix(wider, PETSc.COMM_WORLD)
+    start, stop = A.getOwnershipRange()
+    for i in range(start, stop):
+        cols, vals = B.getRow(i)
+        A.setValues(i, cols, vals)
+    A.assemble()
+    pc.setUp()
+    fresh = make_pc(B, None, "npf_", subdomains="6", overlap=1)
+    x = np.random.default_rng(3).standard_normal(p.n)
+    y, z = apply_natural(pc, A, None, x), apply_natural(fresh, B, None, x)
+    assert worst(np.abs(y - z).max() / np.abs(z).max()) <= rounding(cond(wider.toarray()), factor=100)
     pc.destroy()
     fresh.destroy()
 

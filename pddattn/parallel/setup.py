@@ -14,6 +14,9 @@ decomposition's parts to rounding (tests/test_petsc_local.py, the MPI tests).
 """
 from __future__ import annotations
 
+import copy
+import typing
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -25,7 +28,7 @@ from .ghosts import GhostExchange
 from ..problems.families import principal_block
 from .share import CoreMap, DecompositionShare, pou_weights, sum_over_ranks
 
-__all__ = ["finish_share", "family_share", "algebraic_share", "check_geometry", "coarse_rows", "galerkin_part", "sum_over_ranks", "FAMILY_SHARE_KINDS"]
+__all__ = ["ValuesPlan", "share_on_values", "finish_share", "family_share", "algebraic_share", "check_geometry", "coarse_rows", "galerkin_part", "sum_over_ranks", "FAMILY_SHARE_KINDS"]
 
 FAMILY_SHARE_KINDS = ("intervals", "boxes")
 
@@ -63,7 +66,7 @@ def finish_share(spec, cmap, comm, cores, subdomains, ring, U, rows, plan=None, 
                                             cmap.owner_of, comm)
     A_UU = principal_block(rows, U) if A_UU is None else A_UU
     ring_plan = GhostExchange.from_reads(own, ring, cmap.owner_of, comm)  # Phi's ghost rows: one plan for both
-    phi, anchors = coarse_rows(spec["coarse"], A_UU, U, own, ring_plan, cores, cmap, comm)
+    phi, anchors, harmonic = coarse_rows(spec["coarse"], A_UU, U, own, ring_plan, cores, cmap, comm)
     A0_local = galerkin_part(phi, A_UU, U, ring_plan, comm)
     ring_plan.free()
     sizes = np.zeros(cmap.N, dtype=np.int64)
@@ -73,9 +76,38 @@ def finish_share(spec, cmap, comm, cores, subdomains, ring, U, rows, plan=None, 
     share = DecompositionShare(cmap.n, spec, cmap, held, cores, subdomains, weights, own, phi, A0_local, plan, sizes,
                                comm)
     share.rows_held = len(U)
+    share.values_plan = ValuesPlan(U, ring, harmonic, np.searchsorted(U, own), A_UU.nnz)
     if anchors is not None:
         share.anchors = anchors  # every interface piece's first node: the coarse levels' tiles (tiling.py)
     return share
+
+
+class ValuesPlan(typing.NamedTuple):
+    """What a share keeps to take new values of A at the same rows (:func:`share_on_values`)."""
+
+    U: np.ndarray  # the rows read: the held subdomains and the ring of the own rows
+    ring: np.ndarray  # the own rows and their neighbours (Phi's rows there make A_0's term)
+    harmonic: object  # the harmonic basis's HarmonicPlan on A_UU's pattern, None where Phi ignores A
+    own_at: np.ndarray  # positions of the own rows in U
+    nnz: int  # entries of A_UU (a first check of its pattern)
+
+
+def share_on_values(share, A_UU):
+    """The share on new values of A, read at the same rows U with the same pattern: Phi's rows and this
+    rank's term of A_0 anew; index sets, weights, exchange plan and the harmonic structure kept (collective).
+
+    ValueError when A_UU has another pattern (the caller builds the share again).
+    """
+    plan = share.values_plan
+    if A_UU.shape != (len(plan.U), len(plan.U)) or A_UU.nnz != plan.nnz:
+        raise ValueError("another pattern of A at this rank's rows")
+    phi = plan.harmonic.phi(A_UU)[plan.own_at] if plan.harmonic is not None else share.phi
+    ring_plan = GhostExchange.from_reads(share.own, plan.ring, share.core_map.owner_of, share.comm)
+    A0_local = galerkin_part(sp.csr_matrix(phi), A_UU, plan.U, ring_plan, share.comm)
+    ring_plan.free()
+    out = copy.copy(share)
+    out.phi, out.A0_local, out._A0 = sp.csr_matrix(phi), A0_local, None
+    return out
 
 
 def family_share(problem, spec, layout, comm):
@@ -174,22 +206,23 @@ def check_geometry(kind, grid, layout, delta, n):
 
 
 def coarse_rows(kind, A_UU, U, own, ring_plan, cores, cmap, comm):
-    """(Phi at the own rows (CSR, len(own) x n_0), the harmonic pieces' first nodes or None).
+    """(Phi at the own rows (CSR, len(own) x n_0), the harmonic pieces' first nodes, the HarmonicPlan)
+    (the last two None but for the harmonic space).
 
     ``ring_plan``: the exchange that reads the ring.
     """
     if kind == "none":
-        return sp.csr_matrix((len(own), 0)), None
+        return sp.csr_matrix((len(own), 0)), None, None
     if kind not in ("q1", "hat", "harmonic"):
         raise ConfigurationError(f"a rank's share has no {kind!r} coarse space (hat, q1, harmonic or none)")
     if kind == "q1":
         if cmap.kind != "boxes":
             raise ConfigurationError("the q1 coarse space needs boxes of a DMDA grid; use harmonic")
-        return _q1_rows(own, cmap), None
+        return _q1_rows(own, cmap), None, None
     if kind == "hat":
         if cmap.kind != "intervals":
             raise ConfigurationError("the hat coarse space needs an intervals decomposition (1D); use harmonic")
-        return hat_basis(cmap.n, cmap.bounds, own), None
+        return hat_basis(cmap.n, cmap.bounds, own), None, None
     return _harmonic_rows(A_UU, U, own, ring_plan, cores, cmap, comm)
 
 
@@ -236,7 +269,7 @@ def _harmonic_rows(A_UU, U, own, ring_plan, cores, cmap, comm):
     group[np.searchsorted(U, np.concatenate([own, ring_plan.ghosts]))] = ext.astype(np.int64)
     plan = HarmonicPlan(A_UU, [np.searchsorted(U, c) for c in cores], group, n0)
     phi = plan.phi(A_UU)[np.searchsorted(U, own)]  # the ring's Gamma rows are their owners'
-    return phi, every
+    return phi, every, plan
 
 
 def galerkin_part(phi, A_UU, U, plan, comm):

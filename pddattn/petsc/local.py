@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from ..errors import CollectiveError, ConfigurationError
 from ..parallel.layout import check_distribution
-from ..parallel.setup import check_geometry, finish_share
+from ..parallel.setup import check_geometry, finish_share, share_on_values
 from ..parallel.share import CoreMap, rows_problem
 from .matrices import dmda_grid, mat_read
 
@@ -163,6 +163,22 @@ def local_share(P, dm, spec, layout, plan=None):
     share = finish_share(spec, cmap, comm, cores, subs, ring, U, rows, plan=plan, A_UU=A_UU)
     share.numbering = numbering
     return share, rows_problem(rows, U, dmda_grid(dm) or (n,))
+
+
+def share_values(P, dm, share):
+    """(share, problem): ``share`` on the values P holds now at the same rows, or None when their
+    pattern differs (:func:`~pddattn.parallel.setup.share_on_values`; collective)."""
+    U = share.values_plan.U
+    rows, A_UU = _extract(P, share.numbering, U)
+    comm = share.comm
+    try:
+        new, ok = share_on_values(share, A_UU), True
+    except ValueError:
+        new, ok = None, False
+    if not comm.allreduce(ok, op=_mpi().LAND):  # every rank takes the same path
+        return None
+    new.numbering = share.numbering
+    return new, rows_problem(rows, U, dmda_grid(dm) or (P.getSize()[0],))
 
 
 def matrix_file_share(problem, spec, layout):

@@ -36,7 +36,7 @@ from ..problems.families import spec_label
 from ..spectrum import fit_probe
 from ..train import TrainConfig, fit_condition
 from . import family_source
-from .local import LOCAL_COARSE, Numbering, local_share
+from .local import LOCAL_COARSE, Numbering, local_share, share_values
 from .matrices import dmda_grid, gather_operator
 
 __all__ = ["Source", "build", "update", "same_structure"]
@@ -111,9 +111,11 @@ def _from_rows(opts, P, pc, layout):
 
 
 def _update_rows(source, opts, P, pc, layout):
-    """The share rebuilt on its exchange plan from the new rows, then the model's values."""
+    """The share on the new rows' values (two levels: its structure kept) or rebuilt on its exchange plan
+    (coarse levels below), then the model's values."""
     spec, model = source.info["spec"], source.model
-    share, problem = local_share(P, pc.getDM(), spec, layout, plan=model.decomposition.plan)
+    valued = share_values(P, pc.getDM(), model.decomposition) if opts["levels"] == 2 else None
+    share, problem = valued or local_share(P, pc.getDM(), spec, layout, plan=model.decomposition.plan)
     hierarchy = _hierarchy_of(share, problem, spec, opts)
     if not model.refactor(share, hierarchy.problem, hierarchy.below):
         return False
