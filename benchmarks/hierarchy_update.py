@@ -35,10 +35,8 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import torch  # noqa: E402
-
 from pddattn.hierarchy import build_hierarchy  # noqa: E402
-from pddattn.operators import DDAttention  # noqa: E402
+from pddattn.models import schwarz_operator  # noqa: E402
 from pddattn.problems import make_problem  # noqa: E402
 
 BATCHES = (1, 2, 4, 8)
@@ -53,13 +51,6 @@ def _timed(fn, repeat):
     return statistics.median(times)
 
 
-def exact_operator(h):
-    """Additive Schwarz by sparse factorizations on the hierarchy's levels (the exact PC's operator)."""
-    full = max(level.decomposition.max_size for level in h.levels)
-    return DDAttention(h.decomposition, r=full, symmetric=True, init="exact", dtype=torch.float64,
-                       problem=h.problem, levels=len(h.levels) + 1, coarse_levels=list(h.below))
-
-
 def measure(side, boxes, levels, repeat):
     """One row: seconds of build, update and values(B) at side^2 with boxes x boxes subdomains."""
     problems = [make_problem("diffusion2d", (side, side), "lognormal:1", seed=s) for s in range(1, 10)]
@@ -68,7 +59,7 @@ def measure(side, boxes, levels, repeat):
 
     def build():
         h = build_hierarchy(problems[0], spec, levels)
-        exact_operator(h).free()
+        schwarz_operator(h).free()
         h.free()
 
     def update(A):
@@ -76,7 +67,7 @@ def measure(side, boxes, levels, repeat):
         assert model.refactor(h.decomposition, h.problem, h.below)
 
     h = build_hierarchy(problems[0], spec, levels)
-    model = exact_operator(h)
+    model = schwarz_operator(h)
     update(matrices[1])  # the first update makes the harmonic interiors' factorization: kept after
     turn = iter(range(10**9))
     row = {"grid": f"{side}^2", "n": side * side, "boxes": f"{boxes}x{boxes}", "levels": levels,

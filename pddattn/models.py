@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import os
 
+import torch
+
 from .decomposition import parse_subdomains
 from .errors import ConfigurationError
 from .fno import FNOOperator, fno_missing
@@ -21,7 +23,7 @@ from .problems import make_problem, parse_grid, problem_from_spec
 from .problems.families import matrix_shape, unread_matrix_problem
 
 __all__ = ["MODELS", "problem_of", "decomposition_spec", "hierarchy_of", "architecture", "upgrade_architecture",
-           "model_from_architecture"]
+           "model_from_architecture", "schwarz_operator"]
 
 MODELS = ("dd", "global", "fno")
 _DEFAULT_DECOMPOSITION = {1: "intervals", 2: "boxes"}
@@ -154,3 +156,17 @@ def model_from_architecture(arch, layout=None, *, problem=None, dtype=None, devi
     if layout.domain_size == 1:
         return DDAttention(d, **kwargs)
     return DistributedDDAttention(d, layout=layout, **kwargs)
+
+
+def schwarz_operator(hierarchy, layout=None, rank=0, init="exact", r0=None):
+    """Two-level (or multilevel) Schwarz on a hierarchy (whole, or a rank's share): applied by sparse factorizations
+    (init='exact', full rank) or as its Schwarz factors, the best rank-``rank`` parts of each A_i^-1
+    (init='schwarz'). Its coarse levels are built from the summed A_1, as in training.
+    """
+    share, problem, below = hierarchy.decomposition, hierarchy.problem, hierarchy.below
+    full = max([share.max_size] + [level.decomposition.max_size for level in below])
+    kwargs = dict(r=rank or full, r0=r0, symmetric=True, init=init, dtype=torch.float64,
+                  problem=problem, levels=len(below) + 2, coarse_levels=list(below))
+    if layout is None or layout.domain_size == 1:
+        return DDAttention(share, **kwargs)
+    return DistributedDDAttention(share, layout=layout, **kwargs)

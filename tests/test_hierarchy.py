@@ -9,10 +9,9 @@ conditioning kappa(A) x eps x 10 (a few triangular sweeps and sums).
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
 
 from pddattn.hierarchy import Hierarchy, build_hierarchy
-from pddattn.operators import DDAttention
+from pddattn.models import schwarz_operator
 from pddattn.problems import make_problem
 from tolerances import cond, rounding
 
@@ -77,23 +76,16 @@ def test_batched_values_equal_one_update_each(family, grid, coefficient, spec, l
         assert np.abs(values.top[b] - h.top.data).max() <= bound * abs(h.top).max()
 
 
-def _exact_operator(h):
-    """Additive Schwarz applied by sparse factorizations on the hierarchy's levels, as the exact PC holds it."""
-    full = max(level.decomposition.max_size for level in h.levels)
-    return DDAttention(h.decomposition, r=full, symmetric=True, init="exact", dtype=torch.float64,
-                       problem=h.problem, levels=len(h.levels) + 1, coarse_levels=list(h.below))
-
-
 def test_the_exact_operators_factorizations_follow_the_update():
     """One owner of the factorizations: the exact parametrization, refactored numerically when the operator
     takes the hierarchy's new values, equals the exact operator built afresh on the new operator."""
     p, q = _problems("diffusion2d", (31, 31), "lognormal:1", count=2)
     h = build_hierarchy(p, BOXES, 3, top_size=8)
-    model = _exact_operator(h)
+    model = schwarz_operator(h)
     before = model.dense()
     h.update(q.A)
     assert model.refactor(h.decomposition, h.problem, h.below)
-    fresh = _exact_operator(build_hierarchy(q, BOXES, 3, top_size=8))
+    fresh = schwarz_operator(build_hierarchy(q, BOXES, 3, top_size=8))
     after, expected = model.dense(), fresh.dense()
     bound = rounding(cond(q.A.toarray()), 10)
     assert np.abs(after - expected).max() <= bound * np.abs(expected).max()

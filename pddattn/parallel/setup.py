@@ -101,12 +101,12 @@ def share_on_values(share, A_UU):
     plan = share.values_plan
     if A_UU.shape != (len(plan.U), len(plan.U)) or A_UU.nnz != plan.nnz:
         raise ValueError("another pattern of A at this rank's rows")
-    phi = plan.harmonic.phi(A_UU)[plan.own_at] if plan.harmonic is not None else share.phi
+    phi = sp.csr_matrix(plan.harmonic.phi(A_UU)[plan.own_at]) if plan.harmonic is not None else share.phi
     ring_plan = GhostExchange.from_reads(share.own, plan.ring, share.core_map.owner_of, share.comm)
-    A0_local = galerkin_part(sp.csr_matrix(phi), A_UU, plan.U, ring_plan, share.comm)
+    A0_local = galerkin_part(phi, A_UU, plan.U, ring_plan, share.comm)
     ring_plan.free()
     out = copy.copy(share)
-    out.phi, out.A0_local, out._A0 = sp.csr_matrix(phi), A0_local, None
+    out.phi, out.A0_local, out._A0 = phi, A0_local, None
     return out
 
 

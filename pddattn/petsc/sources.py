@@ -28,9 +28,8 @@ from ..checkpoint import CheckpointError, architecture_of, read_collective, rest
 from ..decomposition import parse_subdomains
 from ..errors import ConfigurationError
 from ..hierarchy import build_hierarchy
-from ..models import architecture, model_from_architecture
-from ..operators import LOADED, DDAttention
-from ..parallel.operator import DistributedDDAttention
+from ..models import architecture, model_from_architecture, schwarz_operator
+from ..operators import LOADED
 from ..problems import operator_problem, problem_from_spec
 from ..problems.families import spec_label
 from ..spectrum import fit_probe
@@ -57,7 +56,7 @@ class Source:
 def build(opts, P, pc, layout):
     """The model the options ask for, on the operator P (collective)."""
     if opts["model"] and family_source.is_family_model(opts["model"], layout):
-        source = family_source.build(opts, P, pc, layout, Source, _share_model)
+        source = family_source.build(opts, P, pc, layout, Source, schwarz_operator)
     elif opts["model"]:
         source = _stored(opts, P, pc.getDM(), layout)
     elif opts["coarse"] in LOCAL_COARSE and (opts["levels"] == 2 or opts["coarse"] != "none"):
@@ -99,7 +98,7 @@ def _from_rows(opts, P, pc, layout):
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
     exact = opts["factors"] == "sparse" and not opts["rank"] and not opts["train_steps"]
-    model = _share_model(hierarchy, layout, opts["rank"], "exact" if exact else "schwarz")
+    model = schwarz_operator(hierarchy, layout, opts["rank"], "exact" if exact else "schwarz")
     arch = _architecture(hierarchy, opts, model.r)
     info = {"source": "built from the operator, from this rank's rows" + ("" if exact else (
                 f", truncated Schwarz factors (rank {model.r})" if opts["rank"] else ", dense Schwarz factors")),
@@ -133,20 +132,6 @@ def _architecture(hierarchy, opts, r):
 def _hierarchy_of(share, problem, spec, opts):
     """The hierarchy over a share built from this rank's rows: its coarse levels from the summed A_1."""
     return build_hierarchy(problem, spec, opts["levels"], opts["top_size"], opts["level_coarse"], share=share)
-
-
-def _share_model(hierarchy, layout, rank=0, init="exact", r0=None):
-    """Two-level (or multilevel) Schwarz on a hierarchy over a share: applied by sparse factorizations
-    (init='exact', full rank) or as its Schwarz factors, the best rank-``rank`` parts of each A_i^-1
-    (init='schwarz'). Its coarse levels are built from the summed A_1, as in training.
-    """
-    share, problem, below = hierarchy.decomposition, hierarchy.problem, hierarchy.below
-    full = max([share.max_size] + [level.decomposition.max_size for level in below])
-    kwargs = dict(r=rank or full, r0=r0, symmetric=True, init=init, dtype=torch.float64,
-                  problem=problem, levels=len(below) + 2, coarse_levels=list(below))
-    if layout.domain_size == 1:
-        return DDAttention(share, **kwargs)
-    return DistributedDDAttention(share, layout=layout, **kwargs)
 
 
 # ----------------------------------------------------------------- gathered
