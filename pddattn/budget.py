@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 
-from .decomposition import decomposition_from_spec
 from .fno import FNOOperator
+from .hierarchy import build_hierarchy
 from .models import decomposition_spec
 
 __all__ = ["dd_at_budget", "global_at_budget", "fno_at_budget"]
@@ -45,7 +45,7 @@ def dd_at_budget(cfg, problem, budget):
     symmetric, k = problem.has_operator, (1 if problem.has_operator else 2)
     for N in _finest_first(problem):
         spec = decomposition_spec({**cfg.to_dict(), "subdomains": N, "overlap": 1}, problem)
-        d = decomposition_from_spec(spec, problem)
+        d = build_hierarchy(problem, spec).decomposition  # the one place a spec becomes objects
         local, n0, full = int(d.sizes.sum()), d.coarse_size, int(d.sizes.max())
         share = budget // k
         r0 = min(n0, share // 2 // max(n0, 1))

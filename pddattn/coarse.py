@@ -27,7 +27,7 @@ from .exact import sparse_factor
 from .patterns import Gather, Pattern, canonical
 from .problems.families import block_diagonal, principal_block
 
-__all__ = ["harmonic_anchors", "COARSE_SPACES", "attach_coarse", "hat_basis", "q1_basis", "harmonic_basis", "nicolaides_basis",
+__all__ = ["coarse_interface", "harmonic_anchors", "COARSE_SPACES", "attach_coarse", "hat_basis", "q1_basis", "harmonic_basis", "nicolaides_basis",
            "interior_blocks", "HarmonicPlan"]
 
 COARSE_SPACES = ("hat", "q1", "harmonic", "nicolaides", "none")
@@ -50,10 +50,30 @@ def hat_basis(n, bounds, nodes=None):
     return sp.csr_matrix((vals[keep], (rows[keep], cols[keep])), shape=(len(j), n0))
 
 
-def q1_basis(grid, box_bounds):
-    """Bilinear Phi = Phi_y (x) Phi_x for an nx x ny grid with x fastest."""
+def q1_basis(grid, box_bounds, nodes=None):
+    """Bilinear Phi = Phi_y (x) Phi_x for an nx x ny grid with x fastest, CSR (n, n_0).
+
+    ``nodes``: only those rows, in that order (a rank's own rows): the
+    row-wise Kronecker product of the per-axis hats at each node's x and y.
+    """
     (nx, ny), (bx, by) = grid, box_bounds
-    return sp.kron(hat_basis(ny, by), hat_basis(nx, bx), format="csr")
+    if nodes is None:  # every row: the Kronecker product itself (the same products, faster)
+        return sp.kron(hat_basis(ny, by), hat_basis(nx, bx), format="csr")
+    j = np.asarray(nodes, dtype=np.int64)
+    hx, hy = hat_basis(nx, bx, j % nx), hat_basis(ny, by, j // nx)
+    nx0, per_x, per_y = len(bx) - 2, np.diff(hx.indptr), np.diff(hy.indptr)
+    rows, cols, vals = [], [], []
+    for a in range(int(per_y.max(initial=0))):
+        for b in range(int(per_x.max(initial=0))):
+            r = np.flatnonzero((per_y > a) & (per_x > b))
+            ey, ex = hy.indptr[r] + a, hx.indptr[r] + b
+            rows.append(r)
+            cols.append(hy.indices[ey] * nx0 + hx.indices[ex])
+            vals.append(hy.data[ey] * hx.data[ex])
+    shape = (len(j), nx0 * (len(by) - 2))
+    if not rows:
+        return sp.csr_matrix(shape)
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
 
 
 def _connected_pieces(graph):
@@ -265,24 +285,37 @@ def attach_coarse(d, kind, A=None):
     if kind == "hat":
         if kinds != "intervals":
             raise ValueError("the hat coarse space needs an intervals decomposition (1D); use harmonic")
-        d.phi, d.interface = hat_basis(d.n, d.core_bounds), np.asarray(d.core_bounds[1:-1])
+        d.phi = hat_basis(d.n, d.core_bounds)
     elif kind == "q1":
         if kinds != "boxes":
             raise ValueError("the q1 coarse space needs a boxes decomposition (2D); use harmonic")
         d.phi = q1_basis(d.grid, d.box_bounds)
-        (bx, by), nx = d.box_bounds, d.grid[0]
-        d.interface = (by[1:-1][:, None] * nx + bx[1:-1][None, :]).ravel()
     elif kind == "harmonic":
         if A is None:
             raise ValueError("the harmonic coarse space is computed from A; pass the matrix")
         d.coarse_plan = HarmonicPlan(A, d.cores)
-        d.phi, d.interface = d.coarse_plan.phi(A), d.coarse_plan.gamma
+        d.phi = d.coarse_plan.phi(A)
     elif kind == "nicolaides":
-        d.phi, d.interface = nicolaides_basis(d), np.zeros(0, dtype=np.int64)
+        d.phi = nicolaides_basis(d)
     else:
-        d.phi, d.interface = sp.csr_matrix((d.n, 0)), np.zeros(0, dtype=np.int64)
+        d.phi = sp.csr_matrix((d.n, 0))
     d.coarse = d.spec["coarse"] = kind
+    d.interface = coarse_interface(d)
     return d
+
+
+def coarse_interface(d):
+    """Gamma of a whole decomposition's coarse basis: where its functions are indicators (hat: the
+    cores' first nodes; q1: the boxes' corners; harmonic: the plan's interface; else none)."""
+    kind = d.spec.get("coarse")
+    if kind == "hat":
+        return np.asarray(d.core_bounds[1:-1])
+    if kind == "q1":
+        (bx, by), nx = d.box_bounds, d.grid[0]
+        return (by[1:-1][:, None] * nx + bx[1:-1][None, :]).ravel()
+    if kind == "harmonic":
+        return d.coarse_plan.gamma
+    return np.zeros(0, dtype=np.int64)
 
 
 def interior_blocks(decomposition):

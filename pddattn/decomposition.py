@@ -10,7 +10,12 @@ A decomposition of n nodes is
 
 Builders: :func:`intervals` (1D), :func:`boxes` (2D grid, x fastest) and
 :func:`algebraic` (contiguous row blocks of A, or a graph partition of it, grown
-through A's graph, as PCASM's overlap). The kernels only ever see :meth:`Decomposition.padded_indices`,
+through A's graph, as PCASM's overlap). Each is the one share builder's
+one-rank case (parallel/setup.one_rank, geometry.py): a whole decomposition
+is what one rank holding every subdomain holds (:meth:`Decomposition.of_share`),
+so serial and distributed runs build their index sets, weights and Phi by the
+same code; tests/whole_builders.py keeps the former whole builders as the
+oracle. The kernels only ever see :meth:`Decomposition.padded_indices`,
 :meth:`Decomposition.pou_weights` and :attr:`Decomposition.phi`.
 
     >>> d = intervals(10, 3, 1)
@@ -26,8 +31,10 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import shortest_path
 
-from .coarse import attach_coarse, harmonic_anchors, interior_blocks
+from .coarse import COARSE_SPACES, attach_coarse, coarse_interface, harmonic_anchors, interior_blocks
+from .geometry import split_sizes
 from .parallel.ghosts import GhostExchange
+from .parallel.setup import one_rank
 from .schwarz import galerkin
 
 __all__ = ["Decomposition", "DecompositionLike", "POU_KINDS", "DECOMPOSITIONS", "PARTITIONS", "intervals", "boxes", "algebraic",
@@ -41,13 +48,6 @@ def _check_int(name, value, minimum, allowed):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer {allowed}, got {value!r}")
     return int(value)
-
-
-def split_sizes(n, N):
-    """Sizes of N near-equal contiguous blocks of n (the first n mod N one larger, as PETSc)."""
-    sizes = np.full(N, n // N, dtype=np.int64)
-    sizes[: n % N] += 1
-    return sizes
 
 
 def parse_subdomains(text):
@@ -115,15 +115,16 @@ class Decomposition:
     cores, subdomains : list of int arrays
         Sorted node indices; the cores partition range(n) and core i is in subdomain i.
     pou : {'count', 'smooth'}
-    ramps : list of arrays, optional
-        For 'smooth': the unnormalised weight of every subdomain node.
+    weights : list of arrays
+        D_i on each subdomain's nodes, normalised by the builder (the one-rank
+        share's, :meth:`of_share`), so that sum_i R_i^T D_i R_i = I.
     phi : scipy.sparse matrix (n, n_0), optional
         The coarse basis (none: n_0 = 0).
     spec : dict
         The builder's parameters (what checkpoints store).
     """
 
-    def __init__(self, n, cores, subdomains, pou="count", ramps=None, phi=None, spec=None, **extra):
+    def __init__(self, n, cores, subdomains, weights, pou="count", phi=None, spec=None, **extra):
         if pou not in POU_KINDS:
             raise ValueError(f"unknown partition of unity {pou!r}; choose one of {POU_KINDS}")
         self.n, self.pou, self.spec = int(n), pou, dict(spec or {})
@@ -131,13 +132,24 @@ class Decomposition:
         self.subdomains = [np.asarray(s, dtype=np.int64) for s in subdomains]
         self.N = len(self.subdomains)
         self.delta = int(self.spec.get("delta", 0))
-        self._ramps = ramps
+        self._weights = [np.asarray(w, dtype=np.float64) for w in weights]
         self.phi = sp.csr_matrix((self.n, 0)) if phi is None else sp.csr_matrix(phi)
         self.coarse = self.spec.get("coarse", "none")
         self.coarse_plan = None  # the harmonic basis's plan (coarse.HarmonicPlan): Phi for new values of A
         self._core = None  # node -> core, made on first use
         self._galerkin = None  # (problem, Phi^T A Phi) of the last coarse_operator call
         self.__dict__.update(extra)  # builder-specific geometry (core_bounds, starts, stops, ...)
+
+    @classmethod
+    def of_share(cls, share, **extra):
+        """The whole decomposition a one-rank share holds (parallel/setup.one_rank): every subdomain,
+        its weights, all rows of Phi and the harmonic basis's plan; ``extra`` the builder's geometry."""
+        if len(share.held) != share.N or len(share.own) != share.n:
+            raise ValueError("a whole decomposition is made of a share that holds every subdomain and row")
+        d = cls(share.n, list(share.cores), list(share.subdomains), list(share.weights), share.pou, share.phi,
+                share.spec, **extra)
+        d.coarse_plan = share.values_plan.harmonic
+        return d
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -218,18 +230,10 @@ class Decomposition:
 
     def pou_weights(self):
         """D_i diagonals as an (N, L) array, zero at padding; sum_i R_i^T D_i R_i = I."""
-        valid = np.arange(self.max_size)[None, :] < self.sizes[:, None]
         w = np.zeros((self.N, self.max_size))
-        if self.pou == "smooth":
-            for i, r in enumerate(self._ramps):
-                w[i, : len(r)] = r
-        else:
-            w[valid] = 1.0
-        idx = self.padded_indices()
-        total = np.zeros(self.n + 1)
-        np.add.at(total, idx.ravel(), w.ravel())
-        total[self.n] = 1.0  # the padding slot
-        return np.where(valid, w / total[idx], 0.0)
+        for i, weights in enumerate(self._weights):
+            w[i, : len(weights)] = weights
+        return w
 
     # What an operator reads of the subdomains it holds; a rank's DecompositionShare
     # (parallel/share.py) answers the same calls from its own part alone.
@@ -281,28 +285,8 @@ def same_structure(d, e):
 
 
 # -------------------------------------------------------------------- builders
-def _ramp(dist, delta):
-    return np.minimum(1.0, dist / (2.0 * delta + 1.0))
-
-
-def interval_ramp(a, b, n, delta):
-    """The smooth PoU's unnormalised weights on the interval a..b-1 of n nodes (distance to its outside)."""
-    m = np.arange(b - a, dtype=np.float64)
-    up = m + 1 if a > 0 else np.full(len(m), np.inf)
-    down = (b - a) - m if b < n else np.full(len(m), np.inf)
-    return _ramp(np.minimum(up, down), delta)
-
-
-def box_ramp(xs, ys, grid, delta):
-    """The same on the box xs[0]..xs[1]-1 x ys[0]..ys[1]-1 of the grid: across its nearest interior edge."""
-    (x0, x1), (y0, y1), (nx, ny) = xs, ys, grid
-    ix, iy = np.arange(x1 - x0, dtype=np.float64), np.arange(y1 - y0, dtype=np.float64)
-    dx = np.minimum(ix + 1 if x0 > 0 else np.inf, (x1 - x0) - ix if x1 < nx else np.inf)
-    dy = np.minimum(iy + 1 if y0 > 0 else np.inf, (y1 - y0) - iy if y1 < ny else np.inf)
-    dx, dy = np.broadcast_to(dx, ix.shape), np.broadcast_to(dy, iy.shape)  # a box with no interior edge
-    return _ramp(np.minimum(dy[:, None], dx[None, :]).ravel(), delta)
-
-
+# Each is the share builder's one-rank case (parallel/setup.one_rank), wrapped
+# whole; the former whole builders are tests/whole_builders.py, the oracle.
 def intervals(n, N, delta, pou="count", coarse="hat", A=None):
     """N intervals of near-equal size extended by delta nodes on each side (1D).
 
@@ -311,46 +295,45 @@ def intervals(n, N, delta, pou="count", coarse="hat", A=None):
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer (number of nodes), got {n!r}")
     N = _check_int("N (number of subdomains)", N, 1, f"in 1..n={n}")
-    if N > n:
-        raise ValueError(f"N={N} subdomains is more than the n={n} nodes; N must be in 1..{n}")
     delta = _check_int("delta (overlap)", delta, 0, ">= 0")
-    sizes = split_sizes(n, N)
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
-    limit = n - int(max(sizes[0], sizes[-1])) - 1
-    if N > 1 and delta > limit:
-        raise ValueError(f"overlap delta={delta} is too large for n={n}, N={N}: a subdomain would cover the "
-                         f"whole domain; use 0 <= delta <= {limit}")
-    starts, stops = np.maximum(bounds[:-1] - delta, 0), np.minimum(bounds[1:] + delta, n)
-    ramps = [interval_ramp(a, b, n, delta) for a, b in zip(starts, stops)]
     spec = {"kind": "intervals", "N": N, "delta": delta, "pou": pou, "coarse": coarse}
-    d = Decomposition(n, [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])],
-                      [np.arange(a, b) for a, b in zip(starts, stops)], pou, ramps, spec=spec,
-                      core_bounds=bounds, starts=starts, stops=stops, grid=(n,), layout=(N,))
-    return attach_coarse(d, coarse, A)
+    share = _one_rank(spec, int(n), None, A)
+    bounds = share.core_map.bounds
+    return _whole(share, coarse, A, core_bounds=bounds, starts=np.maximum(bounds[:-1] - delta, 0),
+                  stops=np.minimum(bounds[1:] + delta, n), grid=(int(n),), layout=(N,))
 
 
 def boxes(grid, layout, delta, pou="count", coarse="q1", A=None):
     """Nx x Ny rectangles of a nx x ny grid (node j nx + i), each grown by delta layers."""
     (nx, ny), (Nx, Ny) = grid, layout
     delta = _check_int("delta (overlap)", delta, 0, ">= 0")
-    if Nx > nx or Ny > ny:
-        raise ValueError(f"{Nx}x{Ny} subdomains do not fit the {nx}x{ny} grid")
-    bx = np.concatenate([[0], np.cumsum(split_sizes(nx, Nx))])
-    by = np.concatenate([[0], np.cumsum(split_sizes(ny, Ny))])
-    if (Nx > 1 and delta >= nx - max(np.diff(bx))) or (Ny > 1 and delta >= ny - max(np.diff(by))):
-        raise ValueError(f"overlap delta={delta} is too large for a {nx}x{ny} grid in {Nx}x{Ny} boxes")
-    cores, subs, ramps = [], [], []
-    for J in range(Ny):
-        for I in range(Nx):
-            cores.append((np.arange(by[J], by[J + 1])[:, None] * nx + np.arange(bx[I], bx[I + 1])[None, :]).ravel())
-            x0, x1 = max(bx[I] - delta, 0), min(bx[I + 1] + delta, nx)
-            y0, y1 = max(by[J] - delta, 0), min(by[J + 1] + delta, ny)
-            subs.append((np.arange(y0, y1)[:, None] * nx + np.arange(x0, x1)[None, :]).ravel())
-            ramps.append(box_ramp((x0, x1), (y0, y1), (nx, ny), delta))
     spec = {"kind": "boxes", "N": [Nx, Ny], "delta": delta, "pou": pou, "coarse": coarse}
-    d = Decomposition(nx * ny, cores, subs, pou, ramps, spec=spec, grid=(nx, ny), layout=(Nx, Ny),
-                      box_bounds=(bx, by))
-    return attach_coarse(d, coarse, A)
+    share = _one_rank(spec, nx * ny, (nx, ny), A)
+    return _whole(share, coarse, A, grid=(nx, ny), layout=(Nx, Ny),
+                  box_bounds=(share.core_map.bx, share.core_map.by))
+
+
+def _one_rank(spec, n, grid, A, cores=None):
+    """The one-rank share of ``spec``, built with no coarse space where the whole one attaches it
+    (Nicolaides, from the weights); ValueError for a bad input."""
+    coarse = spec["coarse"]
+    if spec["pou"] not in POU_KINDS:
+        raise ValueError(f"unknown partition of unity {spec['pou']!r}; choose one of {POU_KINDS}")
+    if coarse not in COARSE_SPACES:
+        raise ValueError(f"unknown coarse space {coarse!r}; choose one of {COARSE_SPACES}")
+    if coarse == "harmonic" and A is None:
+        raise ValueError("the harmonic coarse space is computed from A; pass the matrix")
+    A = sp.csr_matrix(A) if A is not None else None
+    return one_rank(dict(spec, coarse="none") if coarse == "nicolaides" else spec, n, grid, A, cores)
+
+
+def _whole(share, coarse, A, **extra):
+    """The whole decomposition of a one-rank share, with its coarse basis's interface."""
+    d = Decomposition.of_share(share, **extra)
+    if coarse == "nicolaides":
+        return attach_coarse(d, coarse, A)
+    d.interface = coarse_interface(d)
+    return d
 
 
 def _graph(A):
@@ -383,29 +366,12 @@ def algebraic(A, N, delta, pou="count", coarse="harmonic", partition="blocks", c
         raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
     if (partition == "tiles") != (cores is not None):
         raise ValueError("the tiles partition takes its cores (and only it does)")
-    G = _graph(A)
-    if cores is None:
-        cores = _graph_parts(G, N) if partition == "graph" and N > 1 else _block_parts(n, N)
-    subs, ramps = [], []
-    for core in cores:
-        mask = np.zeros(n, dtype=bool)
-        mask[core] = True
-        for _ in range(delta):
-            mask |= (G @ mask.astype(np.float64)) > 0
-        subs.append(np.flatnonzero(mask))
-        ramps.append(_ramp(_distance_to_outside(G, mask, 2 * delta + 1), delta))
-    if N > 1 and max(len(s) for s in subs) == n:
-        raise ValueError(f"overlap delta={delta} makes a subdomain cover all {n} rows; use a smaller --overlap")
+    if cores is None and partition == "graph" and N > 1:
+        cores = _graph_parts(_graph(A), N)
     spec = {"kind": "algebraic", "N": N, "delta": delta, "pou": pou, "coarse": coarse}
     if partition != "blocks":
         spec["partition"] = partition
-    d = Decomposition(n, cores, subs, pou, ramps, spec=spec, layout=(N,))
-    return attach_coarse(d, coarse, A)
-
-
-def _block_parts(n, N):
-    bounds = np.concatenate([[0], np.cumsum(split_sizes(n, N))])
-    return [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    return _whole(_one_rank(spec, n, None, A, cores), coarse, A, layout=(N,))
 
 
 def _graph_parts(G, N):
@@ -440,20 +406,6 @@ def _peripheral_distance(G):
         start = int(np.argmax(dist))
     dist = shortest_path(G, unweighted=True, indices=start)
     dist[np.isinf(dist)] = G.shape[0]
-    return dist
-
-
-def _distance_to_outside(G, mask, cap):
-    """Graph distance (capped) from each node of ``mask`` to the nearest node outside it."""
-    dist = np.full(mask.sum(), np.inf)
-    reached = ~mask
-    local = np.flatnonzero(mask)
-    for k in range(1, cap + 1):
-        reached = reached | ((G @ reached.astype(np.float64)) > 0)
-        new = reached[local] & np.isinf(dist)
-        dist[new] = k
-        if not np.isinf(dist).any():
-            break
     return dist
 
 

@@ -48,7 +48,7 @@ import scipy.sparse as sp
 from .decomposition import algebraic, decomposition_from_spec
 from .errors import ConfigurationError
 from .exact import SparseSolve
-from .parallel.coarse_level import tiled_share
+from .parallel.coarse_level import tiled_share, tiled_values
 from .parallel.layout import check_distribution
 from .parallel.setup import FAMILY_SHARE_KINDS, algebraic_share, family_share
 from .parallel.share import rows_problem
@@ -262,7 +262,8 @@ class Hierarchy:
 
     @property
     def updatable(self):
-        """Whether every level has a plan: whole decompositions (a per-rank share is rebuilt instead)."""
+        """Whether every level has a plan: whole decompositions (per-rank shares follow by
+        :meth:`follow_share`)."""
         return all(level.plan is not None for level in self.levels)
 
     def same_structure(self, A):
@@ -294,6 +295,26 @@ class Hierarchy:
             A = level.plan.coarse.matrix(onto(d.coarse_operator(problem), level.plan.coarse))
             problem = operator_problem(A)
         self.top = A if self.levels[-1].plan.coarse is not None else None
+        return self
+
+    def follow_share(self, share, problem):
+        """New values on a hierarchy of per-rank shares, in place: level 0's ``share`` (taken on its kept
+        structure: setup.share_on_values) and ``problem`` (its rows), and each tiled coarse level's share
+        on the values of the one above, its structure kept (coarse_level.tiled_values). Collective.
+
+        Returns self, or None, changing nothing, where a level below is whole (built from the summed
+        A_l: one rank, or fewer tiles than ranks) or its pattern changed: the caller builds them anew.
+        """
+        levels, d = [Level(None, share, problem)], share
+        for level in self.below:
+            if level.A is not None:
+                return None
+            try:
+                d, rows, U = tiled_values(d, level.decomposition, d.comm)
+            except ValueError:  # decided on every rank alike
+                return None
+            levels.append(Level(None, d, rows_problem(rows, U, (d.n,))))
+        self.levels = levels
         return self
 
     def values(self, operators):
@@ -336,8 +357,8 @@ class Hierarchy:
 
     def _check_updatable(self):
         if not self.updatable:
-            raise ConfigurationError("this hierarchy holds a rank's share of its levels; new values are taken "
-                                     "by building its share anew (the PC's set-up does: petsc/local.py)")
+            raise ConfigurationError("this hierarchy holds a rank's share of its levels; its new values are "
+                                     "taken from the rows by follow_share (the PC's set-up does: petsc/local.py)")
 
 
 def build_hierarchy(problem, spec, levels=2, top_size=TOP_SIZE, level_coarse="harmonic", layout=None,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .decomposition import split_sizes
+from .geometry import split_sizes
 
 __all__ = ["anchor_cores", "tile_grid", "tile_of_core", "tile_cores"]
 

@@ -26,7 +26,6 @@ def restrictions(n, N, delta):
 def pou(n, N, delta, kind):
     """Dense diagonal D_i from the definition: 1 / multiplicity, or normalised ramps."""
     Rs = restrictions(n, N, delta)
-    c = cores(n, N)
     raw = []
     for i, R in enumerate(Rs):
         nodes = R.argmax(axis=1)

@@ -1,11 +1,10 @@
 """Models sized at a parameter budget (pddattn.budget): counts a reader can trust, the choices the rule states."""
-import dataclasses
 
 import pytest
 
 from pddattn.assembly import assemble
 from pddattn.budget import dd_at_budget, fno_at_budget, global_at_budget
-from pddattn.models import architecture, model_from_architecture
+from pddattn.models import model_from_architecture
 from pddattn.train import TrainConfig
 
 PROBLEMS = {"laplace1d": dict(problem="laplace1d", n=1023), "poisson2d-63": dict(problem="poisson2d", grid="63x63"),

@@ -6,7 +6,6 @@ Every rank also builds the serial model (cheap at these sizes) and compares
 its own rows. Assertions are collective: the worst error is reduced over
 all ranks first, so a failure fails every rank instead of hanging some.
 """
-import dataclasses
 import json
 import os
 import tempfile

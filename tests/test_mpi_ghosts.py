@@ -7,7 +7,6 @@ and layouts (cores of different sizes, N not divisible by P, boxes whose
 process grid is not square), with variable coefficients and probe or solve
 data made on each rank's own rows only.
 """
-import dataclasses
 
 import numpy as np
 import pytest

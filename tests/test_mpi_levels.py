@@ -6,7 +6,6 @@ Boxes on a family: level 0 is each rank's share, and every coarse level with
 a tile per rank is built from the rows its ranks own, never from A_1 whole.
 Equal to the serial model (tiles of the same cores) in float64.
 """
-import dataclasses
 
 import numpy as np
 import pytest

@@ -232,13 +232,17 @@ def test_a_refactored_pc_equals_one_built_anew(levels):
     options = dict(subdomains="6", overlap=1, levels=levels, top_size=8)
     pc = make_pc(A, None, f"rf{levels}_", **options)
     pc.setUp()
-    structure = pc.getPythonContext().model.decomposition.values_plan
+    before = pc.getPythonContext().info["hierarchy"]
+    plans = [level.decomposition.values_plan.harmonic for level in before.levels if level.A is None]
     A.setValuesCSR(*B.getValuesCSR())
     A.assemble()
     pc.setUp()
     assert pc.getPythonContext().setups == {"built": 1, "refactored": 1}
-    if levels == 2:  # the share took the new values on its structure (its harmonic plan kept), not rebuilt
-        assert pc.getPythonContext().model.decomposition.values_plan.harmonic is structure.harmonic
+    # every share took the new values on its structure (its harmonic plan kept), not rebuilt: level 0, and at
+    # three levels on more than one rank the tiled coarse level too (one rank builds that level whole, anew)
+    after = pc.getPythonContext().info["hierarchy"]
+    assert len(plans) == (1 if levels == 2 or PETSc.COMM_WORLD.getSize() == 1 else 2)
+    assert all(level.decomposition.values_plan.harmonic is plan for level, plan in zip(after.levels, plans))
     fresh = make_pc(B, None, f"fr{levels}_", **options)
     x = np.random.default_rng(7).standard_normal(p.n)
     y, z = apply_natural(pc, A, None, x), apply_natural(fresh, B, None, x)

@@ -23,44 +23,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .layout import holdings_of
-from .setup import finish_share
+from ..geometry import TileMap
+from ..problems.families import principal_block
+from .setup import finish_share, share_on_values
 
-__all__ = ["TileMap", "sum_at_owners", "fetch_rows", "tiled_share"]
-
-
-class TileMap:
-    """A coarse level's cores (tiles) and their holders: CoreMap's interface for given cores.
-
-    Parameters
-    ----------
-    part : int array (n_l,)
-        The tile of every coarse row (replicated, as the anchors it comes from).
-    cores : list of int arrays
-        Each tile's rows, sorted.
-    P : int
-        Domain ranks; they hold contiguous blocks of tiles (``holdings_of``).
-    """
-
-    kind = "algebraic"
-
-    def __init__(self, part, cores, P):
-        self.part, self._cores = np.asarray(part, dtype=np.int64), cores
-        self.n, self.N = len(self.part), len(cores)
-        self.layout, self.grid = (self.N,), (self.n,)
-        self.holdings = holdings_of("algebraic", self.N, self.layout, P)
-        self.holder = np.empty(self.N, dtype=np.int64)
-        for p, held in enumerate(self.holdings):
-            self.holder[held] = p
-
-    def core_of(self, nodes):
-        return self.part[np.asarray(nodes, dtype=np.int64)]
-
-    def owner_of(self, nodes):
-        return self.holder[self.core_of(nodes)]
-
-    def core(self, i):
-        return self._cores[i]
+__all__ = ["TileMap", "sum_at_owners", "fetch_rows", "tiled_share", "tiled_values"]
 
 
 def sum_at_owners(M, owner_of, own, comm):
@@ -152,3 +119,22 @@ def tiled_share(share, cores, part, grid, delta, coarse, comm):
     level = finish_share(spec, tmap, comm, mine, subs, ring, U, rows)
     level.core_grid = tuple(grid)
     return level, rows, U
+
+
+def tiled_values(above, level, comm):
+    """The coarse level's share ``level`` on new values of the level above (``above``, its share on them).
+
+    Its structure is kept (tiles, subdomains, weights, exchange plans, the
+    harmonic plan): A_l's own rows are summed anew at their owners, its rows
+    at U fetched anew, and Phi_(l+1)'s rows and this rank's term of A_(l+1)
+    made from them (setup.share_on_values). Collective; ValueError on every
+    rank alike when A_l's pattern changed (an entry that cancelled exactly).
+
+    Returns
+    -------
+    (share, rows, U), as :func:`tiled_share`.
+    """
+    tmap, U = level.core_map, level.values_plan.U
+    own_rows = sum_at_owners(above.A0_local, tmap.owner_of, level.own, comm)
+    rows = fetch_rows(own_rows, level.own, U, tmap.owner_of, comm)
+    return share_on_values(level, principal_block(rows, U)), rows, U

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-__all__ = ["allreduce_sum", "max_over", "CommStats"]
+__all__ = ["allreduce_sum", "max_over", "CommStats", "OneRank"]
 
 
 class CommStats:
@@ -61,8 +61,31 @@ def allreduce_sum(x, comm, stats=None):
 
 
 def max_over(value, comm=None):
-    """The maximum of a number over the ranks of ``comm`` (None: the value)."""
-    if comm is None:
+    """The maximum of a number over the ranks of ``comm`` (None or one rank: the value, without MPI)."""
+    if comm is None or comm.Get_size() == 1:
         return value
     from mpi4py import MPI
     return comm.allreduce(value, op=MPI.MAX)
+
+
+class OneRank:
+    """The communicator of one rank, without MPI: the share builder's serial case (parallel/setup.one_rank).
+
+    It answers the collectives the builder makes (a rank's own data back),
+    so serial runs never start MPI.
+    """
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 1
+
+    def allgather(self, obj):
+        return [obj]
+
+    def allreduce(self, obj, op=None):
+        return obj
+
+    def bcast(self, obj, root=0):
+        return obj

@@ -21,24 +21,21 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..coarse import HarmonicPlan, _interface_groups, hat_basis
-from ..decomposition import _ramp, box_ramp, interval_ramp, split_sizes
+from ..coarse import HarmonicPlan, _interface_groups, hat_basis, q1_basis
 from ..errors import ConfigurationError
-from .ghosts import GhostExchange
+from ..geometry import CoreMap, TileMap, box_ramp, check_geometry, distance_to_outside, grown, interval_ramp, ramp
 from ..problems.families import principal_block
-from .share import CoreMap, DecompositionShare, pou_weights, sum_over_ranks
+from .comm import OneRank, max_over
+from .ghosts import GhostExchange
+from .share import DecompositionShare, pou_weights, sum_over_ranks
 
-__all__ = ["ValuesPlan", "share_on_values", "finish_share", "family_share", "algebraic_share", "check_geometry", "coarse_rows", "galerkin_part", "sum_over_ranks", "FAMILY_SHARE_KINDS"]
+__all__ = ["ValuesPlan", "share_on_values", "finish_share", "family_share", "algebraic_share", "one_rank",
+           "check_geometry", "coarse_rows", "galerkin_part", "sum_over_ranks", "FAMILY_SHARE_KINDS"]
 
 FAMILY_SHARE_KINDS = ("intervals", "boxes")
 
 
-def _mpi():
-    from mpi4py import MPI
-    return MPI
-
-
-def finish_share(spec, cmap, comm, cores, subdomains, ring, U, rows, plan=None, ramps=None, A_UU=None):
+def finish_share(spec, cmap, comm, cores, subdomains, ring, U, rows, plan=None, ramps=None, A_UU=None, galerkin=True):
     """The share of the held subdomains (``cmap.holdings[rank]``), from A's rows at U (CSR, global columns).
 
     Parameters
@@ -58,16 +55,20 @@ def finish_share(spec, cmap, comm, cores, subdomains, ring, U, rows, plan=None, 
     ramps : list of arrays, optional
         The smooth PoU's unnormalised weights on each subdomain.
     A_UU : CSR, optional
-        R_U A R_U^T (columns numbered in U), where the caller has it already.
+        R_U A R_U^T (columns numbered in U), where the caller has it already
+        (None with ``rows`` None: subdomains and Phi that do not read A).
+    galerkin : bool
+        Whether to make this rank's term of A_0 (the one-rank case leaves
+        A_0 to the whole decomposition).
     """
     held = cmap.holdings[comm.Get_rank()]
     own = np.sort(np.concatenate(cores)) if cores else np.zeros(0, dtype=np.int64)
     plan = plan or GhostExchange.from_reads(own, np.concatenate(subdomains) if subdomains else own,
                                             cmap.owner_of, comm)
-    A_UU = principal_block(rows, U) if A_UU is None else A_UU
+    A_UU = principal_block(rows, U) if A_UU is None and rows is not None else A_UU
     ring_plan = GhostExchange.from_reads(own, ring, cmap.owner_of, comm)  # Phi's ghost rows: one plan for both
     phi, anchors, harmonic = coarse_rows(spec["coarse"], A_UU, U, own, ring_plan, cores, cmap, comm)
-    A0_local = galerkin_part(phi, A_UU, U, ring_plan, comm)
+    A0_local = galerkin_part(phi, A_UU, U, ring_plan, comm) if galerkin else None
     ring_plan.free()
     sizes = np.zeros(cmap.N, dtype=np.int64)
     for ids, counts in comm.allgather((held, [len(s) for s in subdomains])):
@@ -76,7 +77,7 @@ def finish_share(spec, cmap, comm, cores, subdomains, ring, U, rows, plan=None, 
     share = DecompositionShare(cmap.n, spec, cmap, held, cores, subdomains, weights, own, phi, A0_local, plan, sizes,
                                comm)
     share.rows_held = len(U)
-    share.values_plan = ValuesPlan(U, ring, harmonic, np.searchsorted(U, own), A_UU.nnz)
+    share.values_plan = ValuesPlan(U, ring, harmonic, np.searchsorted(U, own), A_UU.nnz if A_UU is not None else 0)
     if anchors is not None:
         share.anchors = anchors  # every interface piece's first node: the coarse levels' tiles (tiling.py)
     return share
@@ -96,10 +97,12 @@ def share_on_values(share, A_UU):
     """The share on new values of A, read at the same rows U with the same pattern: Phi's rows and this
     rank's term of A_0 anew; index sets, weights, exchange plan and the harmonic structure kept (collective).
 
-    ValueError when A_UU has another pattern (the caller builds the share again).
+    ValueError, on every rank alike, when A_UU has another pattern on any rank (the caller builds
+    the share again).
     """
     plan = share.values_plan
-    if A_UU.shape != (len(plan.U), len(plan.U)) or A_UU.nnz != plan.nnz:
+    other = A_UU.shape != (len(plan.U), len(plan.U)) or A_UU.nnz != plan.nnz
+    if max_over(int(other), share.comm):  # decided together: the rest is collective
         raise ValueError("another pattern of A at this rank's rows")
     phi = sp.csr_matrix(plan.harmonic.phi(A_UU)[plan.own_at]) if plan.harmonic is not None else share.phi
     ring_plan = GhostExchange.from_reads(share.own, plan.ring, share.core_map.owner_of, share.comm)
@@ -114,21 +117,14 @@ def family_share(problem, spec, layout, comm):
     """A rank's share of intervals or boxes on a built-in family: rows from the stencil, no global A.
 
     Everything a rank reads is its subdomains and the ring of its rows, assembled
-    by ``problem.rows``; the checks are the whole builders' (decomposition.py).
+    by ``problem.rows``.
     """
     kind, delta, n = spec["kind"], int(spec["delta"]), problem.n
     N = tuple(spec["N"]) if kind == "boxes" else (int(spec["N"]),)
     grid = tuple(problem.grid) if kind == "boxes" else (n,)
     check_geometry(kind, grid, N, delta, n)
     cmap = CoreMap(kind, n, grid, N, layout.domain_size)
-    held = cmap.holdings[layout.domain_rank]
-    cores = [cmap.core(i) for i in held]
-    subs, ramps = [], []
-    for i in held:
-        lo, hi = cmap.extent(i, delta)
-        subs.append(cmap.box(i, delta) if kind == "boxes" else np.arange(lo[0], hi[0]))
-        ramps.append(box_ramp((lo[0], hi[0]), (lo[1], hi[1]), grid, delta) if kind == "boxes"
-                     else interval_ramp(lo[0], hi[0], n, delta))
+    cores, subs, ramps = _geometric(cmap, cmap.holdings[layout.domain_rank], delta)
     own = np.sort(np.concatenate(cores)) if cores else np.zeros(0, dtype=np.int64)
     ring = np.union1d(own, problem.rows(own).indices) if spec["coarse"] != "none" else own
     U = np.unique(np.concatenate(subs + [ring]))
@@ -140,69 +136,79 @@ def algebraic_share(problem, spec, layout, comm):
 
     The rows come from the stencil (any row, on any rank, with no message),
     so a rank grows its cores by ``delta`` layers from the rows it reaches and
-    weighs a smooth partition of unity by the graph distance to the outside,
-    as decomposition.algebraic does on the whole A.
+    weighs a smooth partition of unity by the graph distance to the outside.
     """
     n, delta, N = problem.n, int(spec["delta"]), int(spec["N"])
     check_geometry("algebraic", (n,), (N,), delta, n)
     cmap = CoreMap("algebraic", n, (n,), (N,), layout.domain_size)
     cores = [cmap.core(i) for i in cmap.holdings[layout.domain_rank]]
-    subs = [_grown(problem.rows, c, delta) for c in cores]
-    largest = comm.allreduce(max((len(s) for s in subs), default=0), op=_mpi().MAX)
-    if N > 1 and largest == n:
-        raise ConfigurationError(f"overlap delta={delta} makes a subdomain cover all {n} rows; use a smaller --overlap")
-    ramps = [_ramp(_distance_to_outside(problem.rows(s), s, 2 * delta + 1), delta) for s in subs] \
-        if spec["pou"] == "smooth" else None
+    subs, ramps = _grown_subdomains(problem.rows, cores, delta, spec["pou"], n, N, comm)
     own = np.sort(np.concatenate(cores)) if cores else np.zeros(0, dtype=np.int64)
     ring = np.union1d(own, problem.rows(own).indices) if spec["coarse"] != "none" else own
     U = np.unique(np.concatenate(subs + [ring]))
     return finish_share(spec, cmap, comm, cores, subs, ring, U, problem.rows(U), ramps=ramps)
 
 
-def _grown(rows_of, core, delta):
-    """``core`` grown ``delta`` steps through A's graph, reading only the rows it reaches."""
-    nodes = np.asarray(core, dtype=np.int64)
-    for _ in range(delta):
-        nodes = np.union1d(nodes, rows_of(nodes).indices)
-    return nodes
+def one_rank(spec, n, grid=None, A=None, cores=None):
+    """The share of every subdomain held by one rank, without MPI: what a whole decomposition is made of.
+
+    Serial is the share builder's one-rank case: decomposition.intervals,
+    boxes and algebraic wrap this share (``Decomposition.of_share``). Its own
+    rows are all n, so the ring and the rows read are everything and A_UU is
+    A itself; A_0 is left to the decomposition (``coarse_operator``).
+
+    Parameters
+    ----------
+    spec : dict
+        kind, N, delta, pou, coarse (hat, q1, harmonic or none).
+    n : int
+    grid : tuple, optional
+        (nx, ny) for boxes.
+    A : CSR, optional
+        Where the subdomains (algebraic) or Phi (harmonic) read it.
+    cores : list of int arrays, optional
+        Algebraic cores that are not row blocks (graph parts, tiles).
+    """
+    kind, delta, comm = spec["kind"], int(spec["delta"]), OneRank()
+    N = tuple(spec["N"]) if kind == "boxes" else (int(spec["N"]),)
+    if kind == "algebraic":
+        check_geometry(kind, (n,), N, delta, n)
+        cmap = CoreMap(kind, n, (n,), N, 1) if cores is None else TileMap.of_cores(cores, n)
+        core_sets = [cmap.core(i) for i in range(cmap.N)]
+        subs, ramps = _grown_subdomains(lambda rows: A[rows], core_sets, delta, spec["pou"], n, cmap.N, comm)
+    else:
+        grid = tuple(grid) if kind == "boxes" else (n,)
+        check_geometry(kind, grid, N, delta, n)
+        cmap = CoreMap(kind, n, grid, N, 1)
+        core_sets, subs, ramps = _geometric(cmap, range(cmap.N), delta)
+    everything = np.arange(n)
+    return finish_share(spec, cmap, comm, core_sets, subs, everything, everything, None, ramps=ramps, A_UU=A,
+                        galerkin=False)
 
 
-def _distance_to_outside(rows, nodes, cap):
-    """Graph distance (capped) from each of the sorted ``nodes`` to the nearest node not among them,
-    from their rows alone (decomposition._distance_to_outside on the whole graph)."""
-    at = np.minimum(np.searchsorted(nodes, rows.indices), len(nodes) - 1)
-    inside = nodes[at] == rows.indices
-    owner = np.repeat(np.arange(len(nodes)), np.diff(rows.indptr))
-    dist = np.full(len(nodes), np.inf)
-    reached = np.zeros(len(nodes), dtype=bool)
-    for k in range(1, cap + 1):
-        hit = ~inside | reached[np.where(inside, at, 0)]
-        reached = reached | (np.bincount(owner, weights=hit, minlength=len(nodes)) > 0)
-        new = reached & np.isinf(dist)
-        dist[new] = k
-        if not np.isinf(dist).any():
-            break
-    return dist
+def _geometric(cmap, held, delta):
+    """(cores, subdomains, smooth ramps) of the held intervals or boxes: grid layers around the cores."""
+    cores, subs, ramps = [], [], []
+    for i in held:
+        lo, hi = cmap.extent(i, delta)
+        cores.append(cmap.core(i))
+        if cmap.kind == "boxes":
+            subs.append(cmap.box(i, delta))
+            ramps.append(box_ramp((lo[0], hi[0]), (lo[1], hi[1]), cmap.grid, delta))
+        else:
+            subs.append(np.arange(lo[0], hi[0]))
+            ramps.append(interval_ramp(lo[0], hi[0], cmap.n, delta))
+    return cores, subs, ramps
 
 
-def check_geometry(kind, grid, layout, delta, n):
-    """The whole builders' checks (intervals, boxes), from numbers every rank has."""
-    if kind == "boxes":
-        (nx, ny), (Nx, Ny) = grid, layout
-        if Nx > nx or Ny > ny:
-            raise ConfigurationError(f"{Nx}x{Ny} subdomains do not fit the {nx}x{ny} grid")
-        wx, wy = max(split_sizes(nx, Nx)), max(split_sizes(ny, Ny))
-        if (Nx > 1 and delta >= nx - wx) or (Ny > 1 and delta >= ny - wy):
-            raise ConfigurationError(f"overlap delta={delta} is too large for a {nx}x{ny} grid in {Nx}x{Ny} boxes")
-        return
-    N = layout[0]
-    if N > n:
-        raise ConfigurationError(f"N={N} subdomains is more than the n={n} nodes")
-    sizes = split_sizes(n, N)
-    limit = n - int(max(sizes[0], sizes[-1])) - 1
-    if kind == "intervals" and N > 1 and delta > limit:
-        raise ConfigurationError(f"overlap delta={delta} is too large for n={n}, N={N}: a subdomain would cover "
-                                 f"the whole domain; use 0 <= delta <= {limit}")
+def _grown_subdomains(rows_of, cores, delta, pou, n, N, comm):
+    """(subdomains, smooth ramps or None): the cores grown ``delta`` steps through A's graph (collective)."""
+    subs = [grown(rows_of, c, delta) for c in cores]
+    if N > 1 and max_over(max((len(s) for s in subs), default=0), comm) == n:
+        raise ConfigurationError(f"overlap delta={delta} makes a subdomain cover all {n} rows; use a smaller --overlap")
+    if pou != "smooth":
+        return subs, None
+    return subs, [ramp(distance_to_outside(rows_of(s), s, 2 * delta + 1), delta) for s in subs]
 
 
 def coarse_rows(kind, A_UU, U, own, ring_plan, cores, cmap, comm):
@@ -218,30 +224,12 @@ def coarse_rows(kind, A_UU, U, own, ring_plan, cores, cmap, comm):
     if kind == "q1":
         if cmap.kind != "boxes":
             raise ConfigurationError("the q1 coarse space needs boxes of a DMDA grid; use harmonic")
-        return _q1_rows(own, cmap), None, None
+        return q1_basis(cmap.grid, (cmap.bx, cmap.by), own if len(own) < cmap.n else None), None, None
     if kind == "hat":
         if cmap.kind != "intervals":
             raise ConfigurationError("the hat coarse space needs an intervals decomposition (1D); use harmonic")
-        return hat_basis(cmap.n, cmap.bounds, own), None, None
+        return hat_basis(cmap.n, cmap.bounds, own if len(own) < cmap.n else None), None, None
     return _harmonic_rows(A_UU, U, own, ring_plan, cores, cmap, comm)
-
-
-def _q1_rows(own, cmap):
-    """Rows of Phi = Phi_y (x) Phi_x at ``own``: the row-wise Kronecker product of the per-axis hats."""
-    (nx, ny), nx0 = cmap.grid, len(cmap.bx) - 2
-    hx, hy = hat_basis(nx, cmap.bx)[own % nx].tocsr(), hat_basis(ny, cmap.by)[own // nx].tocsr()
-    rows, cols, vals = [], [], []
-    for a in range(int(np.diff(hy.indptr).max(initial=0))):
-        for b in range(int(np.diff(hx.indptr).max(initial=0))):
-            r = np.flatnonzero((np.diff(hy.indptr) > a) & (np.diff(hx.indptr) > b))
-            ey, ex = hy.indptr[r] + a, hx.indptr[r] + b
-            rows.append(r)
-            cols.append(hy.indices[ey] * nx0 + hx.indices[ex])
-            vals.append(hy.data[ey] * hx.data[ex])
-    shape = (len(own), nx0 * (len(cmap.by) - 2))
-    if not rows:
-        return sp.csr_matrix(shape)
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
 
 
 def _harmonic_rows(A_UU, U, own, ring_plan, cores, cmap, comm):
@@ -286,7 +274,7 @@ def galerkin_part(phi, A_UU, U, plan, comm):
     if not n0:
         return sp.csr_matrix((0, 0))
     own = plan.own
-    width = comm.allreduce(int(np.diff(phi.indptr).max(initial=0)), op=_mpi().MAX)
+    width = max_over(int(np.diff(phi.indptr).max(initial=0)), comm)
     packed = np.full((len(own), 2 * width), -1.0)
     packed[:, width:] = 0.0
     count = np.diff(phi.indptr)

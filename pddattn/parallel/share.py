@@ -23,77 +23,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..decomposition import split_sizes
-from .layout import holdings_of
+from ..geometry import CoreMap
 from ..problems.families import Problem
 
 __all__ = ["CoreMap", "DecompositionShare", "Held", "pou_weights", "rows_problem", "sum_over_ranks"]
-
-
-class CoreMap:
-    """Which core a node is in, and which rank holds that core, by arithmetic on the counts.
-
-    Parameters
-    ----------
-    kind : {'boxes', 'algebraic', 'intervals'}
-    n : int
-    grid : tuple
-        (nx, ny) for boxes.
-    layout : tuple
-        (Nx, Ny) for boxes, (N,) otherwise.
-    P : int
-        Domain ranks.
-    """
-
-    def __init__(self, kind, n, grid, layout, P):
-        self.kind, self.n, self.grid, self.layout = kind, int(n), tuple(grid), tuple(layout)
-        self.N = int(np.prod(layout))
-        self.holdings = holdings_of(kind, self.N, self.layout, P)
-        self.holder = np.empty(self.N, dtype=np.int64)
-        for p, held in enumerate(self.holdings):
-            self.holder[held] = p
-        if kind == "boxes":
-            (nx, ny), (Nx, Ny) = self.grid, self.layout
-            self.bx = np.concatenate([[0], np.cumsum(split_sizes(nx, Nx))])
-            self.by = np.concatenate([[0], np.cumsum(split_sizes(ny, Ny))])
-        else:
-            self.bounds = np.concatenate([[0], np.cumsum(split_sizes(self.n, self.N))])
-
-    def core_of(self, nodes):
-        nodes = np.asarray(nodes, dtype=np.int64)
-        if self.kind != "boxes":
-            return np.searchsorted(self.bounds, nodes, side="right") - 1
-        nx = self.grid[0]
-        I = np.searchsorted(self.bx, nodes % nx, side="right") - 1
-        J = np.searchsorted(self.by, nodes // nx, side="right") - 1
-        return J * self.layout[0] + I
-
-    def owner_of(self, nodes):
-        """The rank owning each node: the holder of its core."""
-        return self.holder[self.core_of(nodes)]
-
-    def core(self, i):
-        """Core i's nodes, sorted."""
-        if self.kind != "boxes":
-            return np.arange(self.bounds[i], self.bounds[i + 1])
-        I, J = i % self.layout[0], i // self.layout[0]
-        nx = self.grid[0]
-        return (np.arange(self.by[J], self.by[J + 1])[:, None] * nx
-                + np.arange(self.bx[I], self.bx[I + 1])[None, :]).ravel()
-
-    def extent(self, i, delta):
-        """((x0, y0), (x1, y1)): core i grown by delta grid layers, clipped (intervals: x only)."""
-        if self.kind == "boxes":
-            I, J = i % self.layout[0], i // self.layout[0]
-            (nx, ny) = self.grid
-            return ((max(self.bx[I] - delta, 0), max(self.by[J] - delta, 0)),
-                    (min(self.bx[I + 1] + delta, nx), min(self.by[J + 1] + delta, ny)))
-        return (max(self.bounds[i] - delta, 0), 0), (min(self.bounds[i + 1] + delta, self.n), 1)
-
-    def box(self, i, delta):
-        """Box i grown by delta grid layers (boxes only), sorted."""
-        (x0, y0), (x1, y1) = self.extent(i, delta)
-        return (np.arange(y0, y1)[:, None] * self.grid[0] + np.arange(x0, x1)[None, :]).ravel()
 
 
 def pou_weights(plan, subdomains, ramps=None):

@@ -110,13 +110,15 @@ def _from_rows(opts, P, pc, layout):
 
 
 def _update_rows(source, opts, P, pc, layout):
-    """The share on the new rows' values (two levels: its structure kept) or rebuilt on its exchange plan
-    (coarse levels below), then the model's values."""
+    """The shares on the new rows' values, their structure kept (level 0 and the tiled coarse levels
+    below), else rebuilt: level 0 on its exchange plan, whole coarse levels anew; then the model's values."""
     spec, model = source.info["spec"], source.model
-    valued = share_values(P, pc.getDM(), model.decomposition) if opts["levels"] == 2 else None
-    share, problem = valued or local_share(P, pc.getDM(), spec, layout, plan=model.decomposition.plan)
-    hierarchy = _hierarchy_of(share, problem, spec, opts)
-    if not model.refactor(share, hierarchy.problem, hierarchy.below):
+    valued = share_values(P, pc.getDM(), model.decomposition)
+    hierarchy = source.info["hierarchy"].follow_share(*valued) if valued else None
+    if hierarchy is None:
+        share, problem = valued or local_share(P, pc.getDM(), spec, layout, plan=model.decomposition.plan)
+        hierarchy = _hierarchy_of(share, problem, spec, opts)
+    if not model.refactor(hierarchy.decomposition, hierarchy.problem, hierarchy.below):
         return False
     source.info["hierarchy"] = hierarchy
     return True
