@@ -35,6 +35,7 @@ from .coarse import COARSE_SPACES, attach_coarse, coarse_interface, harmonic_anc
 from .geometry import split_sizes
 from .parallel.ghosts import GhostExchange
 from .parallel.setup import one_rank
+from .parallel.share import DecompositionShare
 from .schwarz import galerkin
 
 __all__ = ["Decomposition", "DecompositionLike", "POU_KINDS", "DECOMPOSITIONS", "PARTITIONS", "intervals", "boxes", "algebraic",
@@ -69,10 +70,10 @@ def parse_subdomains(text):
 class DecompositionLike(Protocol):
     """What the operators, the hierarchy and the PC read of a decomposition.
 
-    A :class:`Decomposition` (every subdomain) and a rank's
-    :class:`~pddattn.parallel.share.DecompositionShare` (the subdomains it
-    holds, Phi at its rows) both answer it; callers ask through these members
-    only, never for the concrete type.
+    A rank's :class:`~pddattn.parallel.share.DecompositionShare` (the
+    subdomains it holds, Phi at its rows) and its one-rank case
+    :class:`Decomposition` (every subdomain) answer it; callers ask through
+    these members only, never for the concrete type.
     """
 
     n: int  # nodes
@@ -106,39 +107,40 @@ class DecompositionLike(Protocol):
     def core_of(self, nodes): ...  # the core of each global node
 
 
-class Decomposition:
-    """N overlapping subdomains of n nodes, given as index sets.
+class Decomposition(DecompositionShare):
+    """N overlapping subdomains of n nodes: the share of one rank that holds every subdomain and row.
 
-    Parameters
-    ----------
-    n : int
-    cores, subdomains : list of int arrays
-        Sorted node indices; the cores partition range(n) and core i is in subdomain i.
-    pou : {'count', 'smooth'}
-    weights : list of arrays
-        D_i on each subdomain's nodes, normalised by the builder (the one-rank
-        share's, :meth:`of_share`), so that sum_i R_i^T D_i R_i = I.
-    phi : scipy.sparse matrix (n, n_0), optional
-        The coarse basis (none: n_0 = 0).
-    spec : dict
-        The builder's parameters (what checkpoints store).
+    There is one runtime decomposition type, :class:`~pddattn.parallel.share.DecompositionShare`
+    (a rank's subdomains, weights and rows of Phi, made by the one share
+    builder); this is its one-rank case, which the serial path, the gathered
+    PC and the hierarchy's update plans hold. It answers, besides, what only
+    a holder of everything can: R_i and D_i of any subdomains (a rank's part
+    of a whole decomposition), Phi at any rows, the exchange plan of any
+    holdings, A_0 for any problem of the pattern, another Phi of the same
+    pattern (:meth:`with_phi`). Built by :func:`intervals`, :func:`boxes` and
+    :func:`algebraic` (through :meth:`of_share`).
+
+    Attributes beyond the share's
+    -----------------------------
+    coarse_plan : coarse.HarmonicPlan or None
+        The harmonic basis's plan: Phi for new values of A.
+    interface : int array
+        Gamma, where the coarse functions are indicators (coarse.coarse_interface).
     """
 
-    def __init__(self, n, cores, subdomains, weights, pou="count", phi=None, spec=None, **extra):
-        if pou not in POU_KINDS:
-            raise ValueError(f"unknown partition of unity {pou!r}; choose one of {POU_KINDS}")
-        self.n, self.pou, self.spec = int(n), pou, dict(spec or {})
+    def __init__(self, n, spec, core_map, cores, subdomains, weights, phi, plan=None, **extra):
+        own, N = np.arange(int(n)), len(subdomains)
+        plan = plan or GhostExchange.from_reads(own, own, core_map.owner_of)
+        super().__init__(n, spec, core_map, np.arange(N), cores, subdomains, weights, own, phi, None, plan,
+                         [len(s) for s in subdomains])
+        if self.pou not in POU_KINDS:
+            raise ValueError(f"unknown partition of unity {self.pou!r}; choose one of {POU_KINDS}")
+        # plain lists: any subdomain by number, slices too (a Held list serves a rank's own only)
         self.cores = [np.asarray(c, dtype=np.int64) for c in cores]
         self.subdomains = [np.asarray(s, dtype=np.int64) for s in subdomains]
-        self.N = len(self.subdomains)
-        self.delta = int(self.spec.get("delta", 0))
-        self._weights = [np.asarray(w, dtype=np.float64) for w in weights]
-        self.phi = sp.csr_matrix((self.n, 0)) if phi is None else sp.csr_matrix(phi)
-        self.coarse = self.spec.get("coarse", "none")
-        self.coarse_plan = None  # the harmonic basis's plan (coarse.HarmonicPlan): Phi for new values of A
-        self._core = None  # node -> core, made on first use
+        self.coarse_plan = None
         self._galerkin = None  # (problem, Phi^T A Phi) of the last coarse_operator call
-        self.__dict__.update(extra)  # builder-specific geometry (core_bounds, starts, stops, ...)
+        self.__dict__.update(extra)  # builder-specific geometry (starts, stops, ...)
 
     @classmethod
     def of_share(cls, share, **extra):
@@ -146,50 +148,20 @@ class Decomposition:
         its weights, all rows of Phi and the harmonic basis's plan; ``extra`` the builder's geometry."""
         if len(share.held) != share.N or len(share.own) != share.n:
             raise ValueError("a whole decomposition is made of a share that holds every subdomain and row")
-        d = cls(share.n, list(share.cores), list(share.subdomains), list(share.weights), share.pou, share.phi,
-                share.spec, **extra)
-        d.coarse_plan = share.values_plan.harmonic
+        d = cls(share.n, share.spec, share.core_map, list(share.cores), list(share.subdomains), list(share.weights),
+                share.phi, share.plan, **extra)
+        d.coarse_plan, d.values_plan = share.values_plan.harmonic, share.values_plan
         return d
 
     # ------------------------------------------------------------------ sizes
-    @property
-    def sizes(self):
-        """n_i, the number of nodes of each subdomain."""
-        return np.array([len(s) for s in self.subdomains], dtype=np.int64)
-
     @property
     def core_sizes(self):
         return np.array([len(c) for c in self.cores], dtype=np.int64)
 
     @property
-    def max_size(self):
-        """L, the common padded subdomain length."""
-        return int(self.sizes.max())
-
-    @property
-    def coarse_size(self):
-        """n_0, the number of coarse basis functions."""
-        return self.phi.shape[1]
-
-    @property
-    def contiguous(self):
-        """True when every core and subdomain is a node range (what the 1D MPI exchange needs)."""
-        return self.spec.get("kind") == "intervals"
-
-    @property
     def whole(self):
-        """True: every subdomain and all of Phi are here (a rank's DecompositionShare says False)."""
+        """True: every subdomain and all of Phi are here (a rank's share says False)."""
         return True
-
-    comm = None  # a whole decomposition is on one rank (a share holds its domain group's communicator)
-
-    def core_of(self, nodes):
-        """The core each global node is in."""
-        if self._core is None:
-            self._core = np.empty(self.n, dtype=np.int64)
-            for c, nodes_c in enumerate(self.cores):
-                self._core[nodes_c] = c
-        return self._core[np.asarray(nodes, dtype=np.int64)]
 
     @property
     def anchors(self):
@@ -202,11 +174,10 @@ class Decomposition:
         out.phi, out._galerkin = sp.csr_matrix(phi), None
         return out
 
-    def to_dict(self):
-        return dict(self.spec)
-
     def __eq__(self, other):
         return isinstance(other, Decomposition) and self.to_dict() == other.to_dict() and self.n == other.n
+
+    __hash__ = None
 
     def __repr__(self):
         return f"Decomposition(n={self.n}, N={self.N}, {self.spec})"
@@ -231,7 +202,7 @@ class Decomposition:
     def pou_weights(self):
         """D_i diagonals as an (N, L) array, zero at padding; sum_i R_i^T D_i R_i = I."""
         w = np.zeros((self.N, self.max_size))
-        for i, weights in enumerate(self._weights):
+        for i, weights in enumerate(self.weights):
             w[i, : len(weights)] = weights
         return w
 
@@ -299,8 +270,7 @@ def intervals(n, N, delta, pou="count", coarse="hat", A=None):
     spec = {"kind": "intervals", "N": N, "delta": delta, "pou": pou, "coarse": coarse}
     share = _one_rank(spec, int(n), None, A)
     bounds = share.core_map.bounds
-    return _whole(share, coarse, A, core_bounds=bounds, starts=np.maximum(bounds[:-1] - delta, 0),
-                  stops=np.minimum(bounds[1:] + delta, n), grid=(int(n),), layout=(N,))
+    return _whole(share, coarse, A, starts=np.maximum(bounds[:-1] - delta, 0), stops=np.minimum(bounds[1:] + delta, n))
 
 
 def boxes(grid, layout, delta, pou="count", coarse="q1", A=None):
@@ -308,9 +278,7 @@ def boxes(grid, layout, delta, pou="count", coarse="q1", A=None):
     (nx, ny), (Nx, Ny) = grid, layout
     delta = _check_int("delta (overlap)", delta, 0, ">= 0")
     spec = {"kind": "boxes", "N": [Nx, Ny], "delta": delta, "pou": pou, "coarse": coarse}
-    share = _one_rank(spec, nx * ny, (nx, ny), A)
-    return _whole(share, coarse, A, grid=(nx, ny), layout=(Nx, Ny),
-                  box_bounds=(share.core_map.bx, share.core_map.by))
+    return _whole(_one_rank(spec, nx * ny, (nx, ny), A), coarse, A)
 
 
 def _one_rank(spec, n, grid, A, cores=None):
@@ -371,7 +339,7 @@ def algebraic(A, N, delta, pou="count", coarse="harmonic", partition="blocks", c
     spec = {"kind": "algebraic", "N": N, "delta": delta, "pou": pou, "coarse": coarse}
     if partition != "blocks":
         spec["partition"] = partition
-    return _whole(_one_rank(spec, n, None, A, cores), coarse, A, layout=(N,))
+    return _whole(_one_rank(spec, n, None, A, cores), coarse, A)
 
 
 def _graph_parts(G, N):

@@ -10,10 +10,11 @@ definitions. Shared: the container (Decomposition), the coarse bases
 (coarse.attach_coarse) and the ramps' formula (geometry.py).
 """
 import numpy as np
+import scipy.sparse as sp
 
 from pddattn.coarse import attach_coarse
 from pddattn.decomposition import Decomposition, _check_int, _graph, _graph_parts
-from pddattn.geometry import box_ramp, interval_ramp, ramp as _ramp, split_sizes
+from pddattn.geometry import CoreMap, TileMap, box_ramp, interval_ramp, ramp as _ramp, split_sizes
 
 PARTITIONS = ("blocks", "graph", "tiles")
 
@@ -39,9 +40,10 @@ def intervals(n, N, delta, pou="count", coarse="hat", A=None):
     ramps = [interval_ramp(a, b, n, delta) for a, b in zip(starts, stops)]
     spec = {"kind": "intervals", "N": N, "delta": delta, "pou": pou, "coarse": coarse}
     subs = [np.arange(a, b) for a, b in zip(starts, stops)]
-    d = Decomposition(n, [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])], subs,
-                      _normalised(n, subs, ramps, pou), pou, spec=spec,
-                      core_bounds=bounds, starts=starts, stops=stops, grid=(n,), layout=(N,))
+    d = Decomposition(n, spec, CoreMap("intervals", n, (n,), (N,), 1),
+                      [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])], subs,
+                      _normalised(n, subs, ramps, pou), sp.csr_matrix((n, 0)),
+                      starts=starts, stops=stops)
     return attach_coarse(d, coarse, A)
 
 
@@ -64,9 +66,8 @@ def boxes(grid, layout, delta, pou="count", coarse="q1", A=None):
             subs.append((np.arange(y0, y1)[:, None] * nx + np.arange(x0, x1)[None, :]).ravel())
             ramps.append(box_ramp((x0, x1), (y0, y1), (nx, ny), delta))
     spec = {"kind": "boxes", "N": [Nx, Ny], "delta": delta, "pou": pou, "coarse": coarse}
-    d = Decomposition(nx * ny, cores, subs, _normalised(nx * ny, subs, ramps, pou), pou, spec=spec, grid=(nx, ny),
-                      layout=(Nx, Ny),
-                      box_bounds=(bx, by))
+    d = Decomposition(nx * ny, spec, CoreMap("boxes", nx * ny, (nx, ny), (Nx, Ny), 1), cores, subs,
+                      _normalised(nx * ny, subs, ramps, pou), sp.csr_matrix((nx * ny, 0)))
     return attach_coarse(d, coarse, A)
 
 
@@ -107,7 +108,8 @@ def algebraic(A, N, delta, pou="count", coarse="harmonic", partition="blocks", c
     spec = {"kind": "algebraic", "N": N, "delta": delta, "pou": pou, "coarse": coarse}
     if partition != "blocks":
         spec["partition"] = partition
-    d = Decomposition(n, cores, subs, _normalised(n, subs, ramps, pou), pou, spec=spec, layout=(N,))
+    d = Decomposition(n, spec, TileMap.of_cores(cores, n), cores, subs, _normalised(n, subs, ramps, pou),
+                      sp.csr_matrix((n, 0)))
     return attach_coarse(d, coarse, A)
 
 

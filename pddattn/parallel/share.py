@@ -1,8 +1,6 @@
 """A rank's share of a decomposition: its subdomains' index sets, PoU weights and rows of Phi.
 
-A :class:`~pddattn.decomposition.Decomposition` holds every subdomain of the
-problem, so every rank that builds one holds O(n) index sets and the whole
-coarse basis. A :class:`DecompositionShare` holds what one rank needs:
+The one runtime decomposition type. A :class:`DecompositionShare` holds what one rank needs:
 
 - the cores and subdomains it holds (``held``), and its own rows (their cores);
 - the partition of unity on its subdomains, summed over ranks by its exchange plan;
@@ -14,8 +12,11 @@ Global facts come from counts: where a node's core is and which rank holds
 it are arithmetic (:class:`CoreMap`), never another rank's index sets. The
 operators take a share where they take a decomposition (the same
 ``held_indices`` / ``held_pou_weights`` / ``phi_rows`` / ``exchange_plan``
-methods), so the formula stays written once. petsc/local.py builds shares
-from the rows of a PETSc matrix.
+methods), so the formula stays written once. One builder makes it
+(parallel/setup.finish_share), its rows read from a family's stencil, a
+PETSc matrix (petsc/local.py) or a coarse level's owners (coarse_level.py).
+A :class:`~pddattn.decomposition.Decomposition` is its one-rank case, which
+holds every subdomain and O(n) index sets (serial runs, the gathered PC).
 """
 from __future__ import annotations
 
@@ -105,8 +106,21 @@ class DecompositionShare:
         self.max_size = int(self.sizes.max(initial=0))
         self.pou, self.delta, self.coarse = spec["pou"], int(spec["delta"]), spec["coarse"]
         self.grid = core_map.grid
-        self.contiguous = core_map.kind == "intervals"  # cores and subdomains are node ranges
-        self.anchors = None  # the harmonic coarse functions' first nodes, set by the builder (setup.py)
+        self._anchors = None  # the harmonic coarse functions' first nodes, set by the builder (setup.py)
+
+    @property
+    def contiguous(self):
+        """Whether cores and subdomains are node ranges (intervals: what the 1D exchange needs)."""
+        return self.core_map.kind == "intervals"
+
+    @property
+    def anchors(self):
+        """The first node of every harmonic coarse function (what tiles the coarse levels, tiling.py)."""
+        return self._anchors
+
+    @anchors.setter
+    def anchors(self, value):
+        self._anchors = value
 
     @property
     def A0(self):
