@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import shortest_path
 
-from .coarse import COARSE_SPACES, attach_coarse, coarse_interface, harmonic_anchors, interior_blocks
+from .coarse import COARSE_SPACES, coarse_interface, harmonic_anchors, interior_blocks
 from .geometry import split_sizes
 from .parallel.ghosts import GhostExchange
 from .parallel.setup import one_rank
@@ -270,7 +270,7 @@ def intervals(n, N, delta, pou="count", coarse="hat", A=None):
     spec = {"kind": "intervals", "N": N, "delta": delta, "pou": pou, "coarse": coarse}
     share = _one_rank(spec, int(n), None, A)
     bounds = share.core_map.bounds
-    return _whole(share, coarse, A, starts=np.maximum(bounds[:-1] - delta, 0), stops=np.minimum(bounds[1:] + delta, n))
+    return _whole(share, starts=np.maximum(bounds[:-1] - delta, 0), stops=np.minimum(bounds[1:] + delta, n))
 
 
 def boxes(grid, layout, delta, pou="count", coarse="q1", A=None):
@@ -278,12 +278,11 @@ def boxes(grid, layout, delta, pou="count", coarse="q1", A=None):
     (nx, ny), (Nx, Ny) = grid, layout
     delta = _check_int("delta (overlap)", delta, 0, ">= 0")
     spec = {"kind": "boxes", "N": [Nx, Ny], "delta": delta, "pou": pou, "coarse": coarse}
-    return _whole(_one_rank(spec, nx * ny, (nx, ny), A), coarse, A)
+    return _whole(_one_rank(spec, nx * ny, (nx, ny), A))
 
 
 def _one_rank(spec, n, grid, A, cores=None):
-    """The one-rank share of ``spec``, built with no coarse space where the whole one attaches it
-    (Nicolaides, from the weights); ValueError for a bad input."""
+    """The one-rank share of ``spec``; ValueError for a bad input."""
     coarse = spec["coarse"]
     if spec["pou"] not in POU_KINDS:
         raise ValueError(f"unknown partition of unity {spec['pou']!r}; choose one of {POU_KINDS}")
@@ -292,14 +291,12 @@ def _one_rank(spec, n, grid, A, cores=None):
     if coarse == "harmonic" and A is None:
         raise ValueError("the harmonic coarse space is computed from A; pass the matrix")
     A = sp.csr_matrix(A) if A is not None else None
-    return one_rank(dict(spec, coarse="none") if coarse == "nicolaides" else spec, n, grid, A, cores)
+    return one_rank(spec, n, grid, A, cores)
 
 
-def _whole(share, coarse, A, **extra):
+def _whole(share, **extra):
     """The whole decomposition of a one-rank share, with its coarse basis's interface."""
     d = Decomposition.of_share(share, **extra)
-    if coarse == "nicolaides":
-        return attach_coarse(d, coarse, A)
     d.interface = coarse_interface(d)
     return d
 
@@ -339,7 +336,7 @@ def algebraic(A, N, delta, pou="count", coarse="harmonic", partition="blocks", c
     spec = {"kind": "algebraic", "N": N, "delta": delta, "pou": pou, "coarse": coarse}
     if partition != "blocks":
         spec["partition"] = partition
-    return _whole(_one_rank(spec, n, None, A, cores), coarse, A)
+    return _whole(_one_rank(spec, n, None, A, cores))
 
 
 def _graph_parts(G, N):

@@ -106,6 +106,7 @@ class LevelPlan:
 
 
 LEVEL_COARSE = ("harmonic", "nicolaides")
+SHARE_COARSE = ("harmonic", "nicolaides", "none")  # what a share of algebraic row blocks builds from its rows
 
 
 def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1, coarse="harmonic", partition="tiles"):
@@ -150,7 +151,7 @@ def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1, coarse="
             raise ValueError(f"level {depth + 1} has only {n_l} rows: too small for {levels} levels")
         N = max(2, min(n_l // 2, round(n_l / _coarsening(n_l, top_size, levels - 2 - depth))))
         part, cores, grid = _tiles(d, N) if partition == "tiles" else (None, None, None)
-        if part is not None and _spreads(d, len(cores), coarse):
+        if part is not None and _spreads(d, len(cores)):
             d, problem_l = _tiled_level(d, part, cores, grid, delta, coarse)
             out.append(Level(None, d, problem_l))
             continue
@@ -166,11 +167,10 @@ def coarse_levels(decomposition, A, levels, top_size=TOP_SIZE, delta=1, coarse="
     return out
 
 
-def _spreads(d, tiles, coarse):
+def _spreads(d, tiles):
     """Whether the level below d is built as per-rank shares: d is one, and every rank gets a tile."""
     comm = d.comm  # None on a whole decomposition
-    return (comm is not None and comm.Get_size() > 1 and tiles >= comm.Get_size()
-            and coarse == "harmonic")
+    return comm is not None and comm.Get_size() > 1 and tiles >= comm.Get_size()
 
 
 def _tiled_level(d, part, cores, grid, delta, coarse):
@@ -415,14 +415,14 @@ def _share_applies(problem, spec, layout):
 def _family_algebraic(spec):
     """Algebraic row blocks with a coarse space a share builds (parallel/setup.algebraic_share)."""
     return (spec.get("kind") == "algebraic" and spec.get("partition", "blocks") == "blocks"
-            and spec.get("coarse") in ("harmonic", "none"))
+            and spec.get("coarse") in SHARE_COARSE)
 
 
 def _matrix_share_applies(problem, spec):
     """A matrix file not in memory, algebraic row blocks, count weights: what petsc/local.py builds."""
     return (problem.matrix is not None and problem._A is None and spec.get("kind") == "algebraic"
             and spec.get("pou") == "count" and spec.get("partition", "blocks") == "blocks"
-            and spec.get("coarse") in ("harmonic", "none") and matrix_shape(problem.matrix) is not None)
+            and spec.get("coarse") in SHARE_COARSE and matrix_shape(problem.matrix) is not None)
 
 
 def _share(problem, spec, layout):

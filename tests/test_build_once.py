@@ -57,10 +57,11 @@ def test_the_pcs_setup_with_training_builds_once(builds):
     pc.destroy()
 
 
-def test_a_gathered_pc_updates_its_hierarchy_for_new_values(builds):
-    """New values of the PC's Mat: the hierarchy's update, not a new build (the gathered path, which a
-    Nicolaides coarse space takes; the path from a rank's rows rebuilds its share on its exchange plan)."""
+def test_a_pcs_hierarchy_follows_new_values(builds):
+    """New values of the PC's Mat: its hierarchy follows them on its structure, not a new build (a rank's
+    share takes them from its rows: Hierarchy.follow_share), for a Nicolaides coarse space too."""
     PETSc = pytest.importorskip("petsc4py.PETSc")
+    import numpy as np
     from pddattn.petsc import petsc_matrix
     from pddattn.problems import make_problem
     p, q = (make_problem("diffusion2d", (15, 15), "lognormal:1", seed=s) for s in (2, 3))
@@ -68,10 +69,12 @@ def test_a_gathered_pc_updates_its_hierarchy_for_new_values(builds):
     pc = _pc_on(A, "update_", subdomains="4", overlap=1, coarse="nicolaides")
     context = pc.getPythonContext()
     hierarchy = context.info["hierarchy"]
+    assert context.info["from_rows"] and not context.info.get("gathered")
     B = petsc_matrix(q.A, PETSc.COMM_SELF)
     A.zeroEntries()
     A.axpy(1.0, B, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
     pc.setUp()
     assert builds() == 1 and context.setups == {"built": 1, "refactored": 1}
-    assert context.info["hierarchy"] is hierarchy and abs(hierarchy.levels[0].A - q.A).max() == 0
+    assert context.info["hierarchy"] is hierarchy
+    assert abs(hierarchy.problem.rows(np.arange(p.n)) - q.A).max() == 0  # one rank reads every row
     pc.destroy()

@@ -50,18 +50,18 @@ def _parameter_error(serial, dist):
 
 def _spread(model):
     """The levels of ``model`` built as per-rank shares (level 0 excluded)."""
-    return [m for m in model.level_operators[1:] if isinstance(m.decomposition, DecompositionShare)]
+    return [m for m in model.level_operators[1:] if not m.decomposition.whole]
 
 
-@pytest.mark.parametrize("levels", [3, 4])
-def test_per_rank_coarse_levels_equal_serial(levels):
-    serial, dist = _pair(levels, steps=0, top_size=4)
+@pytest.mark.parametrize("levels,level_coarse", [(3, "harmonic"), (4, "harmonic"), (3, "nicolaides")])
+def test_per_rank_coarse_levels_equal_serial(levels, level_coarse):
+    serial, dist = _pair(levels, steps=0, top_size=4, level_coarse=level_coarse)
     P = world().Get_size()
     spread = _spread(dist)
     assert worst(len(spread) == 0) == 0, "no coarse level was built per rank"
     for model, whole in zip(dist.level_operators[1:], serial.level_operators[1:]):
         d, w = model.decomposition, whole.decomposition
-        if not isinstance(d, DecompositionShare):
+        if d.whole:
             continue
         assert d.N == w.N >= P and d.coarse_size == w.coarse_size
         for i in d.held:  # the tiles' cores and subdomains are the serial ones
@@ -112,7 +112,7 @@ def test_algebraic_blocks_on_a_family_are_built_per_rank(pou):
     share = build_hierarchy(problem, spec, layout=Layout()).decomposition
     whole_problem = make_problem("diffusion2d", (13, 11), "jump:1e4", seed=1)
     whole = algebraic(whole_problem.A, 7, 2, pou, "harmonic")
-    assert isinstance(share, DecompositionShare) and problem._A is None
+    assert isinstance(share, DecompositionShare) and not share.whole and problem._A is None
     for i in share.held:
         assert np.array_equal(share.cores[i], whole.cores[i]) and np.array_equal(share.subdomains[i],
                                                                                  whole.subdomains[i])

@@ -52,7 +52,7 @@ def _compare(share, d):
 
 
 @pytest.mark.parametrize("layout,delta,coarse", [((4, 3), 1, "harmonic"), ((3, 2), 2, "q1"), ((5, 4), 0, "harmonic"),
-                                                 ((2, 2), 2, "none")])
+                                                 ((2, 2), 2, "none"), ((4, 3), 1, "nicolaides")])
 def test_a_share_of_dmda_boxes_equals_the_whole_decomposition(layout, delta, coarse):
     from pddattn.parallel.layout import process_grid
     from pddattn.petsc.local import local_share
@@ -66,13 +66,14 @@ def test_a_share_of_dmda_boxes_equals_the_whole_decomposition(layout, delta, coa
     assert worst(_compare(share, d)) <= SOLVES
 
 
-@pytest.mark.parametrize("N,delta", [(5, 2), (7, 0), (4, 1)])
-def test_a_share_of_algebraic_blocks_equals_the_whole_decomposition(N, delta):
+@pytest.mark.parametrize("N,delta,coarse", [(5, 2, "harmonic"), (7, 0, "harmonic"), (4, 1, "harmonic"),
+                                           (5, 2, "nicolaides")])
+def test_a_share_of_algebraic_blocks_equals_the_whole_decomposition(N, delta, coarse):
     from pddattn.petsc.local import local_share
     A, _, _ = plain(PROBLEM)
-    spec = {"kind": "algebraic", "N": N, "delta": delta, "pou": "count", "coarse": "harmonic"}
+    spec = {"kind": "algebraic", "N": N, "delta": delta, "pou": "count", "coarse": coarse}
     share, _ = local_share(A, None, spec, _layout())
-    d = algebraic(PROBLEM.A, N, delta, "count", "harmonic")
+    d = algebraic(PROBLEM.A, N, delta, "count", coarse)
     assert worst(_compare(share, d)) <= SOLVES
 
 

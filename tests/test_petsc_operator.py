@@ -97,6 +97,7 @@ def test_built_from_the_operator_is_two_level_additive_schwarz(where, options, b
     ("dmda", {"subdomains": "4x3", "overlap": 1, "factors": "dense"}, None),
     ("dmda", {"subdomains": "3x2", "overlap": 2, "rank": 6, "smoother": "none"}, 6),  # clear spectral gaps at r:
     ("plain", {"subdomains": "5", "overlap": 2, "rank": 9, "smoother": "none"}, 9),  # [A_i^-1]_r well defined
+    ("plain", {"subdomains": "6", "overlap": 1, "factors": "dense", "coarse": "nicolaides"}, None),
 ])
 def test_schwarz_factors_are_built_from_the_rows_never_gathered(where, options, r, monkeypatch):
     """Dense or truncated Schwarz factors (-pddattn_factors dense, -pddattn_rank r) come from each rank's
@@ -112,8 +113,9 @@ def test_schwarz_factors_are_built_from_the_rows_never_gathered(where, options, 
     info = pc.getPythonContext().info
     assert info["from_rows"] and not info.get("gathered")
     N, delta = options["subdomains"], options["overlap"]
-    d = (boxes(GRID, tuple(int(v) for v in N.split("x")), delta, "count", "harmonic", PROBLEM.A) if where == "dmda"
-         else algebraic(PROBLEM.A, int(N), delta, "count", "harmonic"))
+    coarse = options.get("coarse", "harmonic")
+    d = (boxes(GRID, tuple(int(v) for v in N.split("x")), delta, "count", coarse, PROBLEM.A) if where == "dmda"
+         else algebraic(PROBLEM.A, int(N), delta, "count", coarse))
     weights = [w[: len(s)] for w, s in zip(d.pou_weights(), d.subdomains)]
     M = ref.two_level_schwarz(PROBLEM.A.toarray(), d.subdomains, weights, d.coarse_basis_dense(), r=r)
     x = np.random.default_rng(9).standard_normal(PROBLEM.n)

@@ -21,53 +21,13 @@ equal to rounding (tests/test_mpi_levels.py).
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..geometry import TileMap
 from ..problems.families import principal_block
 from .setup import finish_share, share_on_values
+from .share import fetch_rows, sum_at_owners
 
 __all__ = ["TileMap", "sum_at_owners", "fetch_rows", "tiled_share", "tiled_values"]
-
-
-def sum_at_owners(M, owner_of, own, comm):
-    """Rows ``own`` of the sum over ranks of the sparse M (n x n), each rank sending rows to their owners."""
-    M = sp.coo_matrix(M)
-    dest = owner_of(M.row) if M.nnz else np.zeros(0, dtype=np.int64)
-    parts = [(M.row[k], M.col[k], M.data[k]) for k in _by_rank(dest, comm.Get_size())]
-    r, c, v = (np.concatenate(x) for x in zip(*comm.alltoall(parts)))
-    rows = sp.csr_matrix((v, (np.searchsorted(own, r), c)), shape=(len(own), M.shape[1]))
-    rows.sum_duplicates()
-    rows.eliminate_zeros()  # as the serial level drops exact zeros
-    return rows
-
-
-def fetch_rows(own_rows, own, nodes, owner_of, comm):
-    """CSR rows at the sorted ``nodes`` of a matrix whose rows live at their owners (collective)."""
-    nodes = np.asarray(nodes, dtype=np.int64)
-    groups = _by_rank(owner_of(nodes), comm.Get_size())
-    asks = comm.alltoall([nodes[k] for k in groups])
-    replies = []
-    for ask in asks:
-        block = own_rows[np.searchsorted(own, ask)]
-        replies.append((np.diff(block.indptr), block.indices, block.data))
-    got = comm.alltoall(replies)
-    out_rows, out_cols, out_vals = [], [], []
-    for k, (counts, cols, vals) in zip(groups, got):
-        out_rows.append(np.repeat(k, counts))
-        out_cols.append(cols)
-        out_vals.append(vals)
-    rows = sp.csr_matrix((np.concatenate(out_vals), (np.concatenate(out_rows), np.concatenate(out_cols))),
-                         shape=(len(nodes), own_rows.shape[1]))
-    rows.sort_indices()
-    return rows
-
-
-def _by_rank(dest, size):
-    """Positions grouped by destination rank (in their order within each): one sort, not a mask per rank."""
-    order = np.argsort(dest, kind="stable")
-    cuts = np.searchsorted(dest[order], np.arange(size + 1))
-    return [order[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
 
 
 def _grow(cores, own_rows, own, delta, owner_of, comm):

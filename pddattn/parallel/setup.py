@@ -21,13 +21,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..coarse import HarmonicPlan, _interface_groups, hat_basis, q1_basis
+from ..coarse import COARSE_SPACES, HarmonicPlan, _interface_groups, hat_basis, q1_basis
 from ..errors import ConfigurationError
 from ..geometry import CoreMap, TileMap, box_ramp, check_geometry, distance_to_outside, grown, interval_ramp, ramp
 from ..problems.families import principal_block
 from .comm import OneRank, max_over
 from .ghosts import GhostExchange
-from .share import DecompositionShare, pou_weights, sum_over_ranks
+from .share import DecompositionShare, pou_weights, sum_at_owners, sum_over_ranks
 
 __all__ = ["ValuesPlan", "share_on_values", "finish_share", "family_share", "algebraic_share", "one_rank",
            "check_geometry", "coarse_rows", "galerkin_part", "sum_over_ranks", "FAMILY_SHARE_KINDS"]
@@ -66,14 +66,15 @@ def finish_share(spec, cmap, comm, cores, subdomains, ring, U, rows, plan=None, 
     plan = plan or GhostExchange.from_reads(own, np.concatenate(subdomains) if subdomains else own,
                                             cmap.owner_of, comm)
     A_UU = principal_block(rows, U) if A_UU is None and rows is not None else A_UU
+    weights = pou_weights(plan, subdomains, ramps if spec["pou"] == "smooth" else None)
     ring_plan = GhostExchange.from_reads(own, ring, cmap.owner_of, comm)  # Phi's ghost rows: one plan for both
-    phi, anchors, harmonic = coarse_rows(spec["coarse"], A_UU, U, own, ring_plan, cores, cmap, comm)
+    phi, anchors, harmonic = coarse_rows(spec["coarse"], A_UU, U, own, ring_plan, cores, cmap, comm,
+                                         (held, subdomains, weights))
     A0_local = galerkin_part(phi, A_UU, U, ring_plan, comm) if galerkin else None
     ring_plan.free()
     sizes = np.zeros(cmap.N, dtype=np.int64)
     for ids, counts in comm.allgather((held, [len(s) for s in subdomains])):
         sizes[ids] = counts
-    weights = pou_weights(plan, subdomains, ramps if spec["pou"] == "smooth" else None)
     share = DecompositionShare(cmap.n, spec, cmap, held, cores, subdomains, weights, own, phi, A0_local, plan, sizes,
                                comm)
     share.rows_held = len(U)
@@ -211,16 +212,19 @@ def _grown_subdomains(rows_of, cores, delta, pou, n, N, comm):
     return subs, [ramp(distance_to_outside(rows_of(s), s, 2 * delta + 1), delta) for s in subs]
 
 
-def coarse_rows(kind, A_UU, U, own, ring_plan, cores, cmap, comm):
+def coarse_rows(kind, A_UU, U, own, ring_plan, cores, cmap, comm, pou=None):
     """(Phi at the own rows (CSR, len(own) x n_0), the harmonic pieces' first nodes, the HarmonicPlan)
     (the last two None but for the harmonic space).
 
-    ``ring_plan``: the exchange that reads the ring.
+    ``ring_plan``: the exchange that reads the ring; ``pou``: (held, subdomains,
+    weights), what the Nicolaides space is made of.
     """
     if kind == "none":
         return sp.csr_matrix((len(own), 0)), None, None
+    if kind == "nicolaides":
+        return _nicolaides_rows(*pou, own, cmap, comm), None, None
     if kind not in ("q1", "hat", "harmonic"):
-        raise ConfigurationError(f"a rank's share has no {kind!r} coarse space (hat, q1, harmonic or none)")
+        raise ConfigurationError(f"unknown coarse space {kind!r}; choose one of {COARSE_SPACES}")
     if kind == "q1":
         if cmap.kind != "boxes":
             raise ConfigurationError("the q1 coarse space needs boxes of a DMDA grid; use harmonic")
@@ -230,6 +234,16 @@ def coarse_rows(kind, A_UU, U, own, ring_plan, cores, cmap, comm):
             raise ConfigurationError("the hat coarse space needs an intervals decomposition (1D); use harmonic")
         return hat_basis(cmap.n, cmap.bounds, own if len(own) < cmap.n else None), None, None
     return _harmonic_rows(A_UU, U, own, ring_plan, cores, cmap, comm)
+
+
+def _nicolaides_rows(held, subdomains, weights, own, cmap, comm):
+    """Phi[:, i] = R_i^T D_i 1 at the own rows: each rank's held subdomains' weights, sent to the owners of
+    their nodes (one Alltoall) and summed there (each (node, i) is sent once)."""
+    nodes = np.concatenate(subdomains) if subdomains else np.zeros(0, dtype=np.int64)
+    cols = np.repeat(np.asarray(held, dtype=np.int64), [len(s) for s in subdomains])
+    values = np.concatenate(weights) if weights else np.zeros(0)
+    mine = sp.csr_matrix((values, (nodes, cols)), shape=(cmap.n, cmap.N))
+    return sum_at_owners(mine, cmap.owner_of, own, comm)
 
 
 def _harmonic_rows(A_UU, U, own, ring_plan, cores, cmap, comm):

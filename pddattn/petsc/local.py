@@ -32,9 +32,7 @@ from ..parallel.setup import check_geometry, finish_share, share_on_values
 from ..parallel.share import CoreMap, rows_problem
 from .matrices import dmda_grid, mat_read
 
-__all__ = ["Numbering", "LOCAL_COARSE", "local_share", "matrix_file_share"]
-
-LOCAL_COARSE = ("harmonic", "q1", "none")
+__all__ = ["Numbering", "local_share", "matrix_file_share"]
 
 
 def _petsc():
@@ -138,7 +136,7 @@ def local_share(P, dm, spec, layout, plan=None):
         The operator (any AIJ layout; a DMDA's when ``dm`` is one).
     dm : petsc4py DM or None
     spec : dict
-        kind (boxes or algebraic), N, delta, pou ('count'), coarse (harmonic, q1, none).
+        kind (boxes or algebraic), N, delta, pou ('count'), coarse (harmonic, q1, nicolaides, none).
     layout : Layout or SerialLayout
     plan : GhostExchange, optional
         The exchange plan of an earlier set-up with the same structure (refactoring).

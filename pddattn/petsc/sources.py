@@ -1,21 +1,21 @@
 """Where DDAttentionPC's model comes from, and how it takes new values of the same operator.
 
-Three sources, chosen by the options:
+Its sources, chosen by the options:
 
 - ``rows``: built from the operator, from this rank's rows of it (local.py):
-  every PC from the operator with a harmonic, q1 or no coarse space;
-- ``gathered``: built from the operator gathered on every rank (the hat and
-  Nicolaides coarse spaces);
+  every PC from the operator (harmonic, q1, Nicolaides or no coarse space);
+  the operator is never gathered;
 - ``stored``: a trained checkpoint (``-pddattn_model``), on the rows of its
   own problem (a family's stencil), the operator gathered only where that
-  problem cannot be rebuilt here.
+  problem cannot be rebuilt here (the one place it cannot be avoided);
+- ``family`` / ``family-rows``: a generated-factor model (family_source.py).
 
 :func:`build` makes a :class:`Source` (the model, what describes it, the
 numbering to PETSc's rows); :func:`update` takes new values of a Mat of the
-same structure: the rows source rebuilds its share on its exchange plan, the
-gathered one updates its Hierarchy (hierarchy.update), and both then let the
-factor parametrization follow (numeric refactorizations). It answers alike
-on every rank.
+same structure: the rows source's shares follow them on their structure
+(Hierarchy.follow_share; rebuilt on the exchange plan for another pattern),
+then the factor parametrization follows (numeric refactorizations). It
+answers alike on every rank.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from ..problems.families import spec_label
 from ..spectrum import fit_probe
 from ..train import TrainConfig, fit_condition
 from . import family_source
-from .local import LOCAL_COARSE, Numbering, local_share, share_values
+from .local import Numbering, local_share, share_values
 from .matrices import dmda_grid, gather_operator
 
 __all__ = ["Source", "build", "update", "same_structure"]
@@ -59,10 +59,8 @@ def build(opts, P, pc, layout):
         source = family_source.build(opts, P, pc, layout, Source, schwarz_operator)
     elif opts["model"]:
         source = _stored(opts, P, pc.getDM(), layout)
-    elif opts["coarse"] in LOCAL_COARSE and (opts["levels"] == 2 or opts["coarse"] != "none"):
-        source = _from_rows(opts, P, pc, layout)
     else:
-        source = _gathered(opts, P, pc, layout)
+        source = _from_rows(opts, P, pc, layout)
     source.info["options"] = opts
     return source
 
@@ -82,7 +80,7 @@ def update(source, opts, P, pc, layout):
         update_of = {"rows": lambda: _update_rows(source, opts, P, pc, layout),
                      "family": lambda: family_source.update(source, P, pc),
                      "family-rows": lambda: False}  # new values: generated anew from the new rows
-        ok = update_of.get(source.kind, lambda: _update_gathered(source, P, pc))()
+        ok = update_of[source.kind]()
     except ValueError:
         ok = False
     return bool(layout.comm.allreduce(int(ok), op=_mpi().MIN)) if layout.world_size > 1 else ok
@@ -134,39 +132,6 @@ def _architecture(hierarchy, opts, r):
 def _hierarchy_of(share, problem, spec, opts):
     """The hierarchy over a share built from this rank's rows: its coarse levels from the summed A_1."""
     return build_hierarchy(problem, spec, opts["levels"], opts["top_size"], opts["level_coarse"], share=share)
-
-
-# ----------------------------------------------------------------- gathered
-def _gathered(opts, P, pc, layout):
-    """A model from the whole operator, gathered on every rank."""
-    A, petsc_of_natural, grid = gather_operator(P, pc.getDM())
-    problem = operator_problem(A, grid)
-    spec = _spec_of(opts, pc, grid, layout.world_size)
-    try:
-        hierarchy = build_hierarchy(problem, spec, opts["levels"], opts["top_size"], opts["level_coarse"])
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from None
-    r = opts["rank"] or max(hierarchy.levels[0].decomposition.max_size, hierarchy.levels[-1].decomposition.max_size)
-    arch = _architecture(hierarchy, opts, r)
-    # Untrained at full rank, M^-1 is additive Schwarz: sparse factorizations apply it exactly (exact.py).
-    exact = opts["factors"] == "sparse" and not opts["rank"] and not opts["train_steps"]
-    model = model_from_architecture(arch, layout, problem=problem, dtype=torch.float64,
-                                    init="exact" if exact else "schwarz", hierarchy=hierarchy)
-    info = {"source": "built from the operator", "arch": arch, "grid": grid, "hierarchy": hierarchy,
-            "gathered": True, "mat": (int(P.handle), P.getSize()[0])}
-    if opts["train_steps"]:
-        info["training"] = _train_in_setup(model, opts, layout)
-    return Source("gathered", model, info, petsc_of_natural.__getitem__)
-
-
-def _update_gathered(source, P, pc):
-    """The hierarchy's update (values only: Phi, A_l, refactorizations), then the model's."""
-    A, _, grid = gather_operator(P, pc.getDM())
-    hierarchy = source.info["hierarchy"]
-    if not hierarchy.same_structure(A):
-        return False
-    hierarchy.update(A, operator_problem(A, grid))
-    return source.model.refactor(hierarchy.decomposition, hierarchy.problem, hierarchy.below)
 
 
 # ------------------------------------------------------------------- stored
