@@ -168,7 +168,7 @@ class Exact(Free):
     def follow(self, level):
         """The same patterns with new values: the numeric factorizations only."""
         d = level.decomposition
-        self.local_solve.refactor(level.problem.rows, level.problem.assembled)
+        self.local_solve.refactor(level.problem.rows)
         if self.top_solve is not None:
             self.top_solve.refactor(d.coarse_operator(level.problem))
         return True

@@ -183,9 +183,14 @@ class GhostExchange:
     def forward(self, x):
         """x_own (m_own, B) -> x_ext (m_ext, B): ghost rows copied in from their owners."""
         xs = x.detach().cpu().numpy()
-        send = np.ascontiguousarray(xs[self.send_rows])
-        ghosts = self._alltoallv(send, self.send_counts, self.recv_counts, xs.shape[1])
+        ghosts = self.ghost_rows(xs[self.send_rows])
         return torch.cat([x, torch.from_numpy(ghosts).to(x.device)])
+
+    def ghost_rows(self, sent):
+        """The ghost rows (len(ghosts), B) from each rank's rows at its ``send_rows`` (numpy (len, B)):
+        what :meth:`forward` appends, for callers that have only the rows others read."""
+        sent = np.ascontiguousarray(sent)
+        return self._alltoallv(sent, self.send_counts, self.recv_counts, sent.shape[1])
 
     def reverse(self, y):
         """y_ext (m_ext, B) -> y_own (m_own, B): ghost rows sent to their owners and added."""

@@ -277,9 +277,10 @@ def _harmonic_rows(A_UU, U, own, ring_plan, cores, cmap, comm):
 def galerkin_part(phi, A_UU, U, plan, comm):
     """This rank's term Phi_own^T A_own,ring Phi_ring of A_0 = Phi^T A Phi (sparse n_0 x n_0).
 
-    Phi's rows at the ring come from their owners (rows packed as column and
-    value pairs through one forward exchange); A's own rows are taken from
-    A_UU (columns numbered in U, which holds the ring), renumbered to the
+    Phi's rows at the ring's ghosts come from their owners: the rows others
+    read, packed as column and value pairs, through one exchange
+    (:meth:`GhostExchange.ghost_rows`); A's own rows are taken from A_UU
+    (columns numbered in U, which holds the ring), renumbered to the
     exchange's order by one gather. The terms are summed on every rank for
     a replicated top (:func:`sum_over_ranks`) or at the owners of their rows
     for a distributed coarse level (coarse_level.py).
@@ -289,20 +290,25 @@ def galerkin_part(phi, A_UU, U, plan, comm):
         return sp.csr_matrix((0, 0))
     own = plan.own
     width = max_over(int(np.diff(phi.indptr).max(initial=0)), comm)
-    packed = np.full((len(own), 2 * width), -1.0)
-    packed[:, width:] = 0.0
-    count = np.diff(phi.indptr)
-    slot = np.arange(phi.nnz) - np.repeat(phi.indptr[:-1], count)
-    r = np.repeat(np.arange(len(own)), count)
-    packed[r, slot], packed[r, width + slot] = phi.indices, phi.data
-    ext = plan.forward(torch.from_numpy(packed)).numpy()
+    phi_ext = sp.vstack([phi, _ghost_phi(phi[plan.send_rows], plan, width, n0)], format="csr")
     nodes = np.concatenate([own, plan.ghosts])
-    keep = ext[:, :width] >= 0  # row-major: each row's entries in order, so the CSR arrays are written directly
-    indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
-    phi_ext = sp.csr_matrix((ext[:, width:][keep], ext[:, :width][keep].astype(np.int64), indptr),
-                            shape=(len(nodes), n0))
     to_ext = np.full(len(U), -1, dtype=np.int64)
     to_ext[np.searchsorted(U, nodes)] = np.arange(len(nodes))
     A_own = A_UU[np.searchsorted(U, own)]          # own rows; their columns lie in the ring
     A_own = sp.csr_matrix((A_own.data, to_ext[A_own.indices], A_own.indptr), shape=(len(own), len(nodes)))
     return sp.csr_matrix(phi.T @ (A_own @ phi_ext))
+
+
+def _ghost_phi(sent, plan, width, n0):
+    """Phi's rows at the plan's ghosts (CSR), from the rows this rank sends (``sent``, CSR)."""
+    packed = np.full((sent.shape[0], 2 * width), -1.0)
+    packed[:, width:] = 0.0
+    count = np.diff(sent.indptr)
+    slot = np.arange(sent.nnz) - np.repeat(sent.indptr[:-1], count)
+    r = np.repeat(np.arange(sent.shape[0]), count)
+    packed[r, slot], packed[r, width + slot] = sent.indices, sent.data
+    ext = plan.ghost_rows(packed)
+    keep = ext[:, :width] >= 0  # row-major: each row's entries in order, so the CSR arrays are written directly
+    indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+    return sp.csr_matrix((ext[:, width:][keep], ext[:, :width][keep].astype(np.int64), indptr),
+                         shape=(len(plan.ghosts), n0))

@@ -268,11 +268,6 @@ class Problem:
         return self.A[np.asarray(rows, dtype=np.int64)]
 
     @property
-    def assembled(self):
-        """The whole A when it is in memory here, else None (nothing is assembled to answer)."""
-        return self._A
-
-    @property
     def rows_only(self):
         """True for a matrix file whose rows this rank reads from its distributed copy (no whole A here)."""
         return self._A is None and self.matrix is not None and self.stencil is not None
