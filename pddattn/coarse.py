@@ -27,8 +27,8 @@ from .exact import sparse_factor
 from .patterns import Gather, Pattern, canonical
 from .problems.families import block_diagonal, principal_block
 
-__all__ = ["coarse_interface", "harmonic_anchors", "COARSE_SPACES", "attach_coarse", "hat_basis", "q1_basis", "harmonic_basis", "nicolaides_basis",
-           "interior_blocks", "HarmonicPlan"]
+__all__ = ["coarse_interface", "harmonic_anchors", "COARSE_SPACES", "hat_basis", "q1_basis", "interior_blocks",
+           "HarmonicPlan"]
 
 COARSE_SPACES = ("hat", "q1", "harmonic", "nicolaides", "none")
 
@@ -146,12 +146,6 @@ def _interface_groups(A, core_of):
     return gamma, groups
 
 
-def harmonic_basis(A, decomposition):
-    """(Phi, Gamma): the GDSW-type basis for any SPD A and cores (module docstring), and the interface."""
-    plan = HarmonicPlan(A, decomposition.cores)
-    return plan.phi(A), plan.gamma
-
-
 class HarmonicPlan:
     """The harmonic basis of one pattern of A and one set of cores: structure once, Phi for any values.
 
@@ -266,42 +260,6 @@ def harmonic_anchors(phi, gamma):
     first = np.full(phi.shape[1], np.iinfo(np.int64).max)
     np.minimum.at(first, rows.indices, np.repeat(np.asarray(gamma, dtype=np.int64), np.diff(rows.indptr)))
     return first
-
-
-def nicolaides_basis(decomposition):
-    """Phi[:, i] = R_i^T D_i 1 (CSR n x N): the columns sum to one at every node."""
-    d = decomposition
-    weights, index = d.pou_weights(), d.padded_indices(pad=-1)
-    keep = index >= 0
-    cols = np.broadcast_to(np.arange(d.N)[:, None], index.shape)
-    return sp.csr_matrix((weights[keep], (index[keep], cols[keep])), shape=(d.n, d.N))
-
-
-def attach_coarse(d, kind, A=None):
-    """Set d.phi to the coarse basis ``kind`` and return d; ValueError when it does not apply."""
-    if kind not in COARSE_SPACES:
-        raise ValueError(f"unknown coarse space {kind!r}; choose one of {COARSE_SPACES}")
-    kinds = d.spec.get("kind")
-    if kind == "hat":
-        if kinds != "intervals":
-            raise ValueError("the hat coarse space needs an intervals decomposition (1D); use harmonic")
-        d.phi = hat_basis(d.n, d.core_bounds)
-    elif kind == "q1":
-        if kinds != "boxes":
-            raise ValueError("the q1 coarse space needs a boxes decomposition (2D); use harmonic")
-        d.phi = q1_basis(d.grid, d.box_bounds)
-    elif kind == "harmonic":
-        if A is None:
-            raise ValueError("the harmonic coarse space is computed from A; pass the matrix")
-        d.coarse_plan = HarmonicPlan(A, d.cores)
-        d.phi = d.coarse_plan.phi(A)
-    elif kind == "nicolaides":
-        d.phi = nicolaides_basis(d)
-    else:
-        d.phi = sp.csr_matrix((d.n, 0))
-    d.coarse = d.spec["coarse"] = kind
-    d.interface = coarse_interface(d)
-    return d
 
 
 def coarse_interface(d):

@@ -6,13 +6,15 @@ verbatim (a node mask grown by graph products, distances by graph products
 over the whole graph, weights normalised over all subdomains at once, the
 coarse basis attached to the whole A), so that tests/test_one_builder.py
 checks the one builder against an independent construction of the same
-definitions. Shared: the container (Decomposition), the coarse bases
-(coarse.attach_coarse) and the ramps' formula (geometry.py).
+definitions. The coarse bases are attached here too (attach_coarse, the
+Nicolaides basis from the whole weights). Shared: the container
+(Decomposition), the hat, q1 and harmonic formulas (coarse.py) and the
+ramps' formula (geometry.py).
 """
 import numpy as np
 import scipy.sparse as sp
 
-from pddattn.coarse import attach_coarse
+from pddattn.coarse import COARSE_SPACES, HarmonicPlan, coarse_interface, hat_basis, q1_basis
 from pddattn.decomposition import Decomposition, _check_int, _graph, _graph_parts
 from pddattn.geometry import CoreMap, TileMap, box_ramp, interval_ramp, ramp as _ramp, split_sizes
 
@@ -145,3 +147,39 @@ def _normalised(n, subdomains, ramps, pou):
     total = np.zeros(n + 1)
     np.add.at(total, idx.ravel(), w.ravel())
     return [r / total[s] for s, r in zip(subdomains, raw)]
+
+
+def nicolaides_basis(decomposition):
+    """Phi[:, i] = R_i^T D_i 1 (CSR n x N): the columns sum to one at every node."""
+    d = decomposition
+    weights, index = d.pou_weights(), d.padded_indices(pad=-1)
+    keep = index >= 0
+    cols = np.broadcast_to(np.arange(d.N)[:, None], index.shape)
+    return sp.csr_matrix((weights[keep], (index[keep], cols[keep])), shape=(d.n, d.N))
+
+
+def attach_coarse(d, kind, A=None):
+    """Set d.phi to the coarse basis ``kind`` and return d; ValueError when it does not apply."""
+    if kind not in COARSE_SPACES:
+        raise ValueError(f"unknown coarse space {kind!r}; choose one of {COARSE_SPACES}")
+    kinds = d.spec.get("kind")
+    if kind == "hat":
+        if kinds != "intervals":
+            raise ValueError("the hat coarse space needs an intervals decomposition (1D); use harmonic")
+        d.phi = hat_basis(d.n, d.core_bounds)
+    elif kind == "q1":
+        if kinds != "boxes":
+            raise ValueError("the q1 coarse space needs a boxes decomposition (2D); use harmonic")
+        d.phi = q1_basis(d.grid, d.box_bounds)
+    elif kind == "harmonic":
+        if A is None:
+            raise ValueError("the harmonic coarse space is computed from A; pass the matrix")
+        d.coarse_plan = HarmonicPlan(A, d.cores)
+        d.phi = d.coarse_plan.phi(A)
+    elif kind == "nicolaides":
+        d.phi = nicolaides_basis(d)
+    else:
+        d.phi = sp.csr_matrix((d.n, 0))
+    d.coarse = d.spec["coarse"] = kind
+    d.interface = coarse_interface(d)
+    return d
