@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -52,6 +53,8 @@ from pddattn.galerkin import GalerkinTransformer2D  # noqa: E402
 from pddattn.problems import operator_problem  # noqa: E402
 from pddattn.problems.triplets import operator_of_field, read_arrays  # noqa: E402
 
+from darcy_state import TrainingState  # noqa: E402
+
 BATCH, LR, DECAY = 20, 1e-3, 1e-4
 
 
@@ -59,6 +62,14 @@ def fields(path, split, count):
     arrays = read_arrays(Path(path), split)
     return (torch.as_tensor(arrays["a"][:count], dtype=torch.float32),
             torch.as_tensor(arrays["u"][:count], dtype=torch.float32))
+
+
+def fingerprint(*arrays):
+    """A short hash of the fields a run trains and tests on: a saved state resumes on the same data only."""
+    digest = hashlib.sha1()
+    for x in arrays:
+        digest.update(x.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def relative(pred, u):
@@ -79,6 +90,11 @@ class FieldModel(torch.nn.Module):
 
     def num_parameters(self):
         return sum(p.numel() * (2 if p.is_complex() else 1) for p in self.parameters())
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        # neuralop's models put a "_metadata" entry into any state dict they are part of, and only their
+        # own load_state_dict takes it out again
+        return super().load_state_dict({k: v for k, v in state_dict.items() if k != "_metadata"}, strict, assign)
 
 
 def fno(width, modes, seed=0):
@@ -119,12 +135,22 @@ class DDModel:
         return full
 
 
-def train(name, forward, parameters, a, u, a_test, u_test, epochs, evaluate, log):
-    """The shared loop: the same shuffles, batches, loss and schedule for every model; the curve."""
-    optimizer = torch.optim.Adam(parameters, lr=LR, weight_decay=DECAY)
+def train(name, forward, module, a, u, epochs, evaluate, log, state=None):
+    """The shared loop: the same shuffles, batches, loss and schedule for every model; the curve.
+
+    With ``state`` (a TrainingState) every epoch is saved and a saved run resumes at its next epoch."""
+    optimizer = torch.optim.Adam(module.parameters(), lr=LR, weight_decay=DECAY)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, epochs // 5), gamma=0.5)
-    rng, curve, t0 = np.random.default_rng(0), [], time.perf_counter()
-    for epoch in range(epochs):
+    rng, curve = np.random.default_rng(0), []
+    saved = state.load(name) if state else None
+    if saved:
+        module.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        rng.bit_generator.state, curve = saved["rng"], saved["curve"]
+        log(f"{name}: resumed after epoch {len(curve)} of {epochs} ({curve[-1]['seconds']:.0f} s so far)")
+    t0 = time.perf_counter() - (curve[-1]["seconds"] if curve else 0.0)
+    for epoch in range(len(curve), epochs):
         order, losses = rng.permutation(len(a)), []
         for start in range(0, len(a), BATCH):
             pick = order[start:start + BATCH]
@@ -136,25 +162,28 @@ def train(name, forward, parameters, a, u, a_test, u_test, epochs, evaluate, log
         schedule.step()
         curve.append({"epoch": epoch + 1, "train": float(np.mean(losses)), "test": evaluate(),
                       "seconds": time.perf_counter() - t0})
+        if state:
+            state.save(name, model=module.state_dict(), optimizer=optimizer.state_dict(),
+                       schedule=schedule.state_dict(), rng=rng.bit_generator.state, curve=curve)
         log(f"{name} epoch {epoch + 1}: train {curve[-1]['train']:.4f} test {curve[-1]['test']:.4f} "
             f"({curve[-1]['seconds']:.0f} s)")
     return curve
 
 
-def run_field_model(name, net, a, u, a_test, u_test, epochs, log, transfer_data=None):
+def run_field_model(name, net, a, u, a_test, u_test, epochs, log, transfer_data=None, state=None):
     model = FieldModel(net, u.pow(2).mean().sqrt())  # float32, as these models are trained
 
     def evaluate(at=a_test, ut=u_test):
         with torch.no_grad():
             return float(relative(model(at).double(), ut.double()).mean())
-    curve = train(name, lambda pick: model(a[pick]), model.parameters(), a, u, a_test, u_test, epochs, evaluate, log)
+    curve = train(name, lambda pick: model(a[pick]), model, a, u, epochs, evaluate, log, state)
     out = {"parameters": model.num_parameters(), "curve": curve, "test": curve[-1]["test"]}
     if transfer_data is not None:
         out["transfer"] = evaluate(transfer_data[0], transfer_data[1])
     return out, model
 
 
-def run_dd(a, u, a_test, u_test, epochs, log, spec, transfer_data=None, name="dd"):
+def run_dd(a, u, a_test, u_test, epochs, log, spec, transfer_data=None, name="dd", state=None):
     dd = DDModel(a, spec)
     test_ops = dd.values(a_test)
     model = dd.model
@@ -165,7 +194,7 @@ def run_dd(a, u, a_test, u_test, epochs, log, spec, transfer_data=None, name="dd
 
     def forward(pick):
         return torch.stack([dd.predict([dd.ops[i]])[0] for i in pick])
-    curve = train(name, forward, model.parameters(), a, u, a_test, u_test, epochs, evaluate, log)
+    curve = train(name, forward, model, a, u, epochs, evaluate, log, state)
     out = {"parameters": model.num_parameters(), "curve": curve, "test": curve[-1]["test"]}
     with torch.no_grad():
         out["AS once (exact local solves)"] = float(relative(dd.predict(
@@ -184,6 +213,34 @@ def run_dd(a, u, a_test, u_test, epochs, log, spec, transfer_data=None, name="dd
             ops = dd.values(at, fine)
             out["transfer"] = float(relative(dd.predict(ops, fine), ut.double()).mean())
     return out, dd
+
+
+def field_net(name, results):
+    """The network of a neural-operator baseline by its name (fno-small: at DD's parameter count)."""
+    if name == "fno":
+        return fno(32, 24)  # neuralop's n_modes counts both signs: 12 per corner, the paper's
+    if name == "fno-small":
+        return fno(*sized_fno(results.get("dd", {}).get("parameters", 31185)))
+    if name == "gt":
+        return GalerkinTransformer2D(d=32)
+    raise SystemExit(f"unknown model {name!r}: use fno, fno-small, gt, dd or dd-cK")
+
+
+def dd_spec(spec, name):
+    """dd, or dd-cK: K generated coarse functions per box."""
+    return dataclasses.replace(spec, coarse_functions=int(name.split("-c")[1]) if "-c" in name else 0)
+
+
+def restore(name, state, a, u, spec, results):
+    """A model finished in an earlier sitting, with its saved weights."""
+    weights = state.load(name)["model"]
+    if name.startswith("dd"):
+        dd = DDModel(a, dd_spec(spec, name))
+        dd.model.load_state_dict(weights)
+        return dd
+    model = FieldModel(field_net(name, results), u.pow(2).mean().sqrt())
+    model.load_state_dict(weights)
+    return model
 
 
 def sized_fno(target):
@@ -208,6 +265,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--timed", type=int, default=16, help="test fields of the time-to-accuracy table")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--state", help="folder of the models' saved epochs and results, resumed from "
+                        "(default runs/darcy_state)")
     args = parser.parse_args(argv)
     if args.quick:
         tmp = Path(tempfile.mkdtemp())
@@ -220,26 +279,29 @@ def main(argv=None):
     a, u = fields(args.data, "train", args.train)
     a_test, u_test = fields(args.data, "test", args.test)
     transfer_data = fields(args.transfer, "test", args.test) if args.transfer else None
-    results, trained, log = {}, {}, (lambda line: print(line, flush=True))
+    log = lambda line: print(line, flush=True)  # noqa: E731
     spec = FamilySpec(grid=(a.shape[1] - 2,) * 2, data="ones")
+    config = {"data": Path(args.data).name, "fields": fingerprint(a, a_test), "train": len(a), "test": len(a_test),
+              "transfer": Path(args.transfer).name if args.transfer else None, "epochs": args.epochs,
+              "batch": BATCH, "lr": LR, "decay": DECAY}
+    state = TrainingState(args.state or (Path(args.data).parent / "state" if args.quick
+                                         else ROOT / "runs" / "darcy_state"), config)
+    results, trained = state.finished(), {}
     for name in args.models.split(","):
-        t0 = time.perf_counter()
-        if name.startswith("dd"):  # dd, or dd-cK: K generated coarse functions per box
-            c = int(name.split("-c")[1]) if "-c" in name else 0
-            results[name], trained[name] = run_dd(a, u, a_test, u_test, args.epochs, log,
-                                                  dataclasses.replace(spec, coarse_functions=c), transfer_data,
-                                                  name=name)
+        if name in results:
+            log(f"{name}: finished in {state.folder} (test error {results[name]['test']:.4f}), not trained again")
+            continue
+        if name.startswith("dd"):
+            results[name], trained[name] = run_dd(a, u, a_test, u_test, args.epochs, log, dd_spec(spec, name),
+                                                  transfer_data, name=name, state=state)
         else:
-            if name == "fno":
-                net = fno(32, 24)  # neuralop's n_modes counts both signs: 12 per corner, the paper's
-            elif name == "fno-small":
-                width, modes = sized_fno(results.get("dd", {}).get("parameters", 31185))
-                net = fno(width, modes)
-            else:
-                net = GalerkinTransformer2D(d=32)
-            results[name], trained[name] = run_field_model(name, net, a, u, a_test, u_test, args.epochs, log,
-                                                           transfer_data)
-        results[name]["seconds"] = time.perf_counter() - t0
+            results[name], trained[name] = run_field_model(name, field_net(name, results), a, u, a_test, u_test,
+                                                           args.epochs, log, transfer_data, state=state)
+        results[name]["seconds"] = results[name]["curve"][-1]["seconds"]
+        state.finish(name, results[name])
+    if args.timed:
+        for name in results.keys() - trained.keys():  # finished in an earlier sitting: its saved weights
+            trained[name] = restore(name, state, a, u, spec, results)
     result = {"data": args.data, "train": len(a), "test": len(a_test), "epochs": args.epochs, "models": results}
     if "dd" in trained and args.timed:
         from darcy_time import time_to_accuracy

@@ -41,9 +41,15 @@ def test_the_galerkin_transformer_maps_fields_of_any_resolution():
 
 def test_a_reduced_darcy_benchmark_runs_every_model_and_reports_every_cell(tmp_path):
     pytest.importorskip("neuralop")
-    p = subprocess.run([sys.executable, "benchmarks/darcy.py", "--quick", "--timed", "2", "--out", str(tmp_path)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)
+    command = [sys.executable, "benchmarks/darcy.py", "--quick", "--timed", "2", "--state", str(tmp_path / "state")]
+    p = subprocess.run(command + ["--out", str(tmp_path / "again")], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
+    # run again on the same state: every model is read back (weights included, for the timed table), none trained
+    p = subprocess.run(command + ["--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("not trained again") == 4 and " epoch " not in p.stdout
+    assert (tmp_path / "darcy.md").read_text() == (tmp_path / "again" / "darcy.md").read_text()
     result = json.loads((tmp_path / "darcy.json").read_text())
     assert set(result["models"]) == {"fno", "fno-small", "gt", "dd"}
     for name, r in result["models"].items():
@@ -54,3 +60,52 @@ def test_a_reduced_darcy_benchmark_runs_every_model_and_reports_every_cell(tmp_p
     rows = result["time_to_accuracy"]["rows"]
     assert rows["direct"]["1e-08"] is not None and rows["dd + CG"]["batched"] > 0  # every cell measured
     assert set(rows) >= {"dd + CG", "CG + AS", "CG + GAMG", "CG + hypre", "direct", "fno", "gt"}
+
+
+def _darcy():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import darcy
+    return darcy
+
+
+class _Stop(Exception):
+    pass
+
+
+def _tiny_run(state, epochs=4, stop_at=None):
+    """A linear a -> u model trained by darcy.train: the loop every Darcy model goes through."""
+    darcy = _darcy()
+    torch.manual_seed(0)
+    a, u = torch.rand(60, 5, 5), torch.rand(60, 5, 5) + 0.5
+    model = torch.nn.Linear(25, 25).double()
+    calls = []
+
+    def forward(pick):
+        calls.append(1)
+        if stop_at is not None and len(calls) > stop_at:
+            raise _Stop  # killed mid-epoch
+        return model(a[pick].double().flatten(1)).reshape(-1, 5, 5)
+    curve = darcy.train("tiny", forward, model, a, u, epochs, lambda: float(model.weight.detach().sum()), lambda line: None,
+                        state)
+    return model, curve
+
+
+def test_a_darcy_run_killed_mid_epoch_resumes_to_the_same_weights_and_curve(tmp_path):
+    TrainingState = _darcy().TrainingState
+    whole, whole_curve = _tiny_run(None)
+    state = TrainingState(tmp_path, {"epochs": 4})
+    with pytest.raises(_Stop):
+        _tiny_run(state, stop_at=7)  # 3 batches an epoch: killed in the third epoch, two saved
+    assert len(state.load("tiny")["curve"]) == 2
+    resumed, curve = _tiny_run(state)
+    # the same batches, optimizer moments, schedule and shuffles in the same order: equal to the bit
+    assert torch.equal(resumed.weight, whole.weight) and torch.equal(resumed.bias, whole.bias)
+    assert [c["test"] for c in curve] == [c["test"] for c in whole_curve]
+    assert [c["train"] for c in curve] == [c["train"] for c in whole_curve]
+
+
+def test_a_darcy_state_of_another_configuration_is_refused(tmp_path):
+    TrainingState = _darcy().TrainingState
+    _tiny_run(TrainingState(tmp_path, {"epochs": 4, "fields": "abc"}))
+    with pytest.raises(SystemExit, match="another configuration.*fields"):
+        TrainingState(tmp_path, {"epochs": 4, "fields": "abd"}).load("tiny")
