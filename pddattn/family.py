@@ -98,10 +98,13 @@ class FamilyDDAttention(nn.Module):
     local : {'direct', 'ritz'}
         Q_i = h G(X_i) / sqrt(s_i), or Rayleigh-Ritz on the generated subspace
         (generator.generated_factors).
+    generator_dtype : torch.dtype, optional
+        The generators' weights and arithmetic (default ``dtype``); the operator's
+        arithmetic stays in ``dtype`` either way.
     """
 
     def __init__(self, hierarchy, r, width=32, depth=4, seed=0, dtype=torch.float64, comm=None,
-                 coarse_functions=0, coarse_block="exact", coarse_rank=16, local="direct"):
+                 coarse_functions=0, coarse_block="exact", coarse_rank=16, local="direct", generator_dtype=None):
         super().__init__()
         if len(hierarchy.levels) != 1 or hierarchy.top is None:
             raise ValueError("generated factors need two levels with a coarse space")
@@ -127,8 +130,9 @@ class FamilyDDAttention(nn.Module):
         self.register_buffer("slots", torch.as_tensor(self.grids.slots[:, :index.shape[1]]), persistent=False)
         with torch.random.fork_rng():  # the weights from ``seed``, the caller's random state untouched
             torch.manual_seed(seed)
-            self.generator = Generator(BoxGrids.CHANNELS, self.r + self.c, width, depth, dtype)
-            self.coarse_generator = Generator(CoarseStencilFeatures.CHANNELS, self.r0, width, depth, dtype) \
+            g_dtype = dtype if generator_dtype is None else generator_dtype
+            self.generator = Generator(BoxGrids.CHANNELS, self.r + self.c, width, depth, g_dtype)
+            self.coarse_generator = Generator(CoarseStencilFeatures.CHANNELS, self.r0, width, depth, g_dtype) \
                 if coarse_block == "generated" else None  # made after G: G's weights from a seed are unchanged
         self.coarse_stencil = CoarseStencilFeatures(hierarchy.levels[0].plan.coarse, _corner_grid(d)) \
             if coarse_block == "generated" else None

@@ -30,7 +30,7 @@ from scipy.sparse.linalg import spsolve
 from .checkpoint import CheckpointError, atomic_save
 from .errors import ConfigurationError
 from .family import COARSE_BLOCKS, FamilyDDAttention, fit, relative_errors, schwarz
-from .generator import LOCAL_FORMS
+from .generator import GENERATOR_DTYPES, LOCAL_FORMS
 from .hierarchy import build_hierarchy
 from .problems import make_problem, operator_problem
 from .problems.samplers import make_sampler
@@ -59,6 +59,7 @@ class FamilySpec:
     coarse_rank: int = 16      # r_0 of a generated coarse block
     width: int = 32
     depth: int = 4
+    generator_dtype: str = "float64"  # the generators' arithmetic (float32: about 4x faster convolutions)
     operators: int = 64
     held: int = 256           # operators set up at once (memory)
     data: str = "ones"        # ones: f = 1 (Darcy); solve: white f, u = A^-1 f; probe: white u, f = A u
@@ -92,6 +93,9 @@ class FamilySpec:
             raise ConfigurationError(f"--loss {self.loss}: generated factors train on error or condition")
         if self.local not in LOCAL_FORMS:
             raise ConfigurationError(f"--local-factors {self.local}: use one of {LOCAL_FORMS}")
+        if self.generator_dtype not in GENERATOR_DTYPES:
+            raise ConfigurationError(f"--generator-dtype {self.generator_dtype}: use one of "
+                                     f"{tuple(GENERATOR_DTYPES)}")
         if self.coarse_block not in COARSE_BLOCKS:
             raise ConfigurationError(f"--coarse-block {self.coarse_block}: use exact or generated")
         if self.coarse_block == "generated" and (self.coarse != "q1" or self.coarse_functions):
@@ -175,7 +179,8 @@ def new_model(spec, problem, comm=None):
     return FamilyDDAttention(build_hierarchy(problem, decomposition_spec(spec, problem.grid)), spec.rank,
                              spec.width, spec.depth, seed=spec.seed, comm=comm,
                              coarse_functions=spec.coarse_functions, coarse_block=spec.coarse_block,
-                             coarse_rank=spec.coarse_rank, local=spec.local)
+                             coarse_rank=spec.coarse_rank, local=spec.local,
+                             generator_dtype=GENERATOR_DTYPES[spec.generator_dtype])
 
 
 def train_family(spec, out, comm=None, replicas=None):

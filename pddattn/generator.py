@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 __all__ = ["StencilFeatures", "BoxGrids", "Generator", "generated_factors", "CoarseStencilFeatures",
-           "generated_coarse_block", "LOCAL_FORMS", "factor_scale", "sines", "stencil_product", "ritz_factors"]
+           "generated_coarse_block", "LOCAL_FORMS", "GENERATOR_DTYPES", "factor_scale", "sines", "stencil_product", "ritz_factors"]
 
 
 class StencilFeatures:
@@ -138,6 +138,9 @@ class Generator(nn.Module):
     ``depth`` 3x3 convolutions of ``width`` channels with GELU between them,
     then a 1x1 convolution to the rank r: its receptive field covers
     2 depth + 1 nodes across, which is the box's width and overlap here.
+    It computes in its weights' ``dtype`` and answers in its input's: a
+    float32 generator (GENERATOR_DTYPES) serves a float64 operator, whose
+    factors it only has to point at.
     """
 
     def __init__(self, channels, r, width=32, depth=4, dtype=torch.float64):
@@ -153,10 +156,12 @@ class Generator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):
-        return self.net(x)
+        # the float32 convolutions run about 4x faster than float64 on a CPU (2 threads, 8 x 8 boxes)
+        return self.net(x.to(self.net[0].weight.dtype)).to(x.dtype)
 
 
 LOCAL_FORMS = ("direct", "ritz")
+GENERATOR_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 def generated_factors(generator, features, scale, slots, r, h, local="direct", ritz_rank=None):

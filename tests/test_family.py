@@ -250,3 +250,26 @@ def test_the_condition_loss_lowers_kappa_of_the_preconditioned_operator():
     before = kappa()
     fit(model, ops, _data(problems, 2, 1), steps=20, lr=1e-2, loss="condition")
     assert kappa() < 0.9 * before  # measured 77.3 -> 64.3
+
+
+def test_a_float32_generator_computes_in_float32_and_answers_in_the_operators_float64():
+    from tolerances import EPS32
+    p = _problems([5])[0]
+    h = build_hierarchy(p, SPEC)
+    m32 = FamilyDDAttention(h, r=4, width=8, depth=2, generator_dtype=torch.float32)
+    m64 = FamilyDDAttention(h, r=4, width=8, depth=2)
+    m64.load_state_dict(m32.state_dict())  # the same (float32) weights, computed with in float64
+    assert m32.generator.net[0].weight.dtype == torch.float32 and m32.jacobi.dtype == torch.float64
+    op = m32.values([p.A])[0]
+    with torch.no_grad():
+        Q32, Q64 = m32.factors(op), m64.factors(op)
+    assert Q32.dtype == torch.float64
+    # three convolutions of at most 9 x 10 products per output, each rounding to a relative EPS32: factor 300;
+    # above zero: the float32 arithmetic is really used
+    difference = float((Q32 - Q64).abs().max() / Q64.abs().max())
+    assert 0 < difference <= rounding(factor=300, eps=EPS32), difference
+    f = torch.ones(2, m32.n, dtype=torch.float64)
+    loss = m32(f, op).square().sum()
+    loss.backward()
+    assert m32.generator.net[0].weight.grad.dtype == torch.float32
+    assert float(m32.generator.net[0].weight.grad.abs().sum()) > 0

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.mpi(min_size=1)
 
 from test_petsc import world, worst  # noqa: E402
 from test_petsc_operator import apply_natural, make_pc, on_dmda, plain  # noqa: E402
-from tolerances import cond, rounding  # noqa: E402
+from tolerances import EPS32, cond, rounding  # noqa: E402
 
 SPEC = FamilySpec(grid=(15, 15), box=8, operators=2, steps=3, rank=4, width=8, depth=2, test_operators=1)
 HELD_OUT = make_problem("diffusion2d", (23, 23), "darcy", seed=7_000_001)  # another grid, an unseen field
@@ -58,8 +58,9 @@ def _serial_operator(path, problem):
 
 @pytest.mark.parametrize("where, spec", [("dmda", SPEC), ("plain", SPEC),
                                          ("dmda", dataclasses.replace(SPEC, coarse_block="generated")),
-                                         ("dmda", dataclasses.replace(SPEC, local="ritz"))],
-                         ids=["dmda", "plain", "dmda-generated-coarse-block", "dmda-ritz"])
+                                         ("dmda", dataclasses.replace(SPEC, local="ritz")),
+                                         ("dmda", dataclasses.replace(SPEC, generator_dtype="float32"))],
+                         ids=["dmda", "plain", "dmda-generated-coarse-block", "dmda-ritz", "dmda-float32-generator"])
 def test_the_pc_is_the_family_models_operator_on_a_held_out_field(where, spec):
     path = _model_path(spec)
     M, _, _ = _serial_operator(path, HELD_OUT)
@@ -73,7 +74,10 @@ def test_the_pc_is_the_family_models_operator_on_a_held_out_field(where, spec):
     # the boxes' terms summed in another order and the coarse block solved another way (a dense Cholesky
     # here, a sparse one there): kappa(A_0) <= kappa(A) kappa(Phi^T Phi) (Phi^T Phi ~ 10), factor 100
     error = worst(np.abs(y - M @ x).max() / np.abs(M @ x).max())
-    assert error <= rounding(10 * KAPPA, 100), error
+    tolerance = rounding(10 * KAPPA, 100)
+    if spec.generator_dtype == "float32":  # a rank's boxes convolved in a batch of their own: the factors
+        tolerance += rounding(KAPPA, 2 * 300, EPS32)  # may round apart (factor 300, as in test_family), twice
+    assert error <= tolerance, error
     if where == "dmda":
         assert source.info["rows_held"] < HELD_OUT.n or world().Get_size() == 1  # never A whole
     if world().Get_rank() == 0:

@@ -32,8 +32,8 @@ import torch
 from .. import family_run
 from ..checkpoint import CheckpointError
 from ..errors import ConfigurationError
-from ..generator import (BoxGrids, CoarseStencilFeatures, Generator, StencilFeatures, factor_scale,
-                         generated_coarse_block, generated_factors)
+from ..generator import (GENERATOR_DTYPES, BoxGrids, CoarseStencilFeatures, Generator, StencilFeatures,
+                         factor_scale, generated_coarse_block, generated_factors)
 from ..patterns import Pattern
 from ..hierarchy import build_hierarchy
 from ..problems.families import parse_grid
@@ -141,7 +141,8 @@ def _from_rows(path, spec, payload, P, pc, layout, Source, share_model):
     model = share_model(hierarchy, layout, rank=spec.rank, init="none", r0=spec.coarse_rank if generated_top else None)
     grids = BoxGrids(grid, (share.core_map.bx, share.core_map.by), share.delta, share.max_size, held).localize(union)
     X, scale = grids.layout(features)
-    generator = Generator(BoxGrids.CHANNELS, spec.rank, spec.width, spec.depth)
+    generator = Generator(BoxGrids.CHANNELS, spec.rank, spec.width, spec.depth,
+                          GENERATOR_DTYPES[spec.generator_dtype])
     generator.load_state_dict(_prefixed(payload["state"], "generator."))
     with torch.no_grad():
         Q = generated_factors(generator, torch.as_tensor(X), torch.as_tensor(scale), torch.as_tensor(grids.slots),
@@ -163,7 +164,8 @@ def _coarse_block(spec, payload, share):
         return torch.as_tensor(np.linalg.inv(np.linalg.cholesky(A0.toarray())).T)
     A0.sum_duplicates()
     stencil = CoarseStencilFeatures(Pattern.of(A0), (len(share.core_map.bx) - 2, len(share.core_map.by) - 2))
-    generator = Generator(CoarseStencilFeatures.CHANNELS, spec.coarse_rank, spec.width, spec.depth)
+    generator = Generator(CoarseStencilFeatures.CHANNELS, spec.coarse_rank, spec.width, spec.depth,
+                          GENERATOR_DTYPES[spec.generator_dtype])
     generator.load_state_dict(_prefixed(payload["state"], "coarse_generator."))
     X0, s0 = stencil(A0.data)
     return generated_coarse_block(generator, torch.as_tensor(X0), s0)
