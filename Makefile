@@ -40,7 +40,7 @@ $(VENV)/.installed: $(VENV)/.apt pyproject.toml constraints.txt tools/install-to
 	  if [ -d $(PETSC_DIR_DEBIAN) ] && [ ! -e /usr/lib/petsc ]; then \
 	    echo "$(PETSC_DIR_DEBIAN)/lib/python3/dist-packages" > $$site/pddattn-debian-petsc4py.pth; fi
 	bash tools/install-torch.sh $(PY)
-	$(PY) -m pip install -q -e '.[test,plot,fno,data]'
+	$(PY) -m pip install -q -e '.[test,plot,fno,data,gt]'
 	@$(PY) -c 'import numpy, torch, mpi4py, petsc4py, pytest, neuralop; print("environment ready: numpy", numpy.__version__, "torch", torch.__version__, "petsc4py", petsc4py.__version__)'
 	@touch $@
 

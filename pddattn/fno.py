@@ -44,7 +44,8 @@ def data_scales(sampler, count=256):
 
 
 @contextlib.contextmanager
-def _default_dtype(dtype):
+def default_dtype(dtype):
+    """Tensors made without a dtype inside the block (by a third-party model) take ``dtype``."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -111,7 +112,7 @@ class FNOOperator(Attention):
             raise ValueError("the FNO is a nonlinear operator: it has no transpose")
         s_f, s_u = self.scales
         B = x.shape[1]
-        with _default_dtype(self.compute_dtype):  # tensors the FNO makes in forward (its grid) match its weights
+        with default_dtype(self.compute_dtype):  # tensors the FNO makes in forward (its grid) match its weights
             out = self.net((x.T / s_f).reshape(B, 1, *_shape(self.grid)))
         return out.reshape(B, self.n).T * s_u
 

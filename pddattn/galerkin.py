@@ -4,25 +4,43 @@ Cao's softmax-free "Galerkin-type" attention,
 
     z = Q (K~^T V~) / n,   K~ = LayerNorm(K), V~ = LayerNorm(V)   (per head),
 
-costs O(n d^2) and is the attention pddattn's own operator is closest to. The
-``galerkin-transformer`` package (0.2.1, 2022) installs beside torch 2.13 and
-numpy < 2 but does not import: its ``__init__`` pulls in IPython and pandas,
-which it does not declare (checked for this release), so the layer is
-written here, as the issue allows, and the model around it follows the
-paper's Darcy set-up in a reduced form: a pointwise lift of (a, x, y) to d
-channels, L encoder layers (Galerkin attention with the node coordinates
-concatenated to Q and K, then a feed-forward layer, each residual), and a
-spectral regressor (two Fourier layers, FNO-style, ``modes`` per axis) with a
-pointwise projection to u. Not the package's FourierTransformer2D: no
-down- and up-sampling CNNs (the 85 x 85 grid is attended to directly,
-which linear attention affords).
+costs O(n d^2) and is the attention pddattn's own operator is closest to.
+Two baselines use it:
+
+- ``CaoGalerkinTransformer2D``: the ``galerkin-transformer`` package's own
+  Darcy model (0.2.1, 2022) with its authors' configuration. The package
+  installs beside torch 2.13 and numpy < 2 but imports only with IPython
+  and pandas, which its ``__init__`` needs and it does not declare: the
+  ``gt`` extra adds both, pinned.
+- ``GalerkinTransformer2D``: the layer written here from the paper, in a
+  reduced model with no other dependency (the test suite's): a pointwise
+  lift of (a, x, y) to d channels, L encoder layers (Galerkin attention with
+  the node coordinates concatenated to Q and K, then a feed-forward layer,
+  each residual), and a spectral regressor (two Fourier layers, FNO-style,
+  ``modes`` per axis) with a pointwise projection to u. No down- and
+  up-sampling CNNs (the grid is attended to directly, which linear attention
+  affords), so it answers on any grid.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ["GalerkinAttention", "SpectralConv2d", "GalerkinTransformer2D"]
+from .fno import default_dtype
+
+__all__ = ["GalerkinAttention", "SpectralConv2d", "GalerkinTransformer2D", "CaoGalerkinTransformer2D"]
+
+# The package's Darcy model as its authors ran it (config.yml, ex2_darcy, galerkin-transformer 0.2.1): the
+# file is not installed with the package, so its entries are copied here
+CAO_DARCY = dict(node_feats=1, pos_dim=2, n_targets=1, n_hidden=128, num_feat_layers=0, num_encoder_layers=6,
+                 n_head=4, dim_feedforward=256, feat_extract_type=None, attention_type="galerkin", xavier_init=0.01,
+                 diagonal_weight=0.01, symmetric_init=False, layer_norm=False, attn_norm=True, norm_eps=1e-7,
+                 batch_norm=False, return_attn_weight=False, return_latent=False, decoder_type="ifft2",
+                 spacial_dim=2, spacial_fc=True, upsample_mode="interp", downsample_mode="interp", freq_dim=32,
+                 boundary_condition="dirichlet", num_regressor_layers=2, fourier_modes=12,
+                 regressor_activation="silu", downscaler_activation="relu", upscaler_activation="silu",
+                 last_activation=True, dropout=0.0, downscaler_dropout=0.05, upscaler_dropout=0.0, ffn_dropout=0.05,
+                 encoder_dropout=0.05, decoder_dropout=0, debug=False, normalizer=None)
 
 
 class GalerkinAttention(nn.Module):
@@ -106,3 +124,45 @@ class GalerkinTransformer2D(nn.Module):
 
     def num_parameters(self):
         return sum(p.numel() * (2 if p.is_complex() else 1) for p in self.parameters())
+
+
+def _unit_grid(n):
+    """(n, n, 2): the (x, y) coordinates of an n x n grid on the unit square, x fastest (Cao's get_grid)."""
+    x = torch.linspace(0, 1, n, dtype=torch.float32)
+    Y, X = torch.meshgrid(x, x, indexing="ij")
+    return torch.stack([X, Y], dim=-1)
+
+
+class CaoGalerkinTransformer2D(nn.Module):
+    """The ``galerkin-transformer`` package's own Darcy model (FourierTransformer2D, Galerkin attention).
+
+    Its ex2_darcy set-up at ``side`` x ``side``: an interpolating CNN down to a ``coarse`` x ``coarse`` grid
+    (29 at 85: ``--subsample-nodes 5 --subsample-attn 15``), 6 Galerkin attention layers of width 128 there,
+    an interpolating CNN back up and two Fourier layers (12 modes), dropout 0.05 (2.2M parameters). Its
+    upsampler's sizes are fixed to ``side``: it answers on that grid only (no resolution transfer). Needs the
+    ``gt`` extra (the package, and the IPython and pandas its ``__init__`` imports).
+    """
+
+    transfers = False  # to another grid
+
+    def __init__(self, side, coarse=29, seed=0):
+        super().__init__()
+        from galerkin_transformer.ft import DarcyDataset
+        from galerkin_transformer.model import FourierTransformer2D
+        down, up = DarcyDataset.get_scaler_sizes(side, coarse)
+        with torch.random.fork_rng(devices=[]), default_dtype(torch.float32):  # as its authors trained it
+            torch.manual_seed(seed)
+            self.net = FourierTransformer2D(**CAO_DARCY, downscaler_size=down, upscaler_size=up)
+        self.side, self.coarse = int(side), int(coarse)
+        self.register_buffer("pos", _unit_grid(coarse).reshape(1, -1, 2), persistent=False)
+        self.register_buffer("grid", _unit_grid(side)[None], persistent=False)
+
+    def forward(self, a):
+        B, s, _ = a.shape
+        if s != self.side:
+            raise ValueError(f"this model answers on its {self.side} x {self.side} grid only (its upsampler's "
+                             f"sizes are fixed), not on {s} x {s}")
+        with default_dtype(torch.float32):
+            out = self.net(a[..., None].float(), torch.ones(1), pos=self.pos.expand(B, -1, -1),
+                           grid=self.grid.expand(B, -1, -1, -1))
+        return out["preds"][..., 0]

@@ -39,6 +39,21 @@ def test_the_galerkin_transformer_maps_fields_of_any_resolution():
     assert all(p.grad is not None for p in net.parameters())
 
 
+def test_the_galerkin_transformer_packages_darcy_model_answers_on_its_grid_with_u_zero_on_the_boundary():
+    pytest.importorskip("galerkin_transformer")
+    from pddattn.galerkin import CaoGalerkinTransformer2D
+    net = CaoGalerkinTransformer2D(85)  # the authors' 85 x 85 set-up, attention on 29 x 29
+    assert sum(p.numel() for p in net.parameters()) > 2_000_000  # the authors' width 128, 6 layers
+    out = net(torch.rand(2, 85, 85))
+    assert out.shape == (2, 85, 85) and torch.isfinite(out).all()
+    edges = torch.cat([out[:, 0], out[:, -1], out[:, :, 0], out[:, :, -1]], dim=1)
+    assert edges.abs().max() == 0 and out[:, 1:-1, 1:-1].abs().max() > 0
+    out.square().sum().backward()
+    assert sum(p.grad is not None for p in net.parameters()) > 0.9 * len(list(net.parameters()))
+    with pytest.raises(ValueError, match="85 x 85 grid only"):
+        net(torch.rand(1, 141, 141))
+
+
 def test_a_reduced_darcy_benchmark_runs_every_model_and_reports_every_cell(tmp_path):
     pytest.importorskip("neuralop")
     command = [sys.executable, "benchmarks/darcy.py", "--quick", "--timed", "2", "--state", str(tmp_path / "state")]
@@ -48,10 +63,10 @@ def test_a_reduced_darcy_benchmark_runs_every_model_and_reports_every_cell(tmp_p
     # run again on the same state: every model is read back (weights included, for the timed table), none trained
     p = subprocess.run(command + ["--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert p.stdout.count("not trained again") == 4 and " epoch " not in p.stdout
+    assert p.stdout.count("not trained again") == 5 and " epoch " not in p.stdout
     assert (tmp_path / "darcy.md").read_text() == (tmp_path / "again" / "darcy.md").read_text()
     result = json.loads((tmp_path / "darcy.json").read_text())
-    assert set(result["models"]) == {"fno", "fno-small", "gt", "dd"}
+    assert set(result["models"]) == {"fno", "fno-small", "gt", "gt-small", "dd"}
     for name, r in result["models"].items():
         assert len(r["curve"]) == 2 and 0 < r["test"] < 10 and 0 < r["transfer"] < 10, name
     dd = result["models"]["dd"]
