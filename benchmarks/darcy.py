@@ -57,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from pddattn.family import schwarz  # noqa: E402
+from pddattn import family_run  # noqa: E402
 from pddattn.family_run import FamilySpec, new_model, transfer  # noqa: E402
 from pddattn.galerkin import CaoGalerkinTransformer2D, GalerkinTransformer2D  # noqa: E402
 from pddattn.problems import operator_problem  # noqa: E402
@@ -266,6 +267,13 @@ def restore(name, state, a, u, spec):
     return model.eval()
 
 
+def export(dd, path, results, log):
+    """A trained DD model as a family checkpoint: ``pddattn apply --model PATH --data triplets.h5``, or a PETSc
+    PC's -pddattn_model, on any field of the family (and grid with boxes of the same size)."""
+    family_run.save(path, dd.model, dd.spec, summary={"darcy test error": results["test"]})
+    log(f"wrote {path}: pddattn apply --model {path} --data your_triplets.h5 --out u.npy [--refine K]")
+
+
 def sized_gt(target):
     """(d, layers, heads, modes) of the reduced Galerkin Transformer whose parameter count is nearest ``target``
     (4 layers and heads kept; d and the spectral regressor's modes chosen)."""
@@ -338,6 +346,8 @@ def main(argv=None):
                                                            transfer_data, state=state)
         results[name]["seconds"] = results[name]["curve"][-1]["seconds"]
         state.finish(name, results[name])
+        if name.startswith("dd"):
+            export(trained[name], state.folder / f"{name}-checkpoint.pt", results[name], log)
     if args.timed:
         for name in results.keys() - trained.keys():  # finished in an earlier sitting: its saved weights
             trained[name] = restore(name, state, a, u, spec)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,6 +66,18 @@ def test_a_reduced_darcy_benchmark_runs_every_model_and_reports_every_cell(tmp_p
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.count("not trained again") == 5 and " epoch " not in p.stdout
     assert (tmp_path / "darcy.md").read_text() == (tmp_path / "again" / "darcy.md").read_text()
+    # the trained DD model serves a user's own triplets (another set of fields) through `pddattn apply`
+    pddattn = [sys.executable, "-m", "pddattn.cli"]
+    p = subprocess.run(pddattn + ["data", "darcy", "--grid", "21", "--resolution", "41", "--train", "2", "--test", "2",
+                                  "--seed", "5", "--out", str(tmp_path / "mine.h5")], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    p = subprocess.run(pddattn + ["apply", "--model", str(tmp_path / "state" / "dd-checkpoint.pt"), "--data",
+                                  str(tmp_path / "mine.h5"), "--split", "test", "--out", str(tmp_path / "u.npy"),
+                                  "--refine", "40", "--rtol", "1e-9"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert np.load(tmp_path / "u.npy").shape == (2, 21, 21)
     result = json.loads((tmp_path / "darcy.json").read_text())
     assert set(result["models"]) == {"fno", "fno-small", "gt", "gt-small", "dd"}
     for name, r in result["models"].items():
