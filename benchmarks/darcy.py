@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import os
 import sys
 import tempfile
@@ -63,6 +62,7 @@ from pddattn.galerkin import CaoGalerkinTransformer2D, GalerkinTransformer2D  # 
 from pddattn.problems import operator_problem  # noqa: E402
 from pddattn.problems.triplets import operator_of_field, read_arrays  # noqa: E402
 
+import darcy_report  # noqa: E402
 from darcy_state import TrainingState  # noqa: E402
 
 BATCH, LR, DECAY = 20, 1e-3, 1e-4
@@ -309,6 +309,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--timed", type=int, default=16, help="test fields of the time-to-accuracy table")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--report", action="store_true", help="train nothing: the tables and plot of what the "
+                        "state folder holds (finished models, and the epochs reached by those still training)")
     parser.add_argument("--state", help="folder of the models' saved epochs and results, resumed from "
                         "(default runs/darcy_state)")
     args = parser.parse_args(argv)
@@ -333,7 +335,7 @@ def main(argv=None):
     state = TrainingState(args.state or (Path(args.data).parent / "state" if args.quick
                                          else ROOT / "runs" / "darcy_state"), config)
     results, trained = state.finished(), {}
-    for name in args.models.split(","):
+    for name in [] if args.report else args.models.split(","):
         if name in results:
             log(f"{name}: finished in {state.folder} (test error {results[name]['test']:.4f}), not trained again")
             continue
@@ -351,59 +353,13 @@ def main(argv=None):
     if args.timed:
         for name in results.keys() - trained.keys():  # finished in an earlier sitting: its saved weights
             trained[name] = restore(name, state, a, u, spec)
-    result = {"data": args.data, "train": len(a), "test": len(a_test), "epochs": args.epochs, "models": results}
+    result = {"data": args.data, "train": len(a), "test": len(a_test), "epochs": args.epochs, "side": a.shape[1],
+              "models": results, "in_progress": state.in_progress()}
     if "dd" in trained and args.timed:
         from darcy_time import time_to_accuracy
         result["time_to_accuracy"] = time_to_accuracy(trained, a_test[:args.timed], log)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "darcy.json").write_text(json.dumps(result, indent=1))
-    (out / "darcy.md").write_text(markdown(result) + "\n")
-    if "time_to_accuracy" in result:
-        from darcy_time import markdown as time_markdown
-        (out / "darcy_time.md").write_text(time_markdown(result["time_to_accuracy"]) + "\n")
-        print(time_markdown(result["time_to_accuracy"]))
-    plot(result, out / "darcy.png")
-    print(markdown(result))
+    darcy_report.write(result, args.out)
     return 0
-
-
-PUBLISHED = {"fno": "0.0108 (FNO paper)", "gt": "0.0084 (Cao 2021)", "gt-cao": "0.0084 (Cao 2021)"}
-
-
-def markdown(result):
-    side = "85"
-    lines = [f"| model | parameters | test error ({result['test']} fields) | at 141^2, no retraining | "
-             f"train s | published (original data, {side}^2) |", "|---|---|---|---|---|---|"]
-    for name, r in result["models"].items():
-        lines.append(f"| {name} | {r['parameters']:,} | {r['test']:.4f} | "
-                     f"{r['transfer']:.4f} | {r['curve'][-1]['seconds']:.0f} | {PUBLISHED.get(name, '-')} |"
-                     if "transfer" in r else
-                     f"| {name} | {r['parameters']:,} | {r['test']:.4f} | - | {r['curve'][-1]['seconds']:.0f} | "
-                     f"{PUBLISHED.get(name, '-')} |")
-    dd = result["models"].get("dd") or next((r for k, r in result["models"].items() if k.startswith("dd")), None)
-    if dd:
-        lines += [f"| AS once, exact local solves (no training) | - | {dd['AS once (exact local solves)']:.4f} | - | - | - |",
-                  f"| exact discrete solve at {side}^2 (the floor) | - | {dd['discrete solve (floor)']:.4f} | - | - | - |"]
-    return "\n".join(lines)
-
-
-def plot(result, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, r in result["models"].items():
-        ax.semilogy([c["epoch"] for c in r["curve"]], [c["test"] for c in r["curve"]], label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test relative L2 error")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,18 @@ class TrainingState:
             done.append((path.stat().st_mtime, path.stem, result["results"]))
         return {name: results for _, name, results in sorted(done)}
 
+    def in_progress(self):
+        """{name: {"parameters", "curve"}} of every model with saved epochs and no results yet."""
+        out = {}
+        for path in sorted(self.folder.glob("*.pt")):
+            if path.stem.endswith("-checkpoint") or (self.folder / f"{path.stem}.json").exists():
+                continue
+            saved = self.load(path.stem)
+            weights = [v for k, v in saved["model"].items() if torch.is_tensor(v)]
+            count = sum(v.numel() * (2 if v.is_complex() else 1) for v in weights)  # counted from the weights
+            out[path.stem] = {"parameters": count, "curve": saved["curve"]}
+        return out
+
     def finish(self, name, results):
         path = self.folder / f"{name}.json"
         tmp = path.with_name(f".{path.name}.tmp")

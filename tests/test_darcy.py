@@ -125,6 +125,12 @@ def test_a_darcy_run_killed_mid_epoch_resumes_to_the_same_weights_and_curve(tmp_
     with pytest.raises(_Stop):
         _tiny_run(state, stop_at=7)  # 3 batches an epoch: killed in the third epoch, two saved
     assert len(state.load("tiny")["curve"]) == 2
+    # reported as still training, at the epoch it reached, never as a result of the budget
+    import darcy_report
+    progress = state.in_progress()
+    assert list(progress) == ["tiny"] and progress["tiny"]["parameters"] == 25 * 25 + 25
+    table = darcy_report.markdown({"test": 60, "epochs": 4, "models": {}, "in_progress": progress})
+    assert "| tiny (training: epoch 2 of 4) |" in table
     resumed, curve = _tiny_run(state)
     # the same batches, optimizer moments, schedule and shuffles in the same order: equal to the bit
     assert torch.equal(resumed.weight, whole.weight) and torch.equal(resumed.bias, whole.bias)
