@@ -305,7 +305,7 @@ def main(argv=None):
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--models", help="comma-separated (default fno,fno-small,gt-cao,gt,gt-small,dd,dd-c4; "
-                        "--quick: fno,fno-small,gt,gt-small,dd)")
+                        "--quick: fno,fno-small,gt,gt-small,dd,dd-c2)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--timed", type=int, default=16, help="test fields of the time-to-accuracy table")
     parser.add_argument("--out", default="benchmarks/results")
@@ -321,7 +321,7 @@ def main(argv=None):
                   "--out", str(tmp / "d.h5")])
         args.data, args.transfer, args.train, args.test, args.epochs = \
             str(tmp / "d_21.h5"), str(tmp / "d_41.h5"), 40, 10, 2
-        args.models = args.models or "fno,fno-small,gt,gt-small,dd"
+        args.models = args.models or "fno,fno-small,gt,gt-small,dd,dd-c2"
     args.models = args.models or "fno,fno-small,gt-cao,gt,gt-small,dd,dd-c4"
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     a, u = fields(args.data, "train", args.train)

@@ -64,7 +64,7 @@ def test_a_reduced_darcy_benchmark_runs_every_model_and_reports_every_cell(tmp_p
     # run again on the same state: every model is read back (weights included, for the timed table), none trained
     p = subprocess.run(command + ["--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert p.stdout.count("not trained again") == 5 and " epoch " not in p.stdout
+    assert p.stdout.count("not trained again") == 6 and " epoch " not in p.stdout
     assert (tmp_path / "darcy.md").read_text() == (tmp_path / "again" / "darcy.md").read_text()
     # the trained DD model serves a user's own triplets (another set of fields) through `pddattn apply`
     pddattn = [sys.executable, "-m", "pddattn.cli"]
@@ -79,7 +79,7 @@ def test_a_reduced_darcy_benchmark_runs_every_model_and_reports_every_cell(tmp_p
     assert p.returncode == 0, p.stderr[-3000:]
     assert np.load(tmp_path / "u.npy").shape == (2, 21, 21)
     result = json.loads((tmp_path / "darcy.json").read_text())
-    assert set(result["models"]) == {"fno", "fno-small", "gt", "gt-small", "dd"}
+    assert set(result["models"]) == {"fno", "fno-small", "gt", "gt-small", "dd", "dd-c2"}
     for name, r in result["models"].items():
         assert len(r["curve"]) == 2 and 0 < r["test"] < 10 and 0 < r["transfer"] < 10, name
     dd = result["models"]["dd"]
@@ -87,7 +87,8 @@ def test_a_reduced_darcy_benchmark_runs_every_model_and_reports_every_cell(tmp_p
     assert "| dd |" in (tmp_path / "darcy.md").read_text()
     rows = result["time_to_accuracy"]["rows"]
     assert rows["direct"]["1e-08"] is not None and rows["dd + CG"]["batched"] > 0  # every cell measured
-    assert set(rows) >= {"dd + CG", "CG + AS", "CG + GAMG", "CG + hypre", "direct", "fno", "gt"}
+    assert rows["dd-c2 + CG"]["1e-08"] is not None and rows["dd-c2 + CG"]["batched"] > 0
+    assert set(rows) >= {"dd + CG", "dd-c2 + CG", "CG + AS", "CG + GAMG", "CG + hypre", "direct", "fno", "gt"}
 
 
 def _darcy():
