@@ -159,6 +159,8 @@ def train(name, forward, module, a, u, epochs, evaluate, log, state=None):
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
         rng.bit_generator.state, curve = saved["rng"], saved["curve"]
+        if "torch_rng" in saved:  # dropout's draws (gt-cao) go on as they would have
+            torch.set_rng_state(saved["torch_rng"])
         log(f"{name}: resumed after epoch {len(curve)} of {epochs} ({curve[-1]['seconds']:.0f} s so far)")
     t0 = time.perf_counter() - (curve[-1]["seconds"] if curve else 0.0)
     for epoch in range(len(curve), epochs):
@@ -175,7 +177,8 @@ def train(name, forward, module, a, u, epochs, evaluate, log, state=None):
                       "seconds": time.perf_counter() - t0})
         if state:
             state.save(name, model=module.state_dict(), optimizer=optimizer.state_dict(),
-                       schedule=schedule.state_dict(), rng=rng.bit_generator.state, curve=curve)
+                       schedule=schedule.state_dict(), rng=rng.bit_generator.state, curve=curve,
+                       torch_rng=torch.get_rng_state())
         log(f"{name} epoch {epoch + 1}: train {curve[-1]['train']:.4f} test {curve[-1]['test']:.4f} "
             f"({curve[-1]['seconds']:.0f} s)")
     return curve

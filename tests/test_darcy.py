@@ -106,7 +106,7 @@ def _tiny_run(state, epochs=4, stop_at=None):
     darcy = _darcy()
     torch.manual_seed(0)
     a, u = torch.rand(60, 5, 5), torch.rand(60, 5, 5) + 0.5
-    model = torch.nn.Linear(25, 25).double()
+    model = torch.nn.Sequential(torch.nn.Linear(25, 25), torch.nn.Dropout(0.2)).double()
     calls = []
 
     def forward(pick):
@@ -114,7 +114,7 @@ def _tiny_run(state, epochs=4, stop_at=None):
         if stop_at is not None and len(calls) > stop_at:
             raise _Stop  # killed mid-epoch
         return model(a[pick].double().flatten(1)).reshape(-1, 5, 5)
-    curve = darcy.train("tiny", forward, model, a, u, epochs, lambda: float(model.weight.detach().sum()), lambda line: None,
+    curve = darcy.train("tiny", forward, model, a, u, epochs, lambda: float(model[0].weight.detach().sum()), lambda line: None,
                         state)
     return model, curve
 
@@ -133,8 +133,8 @@ def test_a_darcy_run_killed_mid_epoch_resumes_to_the_same_weights_and_curve(tmp_
     table = darcy_report.markdown({"test": 60, "epochs": 4, "models": {}, "in_progress": progress})
     assert "| tiny (training: epoch 2 of 4) |" in table
     resumed, curve = _tiny_run(state)
-    # the same batches, optimizer moments, schedule and shuffles in the same order: equal to the bit
-    assert torch.equal(resumed.weight, whole.weight) and torch.equal(resumed.bias, whole.bias)
+    # the same batches, optimizer moments, schedule, shuffles and dropout draws in the same order: equal to the bit
+    assert torch.equal(resumed[0].weight, whole[0].weight) and torch.equal(resumed[0].bias, whole[0].bias)
     assert [c["test"] for c in curve] == [c["test"] for c in whole_curve]
     assert [c["train"] for c in curve] == [c["train"] for c in whole_curve]
 
