@@ -10,7 +10,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "pddattn"
 # What may be imported inside a function: dependencies a run may lack or must not start early
 # (petsc4py reads its options at import; mpi4py starts MPI), and the PETSc layer from outside it.
-OPTIONAL = ("petsc4py", "mpi4py", "neuralop", "h5py", "matplotlib", "tqdm")
+OPTIONAL = ("petsc4py", "mpi4py", "neuralop", "h5py", "matplotlib", "tqdm", "galerkin_transformer")
 MAX_MODULE_LINES = 500
 MAX_CLASS_LINES = 200
 
