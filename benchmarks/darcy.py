@@ -360,7 +360,7 @@ def main(argv=None):
               "models": results, "in_progress": state.in_progress()}
     if "dd" in trained and args.timed:
         from darcy_time import time_to_accuracy
-        result["time_to_accuracy"] = time_to_accuracy(trained, a_test[:args.timed], log)
+        result["time_to_accuracy"] = time_to_accuracy(trained, a_test[:args.timed], log, a_batch=a_test[:64])
     darcy_report.write(result, args.out)
     return 0
 

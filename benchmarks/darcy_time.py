@@ -2,20 +2,26 @@
 
 For each test field at 85 x 85 (f = 1), the seconds until the relative error against the exact solution
 of *this* discretization, v = A^-1 f (computed apart, not timed), first falls below 1e-2, 1e-4 and 1e-8,
-set-up included, one core:
+set-up included, and the steps it took to 1e-4:
 
-  dd + CG            the trained DD model: its factors from A (the operator's set-up), its answer, then CG
-                     preconditioned by M(A) from it (pddattn apply --refine); dd-cK + CG the same for
-                     a model with K generated coarse functions per box
-  CG + AS            CG with classical two-level additive Schwarz on the same structure, exact local solves
+  dd + CG            the trained DD model: its factors from A (the operator's set-up), its answer (step 0),
+                     then CG preconditioned by M(A) from it (pddattn apply --refine); dd-cK + CG the same
+                     for a model with K generated coarse functions per box
+  CG + AS            CG with classical two-level additive Schwarz on dd's structure, exact local solves
                      (set-up: the local and coarse factorizations), from zero
+  RAS                the classical restricted Schwarz iteration u <- u + M_RAS^-1 (f - A u) from zero (no
+                     Krylov method: RAS is not symmetric), the same structure and exact solves
   CG + GAMG, hypre   PETSc, defaults, set-up included
   direct             a sparse LU (scipy's SuperLU) and one solve
-  fno, gt            one inference each: their error stays where it is (a plateau, reported as such)
+  fno, gt, ...       one inference each: their error stays where it is (a plateau, reported as such)
+
+Then the same per field when 64 fields are processed together, where learned models gain: their answers
+come from one batched pass (DD: one batched hierarchy values() and generator pass; its time shared by
+the 64), DD's refinement then runs per field. The classical methods have no batched form here (each
+field's operator is its own), so their per-field times are the ones above.
 
 The error against the 421^2 solution u is not what is measured here: every method on this grid is at
-least the discretization's error away from u (the "floor" of darcy.md). Learned models' answers are also
-timed per field in batches of 64 fields (DD: one batched hierarchy values() and generator pass).
+least the discretization's error away from u (the "floor" of darcy.md).
 """
 from __future__ import annotations
 
@@ -34,39 +40,63 @@ STEPS = 200
 
 
 class Clock:
-    """The first time (since start) each threshold is met by an error reported along the way."""
+    """The first time (since start, plus ``elapsed`` spent before it) and step each threshold is met."""
 
-    def __init__(self, exact):
-        self.exact, self.t0, self.hit = exact, time.perf_counter(), {}
+    def __init__(self, exact, elapsed=0.0):
+        self.exact, self.t0, self.hit, self.steps, self.error = exact, time.perf_counter() - elapsed, {}, {}, None
 
-    def report(self, U):
+    def report(self, U, step):
         err = float(np.linalg.norm(np.ravel(U) - self.exact) / np.linalg.norm(self.exact))
-        now = time.perf_counter() - self.t0
+        now, self.error = time.perf_counter() - self.t0, err
         for t in THRESHOLDS:
             if err <= t and t not in self.hit:
-                self.hit[t] = now
+                self.hit[t], self.steps[t] = now, step
         return err
+
+    def done(self):
+        return len(self.hit) == len(THRESHOLDS)
+
+
+def _numpy(apply_):
+    """A (B, n) torch map as an (n, B) numpy one."""
+    return lambda R: apply_(torch.as_tensor(R.T.copy())).numpy().T
+
+
+def _refine(model, op, A, f, U0, clock):
+    """CG preconditioned by M(A) from the model's answer U0, each step's error reported."""
+    clock.report(U0, 0)
+    with torch.no_grad():
+        refine(A, f, U0, _numpy(model.apply_of(op)), STEPS, rtol=1e-13, callback=lambda k, U: clock.report(U, k))
 
 
 def _dd(dd, A, f, clock):
     model = dd.model
     op = model.values([A])[0]
     with torch.no_grad():
-        apply_ = model.apply_of(op)
-        apply = lambda R: apply_(torch.as_tensor(R.T.copy())).numpy().T  # noqa: E731
-        U0 = apply(f)
-        clock.report(U0)
-        refine(A, f, U0, apply, STEPS, rtol=1e-13, callback=lambda k, U: clock.report(U))
+        U0 = _numpy(model.apply_of(op))(f)
+    _refine(model, op, A, f, U0, clock)
     op.free()
 
 
 def _as(dd, A, f, clock):
-    model = dd.model
-    op = model.values([A])[0]
+    op = dd.model.values([A])[0]
     with torch.no_grad():
-        apply_ = schwarz(model, op)
-        apply = lambda R: apply_(torch.as_tensor(R.T.copy())).numpy().T  # noqa: E731
-        refine(A, f, np.zeros_like(f), apply, STEPS, rtol=1e-13, callback=lambda k, U: clock.report(U))
+        refine(A, f, np.zeros_like(f), _numpy(schwarz(dd.model, op)), STEPS, rtol=1e-13,
+               callback=lambda k, U: clock.report(U, k))
+    op.free()
+
+
+def _ras(dd, A, f, clock):
+    op = dd.model.values([A])[0]
+    with torch.no_grad():
+        apply = _numpy(schwarz(dd.model, op, restricted=True))
+        U = apply(f)
+        for step in range(1, STEPS + 1):
+            if step > 1:
+                U = U + apply(f - A @ U)
+            clock.report(U, step)
+            if clock.done():
+                break
     op.free()
 
 
@@ -83,14 +113,14 @@ def _petsc(pc, A, f, clock):
     ksp.setTolerances(rtol=1e-13, max_it=STEPS)
     b, x = M.createVecs()
     b.setArray(f[:, 0])
-    ksp.setMonitor(lambda k, its, rnorm: clock.report(k.buildSolution().getArray()))
+    ksp.setMonitor(lambda k, its, rnorm: clock.report(k.buildSolution().getArray(), its))
     ksp.solve(b, x)
     ksp.destroy()
     M.destroy()
 
 
 def _direct(A, f, clock):
-    clock.report(splu(A.tocsc()).solve(f[:, 0]))
+    clock.report(splu(A.tocsc()).solve(f[:, 0]), 1)
 
 
 def _field(model, a):
@@ -98,74 +128,102 @@ def _field(model, a):
         return model(a)[:, 1:-1, 1:-1].reshape(len(a), -1).double().numpy()
 
 
-def time_to_accuracy(trained, a_test, log=print):
-    """{method: {threshold: mean seconds or None, "error": final mean error, "batched": s per field}}.
+def _summary(clocks):
+    """Mean seconds and steps to each threshold (None where a field missed it), and the mean final error."""
+    out = {}
+    for t in THRESHOLDS:
+        reached = all(t in c.hit for c in clocks)
+        out[str(t)] = float(np.mean([c.hit[t] for c in clocks])) if reached else None
+        out[f"steps {t}"] = float(np.mean([c.steps[t] for c in clocks])) if reached else None
+    return out
 
-    Every DD model (dd, dd-cK) refines by CG from its answer; AS on dd's structure."""
+
+def time_to_accuracy(trained, a_test, log=print, a_batch=None):
+    """{"rows": {method: {threshold: mean s or None, "steps T": mean steps, "plateau": neural error,
+    "batched": {threshold: mean s per field in batches of 64}}}}.
+
+    ``a_test``: the fields timed one at a time; ``a_batch``: those timed in a batch of 64 (default a_test,
+    repeated to 64). Every DD model (dd, dd-cK) refines by CG from its answer; AS and RAS on dd's structure."""
     dd = trained["dd"]
     learned_dd = sorted(k for k in trained if k.startswith("dd"))
-    rows = {k: {"hits": [], "errors": []} for k in [f"{m} + CG" for m in learned_dd] +
-            ["CG + AS", "CG + GAMG", "CG + hypre", "direct"]}
     neural = [k for k in trained if not k.startswith("dd")]
-    for name in neural:
-        rows[name] = {"hits": [], "errors": []}
+    clocks = {k: [] for k in [f"{m} + CG" for m in learned_dd] + ["CG + AS", "RAS", "CG + GAMG", "CG + hypre",
+                                                                  "direct"] + neural}
     for a in a_test:
         A = operator_of_field(a.double().numpy())
         f = np.ones((A.shape[0], 1))
         exact = spsolve(A.tocsc(), f[:, 0])
         runs = [(f"{m} + CG", lambda c, m=m: _dd(trained[m], A, f, c)) for m in learned_dd]
-        for name, run in runs + [("CG + AS", lambda c: _as(dd, A, f, c)),
-                                 ("CG + GAMG", lambda c: _petsc("gamg", A, f, c)),
-                                 ("CG + hypre", lambda c: _petsc("hypre", A, f, c)),
-                                 ("direct", lambda c: _direct(A, f, c))]:
+        runs += [("CG + AS", lambda c: _as(dd, A, f, c)), ("RAS", lambda c: _ras(dd, A, f, c)),
+                 ("CG + GAMG", lambda c: _petsc("gamg", A, f, c)), ("CG + hypre", lambda c: _petsc("hypre", A, f, c)),
+                 ("direct", lambda c: _direct(A, f, c))]
+        runs += [(name, lambda c, name=name: c.report(_field(trained[name], a[None]), 0)) for name in neural]
+        for name, run in runs:
             clock = Clock(exact)
             run(clock)
-            rows[name]["hits"].append(clock.hit)
-        for name in neural:
-            clock = Clock(exact)
-            rows[name]["errors"].append(clock.report(_field(trained[name], a[None])))
-            rows[name]["hits"].append(clock.hit)
-    out = {}
-    for name, r in rows.items():
-        out[name] = {str(t): (float(np.mean([h[t] for h in r["hits"]])) if all(t in h for h in r["hits"]) else None)
-                     for t in THRESHOLDS}
-        if r["errors"]:
-            out[name]["plateau"] = float(np.mean(r["errors"]))
-    for name, value in _batched(trained, a_test).items():
-        out.setdefault(name, {})["batched"] = value
-    log(f"time to accuracy over {len(a_test)} fields: done")
-    return {"fields": len(a_test), "rows": out}
+            clocks[name].append(clock)
+    rows = {name: _summary(c) for name, c in clocks.items()}
+    for name in neural:
+        rows[name]["plateau"] = float(np.mean([c.error for c in clocks[name]]))
+    batch = a_test if a_batch is None else a_batch
+    batch = batch.repeat((64 + len(batch) - 1) // len(batch), 1, 1)[:64]
+    for name, value in _batched(trained, batch).items():
+        rows[name]["batched"] = value
+    log(f"time to accuracy over {len(a_test)} fields, and {len(batch)} in a batch: done")
+    return {"fields": len(a_test), "batch": len(batch), "rows": rows}
 
 
-def _batched(trained, a_test):
-    """Seconds per field of each learned model's answer, 64 fields at a time (repeated to 64)."""
-    batch = a_test.repeat((64 + len(a_test) - 1) // len(a_test), 1, 1)[:64]
+def _batched(trained, batch):
+    """{method: mean seconds per field to each threshold} when the 64 fields' answers come from one pass."""
+    As = [operator_of_field(a.double().numpy()) for a in batch]
+    f = np.ones((As[0].shape[0], 1))
+    exact = [spsolve(A.tocsc(), f[:, 0]) for A in As]
     out = {}
     for name, model in trained.items():
         t0 = time.perf_counter()
         if name.startswith("dd"):
-            ops = model.values(batch)
+            ops = model.model.values(As)
             with torch.no_grad():
-                model.predict(ops)
-            for op in ops:
-                op.free()
+                U0 = model.predict(ops)[:, 1:-1, 1:-1].reshape(len(As), -1, 1).numpy()
         else:
-            _field(model, batch)
-        out[f"{name} + CG" if name.startswith("dd") else name] = (time.perf_counter() - t0) / 64
+            U0 = _field(model, batch)[:, :, None]
+        shared = (time.perf_counter() - t0) / len(As)
+        clocks = []
+        for i, v in enumerate(exact):
+            clocks.append(Clock(v, elapsed=shared))  # each field's clock starts at its own refinement
+            if name.startswith("dd"):
+                _refine(model.model, ops[i], As[i], f, U0[i], clocks[-1])
+                ops[i].free()
+            else:
+                clocks[-1].report(U0[i], 0)
+        out[f"{name} + CG" if name.startswith("dd") else name] = {
+            str(t): v for t, v in _summary(clocks).items() if not t.startswith("steps")} | {"answer": shared}
     return out
+
+
+def _cell(r, t):
+    v = r.get(str(t))
+    if v is not None:
+        return f"{v:.4f}"
+    return f"plateau at {r['plateau']:.1e}" if "plateau" in r else "not reached"
 
 
 def markdown(result):
     rows = result["rows"]
-    lines = [f"| method ({torch.get_num_threads()} torch threads) | s to 1e-2 | s to 1e-4 | s to 1e-8 | "
-             "learned answer, s per field in batches of 64 |", "|---|---|---|---|---|"]
+    head = ("| method ({} torch threads) | s to 1e-2 | s to 1e-4 | s to 1e-8 | steps to 1e-4 | "
+            "in batches of {}: s to 1e-2 | s to 1e-4 | s to 1e-8 | answer s |").format(torch.get_num_threads(),
+                                                                                    result.get("batch", 64))
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
-        cells = []
-        for t in THRESHOLDS:
-            v = r.get(str(t))
-            cells.append(f"{v:.4f}" if v is not None else (f"plateau at {r['plateau']:.1e}" if "plateau" in r
-                                                           else "not reached" if str(t) in r else "-"))
-        batched = f"{r['batched']:.4f}" if "batched" in r else "-"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {batched} |")
-    return (f"Relative error against this grid's exact solution, {result['fields']} test fields, mean seconds "
-            f"(set-up included):\n\n" + "\n".join(lines))
+        steps = r.get("steps 0.0001")
+        cells = [_cell(r, t) for t in THRESHOLDS] + [f"{steps:.1f}" if steps is not None else "-"]
+        b = r.get("batched")
+        if b is None:
+            cells += ["as one at a time"] * 3 + ["-"]
+        else:
+            cells += [_cell({**b, **({"plateau": r["plateau"]} if "plateau" in r else {})}, t) for t in THRESHOLDS]
+            cells += [f"{b['answer']:.4f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return (f"Relative error against this grid's exact solution, {result['fields']} test fields one at a time "
+            f"(and {result.get('batch', 64)} in one batch), mean seconds per field, set-up included:\n\n"
+            + "\n".join(lines))
