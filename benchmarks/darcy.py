@@ -23,8 +23,12 @@ no retraining.
              convolutions in float32 as the baselines compute, the operator in float64), Q1 coarse space,
              boxes of 8 nodes, overlap 2; u = M(A) f with f = 1
   dd-cK      the same with K generated coarse functions per box appended to the Q1 space
-Beside them (no training): the same structure with exact local solves once (additive Schwarz) and the
-exact discrete solve A^-1 f on the 85 x 85 grid, whose error against u (solved at 421^2) is the floor of
+The global low-rank attention u = Q K^T f does not apply here: it is one fixed matrix, and every field has
+the same f = 1, so it would answer every field with the same u (its place is one operator's inverse, the
+reproduction's benchmark).
+
+Beside them (no training): the same structure with exact local solves once (additive Schwarz) and the exact
+discrete solve A^-1 f on the 85 x 85 grid, whose error against u (solved at 421^2) is the floor of
 every method that solves this discretization.
 
     python benchmarks/darcy.py --data darcy_85.h5 --transfer darcy_141.h5 --epochs 100 --out benchmarks/results
@@ -184,8 +188,19 @@ def train(name, forward, module, a, u, epochs, evaluate, log, state=None):
     return curve
 
 
-def run_field_model(name, net, a, u, a_test, u_test, epochs, log, transfer_data=None, state=None):
-    model = FieldModel(net, u.pow(2).mean().sqrt())  # float32, as these models are trained
+def device_name(device):
+    """Where a model trains, as its row says: the GPU's name, or the CPU and its torch threads."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (float32)"
+    return f"cpu, {torch.get_num_threads()} threads"
+
+
+def run_field_model(name, net, a, u, a_test, u_test, epochs, log, transfer_data=None, state=None,
+                    device=torch.device("cpu")):
+    model = FieldModel(net, u.pow(2).mean().sqrt()).to(device)  # float32, as these models are trained
+    a, u, a_test, u_test = (x.to(device) for x in (a, u, a_test, u_test))
+    if transfer_data is not None:
+        transfer_data = tuple(x.to(device) for x in transfer_data)
 
     def evaluate(at=a_test, ut=u_test):
         model.eval()  # no dropout (gt-cao's) when measured
@@ -194,10 +209,11 @@ def run_field_model(name, net, a, u, a_test, u_test, epochs, log, transfer_data=
         model.train()
         return error
     curve = train(name, lambda pick: model(a[pick]), model, a, u, epochs, evaluate, log, state)
-    out = {"parameters": model.num_parameters(), "curve": curve, "test": curve[-1]["test"]}
+    out = {"parameters": model.num_parameters(), "curve": curve, "test": curve[-1]["test"],
+           "device": device_name(device)}
     if transfer_data is not None and getattr(net, "transfers", True):
         out["transfer"] = evaluate(transfer_data[0], transfer_data[1])
-    return out, model.eval()
+    return out, model.eval().cpu()
 
 
 def run_dd(a, u, a_test, u_test, epochs, log, spec, transfer_data=None, name="dd", state=None):
@@ -212,7 +228,8 @@ def run_dd(a, u, a_test, u_test, epochs, log, spec, transfer_data=None, name="dd
     def forward(pick):
         return torch.stack([dd.predict([dd.ops[i]])[0] for i in pick])
     curve = train(name, forward, model, a, u, epochs, evaluate, log, state)
-    out = {"parameters": model.num_parameters(), "curve": curve, "test": curve[-1]["test"]}
+    out = {"parameters": model.num_parameters(), "curve": curve, "test": curve[-1]["test"],
+           "device": device_name(torch.device("cpu"))}
     with torch.no_grad():
         out["AS once (exact local solves)"] = float(relative(dd.predict(
             test_ops, apply_of=lambda op: schwarz(model, op)), u_test.double()).mean())
@@ -262,7 +279,7 @@ def restore(name, state, a, u, spec):
     """A model finished in an earlier sitting, with its saved weights."""
     weights = state.load(name)["model"]
     if name.startswith("dd"):
-        dd = DDModel(a, dd_spec(spec, name))
+        dd = DDModel(a[:1], dd_spec(spec, name))  # the structure of the grid; no training operator's values
         dd.model.load_state_dict(weights)
         return dd
     model = FieldModel(field_net(name, a.shape[1], dd_parameters(spec, a)), u.pow(2).mean().sqrt())
@@ -300,6 +317,18 @@ def sized_fno(target):
     return best[1], best[2]
 
 
+def _device(text):
+    try:
+        device = torch.device(text)
+    except RuntimeError as exc:
+        raise SystemExit(f"--device {text!r}: {exc}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {text}: this machine's torch sees no CUDA GPU (torch {torch.__version__})")
+    if device.type not in ("cpu", "cuda"):
+        raise SystemExit(f"--device {text}: use cpu or cuda[:K]")
+    return device
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", help="darcy_85.h5 (train and test groups)")
@@ -314,9 +343,12 @@ def main(argv=None):
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--report", action="store_true", help="train nothing: the tables and plot of what the "
                         "state folder holds (finished models, and the epochs reached by those still training)")
+    parser.add_argument("--device", default="cpu", help="where the neural operators (FNO, GT) train: cpu, cuda "
+                        "or cuda:K (DD trains on the CPU, its hierarchy is scipy's; the tables are timed on the CPU)")
     parser.add_argument("--state", help="folder of the models' saved epochs and results, resumed from "
                         "(default runs/darcy_state)")
     args = parser.parse_args(argv)
+    device = _device(args.device)
     if args.quick:
         tmp = Path(tempfile.mkdtemp())
         from pddattn import cli
@@ -348,7 +380,7 @@ def main(argv=None):
         else:
             net = field_net(name, a.shape[1], dd_parameters(spec, a))
             results[name], trained[name] = run_field_model(name, net, a, u, a_test, u_test, args.epochs, log,
-                                                           transfer_data, state=state)
+                                                           transfer_data, state=state, device=device)
         results[name]["seconds"] = results[name]["curve"][-1]["seconds"]
         state.finish(name, results[name])
         if name.startswith("dd"):

@@ -16,7 +16,10 @@ PUBLISHED = {"fno": "0.0108 (FNO paper)", "gt": "0.0084 (Cao 2021)", "gt-cao": "
 
 def _row(name, r, side):
     transfer = f"{r['transfer']:.4f}" if "transfer" in r else "-"
-    return (f"| {name} | {r['parameters']:,} | {r['test']:.4f} | {transfer} | {r['curve'][-1]['seconds']:.0f} | "
+    seconds = f"{r['curve'][-1]['seconds']:.0f}"
+    if not r.get("device", "cpu").startswith("cpu"):  # trained on a GPU: its seconds are not this machine's
+        seconds += f" ({r['device']})"
+    return (f"| {name} | {r['parameters']:,} | {r['test']:.4f} | {transfer} | {seconds} | "
             f"{PUBLISHED.get(name, '-')} |")
 
 

@@ -108,7 +108,7 @@ class GalerkinTransformer2D(nn.Module):
 
     def forward(self, a):
         B, s, _ = a.shape
-        x = torch.linspace(0, 1, s, dtype=a.dtype)
+        x = torch.linspace(0, 1, s, dtype=a.dtype, device=a.device)
         Y, X = torch.meshgrid(x, x, indexing="ij")
         pos = torch.stack([X, Y], dim=-1).reshape(1, s * s, 2).expand(B, -1, -1)
         h = self.lift(torch.cat([a.reshape(B, s * s, 1), pos], dim=-1))
@@ -163,6 +163,6 @@ class CaoGalerkinTransformer2D(nn.Module):
             raise ValueError(f"this model answers on its {self.side} x {self.side} grid only (its upsampler's "
                              f"sizes are fixed), not on {s} x {s}")
         with default_dtype(torch.float32):
-            out = self.net(a[..., None].float(), torch.ones(1), pos=self.pos.expand(B, -1, -1),
+            out = self.net(a[..., None].float(), torch.ones(1, device=a.device), pos=self.pos.expand(B, -1, -1),
                            grid=self.grid.expand(B, -1, -1, -1))
         return out["preds"][..., 0]

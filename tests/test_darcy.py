@@ -94,6 +94,15 @@ def test_a_reduced_darcy_benchmark_runs_every_model_and_reports_every_cell(tmp_p
     assert set(rows) >= {"fno", "gt"} and rows["fno"]["1e-08"] is None and rows["fno"]["batched"]["answer"] > 0
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: --device cuda is valid here")
+@pytest.mark.parametrize("device, message", [("cuda", "sees no CUDA GPU"), ("meta", "use cpu or cuda"),
+                                             ("gpu:x", "--device 'gpu:x'")])
+def test_a_device_the_machine_lacks_is_refused_before_any_data_is_read(device, message):
+    darcy = _darcy()
+    with pytest.raises(SystemExit, match=message):
+        darcy.main(["--data", "/nonexistent.h5", "--device", device])
+
+
 def _darcy():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import darcy
