@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigurationError
+from .coarse_functions import BoxCoarse
 from .exact import SparseSolve
 from .generator import (LOCAL_FORMS, BoxGrids, CoarseStencilFeatures, Generator, StencilFeatures, factor_scale,
                         generated_coarse_block, generated_factors)
@@ -60,7 +61,7 @@ class OperatorValues:
     blocks: object = None
     inverse_diagonal: torch.Tensor = None
     factors: tuple = None  # (weights' key, the generated parts), kept for inference (FamilyDDAttention.apply_of)
-    phi_dense: torch.Tensor = None  # Phi_q1 dense, where generated coarse functions are appended to it
+    coarse_values: tuple = None  # A's and Phi_q1's entries in BoxCoarse's structure (generated coarse functions)
     coarse_features: tuple = None  # (X_0, s_0) of A_0, for a generated coarse block
     _local: SparseSolve = None
 
@@ -142,6 +143,7 @@ class FamilyDDAttention(nn.Module):
         # Jacobi companion is heavier (measured at 63^2: 58 CG iterations at omega 0.13, 24 at 1):
         # softplus(0) = 0.69
         self.jacobi = nn.Parameter(torch.tensor(-2.0 if local == "direct" else 0.0, dtype=dtype))
+        self.box_coarse = None  # generated coarse functions' structure, from the first operator's pattern
 
     def values(self, matrices):
         """The OperatorValues of each operator (one batched hierarchy values() for all: Phi, A_0)."""
@@ -155,10 +157,13 @@ class FamilyDDAttention(nn.Module):
             features, scale = self.grids.layout(self.stencil(data))
             features, scale = torch.as_tensor(features, dtype=dtype), torch.as_tensor(scale, dtype=dtype)
             A = plan.pattern.matrix(data)
+            if self.c and self.box_coarse is None:
+                self.box_coarse = BoxCoarse(self.decomposition.held_indices(self.own, pad=-1), A)
             out.append(OperatorValues(features, scale, _pair(phi, dtype), SparseSolve(plan.coarse.matrix(batch.top[b])),
                                       _pair(A, dtype)[0], plan.blocks.matrix(data),
                                       torch.as_tensor(1.0 / A.diagonal(), dtype=dtype)[:, None],
-                                      phi_dense=torch.as_tensor(phi.toarray(), dtype=dtype) if self.c else None,
+                                      coarse_values=self.box_coarse.values(A, phi, plan.coarse.matrix(batch.top[b]),
+                                                                           dtype) if self.c else None,
                                       coarse_features=self._coarse_features(batch.top[b])))
         return out
 
@@ -193,26 +198,21 @@ class FamilyDDAttention(nn.Module):
         return Q, lambda x: phi @ op.top(phi_t @ x)
 
     def _enlarged_coarse(self, op, Z):
-        """x -> Phi A_0^-1 Phi^T x on the coarse space enlarged by the generated functions D_i^1/2 Z_i."""
-        N, L, c = Z.shape
-        W = self.weight * Z                                      # (N, L, c): D_i^1/2 Z_i on box i's nodes
-        rows = self.index[..., None].expand(N, L, c).reshape(-1)
-        cols = (torch.arange(N)[:, None, None] * c + torch.arange(c)).expand(N, L, c).reshape(-1)
-        G = torch.zeros(self.n, N * c, dtype=Z.dtype).index_put((rows, cols), W.reshape(-1), accumulate=True)
-        Phi = torch.cat([op.phi_dense, G], dim=1)
-        A_Phi = op.A @ Phi
-        # A_0 = Phi^T A Phi by blocks, each in its sparsity: Phi_q1^T (sparse) times A Phi; G^T A G box by box,
-        # each box's functions against A G at the box's own nodes; G^T A Phi_q1 the first block's transpose.
-        # A dense Phi^T (A Phi) costs n (n_0 + N c)^2: 2.3 GFlop a field at 83^2 with 4 per box
-        top = op.phi[1] @ A_Phi                                  # (n_0, n_0 + N c)
-        n0 = top.shape[0]
-        GAG = torch.einsum("nlc,nlk->nck", W, A_Phi[self.index, n0:]).reshape(N * c, N * c)
-        A0 = torch.cat([top, torch.cat([top[:, n0:].T, GAG], dim=1)])
+        """x -> Phi A_0^-1 Phi^T x on the coarse space enlarged by the generated functions D_i^1/2 Z_i, in the
+        boxes' sparsity (coarse_functions.BoxCoarse)."""
+        W, box = self.weight * Z, self.box_coarse               # (N, L, c): D_i^1/2 Z_i on box i's nodes
+        A0 = box.coarse_operator(W, op.coarse_values)
         # generated functions may nearly repeat the Q1 ones: a shift of 1e-12 of A_0's mean diagonal keeps
         # the factorization defined (far below the rounding of the products above)
         A0 = 0.5 * (A0 + A0.T) + 1e-12 * A0.diagonal().mean() * torch.eye(A0.shape[0], dtype=A0.dtype)
         L0 = torch.linalg.cholesky(A0)
-        return lambda x: Phi @ torch.cholesky_solve(Phi.T @ x, L0)
+        phi, phi_t = op.phi
+        n0 = op.coarse_values[3].shape[0]
+
+        def apply(x):
+            z = torch.cholesky_solve(torch.cat([phi_t @ x, box.restrict(W, x)]), L0)
+            return phi @ z[:n0] + box.prolong(W, z[n0:])
+        return apply
 
     def matvec(self, x, op, parts=None):
         """M(A)^-1 x for node-major x (n, B); ``parts`` (:meth:`parts`) of ``op`` where they are at hand."""

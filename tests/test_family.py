@@ -140,6 +140,40 @@ def test_generated_coarse_functions_enlarge_the_exact_coarse_space():
     assert np.abs(M - M.T).max() <= rounding(cond(A0), 100) * np.abs(dense).max()
 
 
+def test_the_enlarged_coarse_operator_in_box_sparsity_is_the_dense_product_with_its_gradient():
+    """coarse_functions.BoxCoarse: A_0 = Phi^T A Phi, G^T x and G y without forming G (n x N c), equal to the
+    dense products, and so are their gradients with respect to the generated functions."""
+    spec = dict(SPEC, coarse="q1")
+    p = _problems([14])[0]
+    model = FamilyDDAttention(build_hierarchy(p, spec), r=3, width=8, depth=2, coarse_functions=3)
+    op = model.values([p.A])[0]
+    box, A = model.box_coarse, torch.as_tensor(p.A.toarray())
+    Z = torch.randn(*model.index.shape, 3, dtype=torch.float64, requires_grad=True)
+
+    def dense_phi(Z):
+        G = torch.zeros(model.n, Z.shape[0] * 3, dtype=torch.float64)
+        for i, nodes in enumerate(model.decomposition.subdomains):
+            G[nodes, 3 * i:3 * i + 3] = (model.weight * Z)[i, :len(nodes)]
+        return G, torch.cat([torch.as_tensor(model.decomposition.phi.toarray()), G], dim=1)
+    G, Phi = dense_phi(Z)
+    dense, sparse = Phi.T @ A @ Phi, box.coarse_operator(model.weight * Z, op.coarse_values)
+    # either way a sum of at most n terms, each rounded once: n eps of the sum of the terms' magnitudes
+    # (the same products of absolute values), twice; the gradients likewise
+    Z_abs = Z.detach().abs().requires_grad_()
+    Phi_abs = dense_phi(Z_abs)[1].abs()
+    magnitude = Phi_abs.T @ A.abs() @ Phi_abs
+    assert float((sparse - dense).detach().abs().max()) <= rounding(1.0, 2 * model.n) * float(magnitude.detach().max())
+    probe = torch.randn_like(dense)
+    grads = [torch.autograd.grad((A0 * probe).sum(), Z, retain_graph=True)[0] for A0 in (sparse, dense)]
+    bound = torch.autograd.grad((magnitude * probe.abs()).sum(), Z_abs)[0].abs().max()
+    assert float((grads[0] - grads[1]).abs().max()) <= rounding(1.0, 2 * model.n) * float(bound)
+    W, G = (model.weight * Z).detach(), G.detach()
+    x, y = torch.randn(model.n, 2, dtype=torch.float64), torch.randn(G.shape[1], 2, dtype=torch.float64)
+    L = model.index.shape[1]  # a box's sum: at most L terms
+    assert float((box.restrict(W, x) - G.T @ x).abs().max()) <= rounding(1.0, L) * float((G.abs().T @ x.abs()).max())
+    assert float((box.prolong(W, y) - G @ y).abs().max()) <= rounding(1.0, L) * float((G.abs() @ y.abs()).max())
+
+
 def test_a_generated_coarse_block_is_phi_q0_q0t_phit_and_follows_the_operators_scale():
     """--coarse-block generated: M(A)^-1 = local + Phi Q_0 Q_0^T Phi^T + omega D^-1 with Q_0 = G_0(X_0(A_0)),
     written out densely here; symmetric, and M(cA)^-1 = M(A)^-1 / c (features divided by A_0's diagonal)."""
