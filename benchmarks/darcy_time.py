@@ -129,7 +129,7 @@ def _field(model, a):
 
 
 def _summary(clocks):
-    """Mean seconds and steps to each threshold (None where a field missed it), and the mean final error."""
+    """Mean seconds and steps to each threshold (None where a field missed it)."""
     out = {}
     for t in THRESHOLDS:
         reached = all(t in c.hit for c in clocks)
