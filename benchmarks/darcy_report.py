@@ -66,14 +66,16 @@ def plot(result, path):
 
 
 def write(result, out):
-    """darcy.json, darcy.md, darcy.png (and darcy_time.md where the time-to-accuracy table was measured)."""
+    """darcy.json, darcy.md, darcy.png (and darcy_time.md, darcy_time.png where the time to accuracy was
+    measured)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "darcy.json").write_text(json.dumps(result, indent=1))
     (out / "darcy.md").write_text(markdown(result) + "\n")
     if "time_to_accuracy" in result:
-        from darcy_time import markdown as time_markdown
+        from darcy_time import markdown as time_markdown, plot as time_plot
         (out / "darcy_time.md").write_text(time_markdown(result["time_to_accuracy"]) + "\n")
+        time_plot(result["time_to_accuracy"], out / "darcy_time.png")
         print(time_markdown(result["time_to_accuracy"]))
     plot(result, out / "darcy.png")
     print(markdown(result))

@@ -7,6 +7,8 @@ set-up included, and the steps it took to 1e-4:
   dd + CG            the trained DD model: its factors from A (the operator's set-up), its answer (step 0),
                      then CG preconditioned by M(A) from it (pddattn apply --refine); dd-cK + CG the same
                      for a model with K generated coarse functions per box
+  dd, then CG + AS   the same answer as CG's initial guess, then CG preconditioned by the classical CG + AS
+                     below (exact local solves): the learned answer beside the unlearned preconditioner
   CG + AS            CG with classical two-level additive Schwarz on dd's structure, exact local solves
                      (set-up: the local and coarse factorizations), from zero
   RAS                the classical restricted Schwarz iteration u <- u + M_RAS^-1 (f - A u) from zero (no
@@ -22,6 +24,9 @@ field's operator is its own), so their per-field times are the ones above.
 
 The error against the 421^2 solution u is not what is measured here: every method on this grid is at
 least the discretization's error away from u (the "floor" of darcy.md).
+
+Every field's (seconds, error) after each step is kept ("traces") for the plot of error against seconds
+(:func:`plot`, darcy_time.png).
 """
 from __future__ import annotations
 
@@ -44,10 +49,12 @@ class Clock:
 
     def __init__(self, exact, elapsed=0.0):
         self.exact, self.t0, self.hit, self.steps, self.error = exact, time.perf_counter() - elapsed, {}, {}, None
+        self.trace = []
 
     def report(self, U, step):
         err = float(np.linalg.norm(np.ravel(U) - self.exact) / np.linalg.norm(self.exact))
         now, self.error = time.perf_counter() - self.t0, err
+        self.trace.append((now, err))
         for t in THRESHOLDS:
             if err <= t and t not in self.hit:
                 self.hit[t], self.steps[t] = now, step
@@ -62,19 +69,21 @@ def _numpy(apply_):
     return lambda R: apply_(torch.as_tensor(R.T.copy())).numpy().T
 
 
-def _refine(model, op, A, f, U0, clock):
-    """CG preconditioned by M(A) from the model's answer U0, each step's error reported."""
+def _refine(model, op, A, f, U0, clock, classical=False):
+    """CG from the model's answer U0, each step's error reported, preconditioned by M(A) (or, ``classical``,
+    by exact two-level additive Schwarz on the model's boxes)."""
     clock.report(U0, 0)
     with torch.no_grad():
-        refine(A, f, U0, _numpy(model.apply_of(op)), STEPS, rtol=1e-13, callback=lambda k, U: clock.report(U, k))
+        apply = schwarz(model, op) if classical else model.apply_of(op)
+        refine(A, f, U0, _numpy(apply), STEPS, rtol=1e-13, callback=lambda k, U: clock.report(U, k))
 
 
-def _dd(dd, A, f, clock):
+def _dd(dd, A, f, clock, classical=False):
     model = dd.model
     op = model.values([A])[0]
     with torch.no_grad():
         U0 = _numpy(model.apply_of(op))(f)
-    _refine(model, op, A, f, U0, clock)
+    _refine(model, op, A, f, U0, clock, classical)
     op.free()
 
 
@@ -129,12 +138,13 @@ def _field(model, a):
 
 
 def _summary(clocks):
-    """Mean seconds and steps to each threshold (None where a field missed it)."""
+    """Mean seconds and steps to each threshold (None where a field missed it), and every field's trace."""
     out = {}
     for t in THRESHOLDS:
         reached = all(t in c.hit for c in clocks)
         out[str(t)] = float(np.mean([c.hit[t] for c in clocks])) if reached else None
         out[f"steps {t}"] = float(np.mean([c.steps[t] for c in clocks])) if reached else None
+    out["traces"] = [c.trace for c in clocks]
     return out
 
 
@@ -147,13 +157,14 @@ def time_to_accuracy(trained, a_test, log=print, a_batch=None):
     dd = trained["dd"]
     learned_dd = sorted(k for k in trained if k.startswith("dd"))
     neural = [k for k in trained if not k.startswith("dd")]
-    clocks = {k: [] for k in [f"{m} + CG" for m in learned_dd] + ["CG + AS", "RAS", "CG + GAMG", "CG + hypre",
-                                                                  "direct"] + neural}
+    clocks = {k: [] for k in [f"{m} + CG" for m in learned_dd] + [f"{m}, then CG + AS" for m in learned_dd]
+              + ["CG + AS", "RAS", "CG + GAMG", "CG + hypre", "direct"] + neural}
     for a in a_test:
         A = operator_of_field(a.double().numpy())
         f = np.ones((A.shape[0], 1))
         exact = spsolve(A.tocsc(), f[:, 0])
         runs = [(f"{m} + CG", lambda c, m=m: _dd(trained[m], A, f, c)) for m in learned_dd]
+        runs += [(f"{m}, then CG + AS", lambda c, m=m: _dd(trained[m], A, f, c, True)) for m in learned_dd]
         runs += [("CG + AS", lambda c: _as(dd, A, f, c)), ("RAS", lambda c: _ras(dd, A, f, c)),
                  ("CG + GAMG", lambda c: _petsc("gamg", A, f, c)), ("CG + hypre", lambda c: _petsc("hypre", A, f, c)),
                  ("direct", lambda c: _direct(A, f, c))]
@@ -188,17 +199,26 @@ def _batched(trained, batch):
         else:
             U0 = _field(model, batch)[:, :, None]
         shared = (time.perf_counter() - t0) / len(As)
-        clocks = []
-        for i, v in enumerate(exact):
-            clocks.append(Clock(v, elapsed=shared))  # each field's clock starts at its own refinement
-            if name.startswith("dd"):
-                _refine(model.model, ops[i], As[i], f, U0[i], clocks[-1])
-                ops[i].free()
-            else:
-                clocks[-1].report(U0[i], 0)
-        out[f"{name} + CG" if name.startswith("dd") else name] = {
-            str(t): v for t, v in _summary(clocks).items() if not t.startswith("steps")} | {"answer": shared}
+        if not name.startswith("dd"):
+            out[name] = _per_field(exact, shared, lambda i, clock: clock.report(U0[i], 0))
+            continue
+        for label, classical in ((f"{name} + CG", False), (f"{name}, then CG + AS", True)):
+            out[label] = _per_field(exact, shared, lambda i, clock: _refine(model.model, ops[i], As[i], f, U0[i],
+                                                                           clock, classical))
+        for op in ops:
+            op.free()
     return out
+
+
+def _per_field(exact, shared, run):
+    """Mean seconds per field to each threshold, each field's clock starting at its own refinement after
+    its share of the batched answer."""
+    clocks = []
+    for i, v in enumerate(exact):
+        clocks.append(Clock(v, elapsed=shared))
+        run(i, clocks[-1])
+    summary = _summary(clocks)
+    return {t: summary[t] for t in map(str, THRESHOLDS)} | {"answer": shared}
 
 
 def _cell(r, t):
@@ -227,3 +247,33 @@ def markdown(result):
     return (f"Relative error against this grid's exact solution, {result['fields']} test fields one at a time "
             f"(and {result.get('batch', 64)} in one batch), mean seconds per field, set-up included:\n\n"
             + "\n".join(lines))
+
+
+def plot(result, path):
+    """Error against seconds, every field one at a time: a line per field and method (a point for the neural
+    operators' one answer), the thresholds as grey lines."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = plt.get_cmap("tab20").colors[::2] + plt.get_cmap("tab20").colors[1::2]  # 20 apart, dark ones first
+    markers = iter("osD^v<>")
+    for (name, r), color in zip(result["rows"].items(), colors):
+        # learned Schwarz solid, classical methods dashed, the neural operators' answers as points
+        style = "--" if name.startswith(("CG", "RAS", "direct")) else "-"
+        style = next(markers) if r.get("plateau") is not None else style
+        for k, trace in enumerate(r.get("traces", [])):
+            t, e = zip(*trace)
+            ax.semilogy(t, e, "s" if len(t) == 1 and style in ("-", "--") else style, color=color, alpha=0.6, lw=0.8,
+                        ms=4, label=name if k == 0 else None)
+    for t in THRESHOLDS:
+        ax.axhline(t, color="grey", lw=0.5, ls=":")
+    ax.set_xlabel("seconds per field (set-up included)")
+    ax.set_ylabel("relative error against this grid's solution")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -86,9 +86,16 @@ def test_a_reduced_darcy_benchmark_runs_every_model_and_reports_every_cell(tmp_p
     assert 0 < dd["discrete solve (floor)"] < dd["AS once (exact local solves)"]
     assert "| dd |" in (tmp_path / "darcy.md").read_text()
     rows = result["time_to_accuracy"]["rows"]
-    for name in ("dd + CG", "dd-c2 + CG", "CG + AS", "RAS", "CG + GAMG", "CG + hypre", "direct"):
+    for name in ("dd + CG", "dd-c2 + CG", "dd, then CG + AS", "dd-c2, then CG + AS", "CG + AS", "RAS", "CG + GAMG",
+                 "CG + hypre", "direct"):
         assert rows[name]["1e-08"] is not None and rows[name]["steps 0.0001"] >= 1, name  # every cell measured
-    for name in ("dd + CG", "dd-c2 + CG"):  # in a batch of 64: the shared answer, then each field's refinement
+        traces = rows[name]["traces"]  # each field's (seconds, error) per step: the table's cells follow from them
+        assert len(traces) == 2 and all([s for s, _ in t] == sorted(s for s, _ in t) for t in traces), name
+        first = [next(s for s, e in t if e <= 1e-8) for t in traces]
+        assert rows[name]["1e-08"] == pytest.approx(np.mean(first), rel=1e-12), name
+    assert (tmp_path / "darcy_time.png").stat().st_size > 0
+    # in a batch of 64: the shared answer, then each field's refinement
+    for name in ("dd + CG", "dd-c2 + CG", "dd, then CG + AS"):
         batched = rows[name]["batched"]
         assert 0 < batched["answer"] <= batched["0.01"] <= batched["0.0001"] <= batched["1e-08"], name
     assert set(rows) >= {"fno", "gt"} and rows["fno"]["1e-08"] is None and rows["fno"]["batched"]["answer"] > 0
