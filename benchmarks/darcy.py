@@ -216,6 +216,17 @@ def run_field_model(name, net, a, u, a_test, u_test, epochs, log, transfer_data=
     return out, model.eval().cpu()
 
 
+def floor(a, u):
+    """Mean relative L2 error against u of the exact discrete solve A^-1 f on u's own grid (boundary included):
+    no model of that grid's equations does better."""
+    errors = []
+    for x, ut in zip(a, u):
+        A = operator_of_field(x.double().numpy())
+        v = spsolve(A.tocsc(), np.ones(A.shape[0]))
+        errors.append(np.linalg.norm(v - ut[1:-1, 1:-1].double().numpy().ravel()) / np.linalg.norm(ut.numpy()))
+    return float(np.mean(errors))
+
+
 def run_dd(a, u, a_test, u_test, epochs, log, spec, transfer_data=None, name="dd", state=None):
     dd = DDModel(a, spec)
     test_ops = dd.values(a_test)
@@ -233,12 +244,7 @@ def run_dd(a, u, a_test, u_test, epochs, log, spec, transfer_data=None, name="dd
     with torch.no_grad():
         out["AS once (exact local solves)"] = float(relative(dd.predict(
             test_ops, apply_of=lambda op: schwarz(model, op)), u_test.double()).mean())
-    floor = []
-    for x, ut in zip(a_test, u_test):
-        A = operator_of_field(x.double().numpy())
-        v = spsolve(A.tocsc(), np.ones(A.shape[0]))
-        floor.append(np.linalg.norm(v - ut[1:-1, 1:-1].double().numpy().ravel()) / np.linalg.norm(ut.numpy()))
-    out["discrete solve (floor)"] = float(np.mean(floor))
+    out["discrete solve (floor)"] = floor(a_test, u_test)
     if transfer_data is not None:
         at, ut = transfer_data
         side = at.shape[1]
@@ -390,6 +396,8 @@ def main(argv=None):
             trained[name] = restore(name, state, a, u, spec)
     result = {"data": args.data, "train": len(a), "test": len(a_test), "epochs": args.epochs, "side": a.shape[1],
               "models": results, "in_progress": state.in_progress()}
+    if transfer_data is not None:
+        result["transfer floor"] = floor(*transfer_data)
     if "dd" in trained and args.timed:
         from darcy_time import time_to_accuracy
         result["time_to_accuracy"] = time_to_accuracy(trained, a_test[:args.timed], log, a_batch=a_test[:64])

@@ -37,10 +37,11 @@ def markdown(result):
     lines += [_unfinished(name, r, result["epochs"]) for name, r in result.get("in_progress", {}).items()]
     dd = result["models"].get("dd") or next((r for k, r in result["models"].items() if k.startswith("dd")), None)
     if dd:
+        fine = f"{result['transfer floor']:.4f}" if "transfer floor" in result else "-"
         lines += [f"| AS once, exact local solves (no training) | - | {dd['AS once (exact local solves)']:.4f} | - | "
                   "- | - |",
-                  f"| exact discrete solve at {side}^2 (the floor) | - | {dd['discrete solve (floor)']:.4f} | - | - | "
-                  "- |"]
+                  f"| exact discrete solve on each grid (the floor) | - | {dd['discrete solve (floor)']:.4f} | {fine} | "
+                  "- | - |"]
     return "\n".join(lines)
 
 

@@ -84,6 +84,7 @@ def test_a_reduced_darcy_benchmark_runs_every_model_and_reports_every_cell(tmp_p
         assert len(r["curve"]) == 2 and 0 < r["test"] < 10 and 0 < r["transfer"] < 10, name
     dd = result["models"]["dd"]
     assert 0 < dd["discrete solve (floor)"] < dd["AS once (exact local solves)"]
+    assert 0 < result["transfer floor"] < dd["discrete solve (floor)"]  # second order: the finer grid's is lower
     assert "| dd |" in (tmp_path / "darcy.md").read_text()
     rows = result["time_to_accuracy"]["rows"]
     for name in ("dd + CG", "dd-c2 + CG", "dd, then CG + AS", "dd-c2, then CG + AS", "CG + AS", "RAS", "CG + GAMG",
