@@ -80,6 +80,10 @@ class BoxCoarse:
                                             for r in rows])
         self.pi, self.pj = torch.as_tensor(np.array(pi)), torch.as_tensor(np.array(pj))
         self.li, self.ej = torch.as_tensor(pad(li, self.L)), torch.as_tensor(pad(ej, self.E))
+        # flat row numbers: one index_select is much faster than indexing by two tensors (same values)
+        self.li_flat = (self.pi[:, None] * (self.L + 1) + self.li).reshape(-1)
+        self.ej_flat = (self.pj[:, None] * (self.E + 1) + self.ej).reshape(-1)
+        self.pair_flat = self.pi * self.N + self.pj
 
     def values(self, A, phi, top, dtype):
         """An operator's values in the structure: (A's rows, Phi_q1's rows at the extended nodes, and
@@ -95,14 +99,17 @@ class BoxCoarse:
         a, p_cols, p_vals, top = values
         N, L, c = W.shape
         n0 = top.shape[0]
-        contrib = a[self.nodes][..., None] * W[:, :, None, :]         # (N, L, K, c): A[p, q] W_j[q]
+        rows = a.index_select(0, self.nodes.reshape(-1)).reshape(N, L, -1)
+        contrib = rows[..., None] * W[:, :, None, :]                  # (N, L, K, c): A[p, q] W_j[q]
         AG = torch.zeros(N, self.E + 1, c, dtype=W.dtype)
         AG = AG.scatter_add(1, self.ext_pos[..., None].expand(N, -1, c), contrib.reshape(N, -1, c))
         AG = torch.cat([AG[:, :self.E], torch.zeros(N, 1, c, dtype=W.dtype)], dim=1)  # slot E: nothing
         Wp = torch.cat([W, torch.zeros(N, 1, c, dtype=W.dtype)], dim=1)              # slot L: nothing
-        blocks = torch.einsum("psk,psq->pkq", Wp[self.pi[:, None], self.li], AG[self.pj[:, None], self.ej])
-        GAG = torch.zeros(N, N, c, c, dtype=W.dtype).index_put((self.pi, self.pj), blocks)
-        GAG = GAG.permute(0, 2, 1, 3).reshape(N * c, N * c)
+        P = len(self.pi)
+        blocks = torch.einsum("psk,psq->pkq", Wp.reshape(-1, c).index_select(0, self.li_flat).reshape(P, -1, c),
+                              AG.reshape(-1, c).index_select(0, self.ej_flat).reshape(P, -1, c))
+        GAG = torch.zeros(N * N, c, c, dtype=W.dtype).index_copy(0, self.pair_flat, blocks)
+        GAG = GAG.reshape(N, N, c, c).permute(0, 2, 1, 3).reshape(N * c, N * c)
         # Phi_q1^T A G: each extended node's Q1 functions (padding: function n0, dropped) times A G there
         src = p_vals[..., None] * AG[:, :self.E, None, :]             # (N, E, R, c)
         column = torch.arange(N)[:, None, None, None] * c + torch.arange(c)
