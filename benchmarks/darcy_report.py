@@ -40,8 +40,8 @@ def markdown(result):
         fine = f"{result['transfer floor']:.4f}" if "transfer floor" in result else "-"
         lines += [f"| AS once, exact local solves (no training) | - | {dd['AS once (exact local solves)']:.4f} | - | "
                   "- | - |",
-                  f"| exact discrete solve on each grid (the floor) | - | {dd['discrete solve (floor)']:.4f} | {fine} | "
-                  "- | - |"]
+                  f"| exact discrete solve on each grid (the floor) | - | {dd['discrete solve (floor)']:.4f} | "
+                  f"{fine} | - | - |"]
     return "\n".join(lines)
 
 

@@ -167,7 +167,8 @@ def time_to_accuracy(trained, a_test, log=print, a_batch=None):
     "batched": {threshold: mean s per field in batches of 64}}}}.
 
     ``a_test``: the fields timed one at a time, after an untimed run of every method on the first (one-time
-    costs: first calls, caches); ``a_batch``: those timed in a batch of 64 (default a_test, repeated to 64). Every DD model (dd, dd-cK) refines by CG from its answer; AS and RAS on dd's structure."""
+    costs: first calls, caches); ``a_batch``: those timed in a batch of 64 (default a_test, repeated to 64).
+    Every DD model (dd, dd-cK) refines by CG from its answer; AS and RAS on dd's structure."""
     dd = trained["dd"]
     learned_dd = sorted(k for k in trained if k.startswith("dd"))
     neural = [k for k in trained if not k.startswith("dd")]

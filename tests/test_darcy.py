@@ -134,8 +134,8 @@ def _tiny_run(state, epochs=4, stop_at=None):
         if stop_at is not None and len(calls) > stop_at:
             raise _Stop  # killed mid-epoch
         return model(a[pick].double().flatten(1)).reshape(-1, 5, 5)
-    curve = darcy.train("tiny", forward, model, a, u, epochs, lambda: float(model[0].weight.detach().sum()), lambda line: None,
-                        state)
+    curve = darcy.train("tiny", forward, model, a, u, epochs, lambda: float(model[0].weight.detach().sum()),
+                        lambda line: None, state)
     return model, curve
 
 
