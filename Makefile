@@ -113,7 +113,7 @@ bench-family: setup
 # model's training, saved after each epoch: run it again after a stop and it resumes where it stopped.
 bench-darcy: setup $(OUT)/darcy_85.h5
 	$(PY) benchmarks/darcy.py --data $(OUT)/darcy_85.h5 --transfer $(OUT)/darcy_141.h5 --epochs 100 \
-	  --out benchmarks/results
+	  --out benchmarks/results/darcy_full
 
 $(OUT)/darcy_85.h5:
 	$(VENV)/bin/pddattn data darcy --grid 85,141 --train 1000 --test 200 --out $(OUT)/darcy.h5
