@@ -79,10 +79,9 @@ class BoxCoarse:
         pad = lambda rows, value: np.array([np.pad(r, (0, S - len(r)), constant_values=value)  # noqa: E731
                                             for r in rows])
         self.pi, self.pj = torch.as_tensor(np.array(pi)), torch.as_tensor(np.array(pj))
-        self.li, self.ej = torch.as_tensor(pad(li, self.L)), torch.as_tensor(pad(ej, self.E))
         # flat row numbers: one index_select is much faster than indexing by two tensors (same values)
-        self.li_flat = (self.pi[:, None] * (self.L + 1) + self.li).reshape(-1)
-        self.ej_flat = (self.pj[:, None] * (self.E + 1) + self.ej).reshape(-1)
+        self.li_flat = (self.pi[:, None] * (self.L + 1) + torch.as_tensor(pad(li, self.L))).reshape(-1)
+        self.ej_flat = (self.pj[:, None] * (self.E + 1) + torch.as_tensor(pad(ej, self.E))).reshape(-1)
         self.pair_flat = self.pi * self.N + self.pj
 
     def values(self, A, phi, top, dtype):
