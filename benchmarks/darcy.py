@@ -13,6 +13,10 @@ no retraining.
              n_modes (24, 24)), width 32, 4 layers (parameters counted in reals, a complex weight twice;
              the paper counts it once: 1.19M)
   fno-small  the same at about DD's parameter count (width and modes chosen by that rule)
+  fno-paper  the FNO paper's own Darcy model and recipe, written here (pddattn/fno_paper.py): a and u
+             normalised pointwise, batch norm and ReLU, 12 modes, width 32, 4 layers, the loss summed
+             over the batch as its script does
+  fno-paper-small  the same at about DD's parameter count
   gt-cao     the Galerkin Transformer as its authors ran Darcy at 85 x 85: the galerkin-transformer
              package's FourierTransformer2D with its ex2_darcy configuration (attention on a 29 x 29
              grid, width 128, 6 layers; 2.2M parameters; the ``gt`` extra)
@@ -62,6 +66,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from pddattn.family import schwarz  # noqa: E402
 from pddattn import family_run  # noqa: E402
 from pddattn.family_run import FamilySpec, new_model, transfer  # noqa: E402
+from pddattn.fno_paper import PaperFNO2D, PointwiseNormalised, sized as sized_paper_fno  # noqa: E402
 from pddattn.galerkin import CaoGalerkinTransformer2D, GalerkinTransformer2D  # noqa: E402
 from pddattn.problems import operator_problem  # noqa: E402
 from pddattn.problems.triplets import operator_of_field, read_arrays  # noqa: E402
@@ -98,6 +103,8 @@ class FieldModel(torch.nn.Module):
         self.net, self.u_scale = net, float(u_scale)
 
     def forward(self, a):
+        if isinstance(self.net, PointwiseNormalised):  # its own normalisers
+            return self.net(a)
         x = (a - 7.5) / 4.5
         grid_input = isinstance(self.net, (GalerkinTransformer2D, CaoGalerkinTransformer2D))
         out = self.net(x) if grid_input else self.net(x[:, None])[:, 0]
@@ -150,10 +157,18 @@ class DDModel:
         return full
 
 
-def train(name, forward, module, a, u, epochs, evaluate, log, state=None):
+def count(module):
+    """Trained reals (a complex weight twice), buffers such as normalisers not among them."""
+    return sum(p.numel() * (2 if p.is_complex() else 1) for p in module.parameters())
+
+
+def train(name, forward, module, a, u, epochs, evaluate, log, state=None, reduction="mean", until=None):
     """The shared loop: the same shuffles, batches, loss and schedule for every model; the curve.
 
-    With ``state`` (a TrainingState) every epoch is saved and a saved run resumes at its next epoch."""
+    With ``state`` (a TrainingState) every epoch is saved and a saved run resumes at its next epoch.
+    ``reduction="sum"`` sums the batch's errors (the FNO paper's script): Adam's step is the same, but weight
+    decay weighs 1/BATCH as much against the loss. ``until``: stop after that many epochs of the ``epochs``-epoch
+    budget (its schedule unchanged), for short comparisons on the budget's first epochs."""
     optimizer = torch.optim.Adam(module.parameters(), lr=LR, weight_decay=DECAY)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, epochs // 5), gamma=0.5)
     rng, curve = np.random.default_rng(0), []
@@ -167,22 +182,22 @@ def train(name, forward, module, a, u, epochs, evaluate, log, state=None):
             torch.set_rng_state(saved["torch_rng"])
         log(f"{name}: resumed after epoch {len(curve)} of {epochs} ({curve[-1]['seconds']:.0f} s so far)")
     t0 = time.perf_counter() - (curve[-1]["seconds"] if curve else 0.0)
-    for epoch in range(len(curve), epochs):
+    for epoch in range(len(curve), epochs if until is None else min(until, epochs)):
         order, losses = rng.permutation(len(a)), []
         for start in range(0, len(a), BATCH):
             pick = order[start:start + BATCH]
-            loss = relative(forward(pick), u[pick].to(torch.float64)).mean()
+            errors = relative(forward(pick), u[pick].to(torch.float64))
             optimizer.zero_grad()
-            loss.backward()
+            (errors.sum() if reduction == "sum" else errors.mean()).backward()
             optimizer.step()
-            losses.append(float(loss.detach()))
+            losses.append(float(errors.detach().mean()))
         schedule.step()
         curve.append({"epoch": epoch + 1, "train": float(np.mean(losses)), "test": evaluate(),
                       "seconds": time.perf_counter() - t0})
         if state:
             state.save(name, model=module.state_dict(), optimizer=optimizer.state_dict(),
                        schedule=schedule.state_dict(), rng=rng.bit_generator.state, curve=curve,
-                       torch_rng=torch.get_rng_state())
+                       torch_rng=torch.get_rng_state(), parameters=count(module))
         log(f"{name} epoch {epoch + 1}: train {curve[-1]['train']:.4f} test {curve[-1]['test']:.4f} "
             f"({curve[-1]['seconds']:.0f} s)")
     return curve
@@ -208,7 +223,10 @@ def run_field_model(name, net, a, u, a_test, u_test, epochs, log, transfer_data=
             error = float(relative(model(at).double(), ut.double()).mean())
         model.train()
         return error
-    curve = train(name, lambda pick: model(a[pick]), model, a, u, epochs, evaluate, log, state)
+    if isinstance(net, PointwiseNormalised):
+        net.fit(a, u)
+    reduction = "sum" if isinstance(net, PaperFNO2D) else "mean"
+    curve = train(name, lambda pick: model(a[pick]), model, a, u, epochs, evaluate, log, state, reduction)
     out = {"parameters": model.num_parameters(), "curve": curve, "test": curve[-1]["test"],
            "device": device_name(device)}
     if transfer_data is not None and getattr(net, "transfers", True):
@@ -261,13 +279,18 @@ def field_net(name, side, dd_count):
         return fno(32, 24)  # neuralop's n_modes counts both signs: 12 per corner, the paper's
     if name == "fno-small":
         return fno(*sized_fno(dd_count))
+    if name == "fno-paper":
+        return PaperFNO2D(side, modes=min(12, side // 2))
+    if name == "fno-paper-small":
+        return PaperFNO2D(side, *sized_paper_fno(dd_count, side))
     if name == "gt":
         return GalerkinTransformer2D(d=32)
     if name == "gt-small":
         return GalerkinTransformer2D(*sized_gt(dd_count))
     if name == "gt-cao":
         return CaoGalerkinTransformer2D(side)
-    raise SystemExit(f"unknown model {name!r}: use fno, fno-small, gt, gt-cao, dd or dd-cK")
+    raise SystemExit(f"unknown model {name!r}: use fno, fno-small, fno-paper, fno-paper-small, gt, gt-cao, "
+                     "gt-small, dd or dd-cK")
 
 
 def dd_spec(spec, name):
@@ -342,8 +365,8 @@ def main(argv=None):
     parser.add_argument("--train", type=int, default=1000)
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--models", help="comma-separated (default fno,fno-small,gt-cao,gt,gt-small,dd,dd-c4; "
-                        "--quick: fno,fno-small,gt,gt-small,dd,dd-c2)")
+    parser.add_argument("--models", help="comma-separated (default fno,fno-small,fno-paper,fno-paper-small,gt-cao,"
+                        "gt,gt-small,dd,dd-c4; --quick: fno,fno-small,fno-paper,gt,gt-small,dd,dd-c2)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--timed", type=int, default=16, help="test fields of the time-to-accuracy table")
     parser.add_argument("--out", default="benchmarks/results")
@@ -362,8 +385,8 @@ def main(argv=None):
                   "--out", str(tmp / "d.h5")])
         args.data, args.transfer, args.train, args.test, args.epochs = \
             str(tmp / "d_21.h5"), str(tmp / "d_41.h5"), 40, 10, 2
-        args.models = args.models or "fno,fno-small,gt,gt-small,dd,dd-c2"
-    args.models = args.models or "fno,fno-small,gt-cao,gt,gt-small,dd,dd-c4"
+        args.models = args.models or "fno,fno-small,fno-paper,gt,gt-small,dd,dd-c2"
+    args.models = args.models or "fno,fno-small,fno-paper,fno-paper-small,gt-cao,gt,gt-small,dd,dd-c4"
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     a, u = fields(args.data, "train", args.train)
     a_test, u_test = fields(args.data, "test", args.test)
@@ -394,11 +417,11 @@ def main(argv=None):
     if args.timed:
         for name in results.keys() - trained.keys():  # finished in an earlier sitting: its saved weights
             trained[name] = restore(name, state, a, u, spec)
-    result = {"data": args.data, "train": len(a), "test": len(a_test), "epochs": args.epochs, "side": a.shape[1],
-              "models": results, "in_progress": state.in_progress()}
+    result = {"data": args.data, "fields": config["fields"], "train": len(a), "test": len(a_test),
+              "epochs": args.epochs, "side": a.shape[1], "models": results, "in_progress": state.in_progress()}
     if transfer_data is not None:
         result["transfer floor"] = floor(*transfer_data)
-    if "dd" in trained and args.timed:
+    if trained and args.timed:
         from darcy_time import time_to_accuracy
         result["time_to_accuracy"] = time_to_accuracy(trained, a_test[:args.timed], log, a_batch=a_test[:64])
     darcy_report.write(result, args.out)

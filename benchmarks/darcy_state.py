@@ -62,8 +62,10 @@ class TrainingState:
             if path.stem.endswith("-checkpoint") or (self.folder / f"{path.stem}.json").exists():
                 continue
             saved = self.load(path.stem)
-            weights = [v for k, v in saved["model"].items() if torch.is_tensor(v)]
-            count = sum(v.numel() * (2 if v.is_complex() else 1) for v in weights)  # counted from the weights
+            count = saved.get("parameters")
+            if count is None:  # saved before the count was: counted from the state (buffers too)
+                count = sum(v.numel() * (2 if v.is_complex() else 1) for v in saved["model"].values()
+                            if torch.is_tensor(v))
             out[path.stem] = {"parameters": count, "curve": saved["curve"]}
         return out
 

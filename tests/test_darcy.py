@@ -64,7 +64,7 @@ def test_a_reduced_darcy_benchmark_runs_every_model_and_reports_every_cell(tmp_p
     # run again on the same state: every model is read back (weights included, for the timed table), none trained
     p = subprocess.run(command + ["--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert p.stdout.count("not trained again") == 6 and " epoch " not in p.stdout
+    assert p.stdout.count("not trained again") == 7 and " epoch " not in p.stdout
     assert (tmp_path / "darcy.md").read_text() == (tmp_path / "again" / "darcy.md").read_text()
     # the trained DD model serves a user's own triplets (another set of fields) through `pddattn apply`
     pddattn = [sys.executable, "-m", "pddattn.cli"]
@@ -79,7 +79,7 @@ def test_a_reduced_darcy_benchmark_runs_every_model_and_reports_every_cell(tmp_p
     assert p.returncode == 0, p.stderr[-3000:]
     assert np.load(tmp_path / "u.npy").shape == (2, 21, 21)
     result = json.loads((tmp_path / "darcy.json").read_text())
-    assert set(result["models"]) == {"fno", "fno-small", "gt", "gt-small", "dd", "dd-c2"}
+    assert set(result["models"]) == {"fno", "fno-small", "fno-paper", "gt", "gt-small", "dd", "dd-c2"}
     for name, r in result["models"].items():
         assert len(r["curve"]) == 2 and 0 < r["test"] < 10 and 0 < r["transfer"] < 10, name
     dd = result["models"]["dd"]
@@ -121,7 +121,7 @@ class _Stop(Exception):
     pass
 
 
-def _tiny_run(state, epochs=4, stop_at=None):
+def _tiny_run(state, epochs=4, stop_at=None, until=None, reduction="mean"):
     """A linear a -> u model trained by darcy.train: the loop every Darcy model goes through."""
     darcy = _darcy()
     torch.manual_seed(0)
@@ -135,8 +135,33 @@ def _tiny_run(state, epochs=4, stop_at=None):
             raise _Stop  # killed mid-epoch
         return model(a[pick].double().flatten(1)).reshape(-1, 5, 5)
     curve = darcy.train("tiny", forward, model, a, u, epochs, lambda: float(model[0].weight.detach().sum()),
-                        lambda line: None, state)
+                        lambda line: None, state, reduction=reduction, until=until)
     return model, curve
+
+
+def test_until_trains_the_first_epochs_of_the_budget_and_the_summed_loss_changes_only_the_decays_weight():
+    _, whole = _tiny_run(None)
+    _, first = _tiny_run(None, until=2)
+    assert len(first) == 2 and [c["test"] for c in first] == [c["test"] for c in whole[:2]]
+    # Adam's step does not depend on the loss's scale, so a summed loss is the averaged one with weight
+    # decay 1/BATCH as strong: different weights after training, the same curve's shape
+    _, summed = _tiny_run(None, until=2, reduction="sum")
+    assert [c["test"] for c in summed] != [c["test"] for c in first]
+    assert summed[0]["test"] == pytest.approx(first[0]["test"], rel=0.05)
+
+
+def test_the_fno_ablation_trains_every_variant_on_the_budgets_first_epochs(tmp_path):
+    pytest.importorskip("neuralop")
+    p = subprocess.run([sys.executable, "benchmarks/darcy_fno_ablation.py", "--quick", "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads((tmp_path / "darcy_fno_ablation.json").read_text())
+    variants = result["variants"]
+    assert len(variants) == 5 and all(len(r["curve"]) == 2 for r in variants.values())
+    assert all(0 < c["test"] < 10 for r in variants.values() for c in r["curve"])
+    assert variants["paper"]["loss"] == "sum" and variants["paper, loss averaged"]["loss"] == "mean"
+    table = (tmp_path / "darcy_fno_ablation.md").read_text()
+    assert all(f"| {name} |" in table for name in variants)
 
 
 def test_a_darcy_run_killed_mid_epoch_resumes_to_the_same_weights_and_curve(tmp_path):
@@ -164,3 +189,19 @@ def test_a_darcy_state_of_another_configuration_is_refused(tmp_path):
     _tiny_run(TrainingState(tmp_path, {"epochs": 4, "fields": "abc"}))
     with pytest.raises(SystemExit, match="another configuration.*fields"):
         TrainingState(tmp_path, {"epochs": 4, "fields": "abd"}).load("tiny")
+
+
+def test_time_to_accuracy_without_a_trained_dd_times_the_others_and_a_zero_answer_plateaus_at_one():
+    pytest.importorskip("petsc4py")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from darcy_time import time_to_accuracy
+    torch.manual_seed(0)
+    a = torch.where(torch.rand(3, 11, 11) > 0.5, 12.0, 3.0)
+
+    class Zero(torch.nn.Module):
+        def forward(self, a):
+            return torch.zeros_like(a)
+    rows = time_to_accuracy({"zero": Zero()}, a, log=lambda line: None)["rows"]
+    assert set(rows) == {"CG + GAMG", "CG + hypre", "direct", "zero"}  # AS and RAS need dd's structure
+    assert rows["zero"]["plateau"] == 1.0 and rows["zero"]["0.01"] is None
+    assert rows["direct"]["1e-08"] is not None and rows["zero"]["batched"]["answer"] > 0

@@ -11,7 +11,7 @@ from pddattn.decomposition import algebraic, boxes, intervals
 from pddattn.hierarchy import coarse_levels
 from pddattn.operators import DDAttention
 from pddattn.problems import make_problem
-from tolerances import cond, rounding
+from tolerances import applied, cond, rounding
 
 
 def dense(model):
@@ -250,4 +250,7 @@ def test_a_checkpoint_of_the_last_release_loads_with_its_names_mapped_and_gives_
     model = pddattn.load(data / "release_4levels.pt")
     assert "coarse_levels.1.Q0" in dict(model.named_parameters())
     io = np.load(data / "release_4levels_io.npz")
-    assert np.array_equal(model(torch.from_numpy(io["x"])).detach().numpy(), io["y"])  # the same code path
+    # the same code path, but another CPU's BLAS kernels may sum in another order (seen: 3.2e-16 relative on
+    # an AMD EPYC, 0 where it was written): one DD application's rounding
+    y = model(torch.from_numpy(io["x"])).detach().numpy()
+    assert np.abs(y - io["y"]).max() <= applied() * np.abs(io["y"]).max()
