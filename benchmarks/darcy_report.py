@@ -11,7 +11,8 @@ from pathlib import Path
 
 __all__ = ["PUBLISHED", "markdown", "plot", "write"]
 
-PUBLISHED = {"fno": "0.0108 (FNO paper)", "fno-paper": "0.0108 (FNO paper)", "gt": "0.0084 (Cao 2021)", "gt-cao": "0.0084 (Cao 2021)"}
+PUBLISHED = {"fno": "0.0108 (FNO paper)", "fno-paper": "0.0108 (FNO paper)", "gt": "0.0084 (Cao 2021)",
+             "gt-cao": "0.0084 (Cao 2021)"}
 
 
 def _row(name, r, side):

@@ -139,12 +139,12 @@ def _tiny_run(state, epochs=4, stop_at=None, until=None, reduction="mean"):
     return model, curve
 
 
-def test_until_trains_the_first_epochs_of_the_budget_and_the_summed_loss_changes_only_the_decays_weight():
+def test_until_trains_the_first_epochs_of_the_budget_and_a_summed_loss_trains_otherwise():
     _, whole = _tiny_run(None)
     _, first = _tiny_run(None, until=2)
     assert len(first) == 2 and [c["test"] for c in first] == [c["test"] for c in whole[:2]]
     # Adam's step does not depend on the loss's scale, so a summed loss is the averaged one with weight
-    # decay 1/BATCH as strong: different weights after training, the same curve's shape
+    # decay 1/BATCH as strong against it: other weights, but not another kind of training
     _, summed = _tiny_run(None, until=2, reduction="sum")
     assert [c["test"] for c in summed] != [c["test"] for c in first]
     assert summed[0]["test"] == pytest.approx(first[0]["test"], rel=0.05)
