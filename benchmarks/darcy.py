@@ -111,7 +111,7 @@ class FieldModel(torch.nn.Module):
         return out * self.u_scale
 
     def num_parameters(self):
-        return sum(p.numel() * (2 if p.is_complex() else 1) for p in self.parameters())
+        return count(self)
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
         # neuralop's models put a "_metadata" entry into any state dict they are part of, and only their
@@ -340,9 +340,9 @@ def sized_fno(target):
     best = None
     for modes in (24, 16, 12, 8):
         for width in range(2, 33):
-            count = sum(p.numel() * (2 if p.is_complex() else 1) for p in fno(width, modes).parameters())
-            if best is None or abs(count - target) < abs(best[0] - target):
-                best = (count, width, modes)
+            size = count(fno(width, modes))
+            if best is None or abs(size - target) < abs(best[0] - target):
+                best = (size, width, modes)
     return best[1], best[2]
 
 
