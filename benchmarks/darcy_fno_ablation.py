@@ -17,6 +17,7 @@ summed) are trained here beside the variants between them, each on the first ``-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -68,8 +69,9 @@ def run(a, u, a_test, u_test, epochs, log):
                 error = float(darcy.relative(model(a_test).double(), u_test.double()).mean())
             model.train()
             return error
+        recipe = dataclasses.replace(darcy.COMMON, reduction=reduction)
         curve = darcy.train(name, lambda pick: model(a[pick]), model, a, u, BUDGET, evaluate, log,
-                            reduction=reduction, until=epochs)
+                            recipe=recipe, until=epochs)
         results[name] = {"parameters": darcy.count(model), "loss": reduction, "curve": curve}
     return results
 

@@ -12,7 +12,7 @@ from pathlib import Path
 __all__ = ["PUBLISHED", "markdown", "plot", "write"]
 
 PUBLISHED = {"fno": "0.0108 (FNO paper)", "fno-paper": "0.0108 (FNO paper)", "gt": "0.0084 (Cao 2021)",
-             "gt-cao": "0.0084 (Cao 2021)"}
+             "gt-cao": "0.0084 (Cao 2021)", "gt-cao-paper": "0.0084 (Cao 2021)"}
 
 
 def _row(name, r, side):
@@ -43,7 +43,16 @@ def markdown(result):
                   "- | - |",
                   f"| exact discrete solve on each grid (the floor) | - | {dd['discrete solve (floor)']:.4f} | "
                   f"{fine} | - | - |"]
-    return "\n".join(lines)
+    return "\n".join(lines + _draws({**result["models"], **result.get("in_progress", {})}))
+
+
+def _draws(models):
+    """Notes on models whose answer is random at test time: their error over more draws, and without it."""
+    notes = [f"- {name}: its answer is random at test time (the package's attention drops half of K^T V "
+             f"in eval mode too); test error over {len(r['test draws'])} more draws "
+             f"{min(r['test draws']):.4f}-{max(r['test draws']):.4f}, with that dropout off "
+             f"{r['test, attention dropout off']:.4f}" for name, r in models.items() if "test draws" in r]
+    return [""] + notes if notes else []
 
 
 def plot(result, path):

@@ -16,7 +16,7 @@ neuraloperator 2.0's FNO in ways that may matter for this benchmark:
 - no domain padding.
 
 ``PaperFNO2D`` is that model; ``fit`` sets its normalisers from the
-training fields (``PointwiseNormalised`` puts them around any network).
+training fields (pddattn/normalisers.py puts them around any network).
 On another grid (resolution transfer, which the paper's Darcy script does
 not do) the normalisers are interpolated bilinearly: the network itself is
 grid-independent. The loss the script sums over a batch is the trainer's
@@ -30,10 +30,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["PaperSpectralConv2d", "PointwiseNormalised", "PaperFNO2D", "sized"]
+from .normalisers import PointwiseNormalised
 
-EPS = 1e-5  # the paper's UnitGaussianNormalizer
-
+__all__ = ["PaperSpectralConv2d", "PaperFNO2D", "sized"]
 
 class PaperSpectralConv2d(nn.Module):
     """(B, c, s1, s2) -> (B, c, s1, s2): the lowest ``modes`` frequencies of both signs on axis 1 and the
@@ -81,48 +80,6 @@ class PaperSpectralConv2d(nn.Module):
         mixed = torch.einsum("bixy,ioxy->boxy", coefficients, weights)
         back = g1 @ mixed  # (B, c, s1, m)
         return back.real @ g2r - back.imag @ g2i
-
-
-class PointwiseNormalised(nn.Module):
-    """a (B, s, s) -> u (B, s, s) through ``network`` between the paper's normalisers: a and u each shifted
-    and scaled per grid point by the training fields' mean and standard deviation (``fit``). On another
-    grid the normalisers are interpolated bilinearly (resolution transfer)."""
-
-    def __init__(self, side):
-        super().__init__()
-        for name in ("a_mean", "a_std", "u_mean", "u_std"):
-            self.register_buffer(name, torch.zeros(side, side))
-
-    def network(self, x):
-        raise NotImplementedError
-
-    def fit(self, a, u, pointwise=True):
-        """The normalisers from the training fields a, u (N, s, s). ``pointwise=False``: one number each
-        instead (a by its mean and deviation over all points, u by its RMS), as the benchmark's other models
-        are normalised."""
-        if pointwise:
-            stats = (a.mean(0), a.std(0), u.mean(0), u.std(0))
-        else:
-            stats = (a.mean(), a.std() - EPS, 0.0, u.pow(2).mean().sqrt() - EPS)
-        for name, value in zip(("a_mean", "a_std", "u_mean", "u_std"), stats):
-            getattr(self, name).copy_(torch.as_tensor(value).expand_as(getattr(self, name)))
-        return self
-
-    def _on(self, name, side):
-        """A normaliser on a side x side grid (bilinear between the training grid's points)."""
-        x = getattr(self, name)
-        if x.shape[-1] == side:
-            return x
-        return F.interpolate(x[None, None], size=(side, side), mode="bilinear", align_corners=True)[0, 0]
-
-    def forward(self, a):
-        side = a.shape[-1]
-        out = self.network((a - self._on("a_mean", side)) / (self._on("a_std", side) + EPS))
-        return out * (self._on("u_std", side) + EPS) + self._on("u_mean", side)
-
-    def num_parameters(self):
-        """Reals, a complex weight counted twice (the paper counts it once); the normalisers are not trained."""
-        return sum(p.numel() * (2 if p.is_complex() else 1) for p in self.parameters())
 
 
 class PaperFNO2D(PointwiseNormalised):

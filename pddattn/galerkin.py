@@ -23,12 +23,16 @@ Two baselines use it:
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
 from .fno import default_dtype
+from .normalisers import PointwiseNormalised
 
-__all__ = ["GalerkinAttention", "SpectralConv2d", "GalerkinTransformer2D", "CaoGalerkinTransformer2D"]
+__all__ = ["GalerkinAttention", "SpectralConv2d", "GalerkinTransformer2D", "CaoGalerkinTransformer2D", "CaoDarcy",
+           "deterministic_attention"]
 
 # The package's Darcy model as its authors ran it (config.yml, ex2_darcy, galerkin-transformer 0.2.1): the
 # file is not installed with the package, so its entries are copied here
@@ -138,21 +142,22 @@ class CaoGalerkinTransformer2D(nn.Module):
 
     Its ex2_darcy set-up at ``side`` x ``side``: an interpolating CNN down to a ``coarse`` x ``coarse`` grid
     (29 at 85: ``--subsample-nodes 5 --subsample-attn 15``), 6 Galerkin attention layers of width 128 there,
-    an interpolating CNN back up and two Fourier layers (12 modes), dropout 0.05 (2.2M parameters). Its
+    an interpolating CNN back up and two Fourier layers (12 modes), dropout 0.05 (2.2M parameters; ``config``
+    overrides entries of ``CAO_DARCY``). Its
     upsampler's sizes are fixed to ``side``: it answers on that grid only (no resolution transfer). Needs the
     ``gt`` extra (the package, and the IPython and pandas its ``__init__`` imports).
     """
 
     transfers = False  # to another grid
 
-    def __init__(self, side, coarse=29, seed=0):
+    def __init__(self, side, coarse=29, seed=0, **config):
         super().__init__()
         from galerkin_transformer.ft import DarcyDataset
         from galerkin_transformer.model import FourierTransformer2D
         down, up = DarcyDataset.get_scaler_sizes(side, coarse)
         with torch.random.fork_rng(devices=[]), default_dtype(torch.float32):  # as its authors trained it
             torch.manual_seed(seed)
-            self.net = FourierTransformer2D(**CAO_DARCY, downscaler_size=down, upscaler_size=up)
+            self.net = FourierTransformer2D(**{**CAO_DARCY, **config}, downscaler_size=down, upscaler_size=up)
         self.side, self.coarse = int(side), int(coarse)
         self.register_buffer("pos", _unit_grid(coarse).reshape(1, -1, 2), persistent=False)
         self.register_buffer("grid", _unit_grid(side)[None], persistent=False)
@@ -166,3 +171,43 @@ class CaoGalerkinTransformer2D(nn.Module):
             out = self.net(a[..., None].float(), torch.ones(1, device=a.device), pos=self.pos.expand(B, -1, -1),
                            grid=self.grid.expand(B, -1, -1, -1))
         return out["preds"][..., 0]
+
+
+class CaoDarcy(PointwiseNormalised):
+    """a (B, s, s) -> u: the package's Darcy model between its script's normalisers, as ex2_darcy.py ran it.
+
+    Its DarcyDataset normalises a and u pointwise over the training fields (``fit``; the model answers a
+    normalised u and un-normalises it), and the script's argument defaults override config.yml's
+    ``ffn_dropout`` (0.1, not 0.05). The rest of its recipe (batches of 4, one-cycle learning rate, an H1
+    term in the loss, gradient clipping) is the trainer's (benchmarks/darcy_recipe.py).
+    """
+
+    transfers = False
+
+    def __init__(self, side, coarse=29, seed=0):
+        super().__init__(side)
+        self.net = CaoGalerkinTransformer2D(side, coarse, seed, ffn_dropout=0.1)
+
+    def network(self, x):
+        return self.net(x)
+
+
+@contextlib.contextmanager
+def deterministic_attention():
+    """The package's Galerkin attention without the dropout it applies at test time too.
+
+    Its ``linear_attention`` (galerkin-transformer 0.2.1, and its authors' code since its first commit) calls
+    ``F.dropout(p_attn)`` with PyTorch's defaults, p = 0.5 and training=True: half of every head's K^T V / n
+    is dropped (the rest doubled) in eval mode as well, so each evaluation is a random draw. Inside this
+    context that call is skipped; the model's other dropouts follow its train/eval mode as usual.
+    """
+    from galerkin_transformer import layers
+    original = layers.linear_attention
+
+    def linear_attention(query, key, value, mask=None, dropout=None, attention_type="galerkin"):
+        return original(query, key, value, mask=mask, dropout=None, attention_type=attention_type)
+    layers.linear_attention = linear_attention
+    try:
+        yield
+    finally:
+        layers.linear_attention = original

@@ -55,6 +55,67 @@ def test_the_galerkin_transformer_packages_darcy_model_answers_on_its_grid_with_
         net(torch.rand(1, 141, 141))
 
 
+def test_the_packages_darcy_model_between_its_scripts_normalisers_is_that_model_shifted_and_scaled():
+    pytest.importorskip("galerkin_transformer")
+    from pddattn.galerkin import CaoDarcy, CaoGalerkinTransformer2D
+    from pddattn.normalisers import EPS
+    torch.manual_seed(0)
+    a = torch.where(torch.rand(4, 85, 85) > 0.5, 12.0, 3.0)
+    u = torch.nn.functional.pad(torch.rand(4, 83, 83), (1, 1, 1, 1))  # u = 0 on the boundary
+    net, plain = CaoDarcy(85).fit(a, u).eval(), CaoGalerkinTransformer2D(85).eval()
+    assert net.num_parameters() == sum(p.numel() for p in plain.parameters())
+    # the script's ffn_dropout (0.1) overrides config.yml's (0.05): the only difference, and none when measured
+    rates = [{m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} for model in (net, plain)]
+    assert 0.1 in rates[0] and 0.1 not in rates[1]
+    with torch.no_grad():
+        # the package's attention drops half of K^T V even in eval mode (F.dropout with its defaults): the
+        # same draws for both
+        torch.manual_seed(1)
+        out = net(a[:2])
+        torch.manual_seed(1)
+        want = plain((a[:2] - a.mean(0)) / (a.std(0) + EPS)) * (u.std(0) + EPS) + u.mean(0)
+        other = net(a[:2])
+    assert torch.equal(out, want) and out[:, 0].abs().max() == 0 and out[:, :, -1].abs().max() == 0
+    assert not torch.equal(out, other)
+
+
+def test_deterministic_attention_makes_the_packages_model_repeatable_and_is_undone_after():
+    pytest.importorskip("galerkin_transformer")
+    from pddattn.galerkin import CaoGalerkinTransformer2D, deterministic_attention
+    net, a = CaoGalerkinTransformer2D(85).eval(), torch.rand(1, 85, 85)
+    with torch.no_grad():
+        with deterministic_attention():
+            first, second = net(a), net(a)
+        third, fourth = net(a), net(a)
+    assert torch.equal(first, second) and not torch.equal(third, fourth)
+    # the benchmark's report says so beside the model's row
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import darcy_report
+    row = {"parameters": 9, "test": 0.02, "curve": [{"epoch": 1, "test": 0.02, "train": 0.03, "seconds": 1.0}],
+           "test draws": [0.021, 0.019, 0.02], "test, attention dropout off": 0.015}
+    table = darcy_report.markdown({"test": 200, "epochs": 1, "models": {"gt-cao": row}})
+    assert "- gt-cao: its answer is random" in table and "0.0190-0.0210, with that dropout off 0.0150" in table
+
+
+def test_a_model_random_at_test_time_still_training_is_measured_by_draws_at_its_epoch(tmp_path, monkeypatch):
+    pytest.importorskip("galerkin_transformer")
+    darcy = _darcy()
+    monkeypatch.setattr(darcy, "RANDOM_AT_TEST", ("gt",))  # a small stand-in, deterministic: equal draws
+    torch.manual_seed(0)
+    a, u = torch.where(torch.rand(4, 13, 13) > 0.5, 12.0, 3.0), torch.rand(4, 13, 13) + 0.1
+    model = darcy.FieldModel(darcy.field_net("gt", 13, 0), u.pow(2).mean().sqrt())
+    state = darcy.TrainingState(tmp_path, {"epochs": 3})
+    state.save("gt", model=model.state_dict(), curve=[{"epoch": 1, "train": 1.0, "test": 1.0, "seconds": 1.0}],
+               parameters=darcy.count(model))
+    spec = darcy.FamilySpec(grid=(11, 11), data="ones", generator_dtype="float32")
+    progress = darcy.draws_in_progress(state.in_progress(), state, a, u, a[:2], u[:2], spec)
+    with torch.no_grad():
+        want = float(darcy.relative(model.eval()(a[:2]).double(), u[:2].double()).mean())
+    close = rounding(factor=10, eps=float(torch.finfo(torch.float32).eps))  # the same float32 operations
+    assert progress["gt"]["test draws"] == pytest.approx([want] * 5, rel=close)
+    assert progress["gt"]["test, attention dropout off"] == pytest.approx(want, rel=close)
+
+
 def test_a_reduced_darcy_benchmark_runs_every_model_and_reports_every_cell(tmp_path):
     pytest.importorskip("neuralop")
     command = [sys.executable, "benchmarks/darcy.py", "--quick", "--timed", "2", "--state", str(tmp_path / "state")]
@@ -121,7 +182,7 @@ class _Stop(Exception):
     pass
 
 
-def _tiny_run(state, epochs=4, stop_at=None, until=None, reduction="mean"):
+def _tiny_run(state, epochs=4, stop_at=None, until=None, recipe=None):
     """A linear a -> u model trained by darcy.train: the loop every Darcy model goes through."""
     darcy = _darcy()
     torch.manual_seed(0)
@@ -135,7 +196,7 @@ def _tiny_run(state, epochs=4, stop_at=None, until=None, reduction="mean"):
             raise _Stop  # killed mid-epoch
         return model(a[pick].double().flatten(1)).reshape(-1, 5, 5)
     curve = darcy.train("tiny", forward, model, a, u, epochs, lambda: float(model[0].weight.detach().sum()),
-                        lambda line: None, state, reduction=reduction, until=until)
+                        lambda line: None, state, recipe=recipe or darcy.COMMON, until=until)
     return model, curve
 
 
@@ -145,9 +206,43 @@ def test_until_trains_the_first_epochs_of_the_budget_and_a_summed_loss_trains_ot
     assert len(first) == 2 and [c["test"] for c in first] == [c["test"] for c in whole[:2]]
     # Adam's step does not depend on the loss's scale, so a summed loss is the averaged one with weight
     # decay 1/BATCH as strong against it: other weights, but not another kind of training
-    _, summed = _tiny_run(None, until=2, reduction="sum")
+    _, summed = _tiny_run(None, until=2, recipe=_darcy().FNO_PAPER)
     assert [c["test"] for c in summed] != [c["test"] for c in first]
     assert summed[0]["test"] == pytest.approx(first[0]["test"], rel=0.05)
+
+
+def test_the_cao_recipe_steps_its_one_cycle_every_batch_down_to_its_floor(tmp_path):
+    darcy = _darcy()
+    state = darcy.TrainingState(tmp_path, {"epochs": 4})
+    _, curve = _tiny_run(state, recipe=darcy.CAO)
+    saved = state.load("tiny")
+    # batches of 4: 15 an epoch, each a step of the one cycle the budget's batches make
+    assert saved["schedule"]["total_steps"] == saved["schedule"]["last_epoch"] == 4 * 15
+    group = saved["optimizer"]["param_groups"][0]
+    # from lr / 1e4 up to lr, then down to lr / 1e8; no weight decay
+    assert (group["initial_lr"], group["max_lr"], group["min_lr"], group["weight_decay"]) == pytest.approx(
+        (darcy.LR / 1e4, darcy.LR, darcy.LR / 1e8, 0.0), rel=1e-12)
+    assert len(curve) == 4 and all(np.isfinite(c["train"]) for c in curve)
+
+
+def test_the_h1_term_is_the_galerkin_transformer_packages_regulariser():
+    pytest.importorskip("galerkin_transformer")
+    from galerkin_transformer.ft import DarcyDataset, WeightedL2Loss2d
+    from darcy_recipe import h1_term
+    torch.manual_seed(0)
+    s = 13
+    a = torch.where(torch.rand(3, s, s, dtype=torch.float64) > 0.5, 12.0, 3.0)
+    x = torch.linspace(0, 1, s, dtype=torch.float64)
+    u = (torch.sin(torch.pi * x)[:, None] * torch.sin(torch.pi * x)[None, :]) * torch.rand(3, 1, 1).double()
+    pred = u + 0.1 * torch.rand(3, s, s, dtype=torch.float64)
+    # the package's own: targets' central differences from its dataset, the loss's regulariser with K = a
+    gx, gy = DarcyDataset.central_diff(u.numpy(), 1.0 / s)
+    du = torch.as_tensor(np.stack([gx, gy], axis=-1))
+    loss = WeightedL2Loss2d(regularizer=True, h=1.0 / s, gamma=0.5, eps=0.0)  # no guard: the formula alone
+    _, theirs, _, _ = loss(pred, u, targets_prime=du, K=a[..., None])
+    ours = h1_term(pred, u, a, 0.5)
+    assert float(ours) == pytest.approx(float(theirs), rel=rounding(factor=100))  # a few hundred terms' sums
+    assert float(h1_term(u, u, a, 0.5)) == 0
 
 
 def test_the_fno_ablation_trains_every_variant_on_the_budgets_first_epochs(tmp_path):
@@ -164,12 +259,15 @@ def test_the_fno_ablation_trains_every_variant_on_the_budgets_first_epochs(tmp_p
     assert all(f"| {name} |" in table for name in variants)
 
 
-def test_a_darcy_run_killed_mid_epoch_resumes_to_the_same_weights_and_curve(tmp_path):
-    TrainingState = _darcy().TrainingState
-    whole, whole_curve = _tiny_run(None)
+@pytest.mark.parametrize("recipe", ["COMMON", "CAO"])
+def test_a_darcy_run_killed_mid_epoch_resumes_to_the_same_weights_and_curve(tmp_path, recipe):
+    darcy = _darcy()
+    TrainingState, recipe = darcy.TrainingState, getattr(darcy, recipe)
+    whole, whole_curve = _tiny_run(None, recipe=recipe)
     state = TrainingState(tmp_path, {"epochs": 4})
+    batches = -(-60 // recipe.batch)
     with pytest.raises(_Stop):
-        _tiny_run(state, stop_at=7)  # 3 batches an epoch: killed in the third epoch, two saved
+        _tiny_run(state, stop_at=2 * batches + 1, recipe=recipe)  # killed in the third epoch, two saved
     assert len(state.load("tiny")["curve"]) == 2
     # reported as still training, at the epoch it reached, never as a result of the budget
     import darcy_report
@@ -177,7 +275,7 @@ def test_a_darcy_run_killed_mid_epoch_resumes_to_the_same_weights_and_curve(tmp_
     assert list(progress) == ["tiny"] and progress["tiny"]["parameters"] == 25 * 25 + 25
     table = darcy_report.markdown({"test": 60, "epochs": 4, "models": {}, "in_progress": progress})
     assert "| tiny (training: epoch 2 of 4) |" in table
-    resumed, curve = _tiny_run(state)
+    resumed, curve = _tiny_run(state, recipe=recipe)
     # the same batches, optimizer moments, schedule, shuffles and dropout draws in the same order: equal to the bit
     assert torch.equal(resumed[0].weight, whole[0].weight) and torch.equal(resumed[0].bias, whole[0].bias)
     assert [c["test"] for c in curve] == [c["test"] for c in whole_curve]
