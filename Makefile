@@ -109,9 +109,9 @@ bench-family: setup
 		--steps 2000 --out $(OUT)/famritz --overwrite
 	$(PY) benchmarks/family_pc.py --model $(OUT)/famritz/checkpoint.pt --name family_pc_ritz --out benchmarks/results
 
-# The Darcy benchmark (about 24 hours on 2 cores): its data regenerated once (15-25 minutes), then every
-# model's training, saved after each epoch: run it again after a stop and it resumes where it stopped; then
-# the FNO recipe's ablation (about half an hour).
+# The Darcy benchmark (about 18 hours on 2 cores; each model's time is in docs/results.md): its data
+# regenerated once (15-25 minutes), then every model's training, saved after each epoch: run it again after
+# a stop and it resumes where it stopped; then the FNO recipe's ablation (about half an hour).
 bench-darcy: setup $(OUT)/darcy_85.h5
 	$(PY) benchmarks/darcy.py --data $(OUT)/darcy_85.h5 --transfer $(OUT)/darcy_141.h5 --epochs 100 \
 	  --out benchmarks/results/darcy_full
