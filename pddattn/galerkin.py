@@ -179,14 +179,15 @@ class CaoDarcy(PointwiseNormalised):
     Its DarcyDataset normalises a and u pointwise over the training fields (``fit``; the model answers a
     normalised u and un-normalises it), and the script's argument defaults override config.yml's
     ``ffn_dropout`` (0.1, not 0.05). The rest of its recipe (batches of 4, one-cycle learning rate, an H1
-    term in the loss, gradient clipping) is the trainer's (benchmarks/darcy_recipe.py).
+    term in the loss, gradient clipping) is the trainer's (benchmarks/darcy_recipe.py). ``config``: as for
+    ``CaoGalerkinTransformer2D``.
     """
 
     transfers = False
 
-    def __init__(self, side, coarse=29, seed=0):
+    def __init__(self, side, coarse=29, seed=0, **config):
         super().__init__(side)
-        self.net = CaoGalerkinTransformer2D(side, coarse, seed, ffn_dropout=0.1)
+        self.net = CaoGalerkinTransformer2D(side, coarse, seed, **{"ffn_dropout": 0.1, **config})
 
     def network(self, x):
         return self.net(x)

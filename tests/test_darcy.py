@@ -254,9 +254,28 @@ def test_the_fno_ablation_trains_every_variant_on_the_budgets_first_epochs(tmp_p
     variants = result["variants"]
     assert len(variants) == 5 and all(len(r["curve"]) == 2 for r in variants.values())
     assert all(0 < c["test"] < 10 for r in variants.values() for c in r["curve"])
-    assert variants["paper"]["loss"] == "sum" and variants["paper, loss averaged"]["loss"] == "mean"
+    assert variants["paper"]["recipe"]["reduction"] == "sum"
+    assert variants["paper, loss averaged"]["recipe"]["reduction"] == "mean"
     table = (tmp_path / "darcy_fno_ablation.md").read_text()
     assert all(f"| {name} |" in table for name in variants)
+
+
+def test_the_gt_ablation_trains_each_recipe_and_a_second_run_resumes_from_its_state(tmp_path):
+    pytest.importorskip("galerkin_transformer")
+    command = [sys.executable, "benchmarks/darcy_gt_ablation.py", "--quick", "--state", str(tmp_path / "state")]
+    first = subprocess.run(command + ["--out", str(tmp_path / "1")], cwd=ROOT, capture_output=True, text=True,
+                           timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    variants = json.loads((tmp_path / "1" / "darcy_gt_ablation.json").read_text())["variants"]
+    assert len(variants) == 6 and all(len(r["curve"]) == 2 for r in variants.values())
+    assert all(0 < c["test"] < 10 for r in variants.values() for c in r["curve"])
+    assert all(0 < r["attention dropout off"] < 10 for r in variants.values())
+    assert variants["batches of 20"]["recipe"]["batch"] == 20 and variants["no H1 term"]["recipe"]["gamma"] == 0
+    second = subprocess.run(command + ["--out", str(tmp_path / "2")], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("finished in an earlier run") == 6 and ": train " not in second.stdout
+    assert json.loads((tmp_path / "2" / "darcy_gt_ablation.json").read_text())["variants"] == variants
 
 
 @pytest.mark.parametrize("recipe", ["COMMON", "CAO"])
