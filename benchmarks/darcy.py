@@ -23,6 +23,7 @@ no retraining.
              grid, width 128, 6 layers; 2.2M parameters; the ``gt`` extra)
   gt-cao-paper  the same model between its script's pointwise normalisers, trained by its script's recipe
              (benchmarks/darcy_recipe.py: batches of 4, one-cycle learning rate, an H1 term in the loss)
+  gt-cao-paper-small  the same at about DD's parameter count (its width and modes reduced, its shape kept)
   gt         Cao's Galerkin attention written here from the paper (pddattn/galerkin.py), a reduced model
              that attends to the grid itself, d = 32, 4 layers
   gt-small   the same at about DD's parameter count
@@ -71,7 +72,7 @@ from pddattn.family_run import FamilySpec, new_model, transfer  # noqa: E402
 from pddattn.fno_paper import PaperFNO2D, sized as sized_paper_fno  # noqa: E402
 from pddattn.normalisers import PointwiseNormalised  # noqa: E402
 from pddattn.galerkin import (CaoDarcy, CaoGalerkinTransformer2D, GalerkinTransformer2D,  # noqa: E402
-                              deterministic_attention)
+                              deterministic_attention, sized_cao)
 from pddattn.problems import operator_problem  # noqa: E402
 from pddattn.problems.triplets import operator_of_field, read_arrays  # noqa: E402
 
@@ -80,7 +81,7 @@ from darcy_recipe import CAO, COMMON, FNO_PAPER, LR, count, relative, train  # n
 from darcy_state import TrainingState  # noqa: E402
 
 # the package's Galerkin Transformer: its attention's dropout is on in eval mode too (deterministic_attention)
-RANDOM_AT_TEST = ("gt-cao", "gt-cao-paper")
+RANDOM_AT_TEST = ("gt-cao", "gt-cao-paper", "gt-cao-paper-small")
 
 
 def fields(path, split, count):
@@ -217,7 +218,7 @@ def recipe_of(name):
     """The benchmark's recipe, or the authors' script's for the -paper baselines."""
     if name.startswith("fno-paper"):
         return FNO_PAPER
-    return CAO if name == "gt-cao-paper" else COMMON
+    return CAO if name.startswith("gt-cao-paper") else COMMON
 
 
 def floor(a, u):
@@ -277,8 +278,10 @@ def field_net(name, side, dd_count):
         return CaoGalerkinTransformer2D(side)
     if name == "gt-cao-paper":
         return CaoDarcy(side)
+    if name == "gt-cao-paper-small":
+        return CaoDarcy(side, **sized_cao(dd_count, side))
     raise SystemExit(f"unknown model {name!r}: use fno, fno-small, fno-paper, fno-paper-small, gt, gt-cao, "
-                     "gt-cao-paper, gt-small, dd or dd-cK")
+                     "gt-cao-paper, gt-cao-paper-small, gt-small, dd or dd-cK")
 
 
 def dd_spec(spec, name):
@@ -354,7 +357,8 @@ def main(argv=None):
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--models", help="comma-separated (default fno,fno-small,fno-paper,fno-paper-small,gt-cao,"
-                        "gt-cao-paper,gt,gt-small,dd,dd-c4; --quick: fno,fno-small,fno-paper,gt,gt-small,dd,dd-c2)")
+                        "gt-cao-paper,gt-cao-paper-small,gt,gt-small,dd,dd-c4; --quick: fno,fno-small,fno-paper,gt,"
+                        "gt-small,dd,dd-c2)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--timed", type=int, default=16, help="test fields of the time-to-accuracy table")
     parser.add_argument("--out", default="benchmarks/results")
@@ -374,7 +378,8 @@ def main(argv=None):
         args.data, args.transfer, args.train, args.test, args.epochs = \
             str(tmp / "d_21.h5"), str(tmp / "d_41.h5"), 40, 10, 2
         args.models = args.models or "fno,fno-small,fno-paper,gt,gt-small,dd,dd-c2"
-    args.models = args.models or "fno,fno-small,fno-paper,fno-paper-small,gt-cao,gt-cao-paper,gt,gt-small,dd,dd-c4"
+    args.models = args.models or ("fno,fno-small,fno-paper,fno-paper-small,gt-cao,gt-cao-paper,gt-cao-paper-small,"
+                                  "gt,gt-small,dd,dd-c4")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     a, u = fields(args.data, "train", args.train)
     a_test, u_test = fields(args.data, "test", args.test)

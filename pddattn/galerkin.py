@@ -32,7 +32,7 @@ from .fno import default_dtype
 from .normalisers import PointwiseNormalised
 
 __all__ = ["GalerkinAttention", "SpectralConv2d", "GalerkinTransformer2D", "CaoGalerkinTransformer2D", "CaoDarcy",
-           "deterministic_attention"]
+           "sized_cao", "deterministic_attention"]
 
 # The package's Darcy model as its authors ran it (config.yml, ex2_darcy, galerkin-transformer 0.2.1): the
 # file is not installed with the package, so its entries are copied here
@@ -191,6 +191,24 @@ class CaoDarcy(PointwiseNormalised):
 
     def network(self, x):
         return self.net(x)
+
+
+def sized_cao(target, side):
+    """``CaoDarcy`` config entries of the package's model at about ``target`` parameters on a ``side`` grid.
+
+    Its shape is kept (6 layers, 4 heads, attention on 29 x 29, the feed-forward width twice the width and
+    the regressor's frequency channels a quarter of it, as config.yml has them at 128); the width (a
+    multiple of 4, 8 to 32) and the regressor's modes (12, 8, 6 or 4) are chosen, the count nearest
+    ``target``."""
+    best = None
+    for modes in (12, 8, 6, 4):
+        for d in range(8, 33, 4):
+            config = dict(n_hidden=d, dim_feedforward=2 * d, freq_dim=max(4, d // 4), fourier_modes=modes)
+            net = CaoGalerkinTransformer2D(side, **config)
+            count = sum(p.numel() * (2 if p.is_complex() else 1) for p in net.parameters())
+            if best is None or abs(count - target) < abs(best[0] - target):
+                best = (count, config)
+    return best[1]
 
 
 @contextlib.contextmanager

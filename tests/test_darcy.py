@@ -55,6 +55,17 @@ def test_the_galerkin_transformer_packages_darcy_model_answers_on_its_grid_with_
         net(torch.rand(1, 141, 141))
 
 
+def test_the_packages_darcy_model_at_dds_count_keeps_its_shape_and_is_near_that_count():
+    pytest.importorskip("galerkin_transformer")
+    from pddattn.galerkin import CaoDarcy, sized_cao
+    config = sized_cao(31185, 85)
+    net = CaoDarcy(85, **config)
+    assert abs(net.num_parameters() - 31185) < 0.05 * 31185
+    assert config["dim_feedforward"] == 2 * config["n_hidden"] and config["fourier_modes"] in (12, 8, 6, 4)
+    assert len(net.net.net.encoder_layers) == 6  # the 2.2M model's depth
+    assert net(torch.rand(2, 85, 85) * 9 + 3).shape == (2, 85, 85)
+
+
 def test_the_packages_darcy_model_between_its_scripts_normalisers_is_that_model_shifted_and_scaled():
     pytest.importorskip("galerkin_transformer")
     from pddattn.galerkin import CaoDarcy, CaoGalerkinTransformer2D
