@@ -94,6 +94,8 @@ def main(argv, doc, stem, variants, budget=None, columns=None, dropout_off=False
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--state", help=f"folder of the variants' saved epochs (default runs/{stem}_state)")
+    parser.add_argument("--variants", help="comma-separated, as file names (default all): "
+                        "'batches-of-20,no-h1-term' trains those two")
     args = parser.parse_args(argv)
     if not 1 <= args.epochs <= (budget or args.epochs):
         raise SystemExit(f"--epochs {args.epochs}: give 1 to {budget}")
@@ -106,7 +108,14 @@ def main(argv, doc, stem, variants, budget=None, columns=None, dropout_off=False
     a_test, u_test = darcy.fields(args.data, "test", args.test)
     fields, budget = darcy.fingerprint(a, a_test), budget or args.epochs
     config = {"data": fields, "train": len(a), "test": len(a_test), "epochs": args.epochs, "budget": budget}
-    results = train_variants(variants(a, u, args.quick), a, u, a_test, u_test, budget, args.epochs,
+    chosen = variants(a, u, args.quick)
+    if args.variants:
+        wanted = args.variants.split(",")
+        unknown = sorted(set(wanted) - {slug(name) for name in chosen})
+        if unknown:
+            raise SystemExit(f"--variants: no {', '.join(unknown)}; use {', '.join(slug(n) for n in chosen)}")
+        chosen = {name: make for name, make in chosen.items() if slug(name) in wanted}
+    results = train_variants(chosen, a, u, a_test, u_test, budget, args.epochs,
                              lambda line: print(line, flush=True), args.state or f"runs/{stem}_state", config,
                              dropout_off)
     out = Path(args.out)

@@ -287,6 +287,13 @@ def test_the_gt_ablation_trains_each_recipe_and_a_second_run_resumes_from_its_st
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("finished in an earlier run") == 6 and ": train " not in second.stdout
     assert json.loads((tmp_path / "2" / "darcy_gt_ablation.json").read_text())["variants"] == variants
+    one = subprocess.run(command + ["--out", str(tmp_path / "3"), "--variants", "no-h1-term"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert list(json.loads((tmp_path / "3" / "darcy_gt_ablation.json").read_text())["variants"]) == ["no H1 term"]
+    wrong = subprocess.run(command + ["--out", str(tmp_path / "4"), "--variants", "no-h2-term"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)
+    assert wrong.returncode != 0 and "no no-h2-term; use cao-s-recipe-gt-cao-paper" in wrong.stderr
 
 
 @pytest.mark.parametrize("recipe", ["COMMON", "CAO"])
