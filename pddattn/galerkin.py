@@ -204,8 +204,7 @@ def sized_cao(target, side):
     for modes in (12, 8, 6, 4):
         for d in range(8, 33, 4):
             config = dict(n_hidden=d, dim_feedforward=2 * d, freq_dim=max(4, d // 4), fourier_modes=modes)
-            net = CaoGalerkinTransformer2D(side, **config)
-            count = sum(p.numel() * (2 if p.is_complex() else 1) for p in net.parameters())
+            count = CaoDarcy(side, **config).num_parameters()
             if best is None or abs(count - target) < abs(best[0] - target):
                 best = (count, config)
     return best[1]
