@@ -109,16 +109,18 @@ bench-family: setup
 		--steps 2000 --out $(OUT)/famritz --overwrite
 	$(PY) benchmarks/family_pc.py --model $(OUT)/famritz/checkpoint.pt --name family_pc_ritz --out benchmarks/results
 
-# The Darcy benchmark (about 18 hours on 2 cores, 29 with the ablations; each model's time is in
+# The Darcy benchmark (about 18 hours on 2 cores, 32 with the ablations and shapes; each model's time is in
 # docs/results.md): its data regenerated once (15-25 minutes), then every model's training, saved after each
 # epoch: run it again after a stop and it resumes where it stopped; then the FNO and Galerkin Transformer
-# recipes' ablations (about half an hour and 11 hours; they resume too).
+# recipes' ablations (about half an hour and 11 hours) and the baselines' other shapes at DD's parameter
+# count (about 2.5 hours; all resume too).
 bench-darcy: setup $(OUT)/darcy_85.h5
 	$(PY) benchmarks/darcy.py --data $(OUT)/darcy_85.h5 --transfer $(OUT)/darcy_141.h5 --epochs 100 \
 	  --out benchmarks/results/darcy_full
 	$(PY) benchmarks/darcy_fno_ablation.py --data $(OUT)/darcy_85.h5 --epochs 10 --out benchmarks/results/darcy_full
 	$(PY) benchmarks/darcy_gt_ablation.py --data $(OUT)/darcy_85.h5 --epochs 100 \
 	  --variants batches-of-20,no-h1-term,step-schedule,scalar-normalisers --out benchmarks/results/darcy_full
+	$(PY) benchmarks/darcy_shapes.py --data $(OUT)/darcy_85.h5 --epochs 100 --out benchmarks/results/darcy_full
 
 $(OUT)/darcy_85.h5:
 	$(VENV)/bin/pddattn data darcy --grid 85,141 --train 1000 --test 200 --out $(OUT)/darcy.h5

@@ -116,15 +116,17 @@ class PaperFNO2D(PointwiseNormalised):
         return self.project(x.permute(0, 2, 3, 1))[..., 0]
 
 
-def sized(target, side):
-    """(width, modes) of the 4-layer paper FNO whose parameter count is nearest ``target`` (larger modes first
-    among equals)."""
+def sized(target, side, layers=4, modes=(12, 8, 6, 4)):
+    """(width, modes) of the ``layers``-layer paper FNO whose parameter count is nearest ``target``, the modes
+    one of ``modes`` (an int: that one; the larger first among equals)."""
     best = None
-    for modes in (12, 8, 6, 4):
-        if 2 * modes > side:
+    for m in (modes,) if isinstance(modes, int) else modes:
+        if 2 * m > side:
             continue
-        for width in range(2, 33):
-            count = PaperFNO2D(side, width, modes).num_parameters()
+        for width in range(2, 65):
+            count = PaperFNO2D(side, width, m, layers).num_parameters()
             if best is None or abs(count - target) < abs(best[0] - target):
-                best = (count, width, modes)
+                best = (count, width, m)
+    if best is None:
+        raise ValueError(f"no modes of {modes} fit a {side} x {side} grid")
     return best[1], best[2]

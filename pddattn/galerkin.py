@@ -193,17 +193,19 @@ class CaoDarcy(PointwiseNormalised):
         return self.net(x)
 
 
-def sized_cao(target, side):
+def sized_cao(target, side, layers=6, modes=(12, 8, 6, 4)):
     """``CaoDarcy`` config entries of the package's model at about ``target`` parameters on a ``side`` grid.
 
-    Its shape is kept (6 layers, 4 heads, attention on 29 x 29, the feed-forward width twice the width and
-    the regressor's frequency channels a quarter of it, as config.yml has them at 128); the width (a
-    multiple of 4, 8 to 32) and the regressor's modes (12, 8, 6 or 4) are chosen, the count nearest
-    ``target``."""
+    Its shape is kept (4 heads, attention on 29 x 29, the feed-forward width twice the width and the
+    regressor's frequency channels a quarter of it, as config.yml has them at 128), with ``layers`` attention
+    layers (its 6 by default); the width (a multiple of 4, 8 to 64) and the regressor's modes (one of
+    ``modes``; an int: that one) are chosen, the count nearest ``target``."""
     best = None
-    for modes in (12, 8, 6, 4):
-        for d in range(8, 33, 4):
-            config = dict(n_hidden=d, dim_feedforward=2 * d, freq_dim=max(4, d // 4), fourier_modes=modes)
+    for m in (modes,) if isinstance(modes, int) else modes:
+        for d in range(8, 65, 4):
+            config = dict(n_hidden=d, dim_feedforward=2 * d, freq_dim=max(4, d // 4), fourier_modes=m)
+            if layers != 6:
+                config["num_encoder_layers"] = layers
             count = CaoDarcy(side, **config).num_parameters()
             if best is None or abs(count - target) < abs(best[0] - target):
                 best = (count, config)

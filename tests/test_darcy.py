@@ -64,6 +64,8 @@ def test_the_packages_darcy_model_at_dds_count_keeps_its_shape_and_is_near_that_
     assert config["dim_feedforward"] == 2 * config["n_hidden"] and config["fourier_modes"] in (12, 8, 6, 4)
     assert len(net.net.net.encoder_layers) == 6  # the 2.2M model's depth
     assert net(torch.rand(2, 85, 85) * 9 + 3).shape == (2, 85, 85)
+    shallow = sized_cao(31185, 85, layers=2, modes=12)
+    assert shallow["fourier_modes"] == 12 and len(CaoDarcy(85, **shallow).net.net.encoder_layers) == 2
 
 
 def test_the_packages_darcy_model_between_its_scripts_normalisers_is_that_model_shifted_and_scaled():
@@ -294,6 +296,23 @@ def test_the_gt_ablation_trains_each_recipe_and_a_second_run_resumes_from_its_st
     wrong = subprocess.run(command + ["--out", str(tmp_path / "4"), "--variants", "no-h2-term"], cwd=ROOT,
                            capture_output=True, text=True, timeout=600)
     assert wrong.returncode != 0 and "no no-h2-term; use cao-s-recipe-gt-cao-paper" in wrong.stderr
+
+
+def test_the_shapes_benchmark_trains_the_baselines_at_dds_count_each_on_its_authors_recipe(tmp_path):
+    pytest.importorskip("galerkin_transformer")
+    p = subprocess.run([sys.executable, "benchmarks/darcy_shapes.py", "--quick", "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    variants = json.loads((tmp_path / "darcy_shapes.json").read_text())["variants"]
+    fnos = {k: r for k, r in variants.items() if k.startswith("fno-paper")}
+    assert len(fnos) == 3 and len(variants) == 6
+    assert all(len(r["curve"]) == 2 and all(0 < c["test"] < 10 for c in r["curve"]) for r in variants.values())
+    # the width is picked for the count nearest DD's 31,185 (the same on any grid: its generator's)
+    assert all(abs(r["parameters"] - 31_185) < 0.1 * 31_185 for r in fnos.values())
+    assert all(r["recipe"]["batch"] == (20 if k in fnos else 4) for k, r in variants.items())
+    assert "fno-paper, 2 layers, width 15, 4 modes" in fnos
+    table = (tmp_path / "darcy_shapes.md").read_text()
+    assert all(f"| {name} |" in table for name in variants)
 
 
 @pytest.mark.parametrize("recipe", ["COMMON", "CAO"])

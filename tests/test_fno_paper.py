@@ -75,3 +75,15 @@ def test_the_small_version_is_the_size_nearest_the_target():
     assert abs(count - 31_185) <= min(abs(PaperFNO2D(85, w, modes).num_parameters() - 31_185)
                                       for w in (width - 1, width + 1))
     assert abs(count - 31_185) < 0.1 * 31_185
+
+
+@pytest.mark.parametrize("layers, modes", [(2, 4), (3, 6)])
+def test_a_given_depth_and_modes_get_the_width_nearest_the_target(layers, modes):
+    width, chosen = sized(31_185, 85, layers, modes)
+    assert chosen == modes
+
+    def miss(w):
+        return abs(PaperFNO2D(85, w, modes, layers).num_parameters() - 31_185)
+    assert miss(width) <= min(miss(width - 1), miss(width + 1))
+    with pytest.raises(ValueError, match="no modes of 12 fit a 21 x 21 grid"):
+        sized(31_185, 21, layers, 12)
