@@ -52,8 +52,8 @@ def variants(a, u, quick=False):
         out[f"fno-paper, {layers} layer{'s' * (layers > 1)}, width {width}, {modes} modes"] = (
             lambda w=width, m=modes, n=layers: (PaperFNO2D(side, w, m, n).fit(a, u), FNO_PAPER))
     for layers, modes in GT_SHAPES:
-        config = {**QUICK, "fourier_modes": min(modes, (side - 1) // 2)} if quick else sized_cao(target, side, layers, modes)
-        config["num_encoder_layers"] = layers
+        config = ({**QUICK, "fourier_modes": min(modes, (side - 1) // 2), "num_encoder_layers": layers} if quick
+                  else sized_cao(target, side, layers, modes))
         out[f"gt-cao-paper, {layers} layer{'s' * (layers > 1)}, width {config['n_hidden']}, {modes} modes"] = (
             lambda c=config: (CaoDarcy(side, **c).fit(a, u), CAO))
     return out

@@ -203,9 +203,8 @@ def sized_cao(target, side, layers=6, modes=(12, 8, 6, 4)):
     best = None
     for m in (modes,) if isinstance(modes, int) else modes:
         for d in range(8, 65, 4):
-            config = dict(n_hidden=d, dim_feedforward=2 * d, freq_dim=max(4, d // 4), fourier_modes=m)
-            if layers != 6:
-                config["num_encoder_layers"] = layers
+            config = dict(n_hidden=d, dim_feedforward=2 * d, freq_dim=max(4, d // 4), fourier_modes=m,
+                          num_encoder_layers=layers)
             count = CaoDarcy(side, **config).num_parameters()
             if best is None or abs(count - target) < abs(best[0] - target):
                 best = (count, config)
